@@ -1,0 +1,406 @@
+//! `tunctl`: create, inspect and configure TUN/TAP devices, and run the demo.
+//!
+//! Exit codes: 0 success, 1 a failed operation (one line `tunctl: DEVICE: OPERATION: cause`),
+//! 2 a usage error.
+
+mod demo;
+mod output;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tunctl::{Cidr, Device, Error, ErrorKind, Kind, Link, MacAddr, Namespace};
+
+/// Create, inspect and configure Linux TUN/TAP devices, over ioctls and rtnetlink (never by
+/// running `ip`). Needs root or CAP_NET_ADMIN (CAP_SYS_ADMIN too for --netns).
+#[derive(Parser, Debug)]
+#[command(name = "tunctl", version, about, long_about = None, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a persistent TUN/TAP device, configure it, and print its name.
+    ///
+    /// The device outlives this command (like `ip tuntap add`) until `tunctl del`. If
+    /// anything fails, a device this command created is removed again.
+    Add(AddArgs),
+    /// Delete a TUN/TAP device, persistent or not.
+    Del {
+        /// Interface name.
+        #[arg(value_parser = parse_ifname)]
+        name: String,
+        #[command(flatten)]
+        ns: NsArg,
+    },
+    /// List every TUN/TAP device with the kernel's view of it.
+    List {
+        #[command(flatten)]
+        ns: NsArg,
+        /// Print JSON (an array of the objects `show --json` prints).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one TUN/TAP device: kind, flags, owner, queues, MTU, state, addresses.
+    Show {
+        /// Interface name.
+        #[arg(value_parser = parse_ifname)]
+        name: String,
+        #[command(flatten)]
+        ns: NsArg,
+        /// Print JSON: name, index, kind, flags, tun_flags, persist, owner, group, pi,
+        /// vnet_hdr, multi_queue, queues, disabled_queues, mtu, txqueuelen, mac, carrier, up,
+        /// state, addresses[{family, address, prefix, peer, broadcast}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an existing TUN/TAP device.
+    Set(SetArgs),
+    /// Add, delete or list named network namespaces (/run/netns, as `ip netns`).
+    Netns {
+        #[command(subcommand)]
+        action: NetnsCommand,
+    },
+    /// Two namespaces, a tun device in each, packets forwarded between them by this process:
+    /// pings and a 3-second TCP stream cross it; prints a report and removes everything.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum NetnsCommand {
+    /// Create a named namespace.
+    Add {
+        /// Namespace name (a file name under /run/netns).
+        name: String,
+    },
+    /// Delete a named namespace.
+    Del {
+        /// Namespace name.
+        name: String,
+    },
+    /// List the named namespaces.
+    List,
+}
+
+#[derive(Args, Debug, Clone)]
+struct NsArg {
+    /// Network namespace: a name under /run/netns, or a path (e.g. /proc/PID/ns/net).
+    #[arg(long, value_name = "NS", value_parser = parse_netns)]
+    netns: Option<Namespace>,
+}
+
+impl NsArg {
+    fn ns(&self) -> Namespace {
+        self.netns.clone().unwrap_or_default()
+    }
+}
+
+#[derive(Args, Debug)]
+struct AddArgs {
+    /// Interface name, or a template such as "lab%d"; default: the kernel picks tunN/tapN.
+    #[arg(value_parser = parse_template)]
+    name: Option<String>,
+    /// A tun device (IP packets).
+    #[arg(long, conflicts_with = "tap")]
+    tun: bool,
+    /// A tap device (Ethernet frames): the default.
+    #[arg(long)]
+    tap: bool,
+    /// Keep the 4-byte packet-information header (default: no_pi).
+    #[arg(long)]
+    pi: bool,
+    /// Prefix packets with a virtio-net header (IFF_VNET_HDR).
+    #[arg(long)]
+    vnet_hdr: bool,
+    /// A multi-queue device (IFF_MULTI_QUEUE).
+    #[arg(long)]
+    multi_queue: bool,
+    /// Fail if the device exists already (IFF_TUN_EXCL); without it, an existing persistent
+    /// device of the same kind and flags is reconfigured.
+    #[arg(long)]
+    exclusive: bool,
+    #[command(flatten)]
+    ns: NsArg,
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Bring the device up.
+    #[arg(long)]
+    up: bool,
+}
+
+#[derive(Args, Debug)]
+struct SetArgs {
+    /// Interface name.
+    #[arg(value_parser = parse_ifname)]
+    name: String,
+    #[command(flatten)]
+    ns: NsArg,
+    /// Bring the device up.
+    #[arg(long, conflicts_with = "down")]
+    up: bool,
+    /// Bring the device down (addresses stay).
+    #[arg(long)]
+    down: bool,
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Remove an address (repeatable).
+    #[arg(long = "del-addr", value_name = "CIDR", value_parser = parse_cidr)]
+    del_addr: Vec<Cidr>,
+    /// Carrier on or off.
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    carrier: Option<bool>,
+}
+
+#[derive(Args, Debug)]
+struct ConfigArgs {
+    /// User allowed to use the device without CAP_NET_ADMIN (name or uid).
+    #[arg(long, value_name = "USER|UID")]
+    owner: Option<String>,
+    /// Group allowed to use the device without CAP_NET_ADMIN (name or gid).
+    #[arg(long, value_name = "GROUP|GID")]
+    group: Option<String>,
+    /// Add an address, e.g. 10.0.0.1/24 or fd00::1/64 (repeatable; bare IPv4 = /32, IPv6 = /64).
+    #[arg(long = "addr", value_name = "CIDR", value_parser = parse_cidr)]
+    addr: Vec<Cidr>,
+    /// Point-to-point peer of the first address of its family (the seed's dstaddr).
+    #[arg(long, value_name = "ADDR", value_parser = parse_ip)]
+    peer: Option<IpAddr>,
+    /// IPv4 broadcast address of the first IPv4 address.
+    #[arg(long, value_name = "ADDR", value_parser = parse_ipv4)]
+    broadcast: Option<Ipv4Addr>,
+    /// MTU (the device's range, usually 68-65535; IPv6 needs 1280 or more).
+    #[arg(long, value_name = "N")]
+    mtu: Option<u32>,
+    /// MAC address of a tap device, e.g. 02:00:00:00:00:01.
+    #[arg(long, value_name = "MAC", value_parser = parse_mac)]
+    mac: Option<MacAddr>,
+}
+
+fn parse_ifname(s: &str) -> Result<String, String> {
+    tunctl::validate_name(s, false)
+        .map(|()| s.to_string())
+        .map_err(|e| detail(&e))
+}
+
+fn parse_template(s: &str) -> Result<String, String> {
+    tunctl::validate_name(s, true)
+        .map(|()| s.to_string())
+        .map_err(|e| detail(&e))
+}
+
+fn parse_netns(s: &str) -> Result<Namespace, String> {
+    Namespace::from_arg(s).map_err(|e| detail(&e))
+}
+
+fn parse_cidr(s: &str) -> Result<Cidr, String> {
+    s.parse().map_err(|e: Error| detail(&e))
+}
+
+fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    tunctl::parse_ip(s).map_err(|e| detail(&e))
+}
+
+fn parse_ipv4(s: &str) -> Result<Ipv4Addr, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an IPv4 address"))
+}
+
+fn parse_mac(s: &str) -> Result<MacAddr, String> {
+    s.parse().map_err(|e: Error| detail(&e))
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: expected on or off")),
+    }
+}
+
+/// The error's message without its "operation:" prefix, for clap's usage errors.
+fn detail(err: &Error) -> String {
+    let text = err.to_string();
+    match text.split_once(": ") {
+        Some((_, rest)) => rest.to_string(),
+        None => text,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tunctl: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Add(args) => add(args),
+        Command::Del { name, ns } => {
+            let link = tun_link(&ns.ns(), &name)?;
+            link.delete()
+        }
+        Command::List { ns, json } => {
+            let netlink = tunctl::Netlink::open_in(&ns.ns())?;
+            let links = netlink.tun_links()?;
+            let addrs = netlink.addresses(None)?;
+            output::print_links(&links, &addrs, json);
+            Ok(())
+        }
+        Command::Show { name, ns, json } => {
+            let link = tun_link(&ns.ns(), &name)?;
+            let info = link.info()?;
+            let addrs = link.addresses()?;
+            output::print_link(&info, &addrs, json);
+            Ok(())
+        }
+        Command::Set(args) => set(args),
+        Command::Netns { action } => match action {
+            NetnsCommand::Add { name } => Namespace::create(&name).map(drop),
+            NetnsCommand::Del { name } => Namespace::delete(&name),
+            NetnsCommand::List => {
+                for name in Namespace::list()? {
+                    println!("{name}");
+                }
+                Ok(())
+            }
+        },
+        Command::Demo(args) => demo::run(args),
+    }
+}
+
+/// The link `name` in `ns`, refusing anything that is not TUN/TAP.
+fn tun_link(ns: &Namespace, name: &str) -> Result<Link, Error> {
+    let link = Link::by_name(ns, name)?;
+    let info = link.info()?;
+    if info.tun.is_none() {
+        let kind = info.link_kind.as_deref().unwrap_or("no link kind");
+        return Err(Error::from_kind(
+            ErrorKind::InvalidInput,
+            "check kind",
+            format!("not a TUN/TAP device ({kind})"),
+        )
+        .with_subject(name));
+    }
+    Ok(link)
+}
+
+/// Owner and group, resolved before anything is created.
+fn resolve_ids(config: &ConfigArgs) -> Result<(Option<u32>, Option<u32>), Error> {
+    let owner = config.owner.as_deref().map(tunctl::user_id).transpose()?;
+    let group = config.group.as_deref().map(tunctl::group_id).transpose()?;
+    Ok((owner, group))
+}
+
+/// Applies the link-level settings shared by `add` and `set`, in an order the kernel accepts
+/// (MTU before IPv6 addresses, addresses before their peer and broadcast).
+fn configure(link: &Link, config: &ConfigArgs) -> Result<(), Error> {
+    if let Some(mtu) = config.mtu {
+        link.set_mtu(mtu)?;
+    }
+    if let Some(mac) = config.mac {
+        link.set_mac(mac)?;
+    }
+    for cidr in &config.addr {
+        link.add_address(*cidr)?;
+    }
+    if let Some(peer) = config.peer {
+        link.set_peer(peer)?;
+    }
+    if let Some(brd) = config.broadcast {
+        link.set_broadcast(brd)?;
+    }
+    Ok(())
+}
+
+fn add(args: AddArgs) -> Result<(), Error> {
+    let (owner, group) = resolve_ids(&args.config)?;
+    let mut builder = Device::builder()
+        .kind(if args.tun { Kind::Tun } else { Kind::Tap })
+        .packet_info(args.pi)
+        .vnet_hdr(args.vnet_hdr)
+        .exclusive(args.exclusive)
+        .namespace(args.ns.ns());
+    if let Some(name) = &args.name {
+        builder = builder.name(name);
+    }
+    if args.multi_queue {
+        builder = builder.multi_queue(1);
+    }
+    let dev = builder.create()?;
+    let existed = dev.is_persistent()?;
+    let result = (|| {
+        // Owner and group go before persist: a device must never be left persistent with
+        // an owner other than the one asked for.
+        if let Some(uid) = owner {
+            dev.set_owner(uid)?;
+        }
+        if let Some(gid) = group {
+            dev.set_group(gid)?;
+        }
+        dev.set_persist(true)?;
+        configure(dev.link()?, &args.config)?;
+        if args.up {
+            dev.up()?;
+        }
+        Ok(())
+    })();
+    if let Err(err) = result {
+        if !existed {
+            let _ = dev.destroy();
+        }
+        return Err(err);
+    }
+    println!("{}", dev.name());
+    Ok(())
+}
+
+fn set(args: SetArgs) -> Result<(), Error> {
+    let (owner, group) = resolve_ids(&args.config)?;
+    let ns = args.ns.ns();
+    let link = tun_link(&ns, &args.name)?;
+    configure(&link, &args.config)?;
+    for cidr in &args.del_addr {
+        link.del_address(*cidr)?;
+    }
+    if let Some(carrier) = args.carrier {
+        link.set_carrier(carrier)?;
+    }
+    if owner.is_some() || group.is_some() {
+        // TUNSETOWNER/GROUP need an fd attached to the device: attach with its own flags.
+        let tun = link.info()?.tun.ok_or_else(|| {
+            Error::from_kind(ErrorKind::NotFound, "attach", "the device went away")
+                .with_subject(&args.name)
+        })?;
+        let mut builder = Device::builder()
+            .name(&args.name)
+            .kind(tun.kind)
+            .packet_info(tun.pi)
+            .vnet_hdr(tun.vnet_hdr)
+            .namespace(ns.clone());
+        if tun.multi_queue {
+            builder = builder.multi_queue(1);
+        }
+        let dev = builder.open()?;
+        if let Some(uid) = owner {
+            dev.set_owner(uid)?;
+        }
+        if let Some(gid) = group {
+            dev.set_group(gid)?;
+        }
+    }
+    if args.up {
+        link.up()?;
+    }
+    if args.down {
+        link.down()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,842 @@
+//! [`Device`]: one owned TUN/TAP device (the seed's `tuncer`), built with [`Builder`], and
+//! [`Queue`]: one fd of it.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::addr::{Cidr, MacAddr};
+use crate::error::{Error, ErrorKind, Result};
+use crate::flags::{Flags, Kind, Offload};
+use crate::name;
+use crate::netlink::{Address, Link, LinkInfo, Netlink};
+use crate::netns::Namespace;
+use crate::sys::{self, Interest, Ready};
+
+/// The most queues the kernel gives one multi-queue device (`MAX_TAP_QUEUES`).
+pub const MAX_QUEUES: usize = 256;
+
+/// State shared by a device and its queues.
+#[derive(Debug)]
+struct Shared {
+    name: String,
+    closed: AtomicBool,
+    /// Readable once the device is destroyed: wakes readers and writers blocked in `poll`.
+    wake: OwnedFd,
+}
+
+impl Shared {
+    fn check_open(&self, op: &str) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::closed(op).on(&self.name))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Maps an I/O error, telling "destroyed here" from "deleted from outside".
+    fn io_error(&self, op: &str, err: std::io::Error) -> Error {
+        if self.closed.load(Ordering::Acquire) {
+            return Error::closed(op).on(&self.name);
+        }
+        let gone = err.raw_os_error() == Some(libc::EBADFD);
+        let err = Error::os(op, err).on(&self.name);
+        if gone {
+            err.with_detail("the device no longer exists (deleted from outside?) (EBADFD)")
+        } else {
+            err
+        }
+    }
+}
+
+/// One file descriptor of a device: a queue of a multi-queue device, or the only fd of a
+/// single-queue one. Reads and writes take `&self`: one thread may receive while another
+/// sends, with no lock.
+///
+/// The fd is non-blocking and close-on-exec; blocking calls wait in `poll(2)` together with
+/// the device's wake-up eventfd, so [`Device::destroy`] wakes them with
+/// [`ErrorKind::Closed`].
+#[derive(Debug)]
+pub struct Queue {
+    fd: OwnedFd,
+    shared: Arc<Shared>,
+}
+
+/// Milliseconds left until `deadline` for `poll(2)`: -1 for none, rounded up, capped.
+fn poll_timeout(deadline: Option<Instant>) -> Option<i32> {
+    match deadline {
+        None => Some(-1),
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                None
+            } else {
+                let ms = left.as_micros().div_ceil(1000);
+                Some(i32::try_from(ms).unwrap_or(i32::MAX))
+            }
+        }
+    }
+}
+
+impl Queue {
+    fn wait(&self, interest: Interest, deadline: Option<Instant>, op: &str) -> Result<bool> {
+        let Some(timeout) = poll_timeout(deadline) else {
+            return Ok(false);
+        };
+        match sys::poll2(self.fd.as_fd(), interest, self.shared.wake.as_fd(), timeout) {
+            Ok(Ready::Wake) => Err(Error::closed(op).on(&self.shared.name)),
+            Ok(_) => Ok(true),
+            Err(e) => Err(self.shared.io_error("poll", e)),
+        }
+    }
+
+    fn recv_until(&self, buf: &mut [u8], deadline: Option<Instant>) -> Result<Option<usize>> {
+        loop {
+            self.shared.check_open("recv")?;
+            match sys::read_packet(self.fd.as_fd(), buf) {
+                Ok((n, false)) => return Ok(Some(n)),
+                Ok((n, true)) => {
+                    return Err(Error::new(
+                        ErrorKind::Truncated,
+                        "recv",
+                        format!("packet longer than the {n}-byte buffer: its first {n} bytes are in the buffer, the kernel dropped the rest"),
+                    )
+                    .on(&self.shared.name))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.shared.io_error("recv", e)),
+            }
+            if !self.wait(Interest::Read, deadline, "recv")? {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn send_until(&self, packet: &[u8], deadline: Option<Instant>) -> Result<Option<usize>> {
+        if packet.is_empty() {
+            return Err(
+                Error::new(ErrorKind::InvalidInput, "send", "empty packet").on(&self.shared.name)
+            );
+        }
+        loop {
+            self.shared.check_open("send")?;
+            match sys::write(self.fd.as_fd(), packet) {
+                Ok(n) => return Ok(Some(n)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.shared.io_error("send", e)),
+            }
+            if !self.wait(Interest::Write, deadline, "send")? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Receives one packet, waiting as long as it takes. Returns its length.
+    ///
+    /// One `readv(2)` when a packet is queued, plus a `poll(2)` when none is. A packet longer
+    /// than `buf` gives [`ErrorKind::Truncated`] (its head is in `buf`); the device being
+    /// destroyed gives [`ErrorKind::Closed`]; deleted from outside, [`ErrorKind::Gone`].
+    pub fn recv(&self, buf: &mut [u8]) -> Result<usize> {
+        self.recv_until(buf, None).map(|n| n.unwrap_or(0))
+    }
+
+    /// Receives one packet if one is queued; `Ok(None)` if not. Never waits.
+    pub fn try_recv(&self, buf: &mut [u8]) -> Result<Option<usize>> {
+        self.recv_until(buf, Some(Instant::now()))
+    }
+
+    /// Receives one packet, waiting at most `timeout`; `Ok(None)` if none came.
+    pub fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>> {
+        self.recv_until(buf, Some(Instant::now() + timeout))
+    }
+
+    /// Sends one packet (one `write(2)` is one packet), waiting if the device's send buffer
+    /// is full. An invalid packet gives an error for this call only; the device lives on.
+    pub fn send(&self, packet: &[u8]) -> Result<usize> {
+        self.send_until(packet, None).map(|n| n.unwrap_or(0))
+    }
+
+    /// Sends one packet if it can be sent without waiting; `Ok(None)` if not.
+    pub fn try_send(&self, packet: &[u8]) -> Result<Option<usize>> {
+        self.send_until(packet, Some(Instant::now()))
+    }
+
+    /// Sends one packet, waiting at most `timeout` for room; `Ok(None)` on timeout.
+    pub fn send_timeout(&self, packet: &[u8], timeout: Duration) -> Result<Option<usize>> {
+        self.send_until(packet, Some(Instant::now() + timeout))
+    }
+
+    /// Enables (attaches) or disables (detaches) this queue of a multi-queue device
+    /// (TUNSETQUEUE with IFF_ATTACH_QUEUE / IFF_DETACH_QUEUE). A disabled queue gets no
+    /// packets and cannot send.
+    pub fn set_enabled(&self, enabled: bool) -> Result<()> {
+        self.shared.check_open("TUNSETQUEUE")?;
+        sys::tun_set_queue(self.fd.as_fd(), enabled)
+            .map_err(|e| self.shared.io_error("TUNSETQUEUE", e))
+    }
+}
+
+impl AsFd for Queue {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Queue {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// How [`Builder`] treats an existing device of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Create, or attach to an existing (persistent) device: TUNSETIFF's own semantics.
+    Create,
+    /// Attach only: the device must exist.
+    Open,
+}
+
+/// Builds a [`Device`]. Defaults follow the seed: tap, no packet-information header,
+/// one queue, in the caller's namespace, name chosen by the kernel.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    name: Option<String>,
+    kind: Kind,
+    packet_info: bool,
+    one_queue: bool,
+    queues: usize,
+    multi_queue: bool,
+    vnet_hdr: bool,
+    exclusive: bool,
+    namespace: Namespace,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder {
+            name: None,
+            kind: Kind::Tap,
+            packet_info: false,
+            one_queue: false,
+            queues: 1,
+            multi_queue: false,
+            vnet_hdr: false,
+            exclusive: false,
+            namespace: Namespace::Current,
+        }
+    }
+}
+
+impl Builder {
+    /// The interface name, or a template with one `%d` (`"lab%d"`). Without one, the kernel
+    /// picks `tunN` or `tapN`. Checked when the device is built.
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        let name = name.into();
+        self.name = if name.is_empty() { None } else { Some(name) };
+        self
+    }
+
+    /// A tun (layer 3, IP packets) device.
+    pub fn tun(self) -> Builder {
+        self.kind(Kind::Tun)
+    }
+
+    /// A tap (layer 2, Ethernet frames) device: the default.
+    pub fn tap(self) -> Builder {
+        self.kind(Kind::Tap)
+    }
+
+    /// tun or tap.
+    pub fn kind(mut self, kind: Kind) -> Builder {
+        self.kind = kind;
+        self
+    }
+
+    /// Whether packets carry the 4-byte [`PacketInfo`](crate::PacketInfo) header (the
+    /// seed's option is the opposite, `no_pi`, which is the default: `false` here).
+    pub fn packet_info(mut self, on: bool) -> Builder {
+        self.packet_info = on;
+        self
+    }
+
+    /// `IFF_ONE_QUEUE`: accepted for compatibility with the seed; the kernel has ignored it
+    /// since Linux 3.8 (the device queue is the qdisc's).
+    pub fn one_queue(mut self, on: bool) -> Builder {
+        self.one_queue = on;
+        self
+    }
+
+    /// `IFF_MULTI_QUEUE` with `queues` fds (1 to 256), one [`Queue`] each.
+    pub fn multi_queue(mut self, queues: usize) -> Builder {
+        self.multi_queue = true;
+        self.queues = queues;
+        self
+    }
+
+    /// `IFF_VNET_HDR`: each packet starts with a `virtio_net_hdr` (offload metadata).
+    pub fn vnet_hdr(mut self, on: bool) -> Builder {
+        self.vnet_hdr = on;
+        self
+    }
+
+    /// `IFF_TUN_EXCL`: refuse to attach to a device that exists already.
+    pub fn exclusive(mut self, on: bool) -> Builder {
+        self.exclusive = on;
+        self
+    }
+
+    /// Create (or open) the device inside `ns`. The device is configured there too (over a
+    /// netlink socket opened inside it); the calling process does not move.
+    pub fn namespace(mut self, ns: Namespace) -> Builder {
+        self.namespace = ns;
+        self
+    }
+
+    /// The TUNSETIFF flags these options ask for.
+    pub fn flags(&self) -> Flags {
+        let mut flags = self.kind.flag();
+        if !self.packet_info {
+            flags |= Flags::NO_PI;
+        }
+        if self.one_queue {
+            flags |= Flags::ONE_QUEUE;
+        }
+        if self.multi_queue {
+            flags |= Flags::MULTI_QUEUE;
+        }
+        if self.vnet_hdr {
+            flags |= Flags::VNET_HDR;
+        }
+        flags
+    }
+
+    /// Creates the device, or attaches to an existing persistent device of the same name,
+    /// kind and flags (TUNSETIFF's semantics; with [`exclusive`](Builder::exclusive) an
+    /// existing device is an error instead).
+    ///
+    /// Errors, all before anything is created: an invalid name ([`ErrorKind::InvalidInput`]);
+    /// the name taken by a device that is not TUN/TAP, or is TUN/TAP of another kind or flags
+    /// ([`ErrorKind::FlagMismatch`]); a missing namespace ([`ErrorKind::NotFound`]). From
+    /// the kernel: [`ErrorKind::Busy`] (in use, or exists with `exclusive`),
+    /// [`ErrorKind::PermissionDenied`] (needs CAP_NET_ADMIN or ownership).
+    pub fn create(self) -> Result<Device> {
+        self.build(Mode::Create)
+    }
+
+    /// Attaches to an existing device (typically persistent) with these flags. Fails with
+    /// [`ErrorKind::NotFound`] if it does not exist, [`ErrorKind::FlagMismatch`] if its kind or
+    /// flags differ: the kernel would otherwise silently change them for every user.
+    pub fn open(self) -> Result<Device> {
+        self.build(Mode::Open)
+    }
+
+    fn build(self, mode: Mode) -> Result<Device> {
+        let label = self
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}%d", self.kind));
+        if let Some(name) = &self.name {
+            name::validate(name, mode == Mode::Create)?;
+        } else if mode == Mode::Open {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "open",
+                "a name is needed to open an existing device",
+            ));
+        }
+        if self.queues == 0 || self.queues > MAX_QUEUES {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "multi_queue",
+                format!("{} queues: a device has 1 to {MAX_QUEUES}", self.queues),
+            )
+            .on(label));
+        }
+        let flags = self.flags();
+        let ns = self.namespace.clone();
+        let (queues, netlink, kname, index) = ns
+            .run(|| self.attach_all(mode, flags))
+            .and_then(|r| r)
+            .map_err(|e| e.on_default(&label))?;
+        let shared = Arc::new(Shared {
+            name: kname.clone(),
+            closed: AtomicBool::new(false),
+            wake: sys::eventfd().map_err(|e| Error::os("eventfd", e).on(&kname))?,
+        });
+        Ok(Device {
+            requested: flags,
+            queues: queues
+                .into_iter()
+                .map(|fd| Queue {
+                    fd,
+                    shared: Arc::clone(&shared),
+                })
+                .collect(),
+            link: Link::from_index(netlink, index, kname),
+            shared,
+        })
+    }
+
+    /// Runs inside the target namespace: checks an existing device, opens every queue, and
+    /// opens the netlink socket that will configure the device.
+    fn attach_all(&self, mode: Mode, flags: Flags) -> Result<(Vec<OwnedFd>, Netlink, String, u32)> {
+        let netlink = Netlink::open_here(self.namespace.clone())?;
+        let existing = match &self.name {
+            Some(name) if !name.contains('%') => match netlink.link_by_name(name) {
+                Ok(info) => Some(info),
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            },
+            _ => None,
+        };
+        match (&existing, mode) {
+            (None, Mode::Open) => {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    "open",
+                    format!("no such device in {}", self.namespace.describe()),
+                ))
+            }
+            (Some(info), _) => check_compatible(info, flags, self.exclusive)?,
+            (None, Mode::Create) => {}
+        }
+        let first_flags = if self.exclusive {
+            flags | Flags::TUN_EXCL
+        } else {
+            flags
+        };
+        let request = self
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}%d", self.kind));
+        let (first, kname) = attach(&request, first_flags, flags)?;
+        let mut fds = vec![first];
+        for _ in 1..self.queues {
+            fds.push(attach(&kname, flags, flags)?.0);
+        }
+        let index = netlink.link_by_name(&kname)?.index;
+        Ok((fds, netlink, kname, index))
+    }
+}
+
+/// Refuses, before TUNSETIFF, to attach to a device whose kind or flags differ from those
+/// asked for (the kernel would refuse some with a bare EINVAL and silently apply others to
+/// every user of the device).
+fn check_compatible(info: &LinkInfo, flags: Flags, exclusive: bool) -> Result<()> {
+    let mismatch =
+        |why: String| Err(Error::new(ErrorKind::FlagMismatch, "attach", why).on(&info.name));
+    let Some(tun) = &info.tun else {
+        return mismatch(match info.link_kind.as_deref() {
+            Some(kind) => format!("the name is taken by a {kind} device, which is not TUN/TAP"),
+            None => "the name is taken by a device that is not TUN/TAP".to_string(),
+        });
+    };
+    if exclusive {
+        return Err(Error::new(
+            ErrorKind::Busy,
+            "TUNSETIFF",
+            "exists already and exclusive (tun_excl) was asked for",
+        )
+        .on(&info.name));
+    }
+    let want_kind = flags.kind().unwrap_or(Kind::Tap);
+    if tun.kind != want_kind {
+        return mismatch(format!("exists as a {} device, not {want_kind}", tun.kind));
+    }
+    let checks = [
+        (
+            "multi_queue",
+            tun.multi_queue,
+            flags.contains(Flags::MULTI_QUEUE),
+        ),
+        (
+            "packet information (no_pi off)",
+            tun.pi,
+            !flags.contains(Flags::NO_PI),
+        ),
+        ("vnet_hdr", tun.vnet_hdr, flags.contains(Flags::VNET_HDR)),
+    ];
+    for (what, has, wants) in checks {
+        if has != wants {
+            let state = |b: bool| if b { "on" } else { "off" };
+            return mismatch(format!(
+                "exists with {what} {}, asked for {}",
+                state(has),
+                state(wants)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Opens `/dev/net/tun`, attaches it with TUNSETIFF, and verifies with TUNGETIFF that the
+/// kernel applied `expect`. On any failure the fd is closed (dropped) before returning.
+fn attach(name: &str, flags: Flags, expect: Flags) -> Result<(OwnedFd, String)> {
+    let fd = sys::open_tun().map_err(|e| {
+        let err = Error::os("open /dev/net/tun", e).on(name);
+        if err.kind() == ErrorKind::NotFound {
+            err.with_detail("/dev/net/tun is missing: load the tun module (modprobe tun)")
+        } else {
+            err
+        }
+    })?;
+    let kname = sys::tun_set_iff(fd.as_fd(), name.as_bytes(), flags.bits()).map_err(|e| {
+        let errno = e.raw_os_error();
+        let err = Error::os("TUNSETIFF", e).on(name);
+        match errno {
+            Some(libc::EPERM) => err.with_detail("operation not permitted: needs CAP_NET_ADMIN, or the device's owner or group (EPERM)"),
+            Some(libc::EBUSY) => err.with_detail("device is busy: another process has it open, or it exists and exclusive was asked for (EBUSY)"),
+            _ => err,
+        }
+    })?;
+    let (_, actual) =
+        sys::tun_get_iff(fd.as_fd()).map_err(|e| Error::os("TUNGETIFF", e).on(&kname))?;
+    let mask = Flags::TUN | Flags::TAP | Flags::NO_PI | Flags::VNET_HDR | Flags::MULTI_QUEUE;
+    let actual = Flags::from_bits_retain(actual);
+    if actual & mask != expect & mask {
+        return Err(Error::new(
+            ErrorKind::FlagMismatch,
+            "TUNGETIFF",
+            format!(
+                "kernel attached with {} instead of {}",
+                actual & mask,
+                expect & mask
+            ),
+        )
+        .on(kname));
+    }
+    Ok((fd, kname))
+}
+
+/// One owned TUN/TAP device: its queues (fds), its name and its configuration handle (the
+/// seed's `tuncer` process, as a value).
+///
+/// Dropping a `Device` closes its fds: a non-persistent device then disappears, a persistent
+/// one stays (UP, with its addresses). [`Device::destroy`] removes it in either case.
+/// Receive and send methods use the first queue; [`Device::queues`] gives all of them.
+#[derive(Debug)]
+pub struct Device {
+    requested: Flags,
+    queues: Vec<Queue>,
+    link: Link,
+    shared: Arc<Shared>,
+}
+
+impl Device {
+    /// A [`Builder`] with the seed's defaults (tap, no_pi, one queue, kernel-chosen name).
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Adopts an fd already attached to a TUN/TAP device (e.g. received from a privileged
+    /// helper, or `getfd` of another program). Reads the name and flags back with TUNGETIFF
+    /// and finds the device's namespace with TUNGETDEVNETNS (falling back to the caller's).
+    pub fn from_fd(fd: OwnedFd) -> Result<Device> {
+        let (kname, flags) = sys::tun_get_iff(fd.as_fd()).map_err(|e| {
+            let err = Error::os("TUNGETIFF", e);
+            if err.kind() == ErrorKind::Unsupported {
+                err.with_detail("not a TUN/TAP fd (ENOTTY)")
+            } else {
+                err
+            }
+        })?;
+        let netlink = match sys::tun_get_dev_netns(fd.as_fd()) {
+            Ok(nsfd) => {
+                let path = format!("/proc/self/fd/{}", nsfd.as_raw_fd());
+                let netlink = Netlink::open_in(&Namespace::path(path))?;
+                drop(nsfd);
+                netlink
+            }
+            Err(_) => Netlink::open()?,
+        };
+        let index = netlink.link_by_name(&kname)?.index;
+        let shared = Arc::new(Shared {
+            name: kname.clone(),
+            closed: AtomicBool::new(false),
+            wake: sys::eventfd().map_err(|e| Error::os("eventfd", e).on(&kname))?,
+        });
+        Ok(Device {
+            requested: Flags::from_bits_retain(flags) & !Flags::PERSIST,
+            queues: vec![Queue {
+                fd,
+                shared: Arc::clone(&shared),
+            }],
+            link: Link::from_index(netlink, index, kname),
+            shared,
+        })
+    }
+
+    fn check_open(&self, op: &str) -> Result<()> {
+        self.shared.check_open(op)
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.queues[0].fd.as_fd()
+    }
+
+    fn ioctl<T>(
+        &self,
+        op: &str,
+        call: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<T>,
+    ) -> Result<T> {
+        self.check_open(op)?;
+        call(self.fd()).map_err(|e| self.shared.io_error(op, e))
+    }
+
+    /// The interface name the kernel gave the device (the seed's `devname/1`).
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The interface index.
+    pub fn index(&self) -> u32 {
+        self.link.index()
+    }
+
+    /// tun or tap.
+    pub fn kind(&self) -> Kind {
+        self.requested.kind().unwrap_or(Kind::Tap)
+    }
+
+    /// The namespace the device lives (and is configured) in.
+    pub fn namespace(&self) -> &Namespace {
+        self.link.netlink().namespace()
+    }
+
+    /// The flags as the kernel reports them now (TUNGETIFF), `PERSIST` included (the seed's
+    /// `flags/1`, which returned the option list instead).
+    pub fn flags(&self) -> Result<Flags> {
+        self.ioctl("TUNGETIFF", sys::tun_get_iff)
+            .map(|(_, f)| Flags::from_bits_retain(f))
+    }
+
+    /// Whether the device outlives its fds.
+    pub fn is_persistent(&self) -> Result<bool> {
+        Ok(self.flags()?.contains(Flags::PERSIST))
+    }
+
+    /// The TUNSETIFF flags this kernel supports (TUNGETFEATURES).
+    pub fn features(&self) -> Result<Flags> {
+        self.ioctl("TUNGETFEATURES", sys::tun_get_features)
+            .map(|f| Flags::from_bits_retain(f as u16))
+    }
+
+    /// The device's queues: one, or N for a multi-queue device.
+    pub fn queues(&self) -> &[Queue] {
+        &self.queues
+    }
+
+    /// Receives one packet on the first queue; see [`Queue::recv`].
+    pub fn recv(&self, buf: &mut [u8]) -> Result<usize> {
+        self.queues[0].recv(buf)
+    }
+
+    /// Receives one packet if one is queued; see [`Queue::try_recv`].
+    pub fn try_recv(&self, buf: &mut [u8]) -> Result<Option<usize>> {
+        self.queues[0].try_recv(buf)
+    }
+
+    /// Receives one packet, waiting at most `timeout`; see [`Queue::recv_timeout`].
+    pub fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>> {
+        self.queues[0].recv_timeout(buf, timeout)
+    }
+
+    /// Sends one packet on the first queue; see [`Queue::send`].
+    pub fn send(&self, packet: &[u8]) -> Result<usize> {
+        self.queues[0].send(packet)
+    }
+
+    /// Sends one packet without waiting; see [`Queue::try_send`].
+    pub fn try_send(&self, packet: &[u8]) -> Result<Option<usize>> {
+        self.queues[0].try_send(packet)
+    }
+
+    /// Makes the device outlive its fds (TUNSETPERSIST, value by value).
+    pub fn set_persist(&self, persist: bool) -> Result<()> {
+        self.ioctl("TUNSETPERSIST", |fd| sys::tun_set_persist(fd, persist))
+    }
+
+    /// Lets user `uid` attach without CAP_NET_ADMIN (TUNSETOWNER with the uid as the value).
+    pub fn set_owner(&self, uid: u32) -> Result<()> {
+        self.ioctl("TUNSETOWNER", |fd| sys::tun_set_owner(fd, uid))
+    }
+
+    /// Lets group `gid` attach without CAP_NET_ADMIN (TUNSETGROUP with the gid as the value).
+    pub fn set_group(&self, gid: u32) -> Result<()> {
+        self.ioctl("TUNSETGROUP", |fd| sys::tun_set_group(fd, gid))
+    }
+
+    /// Sets the link type (TUNSETLINK, an `ARPHRD_*` value); the device must be down.
+    pub fn set_link_type(&self, link_type: u16) -> Result<()> {
+        self.ioctl("TUNSETLINK", |fd| sys::tun_set_link(fd, link_type))
+    }
+
+    /// Sets a tap's receive filter (TUNSETTXFILTER: the seed's TODO "tun filtering"): only
+    /// frames to these destination MACs (and, with `all_multicast`, every multicast frame)
+    /// reach the reader. An empty list with `all_multicast == false` removes the filter.
+    pub fn set_mac_filter(&self, all_multicast: bool, macs: &[MacAddr]) -> Result<()> {
+        let raw: Vec<[u8; 6]> = macs.iter().map(|m| m.0).collect();
+        self.ioctl("TUNSETTXFILTER", |fd| {
+            sys::tun_set_tx_filter(fd, all_multicast, &raw)
+        })
+    }
+
+    /// Sets the carrier (TUNSETCARRIER): without it the link is `NO-CARRIER`.
+    pub fn set_carrier(&self, carrier: bool) -> Result<()> {
+        self.ioctl("TUNSETCARRIER", |fd| sys::tun_set_carrier(fd, carrier))
+    }
+
+    /// The send buffer of the device's sockets (TUNGETSNDBUF).
+    pub fn sndbuf(&self) -> Result<i32> {
+        self.ioctl("TUNGETSNDBUF", sys::tun_get_sndbuf)
+    }
+
+    /// Sets the send buffer (TUNSETSNDBUF); must be positive.
+    pub fn set_sndbuf(&self, size: i32) -> Result<()> {
+        if size <= 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "TUNSETSNDBUF",
+                format!("size {size} must be positive"),
+            )
+            .on(self.name()));
+        }
+        self.ioctl("TUNSETSNDBUF", |fd| sys::tun_set_sndbuf(fd, size))
+    }
+
+    /// Tells the kernel which offloads the reader handles (TUNSETOFFLOAD, by value).
+    pub fn set_offload(&self, offload: Offload) -> Result<()> {
+        self.ioctl("TUNSETOFFLOAD", |fd| {
+            sys::tun_set_offload(fd, offload.bits())
+        })
+    }
+
+    /// The virtio-net header size of a `vnet_hdr` device (TUNGETVNETHDRSZ).
+    pub fn vnet_hdr_size(&self) -> Result<i32> {
+        self.ioctl("TUNGETVNETHDRSZ", sys::tun_get_vnet_hdr_sz)
+    }
+
+    /// Sets the virtio-net header size (TUNSETVNETHDRSZ; at least 10).
+    pub fn set_vnet_hdr_size(&self, size: i32) -> Result<()> {
+        self.ioctl("TUNSETVNETHDRSZ", |fd| sys::tun_set_vnet_hdr_sz(fd, size))
+    }
+
+    /// A close-on-exec fd for the device's network namespace (TUNGETDEVNETNS; needs
+    /// CAP_NET_ADMIN).
+    pub fn namespace_fd(&self) -> Result<OwnedFd> {
+        self.ioctl("TUNGETDEVNETNS", sys::tun_get_dev_netns)
+    }
+
+    /// The rtnetlink handle of the device, for configuration this type does not wrap.
+    pub fn link(&self) -> Result<&Link> {
+        self.check_open("configure")?;
+        Ok(&self.link)
+    }
+
+    /// The kernel's view of the device: flags, MTU, MAC, `IFLA_TUN_*` attributes.
+    pub fn info(&self) -> Result<LinkInfo> {
+        self.link()?.info()
+    }
+
+    /// Brings the device up (`IFF_UP`).
+    pub fn up(&self) -> Result<()> {
+        self.link()?.up()
+    }
+
+    /// Brings the device down; its addresses stay (the seed's `down/1`).
+    pub fn down(&self) -> Result<()> {
+        self.link()?.down()
+    }
+
+    /// Adds an address; see [`Link::add_address`]. The seed's `up(Ref, IP)` is
+    /// `add_address(ip)` then `up()`.
+    pub fn add_address(&self, cidr: Cidr) -> Result<()> {
+        self.link()?.add_address(cidr)
+    }
+
+    /// Removes an address.
+    pub fn del_address(&self, cidr: Cidr) -> Result<()> {
+        self.link()?.del_address(cidr)
+    }
+
+    /// The device's addresses.
+    pub fn addresses(&self) -> Result<Vec<Address>> {
+        self.link()?.addresses()
+    }
+
+    /// Sets the point-to-point peer (the seed's `dstaddr/2`, IPv4 and IPv6).
+    pub fn set_peer(&self, peer: std::net::IpAddr) -> Result<()> {
+        self.link()?.set_peer(peer)
+    }
+
+    /// Sets the IPv4 broadcast address (the seed's `broadcast/2`).
+    pub fn set_broadcast(&self, broadcast: std::net::Ipv4Addr) -> Result<()> {
+        self.link()?.set_broadcast(broadcast)
+    }
+
+    /// The MTU.
+    pub fn mtu(&self) -> Result<u32> {
+        self.link()?.mtu()
+    }
+
+    /// Sets the MTU.
+    pub fn set_mtu(&self, mtu: u32) -> Result<()> {
+        self.link()?.set_mtu(mtu)
+    }
+
+    /// Sets a tap's MAC address.
+    pub fn set_mac(&self, mac: MacAddr) -> Result<()> {
+        self.link()?.set_mac(mac)
+    }
+
+    /// Sets the transmit queue length.
+    pub fn set_txqueuelen(&self, len: u32) -> Result<()> {
+        self.link()?.set_txqueuelen(len)
+    }
+
+    /// Removes the interface, persistent or not (RTM_DELLINK in its namespace), and wakes
+    /// every thread blocked on its queues with [`ErrorKind::Closed`]. The fds are closed
+    /// when the `Device` is dropped. A second call, and every later operation, gives
+    /// [`ErrorKind::Closed`].
+    pub fn destroy(&self) -> Result<()> {
+        self.check_open("destroy")?;
+        match self.link.delete() {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return Err(Error::closed("destroy").on(self.name()));
+        }
+        let _ = sys::eventfd_signal(self.shared.wake.as_fd());
+        Ok(())
+    }
+
+    /// Whether [`destroy`](Device::destroy) was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+}
+
+impl AsFd for Device {
+    /// The first queue's fd (the seed's `getfd/1`), for use with `poll`, an event loop, or
+    /// raw `read`/`write`. It stays owned by the device.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd()
+    }
+}
+
+impl AsRawFd for Device {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd().as_raw_fd()
+    }
+}
+
+/// Whether the fd has close-on-exec set (a check for tests and tools).
+pub fn is_cloexec(fd: BorrowedFd<'_>) -> Result<bool> {
+    sys::is_cloexec(fd).map_err(|e| Error::os("fcntl(F_GETFD)", e))
+}

@@ -1,0 +1,104 @@
+//! Create, configure and use Linux TUN/TAP devices.
+//!
+//! `tunctl` re-creates the Erlang project of the same name in Rust: [`Device`] is the seed's
+//! `tuncer` (one owned device), the [`sys`-level ioctls](Device::set_persist) are its `tunctl`
+//! module made safe, and configuration (addresses, peer, broadcast, MTU, MAC, up/down) goes
+//! through rtnetlink ([`Link`]) instead of `ip`, `ifconfig` or `sudo`. Devices can be born
+//! and configured inside another network [`Namespace`] without moving the process.
+//!
+//! Creating devices needs `CAP_NET_ADMIN` (root, or a pre-created device owned by the user).
+//!
+//! ```no_run
+//! use tunctl::{Device, Namespace};
+//!
+//! # fn main() -> Result<(), tunctl::Error> {
+//! let ns = Namespace::create("demo-blue")?;
+//! let dev = Device::builder()
+//!     .name("tun%d")
+//!     .tun()
+//!     .namespace(ns)
+//!     .create()?;
+//! dev.add_address("10.99.0.1/24".parse()?)?;
+//! dev.up()?;
+//!
+//! let mut buf = [0u8; 1500];
+//! if let Some(n) = dev.recv_timeout(&mut buf, std::time::Duration::from_millis(100))? {
+//!     println!("{}: {n}-byte packet", dev.name());
+//! }
+//! dev.destroy()?;
+//! Namespace::delete("demo-blue")?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Every error names the device, the operation and the cause:
+//! `tap0: TUNSETIFF: device is busy: another process has it open ... (EBUSY)`.
+#![deny(missing_docs)]
+#![warn(unsafe_op_in_unsafe_fn)]
+
+mod addr;
+mod device;
+mod error;
+mod flags;
+mod name;
+mod netlink;
+mod netns;
+mod pi;
+mod sys;
+
+pub use addr::{parse_ip, Cidr, MacAddr};
+pub use device::{is_cloexec, Builder, Device, Queue, MAX_QUEUES};
+pub use error::{Error, ErrorKind, Result};
+pub use flags::{Flags, Kind, Offload};
+pub use name::validate as validate_name;
+pub use netlink::{Address, Link, LinkInfo, Netlink, TunInfo};
+pub use netns::{Namespace, NETNS_RUN_DIR};
+pub use pi::PacketInfo;
+
+/// The uid of a user name or number (`"alice"` or `"1000"`), from the system's user
+/// database. [`ErrorKind::NotFound`] for an unknown name.
+pub fn user_id(user: &str) -> Result<u32> {
+    lookup_id(user, "user", sys::user_id)
+}
+
+/// The gid of a group name or number (`"netdev"` or `"100"`), from the system's group
+/// database. [`ErrorKind::NotFound`] for an unknown name.
+pub fn group_id(group: &str) -> Result<u32> {
+    lookup_id(group, "group", sys::group_id)
+}
+
+fn lookup_id(
+    name: &str,
+    what: &str,
+    lookup: fn(&str) -> std::io::Result<Option<u32>>,
+) -> Result<u32> {
+    if let Ok(id) = name.parse::<u32>() {
+        return Ok(id);
+    }
+    let op = format!("look up {what}");
+    if name.is_empty() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            op,
+            format!("empty {what} name"),
+        ));
+    }
+    match lookup(name) {
+        Ok(Some(id)) => Ok(id),
+        Ok(None) => Err(Error::new(
+            ErrorKind::NotFound,
+            op,
+            format!("no {what} named {name:?}"),
+        )),
+        Err(e) => Err(Error::os(op, e)),
+    }
+}
+
+/// The TUNSETIFF flags this kernel supports (TUNGETFEATURES on a fresh, unattached fd).
+pub fn kernel_features() -> Result<Flags> {
+    use std::os::fd::AsFd;
+    let fd = sys::open_tun().map_err(|e| Error::os("open /dev/net/tun", e))?;
+    sys::tun_get_features(fd.as_fd())
+        .map(|f| Flags::from_bits_retain(f as u16))
+        .map_err(|e| Error::os("TUNGETFEATURES", e))
+}

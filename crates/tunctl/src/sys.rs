@@ -1,0 +1,407 @@
+//! The only home of system calls and `unsafe` in the crate.
+//!
+//! Each function does one system call (or a tight, documented sequence) and returns
+//! `io::Error::last_os_error()` on failure. Callers add the device name and operation.
+//! Arguments that the kernel reads *by value* (TUNSETPERSIST, TUNSETOWNER, TUNSETGROUP,
+//! TUNSETLINK, TUNSETOFFLOAD) go through [`ioctl_value`]; arguments it reads or writes
+//! *through a pointer* go through [`ioctl_ptr`]. The type of the helper says which, so the
+//! owner-by-pointer bug of other TUN libraries cannot be written here.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+/// `IFNAMSIZ`: interface names are at most 15 bytes plus a NUL.
+pub const IFNAMSIZ: usize = libc::IFNAMSIZ;
+
+/// `struct ifreq` as TUNSETIFF/TUNGETIFF/TUNSETQUEUE use it: a name and a short of flags.
+#[repr(C)]
+pub struct IfReq {
+    pub name: [u8; IFNAMSIZ],
+    pub flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+const _: () = assert!(std::mem::size_of::<IfReq>() == 40);
+
+impl IfReq {
+    pub fn new(name: &[u8], flags: u16) -> IfReq {
+        let mut req = IfReq {
+            name: [0; IFNAMSIZ],
+            flags: flags as libc::c_short,
+            _pad: [0; 22],
+        };
+        let n = name.len().min(IFNAMSIZ - 1);
+        req.name[..n].copy_from_slice(&name[..n]);
+        req
+    }
+
+    /// The name up to the first NUL.
+    pub fn name(&self) -> String {
+        let end = self.name.iter().position(|&b| b == 0).unwrap_or(IFNAMSIZ);
+        String::from_utf8_lossy(&self.name[..end]).into_owned()
+    }
+}
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// An ioctl whose argument the kernel takes as the integer value itself.
+fn ioctl_value(fd: BorrowedFd<'_>, request: libc::Ioctl, value: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: the request takes an integer argument, not a pointer; nothing is dereferenced.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), request, value) }).map(drop)
+}
+
+/// An ioctl whose argument is a pointer to `T`, read and/or written by the kernel.
+fn ioctl_ptr<T>(fd: BorrowedFd<'_>, request: libc::Ioctl, arg: &mut T) -> io::Result<libc::c_int> {
+    // SAFETY: `arg` is a valid, exclusively borrowed `T` of the size the request expects.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), request, arg as *mut T) })
+}
+
+/// `open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK)`. The file is bound to the calling
+/// thread's network namespace.
+pub fn open_tun() -> io::Result<OwnedFd> {
+    // SAFETY: a valid NUL-terminated path; the returned fd is owned by us alone.
+    let fd = cvt(unsafe {
+        libc::open(
+            c"/dev/net/tun".as_ptr(),
+            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
+    })?;
+    // SAFETY: `fd` was just returned by open and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// TUNSETIFF: create or attach; returns the kernel's name.
+pub fn tun_set_iff(fd: BorrowedFd<'_>, name: &[u8], flags: u16) -> io::Result<String> {
+    let mut req = IfReq::new(name, flags);
+    ioctl_ptr(fd, libc::TUNSETIFF, &mut req)?;
+    Ok(req.name())
+}
+
+/// TUNGETIFF: the name and flags of the device this fd is attached to.
+pub fn tun_get_iff(fd: BorrowedFd<'_>) -> io::Result<(String, u16)> {
+    let mut req = IfReq::new(b"", 0);
+    ioctl_ptr(fd, libc::TUNGETIFF, &mut req)?;
+    Ok((req.name(), req.flags as u16))
+}
+
+/// TUNGETFEATURES: the TUNSETIFF flags this kernel supports.
+pub fn tun_get_features(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut features: libc::c_uint = 0;
+    ioctl_ptr(fd, libc::TUNGETFEATURES, &mut features)?;
+    Ok(features)
+}
+
+/// TUNSETPERSIST (by value).
+pub fn tun_set_persist(fd: BorrowedFd<'_>, persist: bool) -> io::Result<()> {
+    ioctl_value(fd, libc::TUNSETPERSIST, persist as libc::c_ulong)
+}
+
+/// TUNSETOWNER (by value: the uid itself).
+pub fn tun_set_owner(fd: BorrowedFd<'_>, uid: u32) -> io::Result<()> {
+    ioctl_value(fd, libc::TUNSETOWNER, uid as libc::c_ulong)
+}
+
+/// TUNSETGROUP (by value: the gid itself).
+pub fn tun_set_group(fd: BorrowedFd<'_>, gid: u32) -> io::Result<()> {
+    ioctl_value(fd, libc::TUNSETGROUP, gid as libc::c_ulong)
+}
+
+/// TUNSETLINK (by value: an ARPHRD_* link type; the device must be down).
+pub fn tun_set_link(fd: BorrowedFd<'_>, link_type: u16) -> io::Result<()> {
+    ioctl_value(fd, libc::TUNSETLINK, link_type as libc::c_ulong)
+}
+
+/// TUNSETOFFLOAD (by value: TUN_F_* bits).
+pub fn tun_set_offload(fd: BorrowedFd<'_>, offload: u32) -> io::Result<()> {
+    ioctl_value(fd, libc::TUNSETOFFLOAD, offload as libc::c_ulong)
+}
+
+/// TUNSETTXFILTER: `struct tun_filter { u16 flags; u16 count; u8 addr[count][6]; }`.
+pub fn tun_set_tx_filter(
+    fd: BorrowedFd<'_>,
+    all_multicast: bool,
+    macs: &[[u8; 6]],
+) -> io::Result<()> {
+    let count =
+        u16::try_from(macs.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut buf = Vec::with_capacity(4 + 6 * macs.len());
+    buf.extend_from_slice(&(all_multicast as u16).to_ne_bytes());
+    buf.extend_from_slice(&count.to_ne_bytes());
+    for mac in macs {
+        buf.extend_from_slice(mac);
+    }
+    // SAFETY: the buffer holds a complete tun_filter header followed by `count` addresses.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETTXFILTER, buf.as_ptr()) }).map(drop)
+}
+
+/// TUNSETCARRIER (pointer to int).
+pub fn tun_set_carrier(fd: BorrowedFd<'_>, carrier: bool) -> io::Result<()> {
+    let mut value = carrier as libc::c_int;
+    ioctl_ptr(fd, libc::TUNSETCARRIER, &mut value).map(drop)
+}
+
+/// TUNGETSNDBUF (pointer to int).
+pub fn tun_get_sndbuf(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    ioctl_ptr(fd, libc::TUNGETSNDBUF, &mut value)?;
+    Ok(value)
+}
+
+/// TUNSETSNDBUF (pointer to int).
+pub fn tun_set_sndbuf(fd: BorrowedFd<'_>, size: i32) -> io::Result<()> {
+    let mut value: libc::c_int = size;
+    ioctl_ptr(fd, libc::TUNSETSNDBUF, &mut value).map(drop)
+}
+
+/// TUNGETVNETHDRSZ (pointer to int).
+pub fn tun_get_vnet_hdr_sz(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    ioctl_ptr(fd, libc::TUNGETVNETHDRSZ, &mut value)?;
+    Ok(value)
+}
+
+/// TUNSETVNETHDRSZ (pointer to int).
+pub fn tun_set_vnet_hdr_sz(fd: BorrowedFd<'_>, size: i32) -> io::Result<()> {
+    let mut value: libc::c_int = size;
+    ioctl_ptr(fd, libc::TUNSETVNETHDRSZ, &mut value).map(drop)
+}
+
+/// TUNSETQUEUE with IFF_ATTACH_QUEUE or IFF_DETACH_QUEUE.
+pub fn tun_set_queue(fd: BorrowedFd<'_>, attach: bool) -> io::Result<()> {
+    let flag = if attach {
+        libc::IFF_ATTACH_QUEUE
+    } else {
+        libc::IFF_DETACH_QUEUE
+    };
+    let mut req = IfReq::new(b"", flag as u16);
+    ioctl_ptr(fd, libc::TUNSETQUEUE, &mut req).map(drop)
+}
+
+/// TUNGETDEVNETNS: a new close-on-exec fd for the device's network namespace.
+pub fn tun_get_dev_netns(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: the request takes no argument and returns a new fd that we own.
+    let ns = cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETDEVNETNS) })?;
+    // SAFETY: `ns` is a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(ns) })
+}
+
+/// `readv` into `buf` plus one spare byte: returns the length read and whether the packet was
+/// longer than `buf` (the tun driver copies what fits and drops the rest of a packet).
+pub fn read_packet(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    let mut spare = [0u8; 1];
+    let iov = [
+        libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        },
+        libc::iovec {
+            iov_base: spare.as_mut_ptr().cast(),
+            iov_len: 1,
+        },
+    ];
+    // SAFETY: both iovecs point at live, writable buffers of the stated lengths.
+    let n = cvt_size(unsafe { libc::readv(fd.as_raw_fd(), iov.as_ptr(), 2) })?;
+    Ok((n.min(buf.len()), n > buf.len()))
+}
+
+/// `write(2)`: one call is one packet for a tun fd.
+pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a live readable buffer of `buf.len()` bytes.
+    cvt_size(unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) })
+}
+
+/// Readiness a [`poll2`] call waits for on the first fd.
+#[derive(Clone, Copy)]
+pub enum Interest {
+    Read,
+    Write,
+}
+
+/// What [`poll2`] saw.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ready {
+    /// The first fd is ready (or has an error/hang-up to report on the next call).
+    Io,
+    /// The second fd (the wake-up eventfd) is readable.
+    Wake,
+    /// The timeout passed.
+    Timeout,
+}
+
+/// `poll(2)` on an I/O fd and a wake-up fd; `timeout_ms < 0` waits forever. EINTR is
+/// reported as `Timeout` with zero time spent, so callers simply loop on their deadline.
+pub fn poll2(
+    io_fd: BorrowedFd<'_>,
+    interest: Interest,
+    wake: BorrowedFd<'_>,
+    timeout_ms: i32,
+) -> io::Result<Ready> {
+    let events = match interest {
+        Interest::Read => libc::POLLIN,
+        Interest::Write => libc::POLLOUT,
+    };
+    let mut fds = [
+        libc::pollfd {
+            fd: io_fd.as_raw_fd(),
+            events,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // SAFETY: `fds` is a valid array of two pollfd structures.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return if err.raw_os_error() == Some(libc::EINTR) {
+            Ok(Ready::Timeout)
+        } else {
+            Err(err)
+        };
+    }
+    if fds[1].revents != 0 {
+        Ok(Ready::Wake)
+    } else if fds[0].revents != 0 {
+        Ok(Ready::Io)
+    } else {
+        Ok(Ready::Timeout)
+    }
+}
+
+/// A close-on-exec, non-blocking eventfd used to wake blocked readers.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the returned fd is owned by us alone.
+    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+    // SAFETY: fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Make an eventfd readable (it stays readable: nobody drains it).
+pub fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let one: u64 = 1;
+    // SAFETY: writes the 8 bytes of `one`.
+    cvt_size(unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) }).map(drop)
+}
+
+/// `fcntl(F_GETFD)`: whether the fd has FD_CLOEXEC set.
+pub fn is_cloexec(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: F_GETFD takes no argument.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })?;
+    Ok(flags & libc::FD_CLOEXEC != 0)
+}
+
+fn cpath(path: &Path) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// `open(path, O_RDONLY | O_CLOEXEC)`.
+pub fn open_readonly(path: &Path) -> io::Result<OwnedFd> {
+    let c = cpath(path)?;
+    // SAFETY: valid C string; fresh fd.
+    let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
+    // SAFETY: fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `setns(fd, CLONE_NEWNET)`: moves the *calling thread* into the network namespace.
+pub fn setns_net(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain syscall on a borrowed fd.
+    cvt(unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) }).map(drop)
+}
+
+/// `unshare(CLONE_NEWNET)`: gives the *calling thread* a new network namespace.
+pub fn unshare_net() -> io::Result<()> {
+    // SAFETY: plain syscall.
+    cvt(unsafe { libc::unshare(libc::CLONE_NEWNET) }).map(drop)
+}
+
+/// `mount(source, target, NULL, flags, NULL)`.
+pub fn mount(source: &Path, target: &Path, flags: libc::c_ulong) -> io::Result<()> {
+    let s = cpath(source)?;
+    let t = cpath(target)?;
+    // SAFETY: valid C strings; no data argument.
+    cvt(unsafe {
+        libc::mount(
+            s.as_ptr(),
+            t.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        )
+    })
+    .map(drop)
+}
+
+/// `umount2(target, MNT_DETACH)`.
+pub fn umount_detach(target: &Path) -> io::Result<()> {
+    let t = cpath(target)?;
+    // SAFETY: valid C string.
+    cvt(unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) }).map(drop)
+}
+
+/// The uid of a user name, from the system's user database (`getpwnam_r`).
+pub fn user_id(name: &str) -> io::Result<Option<u32>> {
+    let c = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: zeroed passwd is a valid out-parameter.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the stated sizes.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            c.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok((!result.is_null()).then_some(pwd.pw_uid))
+}
+
+/// The gid of a group name, from the system's group database (`getgrnam_r`).
+pub fn group_id(name: &str) -> io::Result<Option<u32>> {
+    let c = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    // SAFETY: zeroed group is a valid out-parameter.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the stated sizes.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            c.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok((!result.is_null()).then_some(grp.gr_gid))
+}
