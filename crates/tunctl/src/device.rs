@@ -17,6 +17,11 @@ use crate::sys::{self, Interest, Ready};
 /// The most queues the kernel gives one multi-queue device (`MAX_TAP_QUEUES`).
 pub const MAX_QUEUES: usize = 256;
 
+/// The flags TUNGETIFF reports faithfully, compared after every attach.
+const ATTACH_FLAGS: Flags = Flags::from_bits_retain(
+    Flags::TUN.bits() | Flags::TAP.bits() | Flags::VNET_HDR.bits() | Flags::MULTI_QUEUE.bits(),
+);
+
 /// State shared by a device and its queues.
 #[derive(Debug)]
 struct Shared {
@@ -495,7 +500,10 @@ fn attach(name: &str, flags: Flags, expect: Flags) -> Result<(OwnedFd, String)> 
     })?;
     let (_, actual) =
         sys::tun_get_iff(fd.as_fd()).map_err(|e| Error::os("TUNGETIFF", e).on(&kname))?;
-    let mask = Flags::TUN | Flags::TAP | Flags::NO_PI | Flags::VNET_HDR | Flags::MULTI_QUEUE;
+    // NO_PI is not comparable here: TUNGETIFF reports bit 0x1000 as IFF_NOFILTER ("no socket
+    // filter attached"), the same bit. An existing device's packet-information setting is
+    // checked over netlink before attaching (check_compatible).
+    let mask = ATTACH_FLAGS;
     let actual = Flags::from_bits_retain(actual);
     if actual & mask != expect & mask {
         return Err(Error::new(
@@ -560,7 +568,7 @@ impl Device {
             wake: sys::eventfd().map_err(|e| Error::os("eventfd", e).on(&kname))?,
         });
         Ok(Device {
-            requested: Flags::from_bits_retain(flags) & !Flags::PERSIST,
+            requested: Flags::from_bits_retain(flags) & ATTACH_FLAGS,
             queues: vec![Queue {
                 fd,
                 shared: Arc::clone(&shared),
@@ -607,11 +615,17 @@ impl Device {
         self.link.netlink().namespace()
     }
 
-    /// The flags as the kernel reports them now (TUNGETIFF), `PERSIST` included (the seed's
-    /// `flags/1`, which returned the option list instead).
+    /// The flags as the kernel reports them now, `PERSIST` included (the seed's `flags/1`,
+    /// which returned the option list instead). One TUNGETIFF plus one netlink round trip:
+    /// TUNGETIFF reports bit 0x1000 as `IFF_NOFILTER`, so `NO_PI` comes from `IFLA_TUN_PI`.
     pub fn flags(&self) -> Result<Flags> {
-        self.ioctl("TUNGETIFF", sys::tun_get_iff)
-            .map(|(_, f)| Flags::from_bits_retain(f))
+        let (_, raw) = self.ioctl("TUNGETIFF", sys::tun_get_iff)?;
+        let hidden = Flags::NO_PI.bits() | libc::IFF_DETACH_QUEUE as u16;
+        let mut flags = Flags::from_bits_retain(raw & !hidden);
+        if self.info()?.tun.is_some_and(|t| !t.pi) {
+            flags |= Flags::NO_PI;
+        }
+        Ok(flags)
     }
 
     /// Whether the device outlives its fds.
@@ -803,14 +817,17 @@ impl Device {
     /// when the `Device` is dropped. A second call, and every later operation, gives
     /// [`ErrorKind::Closed`].
     pub fn destroy(&self) -> Result<()> {
-        self.check_open("destroy")?;
+        // Closed first, so a reader woken by the kernel's own detach reports Closed, not Gone.
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return Err(Error::closed("destroy").on(self.name()));
+        }
         match self.link.delete() {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        if self.shared.closed.swap(true, Ordering::AcqRel) {
-            return Err(Error::closed("destroy").on(self.name()));
+            Err(e) => {
+                self.shared.closed.store(false, Ordering::Release);
+                return Err(e);
+            }
         }
         let _ = sys::eventfd_signal(self.shared.wake.as_fd());
         Ok(())

@@ -1,0 +1,178 @@
+//! Shared helpers of the integration tests: namespaces that clean up after themselves, the
+//! privilege gate, and independent views of the kernel (`ip -j`, `/sys`, `/proc/self/fd`).
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use serde_json::Value;
+use tunctl::Namespace;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Tests that count fds or devices take this exclusively; the others share it.
+static FD_LOCK: RwLock<()> = RwLock::new(());
+
+/// A shared hold: tests that only need "no leak test is counting right now".
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    FD_LOCK.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An exclusive hold, for tests that compare fd counts or device lists before and after.
+pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    FD_LOCK.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether the privileged tests can run: CAP_NET_ADMIN and CAP_SYS_ADMIN in the effective
+/// set and /dev/net/tun present. Under CI=true a missing privilege fails the test loudly.
+pub fn privileged() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let net_admin = cap_eff & (1 << 12) != 0;
+    let sys_admin = cap_eff & (1 << 21) != 0;
+    let tun = Path::new("/dev/net/tun").exists();
+    if net_admin && sys_admin && tun {
+        return true;
+    }
+    let why = format!(
+        "needs CAP_NET_ADMIN ({net_admin}), CAP_SYS_ADMIN ({sys_admin}) and /dev/net/tun ({tun})"
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("privileged test cannot run under CI: {why}");
+    }
+    eprintln!("SKIPPED (not privileged): {why}");
+    false
+}
+
+/// A unique name for this process and test: `t<pid>x<n><tag>`, at most 15 bytes so it can be
+/// an interface name too.
+pub fn unique(tag: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut name = format!("t{}x{n}{tag}", std::process::id() % 100_000);
+    name.truncate(15);
+    name
+}
+
+/// A named namespace made for one test, deleted on drop (also when the test panics).
+pub struct TestNs {
+    pub name: String,
+    pub ns: Namespace,
+}
+
+impl TestNs {
+    pub fn new() -> TestNs {
+        let name = format!("tunctl-test-{}", unique(""));
+        let ns = Namespace::create(&name).expect("create test namespace");
+        TestNs { name, ns }
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        let _ = Namespace::delete(&self.name);
+    }
+}
+
+/// Deletes a device of the root namespace on drop (for the few tests that need `/sys`).
+pub struct RootDev(pub String);
+
+impl Drop for RootDev {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+    }
+}
+
+/// Runs `ip [-n NS] -j ARGS` and parses its JSON.
+pub fn ip_json(ns: Option<&str>, args: &[&str]) -> Value {
+    let mut cmd = Command::new("ip");
+    if let Some(ns) = ns {
+        cmd.args(["-n", ns]);
+    }
+    cmd.arg("-j").args(args);
+    let out = cmd.output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// `ip -j -d link show dev NAME` in `ns`: the device object, or `None` if it does not exist.
+pub fn ip_link(ns: Option<&str>, name: &str) -> Option<Value> {
+    let mut cmd = Command::new("ip");
+    if let Some(ns) = ns {
+        cmd.args(["-n", ns]);
+    }
+    let out = cmd
+        .args(["-j", "-d", "link", "show", "dev", name])
+        .output()
+        .expect("run ip");
+    if !out.status.success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.as_array()?.first().cloned()
+}
+
+/// The addresses `ip -j addr show dev NAME` lists in `ns`.
+pub fn ip_addrs(ns: Option<&str>, name: &str) -> Vec<Value> {
+    let v = ip_json(ns, &["addr", "show", "dev", name]);
+    v[0]["addr_info"].as_array().cloned().unwrap_or_default()
+}
+
+/// The flags of a link as `ip -j` lists them.
+pub fn ip_flags(link: &Value) -> Vec<String> {
+    link["flags"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Names of the links in `ns` (`ip -j link`).
+pub fn links(ns: Option<&str>) -> Vec<String> {
+    let v = ip_json(ns, &["link", "show"]);
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The open fds of this process, with what they point at.
+pub fn open_fds() -> Vec<(String, String)> {
+    let mut fds: Vec<(String, String)> = std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            let target = std::fs::read_link(e.path())
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            (e.file_name().to_string_lossy().into_owned(), target)
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
+/// The `flags:` field of `/proc/self/fdinfo/FD` (octal open flags; 02000000 is O_CLOEXEC).
+pub fn fdinfo_flags(fd: i32) -> u32 {
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).expect("read fdinfo");
+    let flags = text
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .expect("flags line");
+    u32::from_str_radix(flags.trim(), 8).expect("octal flags")
+}
