@@ -55,6 +55,11 @@ pub use netlink::{Address, Link, LinkInfo, Netlink, TunInfo};
 pub use netns::{Namespace, NETNS_RUN_DIR};
 pub use pi::PacketInfo;
 
+/// The README's Rust examples, compiled as doctests so they cannot rot.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// The uid of a user name or number (`"alice"` or `"1000"`), from the system's user
 /// database. [`ErrorKind::NotFound`] for an unknown name.
 pub fn user_id(user: &str) -> Result<u32> {

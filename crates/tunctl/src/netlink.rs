@@ -755,10 +755,21 @@ impl Link {
     }
 
     /// Sets the carrier (`IFLA_CARRIER`; the tun driver implements it like TUNSETCARRIER).
+    /// The kernel turns the carrier of a TUN/TAP device on only while some process has it
+    /// open (a queue attached); otherwise this fails with [`ErrorKind::PermissionDenied`].
     pub fn set_carrier(&self, carrier: bool) -> Result<()> {
         self.netlink
             .set_link("set carrier", self.index, |m| {
                 m.attributes.push(LinkAttribute::Carrier(carrier as u8))
+            })
+            .map_err(|e| {
+                if carrier && e.raw_os_error() == Some(libc::EPERM) {
+                    e.with_detail(
+                        "carrier on needs a process attached to the device, and none is (EPERM)",
+                    )
+                } else {
+                    e
+                }
             })
             .map_err(|e| self.named(e))
     }

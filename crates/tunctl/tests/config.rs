@@ -1,0 +1,410 @@
+//! Configuration over rtnetlink and namespaces, checked against `ip -j` (an independent
+//! view). Every device lives in a namespace the test creates; the root namespace never gets
+//! an address.
+
+mod common;
+
+use std::net::IpAddr;
+use std::os::linux::fs::MetadataExt;
+use std::process::Command;
+
+use common::{ip_addrs, ip_flags, ip_link, privileged, TestNs};
+use tunctl::{Cidr, Device, ErrorKind, Link, Namespace, Netlink};
+
+fn tun(t: &TestNs, name: &str) -> Device {
+    Device::builder()
+        .tun()
+        .name(name)
+        .namespace(t.ns.clone())
+        .create()
+        .unwrap()
+}
+
+fn tap(t: &TestNs, name: &str) -> Device {
+    Device::builder()
+        .tap()
+        .name(name)
+        .namespace(t.ns.clone())
+        .create()
+        .unwrap()
+}
+
+fn find_addr<'a>(addrs: &'a [serde_json::Value], local: &str) -> Option<&'a serde_json::Value> {
+    addrs.iter().find(|a| a["local"] == local)
+}
+
+#[test]
+fn addresses_of_any_valid_prefix_are_added_listed_and_removed() {
+    if !privileged() {
+        return;
+    }
+    let t = TestNs::new();
+    let dev = tun(&t, "addr0");
+    let cidrs = [
+        "10.60.0.1/8",
+        "10.61.0.1/24",
+        "10.62.0.1/31",
+        "10.63.0.1/32",
+        "10.64.0.1/1",
+        "fd00:60::1/64",
+        "fd00:61::1/128",
+        "fd00:62::1/1",
+        "fd00:63::1/127",
+    ];
+    for c in cidrs {
+        dev.add_address(c.parse().unwrap())
+            .unwrap_or_else(|e| panic!("{c}: {e}"));
+    }
+    let seen = ip_addrs(Some(&t.name), "addr0");
+    for c in cidrs {
+        let cidr: Cidr = c.parse().unwrap();
+        let a =
+            find_addr(&seen, &cidr.addr().to_string()).unwrap_or_else(|| panic!("ip lacks {c}"));
+        assert_eq!(a["prefixlen"], cidr.prefix(), "{c}");
+    }
+    // Our own listing agrees, with the default broadcast for IPv4 up to /30.
+    let ours = dev.addresses().unwrap();
+    let v4 = ours
+        .iter()
+        .find(|a| a.addr.to_string() == "10.61.0.1")
+        .unwrap();
+    assert_eq!(v4.broadcast.unwrap().to_string(), "10.61.0.255");
+    assert_eq!(
+        find_addr(&seen, "10.61.0.1").unwrap()["broadcast"],
+        "10.61.0.255"
+    );
+    assert!(ours
+        .iter()
+        .find(|a| a.addr.to_string() == "10.63.0.1")
+        .unwrap()
+        .broadcast
+        .is_none());
+    // Duplicate, then removal, then removal of what is not there.
+    let err = dev
+        .add_address("10.61.0.1/24".parse().unwrap())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    dev.del_address("10.61.0.1/24".parse().unwrap()).unwrap();
+    dev.del_address("fd00:61::1/128".parse().unwrap()).unwrap();
+    let seen = ip_addrs(Some(&t.name), "addr0");
+    assert!(find_addr(&seen, "10.61.0.1").is_none());
+    assert!(find_addr(&seen, "fd00:61::1").is_none());
+    let err = dev
+        .del_address("10.61.0.1/24".parse().unwrap())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(err.to_string().starts_with("addr0: "), "{err}");
+    // Two IPv4 addresses side by side: netlink adds, it does not replace (the seed's
+    // SIOCSIFADDR replaced the primary address).
+    assert!(find_addr(&seen, "10.60.0.1").is_some() && find_addr(&seen, "10.62.0.1").is_some());
+}
+
+#[test]
+fn peer_sets_pointopoint_address_not_notrailers() {
+    if !privileged() {
+        return;
+    }
+    let t = TestNs::new();
+    // The seed's dstaddr test case: up 127.241.173.1, dstaddr 127.241.173.2 (in a namespace).
+    for (dev, name) in [(tun(&t, "p2p0"), "p2p0"), (tap(&t, "p2p1"), "p2p1")] {
+        dev.add_address("127.241.173.1/32".parse().unwrap())
+            .unwrap();
+        dev.up().unwrap();
+        dev.set_peer("127.241.173.2".parse().unwrap()).unwrap();
+        let a = find_addr(&ip_addrs(Some(&t.name), name), "127.241.173.1")
+            .cloned()
+            .unwrap();
+        assert_eq!(a["address"], "127.241.173.2", "{name}: ip shows the peer");
+        let flags = ip_flags(&ip_link(Some(&t.name), name).unwrap());
+        assert!(
+            !flags.contains(&"NOTRAILERS".to_string()),
+            "{name}: {flags:?}"
+        );
+        if name == "p2p0" {
+            assert!(flags.contains(&"POINTOPOINT".to_string()), "{flags:?}");
+            assert!(dev.info().unwrap().is_pointopoint());
+        }
+        let ours = dev.addresses().unwrap();
+        assert_eq!(
+            ours.iter().find(|a| a.peer.is_some()).unwrap().peer,
+            Some("127.241.173.2".parse::<IpAddr>().unwrap())
+        );
+    }
+    // IPv6 peer too (the original could not).
+    let dev = tun(&t, "p2p6");
+    dev.add_address("fd00:70::1/128".parse().unwrap()).unwrap();
+    dev.set_peer("fd00:70::2".parse().unwrap()).unwrap();
+    let a = find_addr(&ip_addrs(Some(&t.name), "p2p6"), "fd00:70::1")
+        .cloned()
+        .unwrap();
+    assert_eq!(a["address"], "fd00:70::2");
+    // A peer with no address of that family to pair with is a clear error.
+    let bare = tun(&t, "p2p7");
+    let err = bare.set_peer("10.0.0.2".parse().unwrap()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.to_string().contains("no IPv4 address"), "{err}");
+}
+
+#[test]
+fn broadcast_mtu_mac_txqueuelen_carrier_and_updown() {
+    if !privileged() {
+        return;
+    }
+    let t = TestNs::new();
+    // The seed's broadcast test case: up 127.241.174.1, broadcast 127.241.174.3.
+    let dev = tap(&t, "cfg0");
+    dev.add_address("127.241.174.1/24".parse().unwrap())
+        .unwrap();
+    dev.set_broadcast("127.241.174.3".parse().unwrap()).unwrap();
+    let a = find_addr(&ip_addrs(Some(&t.name), "cfg0"), "127.241.174.1")
+        .cloned()
+        .unwrap();
+    assert_eq!(a["broadcast"], "127.241.174.3");
+
+    dev.set_mtu(9000).unwrap();
+    assert_eq!(ip_link(Some(&t.name), "cfg0").unwrap()["mtu"], 9000);
+    assert_eq!(dev.mtu().unwrap(), 9000);
+    for bad in [67, 65536, 0] {
+        let err = dev.set_mtu(bad).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad}: {err}");
+    }
+    assert_eq!(
+        ip_link(Some(&t.name), "cfg0").unwrap()["mtu"],
+        9000,
+        "unchanged after refusals"
+    );
+    dev.set_mtu(1000).unwrap();
+    let err = dev
+        .add_address("fd00:80::1/64".parse().unwrap())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("1280"), "{err}");
+
+    dev.set_mac("02:00:00:00:80:01".parse().unwrap()).unwrap();
+    assert_eq!(
+        ip_link(Some(&t.name), "cfg0").unwrap()["address"],
+        "02:00:00:00:80:01"
+    );
+    assert_eq!(
+        dev.set_mac("01:00:00:00:00:01".parse().unwrap())
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidInput
+    );
+    let tun_dev = tun(&t, "cfg1");
+    assert_eq!(
+        tun_dev
+            .set_mac("02:00:00:00:80:02".parse().unwrap())
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Unsupported
+    );
+
+    dev.set_txqueuelen(77).unwrap();
+    assert_eq!(ip_link(Some(&t.name), "cfg0").unwrap()["txqlen"], 77);
+
+    dev.up().unwrap();
+    assert!(ip_flags(&ip_link(Some(&t.name), "cfg0").unwrap()).contains(&"UP".to_string()));
+    let link = dev.link().unwrap();
+    link.set_carrier(false).unwrap();
+    assert!(ip_flags(&ip_link(Some(&t.name), "cfg0").unwrap()).contains(&"NO-CARRIER".to_string()));
+    link.set_carrier(true).unwrap();
+    assert!(!ip_flags(&ip_link(Some(&t.name), "cfg0").unwrap()).contains(&"NO-CARRIER".to_string()));
+    dev.down().unwrap();
+    let flags = ip_flags(&ip_link(Some(&t.name), "cfg0").unwrap());
+    assert!(!flags.contains(&"UP".to_string()));
+    // Down keeps IPv4 addresses (the seed's down/1).
+    assert!(find_addr(&ip_addrs(Some(&t.name), "cfg0"), "127.241.174.1").is_some());
+}
+
+#[test]
+fn kernel_view_of_devices_we_did_not_open() {
+    if !privileged() {
+        return;
+    }
+    let t = TestNs::new();
+    // Created by iproute2, not by us.
+    let out = Command::new("ip")
+        .args([
+            "-n",
+            &t.name,
+            "tuntap",
+            "add",
+            "dev",
+            "ext0",
+            "mode",
+            "tap",
+            "multi_queue",
+            "vnet_hdr",
+            "user",
+            "1234",
+            "group",
+            "5678",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("ip")
+        .args([
+            "-n", &t.name, "tuntap", "add", "dev", "ext1", "mode", "tun", "pi",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let netlink = Netlink::open_in(&t.ns).unwrap();
+    let links = netlink.tun_links().unwrap();
+    let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["ext0", "ext1"], "lo is not a tun device");
+    let ext0 = links[0].tun.as_ref().unwrap();
+    assert_eq!(ext0.kind, tunctl::Kind::Tap);
+    assert!(ext0.multi_queue && ext0.vnet_hdr && ext0.persist && !ext0.pi);
+    assert_eq!((ext0.owner, ext0.group), (Some(1234), Some(5678)));
+    assert_eq!((ext0.queues, ext0.disabled_queues), (Some(0), Some(0)));
+    let ext1 = links[1].tun.as_ref().unwrap();
+    assert_eq!(ext1.kind, tunctl::Kind::Tun);
+    assert!(ext1.pi && !ext1.multi_queue && ext1.owner.is_none());
+    // Attach to the iproute2 device with matching flags, then delete it through netlink.
+    let dev = Device::builder()
+        .tap()
+        .name("ext0")
+        .multi_queue(2)
+        .vnet_hdr(true)
+        .namespace(t.ns.clone())
+        .open()
+        .unwrap();
+    assert_eq!(dev.info().unwrap().tun.unwrap().queues, Some(2));
+    let link = Link::by_name(&t.ns, "ext1").unwrap();
+    link.delete().unwrap();
+    assert!(ip_link(Some(&t.name), "ext1").is_none());
+}
+
+#[test]
+fn namespaces_are_created_listed_used_and_deleted_natively() {
+    if !privileged() {
+        return;
+    }
+    let name = format!("tunctl-test-{}", common::unique("ns"));
+    let ns = Namespace::create(&name).unwrap();
+    let _cleanup = scopeguard(&name);
+    assert!(Namespace::list().unwrap().contains(&name));
+    let seen = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&seen.stdout).contains(&name),
+        "ip netns list sees it"
+    );
+    assert_eq!(
+        Namespace::create(&name).unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
+    // A device born and configured in there, while this process stays in its namespace.
+    let own_ns = std::fs::metadata("/proc/self/ns/net").unwrap().st_ino();
+    let dev = Device::builder()
+        .tun()
+        .name("nsdev0")
+        .namespace(ns.clone())
+        .create()
+        .unwrap();
+    dev.add_address("10.90.0.1/24".parse().unwrap()).unwrap();
+    dev.up().unwrap();
+    assert_eq!(
+        std::fs::metadata("/proc/self/ns/net").unwrap().st_ino(),
+        own_ns
+    );
+    assert!(
+        !std::path::Path::new("/sys/class/net/nsdev0").exists(),
+        "not in our namespace"
+    );
+    assert!(find_addr(&ip_addrs(Some(&name), "nsdev0"), "10.90.0.1").is_some());
+    // The same namespace by path and by pid.
+    let by_path = Namespace::path(format!("/run/netns/{name}"));
+    assert!(Link::by_name(&by_path, "nsdev0").is_ok());
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &name, "sleep", "10"])
+        .spawn()
+        .unwrap();
+    let by_pid = Namespace::pid(child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let found = loop {
+        // `ip netns exec` enters the namespace right after fork: wait for it, bounded.
+        if Link::by_name(&by_pid, "nsdev0").is_ok() {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found, "namespace by pid");
+    drop(dev);
+    Namespace::delete(&name).unwrap();
+    assert!(!Namespace::list().unwrap().contains(&name));
+    assert_eq!(
+        Namespace::delete(&name).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    // Invalid names and missing namespaces.
+    for bad in ["", "a/b", "..", "."] {
+        assert_eq!(
+            Namespace::create(bad).unwrap_err().kind(),
+            ErrorKind::InvalidInput,
+            "{bad:?}"
+        );
+    }
+    let missing = Namespace::named("tunctl-never-there").unwrap();
+    let err = Netlink::open_in(&missing).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(
+        err.to_string()
+            .contains("/run/netns/tunctl-never-there does not exist"),
+        "{err}"
+    );
+}
+
+/// Deletes the named namespace on drop if the test did not get that far.
+fn scopeguard(name: &str) -> impl Drop + '_ {
+    struct Guard<'a>(&'a str);
+    impl Drop for Guard<'_> {
+        fn drop(&mut self) {
+            let _ = Namespace::delete(self.0);
+        }
+    }
+    Guard(name)
+}
+
+#[test]
+fn lookups_fail_clearly() {
+    if !privileged() {
+        return;
+    }
+    let t = TestNs::new();
+    let err = Link::by_name(&t.ns, "nothere0").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "nothere0: RTM_GETLINK: no device nothere0 in netns {}",
+            t.name
+        )
+    );
+    assert_eq!(
+        Link::by_name(&t.ns, "bad name").unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(tunctl::user_id("root").unwrap(), 0);
+    assert_eq!(tunctl::user_id("4242").unwrap(), 4242);
+    assert_eq!(
+        tunctl::user_id("no-such-user-x").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(tunctl::group_id("root").unwrap(), 0);
+    assert_eq!(
+        tunctl::group_id("no-such-group-x").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
