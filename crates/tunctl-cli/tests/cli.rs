@@ -6,7 +6,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{ip_addrs, ip_flags, ip_link, privileged, TestNs};
+use common::{ip_addrs, ip_flags, ip_link, privileged};
 use serde_json::Value;
 
 fn tunctl(args: &[&str]) -> Output {
@@ -69,10 +69,9 @@ fn demo_moves_real_traffic_and_cleans_up() {
 
 #[test]
 fn add_show_set_list_del_round_trip() {
-    if !privileged() {
+    let Some((t, _g)) = common::privileged_ns() else {
         return;
-    }
-    let t = TestNs::new();
+    };
     let ns = t.name.as_str();
     let name = ok(&[
         "add",
@@ -213,10 +212,9 @@ fn add_show_set_list_del_round_trip() {
 
 #[test]
 fn exit_codes_and_one_line_errors_and_nothing_left_behind() {
-    if !privileged() {
+    let Some((t, _g)) = common::privileged_ns() else {
         return;
-    }
-    let t = TestNs::new();
+    };
     let ns = t.name.as_str();
     // Usage errors: 2.
     for args in [

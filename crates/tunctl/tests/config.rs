@@ -35,10 +35,9 @@ fn find_addr<'a>(addrs: &'a [serde_json::Value], local: &str) -> Option<&'a serd
 
 #[test]
 fn addresses_of_any_valid_prefix_are_added_listed_and_removed() {
-    if !privileged() {
+    let Some((t, _g)) = common::privileged_ns() else {
         return;
-    }
-    let t = TestNs::new();
+    };
     let dev = tun(&t, "addr0");
     let cidrs = [
         "10.60.0.1/8",
@@ -101,10 +100,9 @@ fn addresses_of_any_valid_prefix_are_added_listed_and_removed() {
 
 #[test]
 fn peer_sets_pointopoint_address_not_notrailers() {
-    if !privileged() {
+    let Some((t, _g)) = common::privileged_ns() else {
         return;
-    }
-    let t = TestNs::new();
+    };
     // The seed's dstaddr test case: up 127.241.173.1, dstaddr 127.241.173.2 (in a namespace).
     for (dev, name) in [(tun(&t, "p2p0"), "p2p0"), (tap(&t, "p2p1"), "p2p1")] {
         dev.add_address("127.241.173.1/32".parse().unwrap())
@@ -147,10 +145,9 @@ fn peer_sets_pointopoint_address_not_notrailers() {
 
 #[test]
 fn broadcast_mtu_mac_txqueuelen_carrier_and_updown() {
-    if !privileged() {
+    let Some((t, _g)) = common::privileged_ns() else {
         return;
-    }
-    let t = TestNs::new();
+    };
     // The seed's broadcast test case: up 127.241.174.1, broadcast 127.241.174.3.
     let dev = tap(&t, "cfg0");
     dev.add_address("127.241.174.1/24".parse().unwrap())
@@ -219,10 +216,9 @@ fn broadcast_mtu_mac_txqueuelen_carrier_and_updown() {
 
 #[test]
 fn kernel_view_of_devices_we_did_not_open() {
-    if !privileged() {
+    let Some((t, _g)) = common::privileged_ns() else {
         return;
-    }
-    let t = TestNs::new();
+    };
     // Created by iproute2, not by us.
     let out = Command::new("ip")
         .args([
@@ -379,10 +375,9 @@ fn scopeguard(name: &str) -> impl Drop + '_ {
 
 #[test]
 fn lookups_fail_clearly() {
-    if !privileged() {
+    let Some((t, _g)) = common::privileged_ns() else {
         return;
-    }
-    let t = TestNs::new();
+    };
     let err = Link::by_name(&t.ns, "nothere0").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert_eq!(

@@ -91,11 +91,9 @@ fn udp_packet(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u
 
 #[test]
 fn seed_default_is_a_kernel_named_tap_without_pi() {
-    if !privileged() {
+    let Some((t, _g)) = common::privileged_ns() else {
         return;
-    }
-    let _g = common::shared();
-    let t = TestNs::new();
+    };
     let dev = Device::builder().namespace(t.ns.clone()).create().unwrap();
     assert_eq!(dev.name(), "tap0", "a fresh namespace's first tap");
     assert_eq!(dev.kind(), Kind::Tap);
@@ -120,11 +118,9 @@ fn seed_default_is_a_kernel_named_tap_without_pi() {
 
 #[test]
 fn templates_and_flags_read_back_from_the_kernel() {
-    if !privileged() {
+    let Some((t, _g)) = common::privileged_ns() else {
         return;
-    }
-    let _g = common::shared();
-    let t = TestNs::new();
+    };
     let a = Device::builder()
         .tun()
         .name("lab%d")
@@ -161,11 +157,9 @@ fn templates_and_flags_read_back_from_the_kernel() {
 
 #[test]
 fn multi_queue_has_one_fd_per_queue_and_queues_can_be_disabled() {
-    if !privileged() {
+    let Some((t, _g)) = common::privileged_ns() else {
         return;
-    }
-    let _g = common::shared();
-    let t = TestNs::new();
+    };
     let dev = Device::builder()
         .tun()
         .name("mq0")
@@ -248,11 +242,9 @@ fn owner_and_group_are_set_by_value() {
 
 #[test]
 fn persistent_device_stays_up_with_addresses_until_destroyed() {
-    if !privileged() {
+    let Some((t, _g)) = common::privileged_ns() else {
         return;
-    }
-    let _g = common::shared();
-    let t = TestNs::new();
+    };
     let dev = Device::builder()
         .tap()
         .name("keep0")
@@ -295,13 +287,10 @@ fn persistent_device_stays_up_with_addresses_until_destroyed() {
 
 #[test]
 fn passive_read_of_a_kernel_packet_after_up_and_send_it_back() {
-    if !privileged() {
-        return;
-    }
-    let _g = common::shared();
-    // The seed's README example and its "recvsend"/"readwrite" test cases: after up, the
     // kernel sends IPv6 router solicitations / MLD reports on a tap; read one, write it back.
-    let t = TestNs::new();
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
     let dev = Device::builder().namespace(t.ns.clone()).create().unwrap();
     dev.add_address("192.168.123.4/24".parse().unwrap())
         .unwrap();
@@ -317,11 +306,9 @@ fn passive_read_of_a_kernel_packet_after_up_and_send_it_back() {
 
 #[test]
 fn tun_packets_cross_in_both_directions() {
-    if !privileged() {
+    let Some((t, _g)) = common::privileged_ns() else {
         return;
-    }
-    let _g = common::shared();
-    let t = TestNs::new();
+    };
     let (local, peer) = (Ipv4Addr::new(10, 45, 0, 1), Ipv4Addr::new(10, 45, 0, 2));
     let dev = p2p_tun(&t, local, peer);
     let sock =
@@ -356,11 +343,9 @@ fn ip_json_stats(ns: &str, name: &str) -> u64 {
 
 #[test]
 fn packet_info_header_is_decoded_in_network_order() {
-    if !privileged() {
+    let Some((t, _g)) = common::privileged_ns() else {
         return;
-    }
-    let _g = common::shared();
-    let t = TestNs::new();
+    };
     let (local, peer) = (Ipv4Addr::new(10, 46, 0, 1), Ipv4Addr::new(10, 46, 0, 2));
     let dev = Device::builder()
         .tun()
@@ -395,11 +380,9 @@ fn packet_info_header_is_decoded_in_network_order() {
 
 #[test]
 fn receive_modes_truncation_and_bad_packets() {
-    if !privileged() {
+    let Some((t, _g)) = common::privileged_ns() else {
         return;
-    }
-    let _g = common::shared();
-    let t = TestNs::new();
+    };
     let (local, peer) = (Ipv4Addr::new(10, 47, 0, 1), Ipv4Addr::new(10, 47, 0, 2));
     let dev = p2p_tun(&t, local, peer);
     let mut buf = [0u8; 2048];
@@ -445,11 +428,9 @@ fn receive_modes_truncation_and_bad_packets() {
 
 #[test]
 fn destroy_wakes_blocked_reader_and_closes_every_operation() {
-    if !privileged() {
+    let Some((t, _g)) = common::privileged_ns() else {
         return;
-    }
-    let _g = common::shared();
-    let t = TestNs::new();
+    };
     let dev = tun_in(&t);
     let name = dev.name().to_string();
     let woke = std::thread::scope(|s| {
@@ -485,11 +466,9 @@ fn destroy_wakes_blocked_reader_and_closes_every_operation() {
 
 #[test]
 fn device_deleted_from_outside_is_reported_as_gone() {
-    if !privileged() {
+    let Some((t, _g)) = common::privileged_ns() else {
         return;
-    }
-    let _g = common::shared();
-    let t = TestNs::new();
+    };
     let dev = tun_in(&t);
     let out = std::process::Command::new("ip")
         .args(["-n", &t.name, "link", "del", dev.name()])
@@ -508,11 +487,9 @@ fn device_deleted_from_outside_is_reported_as_gone() {
 
 #[test]
 fn tun_ioctls_take_effect() {
-    if !privileged() {
+    let Some((t, _g)) = common::privileged_ns() else {
         return;
-    }
-    let _g = common::shared();
-    let t = TestNs::new();
+    };
     let tap = Device::builder()
         .tap()
         .name("io0")
@@ -569,11 +546,9 @@ fn tun_ioctls_take_effect() {
 
 #[test]
 fn mac_filter_drops_frames_not_addressed_to_the_reader() {
-    if !privileged() {
+    let Some((t, _g)) = common::privileged_ns() else {
         return;
-    }
-    let _g = common::shared();
-    let t = TestNs::new();
+    };
     let dev = Device::builder()
         .tap()
         .name("flt0")
@@ -631,11 +606,9 @@ fn mac_filter_drops_frames_not_addressed_to_the_reader() {
 
 #[test]
 fn fds_are_close_on_exec_and_from_fd_adopts_them() {
-    if !privileged() {
+    let Some((t, _g)) = common::privileged_ns() else {
         return;
-    }
-    let _g = common::shared();
-    let t = TestNs::new();
+    };
     let dev = Device::builder()
         .tun()
         .name("fd%d")

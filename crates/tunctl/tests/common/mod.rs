@@ -50,6 +50,16 @@ pub fn privileged() -> bool {
     false
 }
 
+/// The usual start of a privileged test: the privilege gate, a shared hold on the fd lock,
+/// and a fresh namespace. `None` means "skip" (outside CI only).
+pub fn privileged_ns() -> Option<(TestNs, RwLockReadGuard<'static, ()>)> {
+    if !privileged() {
+        return None;
+    }
+    let hold = shared();
+    Some((TestNs::new(), hold))
+}
+
 /// A unique name for this process and test: `t<pid>x<n><tag>`, at most 15 bytes so it can be
 /// an interface name too.
 pub fn unique(tag: &str) -> String {
