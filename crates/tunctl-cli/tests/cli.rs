@@ -53,7 +53,14 @@ fn demo_moves_real_traffic_and_cleans_up() {
     if !privileged() {
         return;
     }
-    let out = tunctl(&["demo", "--seconds", "1", "--pings", "3"]);
+    let child = Command::new(env!("CARGO_BIN_EXE_tunctl"))
+        .args(["demo", "--seconds", "1", "--pings", "3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let prefix = format!("tunctl-demo-{}-", child.id());
+    let out = child.wait_with_output().unwrap();
     let text = stdout(&out);
     assert!(out.status.success(), "{text}{}", stderr(&out));
     assert!(text.contains("3/3 replies"), "{text}");
@@ -62,9 +69,53 @@ fn demo_moves_real_traffic_and_cleans_up() {
     let left: Vec<String> = tunctl::Namespace::list()
         .unwrap()
         .into_iter()
-        .filter(|n| n.starts_with("tunctl-demo-"))
+        .filter(|n| n.starts_with(&prefix))
         .collect();
     assert!(left.is_empty(), "demo left namespaces behind: {left:?}");
+}
+
+#[test]
+fn demo_cleans_up_on_ctrl_c() {
+    if !privileged() {
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tunctl"))
+        .args(["demo", "--seconds", "20"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let prefix = format!("tunctl-demo-{}-", child.id());
+    // Wait (bounded) until the demo has built its namespaces, then interrupt it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !tunctl::Namespace::list()
+        .unwrap()
+        .iter()
+        .any(|n| n.starts_with(&prefix))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "demo never created its namespaces"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: plain kill(2) to our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "interrupted demo fails: {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    let left: Vec<String> = tunctl::Namespace::list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[test]

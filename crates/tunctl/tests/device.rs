@@ -287,21 +287,54 @@ fn persistent_device_stays_up_with_addresses_until_destroyed() {
 
 #[test]
 fn passive_read_of_a_kernel_packet_after_up_and_send_it_back() {
-    // kernel sends IPv6 router solicitations / MLD reports on a tap; read one, write it back.
+    // The seed's README "passive mode" session, step by step: create() gives tap0,
+    // up(Ref, "192.168.123.4"), FD = getfd(Ref), read(FD, 1500) returns a frame the kernel
+    // sent after up (IPv6 router solicitation / MLD), destroy(Ref). Also its "recvsend" and
+    // "readwrite" test cases: the frame read is written back.
     let Some((t, _g)) = common::privileged_ns() else {
         return;
     };
     let dev = Device::builder().namespace(t.ns.clone()).create().unwrap();
-    dev.add_address("192.168.123.4/24".parse().unwrap())
-        .unwrap();
+    assert_eq!(dev.name(), "tap0");
+    dev.add_address("192.168.123.4".parse().unwrap()).unwrap();
     dev.up().unwrap();
-    let frame = recv_matching(&dev, |f| f.len() >= 14 && f[12..14] == [0x86, 0xdd]);
+    assert_eq!(
+        common::ip_addrs(Some(&t.name), "tap0")[0]["prefixlen"],
+        32,
+        "the seed's /32"
+    );
+    // getfd + read: the raw fd works with plain read(2), outside our API.
+    let fd = dev.as_raw_fd();
+    let mut buf = [0u8; 1500];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let frame = loop {
+        assert!(Instant::now() < deadline, "no frame within 5 s");
+        // SAFETY: `fd` is open for the life of `dev`; `buf` is a valid writable buffer.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n > 14 && buf[12..14] == [0x86, 0xdd] {
+            break buf[..n as usize].to_vec();
+        }
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            assert_eq!(
+                err.raw_os_error(),
+                Some(libc::EAGAIN),
+                "non-blocking fd: {err}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
     assert_eq!(
         &frame[0..2],
         &[0x33, 0x33],
         "IPv6 multicast destination MAC"
     );
     assert_eq!(dev.send(&frame).unwrap(), frame.len());
+    // recv through the API sees kernel frames too.
+    let again = recv_matching(&dev, |f| f.len() >= 14 && f[12..14] == [0x86, 0xdd]);
+    assert_eq!(&again[0..2], &[0x33, 0x33]);
+    dev.destroy().unwrap();
+    assert!(ip_link(Some(&t.name), "tap0").is_none());
 }
 
 #[test]
