@@ -79,7 +79,7 @@ fn demo_cleans_up_on_ctrl_c() {
     if !privileged() {
         return;
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tunctl"))
+    let child = Command::new(env!("CARGO_BIN_EXE_tunctl"))
         .args(["demo", "--seconds", "20"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::active::{self, Active, Control, Packets};
 use crate::addr::{Cidr, MacAddr};
 use crate::error::{Error, ErrorKind, Result};
 use crate::flags::{Flags, Kind, Offload};
@@ -22,17 +23,48 @@ const ATTACH_FLAGS: Flags = Flags::from_bits_retain(
     Flags::TUN.bits() | Flags::TAP.bits() | Flags::VNET_HDR.bits() | Flags::MULTI_QUEUE.bits(),
 );
 
-/// State shared by a device and its queues.
+/// State shared by a device, its queues and its active-mode readers.
 #[derive(Debug)]
-struct Shared {
-    name: String,
+pub(crate) struct Shared {
+    pub(crate) name: String,
     closed: AtomicBool,
     /// Readable once the device is destroyed: wakes readers and writers blocked in `poll`.
-    wake: OwnedFd,
+    pub(crate) wake: OwnedFd,
+    /// The rtnetlink handle, bound to the device's namespace.
+    pub(crate) link: Link,
+    /// Active-mode state.
+    pub(crate) control: Control,
+    /// The TUNSETIFF flags every queue of this device is attached with.
+    flags: Flags,
+    /// Keeps a namespace given by fd (`Device::from_fd`) reachable as `/proc/self/fd/N`.
+    _netns: Option<OwnedFd>,
 }
 
 impl Shared {
-    fn check_open(&self, op: &str) -> Result<()> {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// See [`Device::destroy`].
+    pub(crate) fn destroy(&self) -> Result<()> {
+        // Closed first, so a reader woken by the kernel's own detach reports Closed, not Gone.
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Err(Error::closed("destroy").on(&self.name));
+        }
+        match self.link.delete() {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => {
+                self.closed.store(false, Ordering::Release);
+                return Err(e);
+            }
+        }
+        self.control.stop();
+        let _ = sys::eventfd_signal(self.wake.as_fd());
+        Ok(())
+    }
+
+    pub(crate) fn check_open(&self, op: &str) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             Err(Error::closed(op).on(&self.name))
         } else {
@@ -41,7 +73,7 @@ impl Shared {
     }
 
     /// Maps an I/O error, telling "destroyed here" from "deleted from outside".
-    fn io_error(&self, op: &str, err: std::io::Error) -> Error {
+    pub(crate) fn io_error(&self, op: &str, err: std::io::Error) -> Error {
         if self.closed.load(Ordering::Acquire) {
             return Error::closed(op).on(&self.name);
         }
@@ -89,8 +121,13 @@ impl Queue {
         let Some(timeout) = poll_timeout(deadline) else {
             return Ok(false);
         };
-        match sys::poll2(self.fd.as_fd(), interest, self.shared.wake.as_fd(), timeout) {
-            Ok(Ready::Wake) => Err(Error::closed(op).on(&self.shared.name)),
+        match sys::poll(
+            self.fd.as_fd(),
+            interest,
+            &[self.shared.wake.as_fd()],
+            timeout,
+        ) {
+            Ok(Ready::Wake(_)) => Err(Error::closed(op).on(&self.shared.name)),
             Ok(_) => Ok(true),
             Err(e) => Err(self.shared.io_error("poll", e)),
         }
@@ -99,6 +136,14 @@ impl Queue {
     fn recv_until(&self, buf: &mut [u8], deadline: Option<Instant>) -> Result<Option<usize>> {
         loop {
             self.shared.check_open("recv")?;
+            if self.shared.control.delivering() {
+                return Err(Error::new(
+                    ErrorKind::Active,
+                    "recv",
+                    "the device is in active mode: its packets go to the owner (pause with Active::Off to read passively)",
+                )
+                .on(&self.shared.name));
+            }
             match sys::read_packet(self.fd.as_fd(), buf) {
                 Ok((n, false)) => return Ok(Some(n)),
                 Ok((n, true)) => {
@@ -367,23 +412,7 @@ impl Builder {
             .run(|| self.attach_all(mode, flags))
             .and_then(|r| r)
             .map_err(|e| e.on_default(&label))?;
-        let shared = Arc::new(Shared {
-            name: kname.clone(),
-            closed: AtomicBool::new(false),
-            wake: sys::eventfd().map_err(|e| Error::os("eventfd", e).on(&kname))?,
-        });
-        Ok(Device {
-            requested: flags,
-            queues: queues
-                .into_iter()
-                .map(|fd| Queue {
-                    fd,
-                    shared: Arc::clone(&shared),
-                })
-                .collect(),
-            link: Link::from_index(netlink, index, kname),
-            shared,
-        })
+        Device::assemble(queues, Link::from_index(netlink, index, kname), flags, None)
     }
 
     /// Runs inside the target namespace: checks an existing device, opens every queue, and
@@ -528,9 +557,7 @@ fn attach(name: &str, flags: Flags, expect: Flags) -> Result<(OwnedFd, String)> 
 /// Receive and send methods use the first queue; [`Device::queues`] gives all of them.
 #[derive(Debug)]
 pub struct Device {
-    requested: Flags,
     queues: Vec<Queue>,
-    link: Link,
     shared: Arc<Shared>,
 }
 
@@ -552,30 +579,48 @@ impl Device {
                 err
             }
         })?;
-        let netlink = match sys::tun_get_dev_netns(fd.as_fd()) {
+        // The device may live in another namespace: keep an fd of it, reachable by path.
+        let (netlink, netns) = match sys::tun_get_dev_netns(fd.as_fd()) {
             Ok(nsfd) => {
                 let path = format!("/proc/self/fd/{}", nsfd.as_raw_fd());
-                let netlink = Netlink::open_in(&Namespace::path(path))?;
-                drop(nsfd);
-                netlink
+                (Netlink::open_in(&Namespace::path(path))?, Some(nsfd))
             }
-            Err(_) => Netlink::open()?,
+            Err(_) => (Netlink::open()?, None),
         };
         let index = netlink.link_by_name(&kname)?.index;
+        let link = Link::from_index(netlink, index, kname);
+        Device::assemble(
+            vec![fd],
+            link,
+            Flags::from_bits_retain(flags) & ATTACH_FLAGS,
+            netns,
+        )
+    }
+
+    fn assemble(
+        fds: Vec<OwnedFd>,
+        link: Link,
+        flags: Flags,
+        netns: Option<OwnedFd>,
+    ) -> Result<Device> {
+        let name = link.name().to_string();
         let shared = Arc::new(Shared {
-            name: kname.clone(),
+            wake: sys::eventfd().map_err(|e| Error::os("eventfd", e).on(&name))?,
+            control: Control::new().map_err(|e| Error::os("eventfd", e).on(&name))?,
+            name,
             closed: AtomicBool::new(false),
-            wake: sys::eventfd().map_err(|e| Error::os("eventfd", e).on(&kname))?,
+            link,
+            flags,
+            _netns: netns,
         });
-        Ok(Device {
-            requested: Flags::from_bits_retain(flags) & ATTACH_FLAGS,
-            queues: vec![Queue {
+        let queues = fds
+            .into_iter()
+            .map(|fd| Queue {
                 fd,
                 shared: Arc::clone(&shared),
-            }],
-            link: Link::from_index(netlink, index, kname),
-            shared,
-        })
+            })
+            .collect();
+        Ok(Device { queues, shared })
     }
 
     fn check_open(&self, op: &str) -> Result<()> {
@@ -602,17 +647,17 @@ impl Device {
 
     /// The interface index.
     pub fn index(&self) -> u32 {
-        self.link.index()
+        self.shared.link.index()
     }
 
     /// tun or tap.
     pub fn kind(&self) -> Kind {
-        self.requested.kind().unwrap_or(Kind::Tap)
+        self.shared.flags.kind().unwrap_or(Kind::Tap)
     }
 
     /// The namespace the device lives (and is configured) in.
     pub fn namespace(&self) -> &Namespace {
-        self.link.netlink().namespace()
+        self.shared.link.netlink().namespace()
     }
 
     /// The flags as the kernel reports them now, `PERSIST` included (the seed's `flags/1`,
@@ -748,7 +793,7 @@ impl Device {
     /// The rtnetlink handle of the device, for configuration this type does not wrap.
     pub fn link(&self) -> Result<&Link> {
         self.check_open("configure")?;
-        Ok(&self.link)
+        Ok(&self.shared.link)
     }
 
     /// The kernel's view of the device: flags, MTU, MAC, `IFLA_TUN_*` attributes.
@@ -817,25 +862,79 @@ impl Device {
     /// when the `Device` is dropped. A second call, and every later operation, gives
     /// [`ErrorKind::Closed`].
     pub fn destroy(&self) -> Result<()> {
-        // Closed first, so a reader woken by the kernel's own detach reports Closed, not Gone.
-        if self.shared.closed.swap(true, Ordering::AcqRel) {
-            return Err(Error::closed("destroy").on(self.name()));
-        }
-        match self.link.delete() {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => {
-                self.shared.closed.store(false, Ordering::Release);
-                return Err(e);
-            }
-        }
-        let _ = sys::eventfd_signal(self.shared.wake.as_fd());
-        Ok(())
+        self.shared.destroy()
     }
 
     /// Whether [`destroy`](Device::destroy) was called.
     pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::Acquire)
+        self.shared.is_closed()
+    }
+
+    /// Attaches one more queue to a multi-queue device at run time (TUNSETIFF in the device's
+    /// namespace, verified with TUNGETIFF). The returned [`Queue`] is independent of the
+    /// `Device` value: move it to its own thread; dropping it detaches it.
+    pub fn attach_queue(&self) -> Result<Queue> {
+        self.check_open("attach queue")?;
+        if !self.shared.flags.contains(Flags::MULTI_QUEUE) {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "attach queue",
+                "not a multi-queue device (build it with multi_queue)",
+            )
+            .on(self.name()));
+        }
+        let flags = self.shared.flags;
+        let name = self.name();
+        let (fd, _) = self.namespace().run(|| attach(name, flags, flags))??;
+        Ok(Queue {
+            fd,
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    /// Switches to active mode (the seed's `{active, true}`): one reader thread per queue
+    /// delivers every packet to the returned [`Packets`], the owner's inbox, with `capacity`
+    /// recycled 64 KiB buffers per queue bounding memory. See the [`active`](crate::active)
+    /// module for flow control and ownership. [`ErrorKind::Busy`] if already active.
+    pub fn activate(&self, capacity: usize) -> Result<Packets> {
+        self.activate_with(capacity, Active::On)
+    }
+
+    /// Like [`activate`](Device::activate), starting in `mode` (e.g. `Active::Off` to arm the
+    /// readers without delivering yet).
+    pub fn activate_with(&self, capacity: usize, mode: Active) -> Result<Packets> {
+        self.check_open("activate")?;
+        let fds = self
+            .queues
+            .iter()
+            .map(|q| q.fd.try_clone())
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::os("dup", e).on(self.name()))?;
+        active::activate(&self.shared, fds, capacity, mode)
+    }
+
+    /// Changes the active-mode delivery (the seed's `setopt(Ref, {active, ...})`): `Off`
+    /// pauses and returns once no reader takes packets any more; `On` resumes; `Once` and
+    /// `Count(n)` deliver that many packets, then pause. Setting the current mode is a no-op.
+    pub fn set_active(&self, mode: Active) -> Result<()> {
+        self.check_open("set_active")?;
+        if !self.shared.control.is_active() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "set_active",
+                "the device is not active: call activate() first",
+            )
+            .on(self.name()));
+        }
+        self.shared.control.set(mode);
+        Ok(())
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        // Readers hold duplicates of the fds: stop them so the fds close with ours.
+        self.shared.control.stop();
     }
 }
 

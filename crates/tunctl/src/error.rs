@@ -31,6 +31,8 @@ pub enum ErrorKind {
     FlagMismatch,
     /// The kernel or device does not support the operation.
     Unsupported,
+    /// A passive receive on a device in active mode (the seed's `einval`): nothing was read.
+    Active,
     /// Any other operating-system error; see [`Error::raw_os_error`].
     Os,
 }
@@ -205,7 +207,9 @@ impl std::error::Error for Error {
 impl From<Error> for io::Error {
     fn from(err: Error) -> io::Error {
         let kind = match err.kind {
-            ErrorKind::InvalidInput | ErrorKind::FlagMismatch => io::ErrorKind::InvalidInput,
+            ErrorKind::InvalidInput | ErrorKind::FlagMismatch | ErrorKind::Active => {
+                io::ErrorKind::InvalidInput
+            }
             ErrorKind::NotFound | ErrorKind::Gone => io::ErrorKind::NotFound,
             ErrorKind::AlreadyExists => io::ErrorKind::AlreadyExists,
             ErrorKind::Busy => io::ErrorKind::ResourceBusy,

@@ -36,6 +36,7 @@
 #![deny(missing_docs)]
 #![warn(unsafe_op_in_unsafe_fn)]
 
+pub mod active;
 mod addr;
 mod device;
 mod error;
@@ -46,6 +47,7 @@ mod netns;
 mod pi;
 mod sys;
 
+pub use active::{Active, Event, Packet, Packets};
 pub use addr::{parse_ip, Cidr, MacAddr};
 pub use device::{is_cloexec, Builder, Device, Queue, MAX_QUEUES};
 pub use error::{Error, ErrorKind, Result};

@@ -233,44 +233,42 @@ pub enum Interest {
     Write,
 }
 
-/// What [`poll2`] saw.
+/// What [`poll`] saw.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ready {
-    /// The first fd is ready (or has an error/hang-up to report on the next call).
+    /// The I/O fd is ready (or has an error/hang-up to report on the next call).
     Io,
-    /// The second fd (the wake-up eventfd) is readable.
-    Wake,
+    /// Wake-up fd number `i` (an eventfd) is readable; it takes precedence over `Io`.
+    Wake(usize),
     /// The timeout passed.
     Timeout,
 }
 
-/// `poll(2)` on an I/O fd and a wake-up fd; `timeout_ms < 0` waits forever. EINTR is
-/// reported as `Timeout` with zero time spent, so callers simply loop on their deadline.
-pub fn poll2(
+/// `poll(2)` on an I/O fd and up to two wake-up fds; `timeout_ms < 0` waits forever. EINTR
+/// is reported as `Timeout`, so callers simply loop on their deadline.
+pub fn poll(
     io_fd: BorrowedFd<'_>,
     interest: Interest,
-    wake: BorrowedFd<'_>,
+    wake: &[BorrowedFd<'_>],
     timeout_ms: i32,
 ) -> io::Result<Ready> {
     let events = match interest {
         Interest::Read => libc::POLLIN,
         Interest::Write => libc::POLLOUT,
     };
-    let mut fds = [
-        libc::pollfd {
-            fd: io_fd.as_raw_fd(),
-            events,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: wake.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    // SAFETY: `fds` is a valid array of two pollfd structures.
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
-    if n < 0 {
+    let entry = |fd: BorrowedFd<'_>, events| libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    let mut fds = [entry(io_fd, events), entry(io_fd, 0), entry(io_fd, 0)];
+    let n = 1 + wake.len().min(2);
+    for (slot, fd) in fds[1..n].iter_mut().zip(wake) {
+        *slot = entry(*fd, libc::POLLIN);
+    }
+    // SAFETY: `fds[..n]` is a valid array of pollfd structures.
+    let ret = unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
+    if ret < 0 {
         let err = io::Error::last_os_error();
         return if err.raw_os_error() == Some(libc::EINTR) {
             Ok(Ready::Timeout)
@@ -278,8 +276,8 @@ pub fn poll2(
             Err(err)
         };
     }
-    if fds[1].revents != 0 {
-        Ok(Ready::Wake)
+    if let Some(i) = fds[1..n].iter().position(|f| f.revents != 0) {
+        Ok(Ready::Wake(i))
     } else if fds[0].revents != 0 {
         Ok(Ready::Io)
     } else {

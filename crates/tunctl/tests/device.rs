@@ -61,34 +61,6 @@ fn is_udp_to(pkt: &[u8], dst: Ipv4Addr, port: u16) -> bool {
         && pkt[22..24] == port.to_be_bytes()
 }
 
-fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// An IPv4/UDP datagram (UDP checksum 0: allowed for IPv4).
-fn udp_packet(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let total = 28 + payload.len();
-    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    let sum = ipv4_checksum(&p);
-    p[10..12].copy_from_slice(&sum.to_be_bytes());
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&dport.to_be_bytes());
-    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(payload);
-    p
-}
-
 #[test]
 fn seed_default_is_a_kernel_named_tap_without_pi() {
     let Some((t, _g)) = common::privileged_ns() else {
@@ -354,7 +326,7 @@ fn tun_packets_cross_in_both_directions() {
     let pkt = recv_matching(&dev, |p| is_udp_to(p, peer, 5000));
     assert_eq!(&pkt[28..], b"hello tun");
     // In: we write a datagram from the peer; the socket in the namespace receives it.
-    let reply = udp_packet(peer, local, 5000, 4000, b"hello back");
+    let reply = common::udp_packet(peer, local, 5000, 4000, b"hello back");
     assert_eq!(dev.send(&reply).unwrap(), reply.len());
     let mut buf = [0u8; 64];
     let (n, from) = sock.recv_from(&mut buf).unwrap();
@@ -407,7 +379,7 @@ fn packet_info_header_is_decoded_in_network_order() {
     assert_eq!(payload[0] >> 4, 4);
     // Writing needs the header too.
     let mut out = PacketInfo::new(PacketInfo::IPV4).to_bytes().to_vec();
-    out.extend_from_slice(&udp_packet(peer, local, 1, 2, b"x"));
+    out.extend_from_slice(&common::udp_packet(peer, local, 1, 2, b"x"));
     dev.send(&out).unwrap();
 }
 
@@ -455,7 +427,7 @@ fn receive_modes_truncation_and_bad_packets() {
     let err = dev.send(&[0xffu8; 20]).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
     assert_eq!(dev.send(&[]).unwrap_err().kind(), ErrorKind::InvalidInput);
-    let ok = udp_packet(peer, local, 1, 2, b"still alive");
+    let ok = common::udp_packet(peer, local, 1, 2, b"still alive");
     assert_eq!(dev.send(&ok).unwrap(), ok.len());
 }
 

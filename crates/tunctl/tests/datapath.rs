@@ -1,0 +1,437 @@
+//! The data path against the real kernel: active mode (delivery, flow control, bounded
+//! memory, hand-over, owner going away, vanishing devices), multi-queue attach/detach, and
+//! no heap allocation per packet in steady state (counted by this binary's allocator).
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::{Ipv4Addr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{ip_link, TestNs};
+use tunctl::{Active, Address, Device, ErrorKind, Event, Packet, Packets};
+
+/// Counts every allocation of the process.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 55, 0, 1);
+const PEER: Ipv4Addr = Ipv4Addr::new(10, 55, 0, 2);
+
+/// A point-to-point tun (LOCAL peer PEER), up, and a UDP socket on LOCAL in its namespace.
+fn p2p(t: &TestNs, builder: tunctl::Builder) -> (Device, UdpSocket) {
+    let dev = builder.tun().namespace(t.ns.clone()).create().unwrap();
+    let spec = Address {
+        index: dev.index(),
+        addr: LOCAL.into(),
+        prefix: 32,
+        peer: Some(PEER.into()),
+        broadcast: None,
+    };
+    dev.link().unwrap().add(&spec).unwrap();
+    dev.up().unwrap();
+    let sock = t.ns.run(|| UdpSocket::bind((LOCAL, 0))).unwrap().unwrap();
+    (dev, sock)
+}
+
+/// UDP datagrams to PEER:port carrying `seq` as 4 bytes; the kernel routes them into the tun.
+fn send_seq(sock: &UdpSocket, port: u16, seqs: std::ops::Range<u32>) {
+    for seq in seqs {
+        sock.send_to(&seq.to_be_bytes(), (PEER, port)).unwrap();
+    }
+}
+
+fn udp_seq(pkt: &[u8], port: u16) -> Option<u32> {
+    if pkt.len() == 32 && pkt[0] >> 4 == 4 && pkt[9] == 17 && pkt[22..24] == port.to_be_bytes() {
+        Some(u32::from_be_bytes([pkt[28], pkt[29], pkt[30], pkt[31]]))
+    } else {
+        None
+    }
+}
+
+/// Receives events until `n` test packets (UDP to `port`) arrived or `wait` passed without
+/// one; returns their sequence numbers. Other packets (kernel chatter) are skipped.
+fn owner_gets(packets: &Packets, port: u16, n: usize, wait: Duration) -> Vec<u32> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match packets.recv_timeout(wait).unwrap() {
+            Some(Event::Packet(p)) => {
+                assert_eq!(p.device(), packets.device());
+                if let Some(seq) = udp_seq(&p, port) {
+                    got.push(seq);
+                }
+            }
+            Some(Event::Error(e)) => panic!("unexpected error event: {e}"),
+            None => break,
+        }
+    }
+    got
+}
+
+/// Passive reads of test packets until `wait` passes without one.
+fn passive_gets(dev: &Device, port: u16, wait: Duration) -> Vec<u32> {
+    let mut buf = [0u8; 2048];
+    let mut got = Vec::new();
+    while let Some(n) = dev.recv_timeout(&mut buf, wait).unwrap() {
+        if let Some(seq) = udp_seq(&buf[..n], port) {
+            got.push(seq);
+        }
+    }
+    got
+}
+
+fn stats(ns: &str, dev: &str) -> serde_json::Value {
+    common::ip_json(Some(ns), &["-s", "link", "show", "dev", dev])[0]["stats64"].clone()
+}
+
+#[test]
+fn active_mode_delivers_every_packet_in_order_and_refuses_passive_reads() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let (dev, sock) = p2p(&t, Device::builder().name("act%d"));
+    let packets = dev.activate(64).unwrap();
+    let mut buf = [0u8; 100];
+    let err = dev
+        .recv_timeout(&mut buf, Duration::from_millis(10))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Active, "{err}");
+    assert_eq!(
+        dev.queues()[0].try_recv(&mut buf).unwrap_err().kind(),
+        ErrorKind::Active
+    );
+    send_seq(&sock, 7000, 0..300);
+    let got = owner_gets(&packets, 7000, 300, Duration::from_secs(2));
+    assert_eq!(
+        got,
+        (0..300).collect::<Vec<_>>(),
+        "all, in order, none refused to the owner"
+    );
+    assert_eq!(dev.activate(4).unwrap_err().kind(), ErrorKind::Busy);
+}
+
+#[test]
+fn pause_keeps_packets_in_the_kernel_queue_and_count_delivers_exactly_n() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let (dev, sock) = p2p(&t, Device::builder().name("flow%d"));
+    let packets = dev.activate(16).unwrap();
+    dev.set_active(Active::On).unwrap(); // setting the current mode again: no-op
+    dev.set_active(Active::Off).unwrap();
+    send_seq(&sock, 7001, 0..5);
+    assert!(
+        owner_gets(&packets, 7001, 1, Duration::from_millis(300)).is_empty(),
+        "paused"
+    );
+    assert_eq!(
+        passive_gets(&dev, 7001, Duration::from_millis(300)),
+        vec![0, 1, 2, 3, 4],
+        "passive reads see them"
+    );
+    dev.set_active(Active::On).unwrap();
+    send_seq(&sock, 7001, 5..8);
+    assert_eq!(
+        owner_gets(&packets, 7001, 3, Duration::from_secs(2)),
+        vec![5, 6, 7]
+    );
+    // Count(3): exactly three, then paused.
+    dev.set_active(Active::Off).unwrap();
+    dev.set_active(Active::Count(3)).unwrap();
+    send_seq(&sock, 7001, 10..20);
+    assert_eq!(
+        owner_gets(&packets, 7001, 10, Duration::from_millis(500)),
+        vec![10, 11, 12]
+    );
+    assert_eq!(
+        passive_gets(&dev, 7001, Duration::from_millis(300)),
+        (13..20).collect::<Vec<_>>()
+    );
+    // Once: one.
+    packets.set_active(Active::Once).unwrap();
+    send_seq(&sock, 7001, 30..33);
+    assert_eq!(
+        owner_gets(&packets, 7001, 3, Duration::from_millis(500)),
+        vec![30]
+    );
+    assert_eq!(
+        passive_gets(&dev, 7001, Duration::from_millis(300)),
+        vec![31, 32]
+    );
+    // Not active at all: set_active is an error.
+    let other = Device::builder()
+        .tun()
+        .namespace(t.ns.clone())
+        .create()
+        .unwrap();
+    assert_eq!(
+        other.set_active(Active::On).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+}
+
+#[test]
+fn a_consumer_that_does_not_consume_costs_bounded_memory() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let (dev, sock) = p2p(&t, Device::builder().name("bnd%d"));
+    let packets = dev.activate(4).unwrap();
+    send_seq(&sock, 7002, 0..2000);
+    std::thread::sleep(Duration::from_millis(300));
+    // Hold every delivered packet: the reader has no buffer left, so at most 4 come.
+    let mut held: Vec<Packet> = Vec::new();
+    while let Some(Event::Packet(p)) = packets.recv_timeout(Duration::from_millis(300)).unwrap() {
+        held.push(p);
+    }
+    assert!(
+        held.len() <= 4,
+        "{} packets delivered with 4 buffers",
+        held.len()
+    );
+    // The rest waited in the kernel's queue (txqueuelen 500) and the excess was dropped there.
+    let s = stats(&t.name, dev.name());
+    assert!(
+        s["tx"]["dropped"].as_u64().unwrap() > 0,
+        "kernel drops what does not fit: {s}"
+    );
+    // Releasing the buffers lets delivery go on.
+    held.clear();
+    let more = owner_gets(&packets, 7002, 50, Duration::from_secs(1));
+    assert_eq!(more.len(), 50);
+}
+
+#[test]
+fn hand_over_loses_and_duplicates_nothing() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let (dev, sock) = p2p(&t, Device::builder().name("own%d"));
+    let packets = dev.activate(64).unwrap();
+    send_seq(&sock, 7003, 0..100);
+    let first = owner_gets(&packets, 7003, 40, Duration::from_secs(2));
+    // Hand the inbox to another thread (the seed's controlling_process): what is queued moves.
+    let handle = std::thread::spawn(move || {
+        let rest = owner_gets(&packets, 7003, 60, Duration::from_secs(2));
+        (rest, packets)
+    });
+    let (rest, packets) = handle.join().unwrap();
+    let all: Vec<u32> = first.into_iter().chain(rest).collect();
+    assert_eq!(all, (0..100).collect::<Vec<_>>());
+    // The last owner goes away: the non-persistent device goes with it.
+    let name = dev.name().to_string();
+    drop(packets);
+    assert!(
+        ip_link(Some(&t.name), &name).is_none(),
+        "device destroyed with its owner"
+    );
+    assert_eq!(dev.up().unwrap_err().kind(), ErrorKind::Closed);
+}
+
+#[test]
+fn persistent_device_returns_to_passive_when_its_owner_goes() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let (dev, sock) = p2p(&t, Device::builder().name("per%d"));
+    dev.set_persist(true).unwrap();
+    let packets = dev.activate(8).unwrap();
+    drop(packets);
+    assert!(ip_link(Some(&t.name), dev.name()).is_some());
+    send_seq(&sock, 7004, 0..3);
+    assert_eq!(
+        passive_gets(&dev, 7004, Duration::from_millis(300)),
+        vec![0, 1, 2]
+    );
+    let again = dev.activate(8).unwrap();
+    send_seq(&sock, 7004, 3..4);
+    assert_eq!(owner_gets(&again, 7004, 1, Duration::from_secs(2)), vec![3]);
+    dev.destroy().unwrap();
+}
+
+#[test]
+fn writes_keep_boundaries_and_a_bad_packet_does_not_kill_an_active_device() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let (dev, sock) = p2p(&t, Device::builder().name("wr%d"));
+    let packets = dev.activate(64).unwrap();
+    let before = stats(&t.name, dev.name())["rx"]["packets"]
+        .as_u64()
+        .unwrap();
+    let pkt = common::udp_packet(PEER, LOCAL, 7000, 7001, &[1, 2, 3, 4]);
+    for _ in 0..500 {
+        dev.send(&pkt).unwrap();
+    }
+    assert_eq!(
+        stats(&t.name, dev.name())["rx"]["packets"]
+            .as_u64()
+            .unwrap()
+            - before,
+        500,
+        "500 sends, 500 packets"
+    );
+    assert!(
+        dev.send(&[0xff; 20]).is_err(),
+        "garbage refused to that send"
+    );
+    send_seq(&sock, 7005, 0..3);
+    assert_eq!(
+        owner_gets(&packets, 7005, 3, Duration::from_secs(2)),
+        vec![0, 1, 2],
+        "still delivering"
+    );
+}
+
+#[test]
+fn device_deleted_from_outside_is_reported_to_the_owner() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let (dev, _sock) = p2p(&t, Device::builder().name("gone%d"));
+    let packets = dev.activate(8).unwrap();
+    let out = std::process::Command::new("ip")
+        .args(["-n", &t.name, "link", "del", dev.name()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let err = loop {
+        assert!(Instant::now() < deadline, "no error event");
+        match packets.recv_timeout(Duration::from_millis(200)) {
+            Ok(Some(Event::Error(e))) => break e,
+            Ok(_) => {}
+            Err(e) => panic!("inbox closed without an error event: {e}"),
+        }
+    };
+    assert_eq!(err.kind(), ErrorKind::Gone, "{err}");
+}
+
+#[test]
+fn multi_queue_active_and_run_time_attach_detach() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let (dev, sock) = p2p(&t, Device::builder().name("mqa%d").multi_queue(2));
+    let numqueues = || {
+        ip_link(Some(&t.name), dev.name()).unwrap()["linkinfo"]["info_data"]["numqueues"].clone()
+    };
+    assert_eq!(numqueues(), 2);
+    let extra = dev.attach_queue().unwrap();
+    assert_eq!(numqueues(), 3);
+    extra.set_enabled(false).unwrap();
+    assert_eq!(numqueues(), 2);
+    extra.set_enabled(true).unwrap();
+    drop(extra);
+    assert_eq!(numqueues(), 2, "dropping a queue detaches it");
+    let single = Device::builder()
+        .tun()
+        .namespace(t.ns.clone())
+        .create()
+        .unwrap();
+    assert_eq!(
+        single.attach_queue().unwrap_err().kind(),
+        ErrorKind::Unsupported
+    );
+
+    let packets = dev.activate(32).unwrap();
+    // Many source ports spread flows over both queues.
+    let socks: Vec<UdpSocket> = (0..16)
+        .map(|_| t.ns.run(|| UdpSocket::bind((LOCAL, 0))).unwrap().unwrap())
+        .collect();
+    for s in &socks {
+        send_seq(s, 7006, 0..10);
+    }
+    let mut queues = [0usize; 2];
+    let mut n = 0;
+    while n < 160 {
+        match packets.recv_timeout(Duration::from_secs(2)).unwrap() {
+            Some(Event::Packet(p)) => {
+                if udp_seq(&p, 7006).is_some() {
+                    queues[p.queue()] += 1;
+                    n += 1;
+                }
+            }
+            Some(Event::Error(e)) => panic!("{e}"),
+            None => panic!("only {n} of 160 packets"),
+        }
+    }
+    assert_eq!(queues[0] + queues[1], 160);
+    let _ = sock;
+}
+
+#[test]
+fn no_heap_allocation_per_packet_in_steady_state() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    // Exclusive: the count is process-wide.
+    drop(_g);
+    let _x = common::exclusive();
+    let (dev, sock) = p2p(&t, Device::builder().name("alloc%d"));
+    let reply = common::udp_packet(PEER, LOCAL, 7000, 7001, &[9, 9, 9, 9]);
+    let mut buf = vec![0u8; 2048];
+    // Passive: recv + send.
+    let passive_round = |count: u32, buf: &mut [u8]| {
+        for seq in 0..count {
+            sock.send_to(&seq.to_be_bytes(), (PEER, 7007)).unwrap();
+            loop {
+                let n = dev
+                    .recv_timeout(buf, Duration::from_secs(2))
+                    .unwrap()
+                    .expect("packet");
+                if udp_seq(&buf[..n], 7007).is_some() {
+                    break;
+                }
+            }
+            dev.send(&reply).unwrap();
+        }
+    };
+    passive_round(100, &mut buf);
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    passive_round(2000, &mut buf);
+    let passive = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    assert_eq!(passive, 0, "allocations in 2000 passive recv/send rounds");
+
+    // Active: delivery through the pool.
+    let packets = dev.activate(16).unwrap();
+    let active_round = |count: u32| {
+        for seq in 0..count {
+            sock.send_to(&seq.to_be_bytes(), (PEER, 7008)).unwrap();
+            loop {
+                match packets.recv_timeout(Duration::from_secs(2)).unwrap() {
+                    Some(Event::Packet(p)) if udp_seq(&p, 7008).is_some() => break,
+                    Some(_) => {}
+                    None => panic!("no packet"),
+                }
+            }
+        }
+    };
+    active_round(100);
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    active_round(2000);
+    let active = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    assert_eq!(active, 0, "allocations in 2000 active deliveries");
+}
