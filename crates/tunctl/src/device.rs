@@ -133,30 +133,55 @@ impl Queue {
         }
     }
 
+    /// One non-blocking read: `Ok(None)` when no packet is queued.
+    pub(crate) fn read_now(&self, buf: &mut [u8]) -> Result<Option<usize>> {
+        self.shared.check_open("recv")?;
+        if self.shared.control.delivering() {
+            return Err(Error::new(
+                ErrorKind::Active,
+                "recv",
+                "the device is in active mode: its packets go to the owner (pause with Active::Off to read passively)",
+            )
+            .on(&self.shared.name));
+        }
+        loop {
+            return match sys::read_packet(self.fd.as_fd(), buf) {
+                Ok((n, false)) => Ok(Some(n)),
+                Ok((n, true)) => Err(Error::new(
+                    ErrorKind::Truncated,
+                    "recv",
+                    format!("packet longer than the {n}-byte buffer: its first {n} bytes are in the buffer, the kernel dropped the rest"),
+                )
+                .on(&self.shared.name)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(self.shared.io_error("recv", e)),
+            };
+        }
+    }
+
+    /// One non-blocking write: `Ok(None)` when the device cannot take it now.
+    pub(crate) fn write_now(&self, packet: &[u8]) -> Result<Option<usize>> {
+        if packet.is_empty() {
+            return Err(
+                Error::new(ErrorKind::InvalidInput, "send", "empty packet").on(&self.shared.name)
+            );
+        }
+        self.shared.check_open("send")?;
+        loop {
+            return match sys::write(self.fd.as_fd(), packet) {
+                Ok(n) => Ok(Some(n)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(self.shared.io_error("send", e)),
+            };
+        }
+    }
+
     fn recv_until(&self, buf: &mut [u8], deadline: Option<Instant>) -> Result<Option<usize>> {
         loop {
-            self.shared.check_open("recv")?;
-            if self.shared.control.delivering() {
-                return Err(Error::new(
-                    ErrorKind::Active,
-                    "recv",
-                    "the device is in active mode: its packets go to the owner (pause with Active::Off to read passively)",
-                )
-                .on(&self.shared.name));
-            }
-            match sys::read_packet(self.fd.as_fd(), buf) {
-                Ok((n, false)) => return Ok(Some(n)),
-                Ok((n, true)) => {
-                    return Err(Error::new(
-                        ErrorKind::Truncated,
-                        "recv",
-                        format!("packet longer than the {n}-byte buffer: its first {n} bytes are in the buffer, the kernel dropped the rest"),
-                    )
-                    .on(&self.shared.name))
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.shared.io_error("recv", e)),
+            if let Some(n) = self.read_now(buf)? {
+                return Ok(Some(n));
             }
             if !self.wait(Interest::Read, deadline, "recv")? {
                 return Ok(None);
@@ -165,23 +190,32 @@ impl Queue {
     }
 
     fn send_until(&self, packet: &[u8], deadline: Option<Instant>) -> Result<Option<usize>> {
-        if packet.is_empty() {
-            return Err(
-                Error::new(ErrorKind::InvalidInput, "send", "empty packet").on(&self.shared.name)
-            );
-        }
         loop {
-            self.shared.check_open("send")?;
-            match sys::write(self.fd.as_fd(), packet) {
-                Ok(n) => return Ok(Some(n)),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.shared.io_error("send", e)),
+            if let Some(n) = self.write_now(packet)? {
+                return Ok(Some(n));
             }
             if !self.wait(Interest::Write, deadline, "send")? {
                 return Ok(None);
             }
         }
+    }
+
+    /// The device's name.
+    pub fn device(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Another handle on the same queue (`dup(2)`, close-on-exec): both read from and write
+    /// to the same queue; the queue detaches when the last handle closes.
+    pub fn try_clone(&self) -> Result<Queue> {
+        let fd = self
+            .fd
+            .try_clone()
+            .map_err(|e| Error::os("dup", e).on(&self.shared.name))?;
+        Ok(Queue {
+            fd,
+            shared: Arc::clone(&self.shared),
+        })
     }
 
     /// Receives one packet, waiting as long as it takes. Returns its length.
@@ -863,6 +897,15 @@ impl Device {
     /// [`ErrorKind::Closed`].
     pub fn destroy(&self) -> Result<()> {
         self.shared.destroy()
+    }
+
+    /// A duplicate of the eventfd that becomes readable when the device is destroyed.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn wake_fd(&self) -> Result<OwnedFd> {
+        self.shared
+            .wake
+            .try_clone()
+            .map_err(|e| Error::os("dup", e).on(self.name()))
     }
 
     /// Whether [`destroy`](Device::destroy) was called.

@@ -46,6 +46,8 @@ mod netlink;
 mod netns;
 mod pi;
 mod sys;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 pub use active::{Active, Event, Packet, Packets};
 pub use addr::{parse_ip, Cidr, MacAddr};

@@ -403,3 +403,15 @@ pub fn group_id(name: &str) -> io::Result<Option<u32>> {
     }
     Ok((!result.is_null()).then_some(grp.gr_gid))
 }
+
+/// Registers a value that owns its fd with the current tokio runtime.
+#[cfg(feature = "tokio")]
+pub fn register_async<T: AsRawFd>(
+    inner: T,
+    interest: tokio::io::Interest,
+) -> io::Result<tokio::io::unix::AsyncFd<T>> {
+    // SAFETY: callers pass a value that owns its fd (a `Queue` holds an `OwnedFd` it never
+    // replaces), so the fd stays open and the same for the whole life of the AsyncFd.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(inner, interest) }
+        .map_err(io::Error::from)
+}

@@ -435,3 +435,177 @@ fn no_heap_allocation_per_packet_in_steady_state() {
     let active = ALLOCATIONS.load(Ordering::Relaxed) - before;
     assert_eq!(active, 0, "allocations in 2000 active deliveries");
 }
+
+mod async_tokio {
+    use super::*;
+    use std::future::poll_fn;
+    use std::pin::Pin;
+    use std::sync::Arc;
+
+    use futures_core::Stream;
+    use futures_sink::Sink;
+    use tunctl::tokio::AsyncDevice;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    async fn next_seq(dev: &AsyncDevice, port: u16) -> u32 {
+        let mut buf = [0u8; 2048];
+        loop {
+            let n = dev.recv(&mut buf).await.unwrap();
+            if let Some(seq) = udp_seq(&buf[..n], port) {
+                return seq;
+            }
+        }
+    }
+
+    #[test]
+    fn recv_and_send_on_shared_refs_stream_sink_and_wake_on_destroy() {
+        let Some((t, _g)) = common::privileged_ns() else {
+            return;
+        };
+        let (dev, sock) = p2p(&t, Device::builder().name("tok%d"));
+        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let name = dev.name().to_string();
+        let rt = runtime();
+        rt.block_on(async {
+            let adev = Arc::new(AsyncDevice::new(dev).unwrap());
+            // One task receives while this one sends, both through &AsyncDevice.
+            let reader = {
+                let adev = Arc::clone(&adev);
+                tokio::spawn(async move { next_seq(&adev, 7010).await })
+            };
+            send_seq(&sock, 7010, 41..42);
+            let reply = common::udp_packet(
+                PEER,
+                LOCAL,
+                7010,
+                sock.local_addr().unwrap().port(),
+                b"async",
+            );
+            assert_eq!(adev.send(&reply).await.unwrap(), reply.len());
+            assert_eq!(
+                tokio::time::timeout(Duration::from_secs(3), reader)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+                41
+            );
+            let mut got = [0u8; 16];
+            let (n, _) = sock.recv_from(&mut got).unwrap();
+            assert_eq!(&got[..n], b"async");
+
+            // Stream: one item per packet, in order.
+            let mut packets = adev.packets().unwrap();
+            send_seq(&sock, 7011, 0..20);
+            let mut seqs = Vec::new();
+            while seqs.len() < 20 {
+                let item = tokio::time::timeout(
+                    Duration::from_secs(3),
+                    poll_fn(|cx| Pin::new(&mut packets).poll_next(cx)),
+                )
+                .await
+                .expect("stream item within 3 s")
+                .expect("stream open")
+                .unwrap();
+                if let Some(seq) = udp_seq(&item, 7011) {
+                    seqs.push(seq);
+                }
+            }
+            assert_eq!(seqs, (0..20).collect::<Vec<_>>());
+            // Sink: one packet per item.
+            let before = stats(&t.name, &name)["rx"]["packets"].as_u64().unwrap();
+            for _ in 0..50 {
+                poll_fn(|cx| Pin::new(&mut packets).poll_ready(cx))
+                    .await
+                    .unwrap();
+                Pin::new(&mut packets)
+                    .start_send(bytes::Bytes::from(reply.clone()))
+                    .unwrap();
+            }
+            poll_fn(|cx| Pin::new(&mut packets).poll_flush(cx))
+                .await
+                .unwrap();
+            assert_eq!(
+                stats(&t.name, &name)["rx"]["packets"].as_u64().unwrap() - before,
+                50
+            );
+
+            // A task blocked in recv wakes with Closed when the device is destroyed.
+            let blocked = {
+                let adev = Arc::clone(&adev);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 2048];
+                    loop {
+                        if let Err(e) = adev.recv(&mut buf).await {
+                            return e;
+                        }
+                    }
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            adev.device().destroy().unwrap();
+            let err = tokio::time::timeout(Duration::from_secs(2), blocked)
+                .await
+                .expect("woken")
+                .unwrap();
+            assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+            // The stream ends.
+            let end = poll_fn(|cx| Pin::new(&mut packets).poll_next(cx)).await;
+            assert!(end.is_none());
+        });
+        assert!(ip_link(Some(&t.name), &name).is_none());
+    }
+
+    #[test]
+    fn async_recv_wakes_when_the_device_is_deleted_from_outside() {
+        let Some((t, _g)) = common::privileged_ns() else {
+            return;
+        };
+        let (dev, _sock) = p2p(&t, Device::builder().name("tgone%d"));
+        let name = dev.name().to_string();
+        runtime().block_on(async {
+            let adev = Arc::new(AsyncDevice::new(dev).unwrap());
+            let blocked = {
+                let adev = Arc::clone(&adev);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 2048];
+                    loop {
+                        if let Err(e) = adev.recv(&mut buf).await {
+                            return e;
+                        }
+                    }
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let out = std::process::Command::new("ip")
+                .args(["-n", &t.name, "link", "del", &name])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            let err = tokio::time::timeout(Duration::from_secs(2), blocked)
+                .await
+                .expect("woken")
+                .unwrap();
+            assert_eq!(err.kind(), ErrorKind::Gone, "{err}");
+        });
+    }
+
+    #[test]
+    fn outside_a_runtime_is_an_error_not_a_panic() {
+        let Some((t, _g)) = common::privileged_ns() else {
+            return;
+        };
+        let dev = Device::builder()
+            .tun()
+            .namespace(t.ns.clone())
+            .create()
+            .unwrap();
+        let err = AsyncDevice::new(dev).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+    }
+}

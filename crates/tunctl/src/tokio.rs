@@ -1,0 +1,253 @@
+//! Async I/O under tokio (feature `tokio`): [`AsyncDevice`] with `recv`/`send` on `&self`
+//! through one `AsyncFd` per queue (no lock, no `split()`), and a [`Stream`]/[`Sink`] of
+//! packets ([`PacketStream`]).
+//!
+//! A task blocked in `recv` wakes with [`ErrorKind::Closed`] when the device is destroyed.
+
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use ::tokio::io::unix::AsyncFd;
+use ::tokio::io::Interest;
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+use futures_sink::Sink;
+
+use crate::device::{Device, Queue};
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+
+/// One queue of a device, driven by tokio. It owns the [`Queue`] it registered, so the fd
+/// stays open for as long as the registration lasts.
+#[derive(Debug)]
+pub struct AsyncQueue {
+    io: AsyncFd<Queue>,
+}
+
+impl AsyncQueue {
+    /// Registers a queue with the current tokio runtime (must be called inside one).
+    /// Fails with [`ErrorKind::Unsupported`] outside a runtime.
+    pub fn new(queue: Queue) -> Result<AsyncQueue> {
+        if ::tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "register with tokio",
+                "not inside a tokio runtime",
+            )
+            .on(queue.device()));
+        }
+        let name = queue.device().to_string();
+        let io = sys::register_async(queue, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| Error::os("register with tokio", e).on(name))?;
+        Ok(AsyncQueue { io })
+    }
+
+    /// Receives one packet, waiting (asynchronously) as long as it takes. Errors as
+    /// [`Queue::recv`]: [`ErrorKind::Truncated`], [`ErrorKind::Closed`], [`ErrorKind::Gone`].
+    pub async fn recv(&self, buf: &mut [u8]) -> Result<usize> {
+        loop {
+            // ERROR too: a detached tun fd polls as EPOLLERR only (destroyed or deleted).
+            let mut guard = self
+                .io
+                .ready(Interest::READABLE | Interest::ERROR)
+                .await
+                .map_err(|e| Error::os("poll", e))?;
+            match self.io.get_ref().read_now(buf)? {
+                Some(n) => return Ok(n),
+                None => guard.clear_ready(),
+            }
+        }
+    }
+
+    /// Sends one packet (one packet per write), waiting for room if needed.
+    pub async fn send(&self, packet: &[u8]) -> Result<usize> {
+        loop {
+            if let Some(n) = self.io.get_ref().write_now(packet)? {
+                return Ok(n);
+            }
+            let mut guard = self
+                .io
+                .ready(Interest::WRITABLE | Interest::ERROR)
+                .await
+                .map_err(|e| Error::os("poll", e))?;
+            guard.clear_ready();
+        }
+    }
+
+    fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize>> {
+        loop {
+            let mut guard =
+                ready!(self.io.poll_read_ready(cx)).map_err(|e| Error::os("poll", e))?;
+            match self.io.get_ref().read_now(buf) {
+                Ok(Some(n)) => return Poll::Ready(Ok(n)),
+                Ok(None) => guard.clear_ready(),
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, packet: &[u8]) -> Poll<Result<usize>> {
+        loop {
+            match self.io.get_ref().write_now(packet) {
+                Ok(Some(n)) => return Poll::Ready(Ok(n)),
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            let mut guard =
+                ready!(self.io.poll_write_ready(cx)).map_err(|e| Error::os("poll", e))?;
+            guard.clear_ready();
+        }
+    }
+
+    /// The blocking queue underneath.
+    pub fn queue(&self) -> &Queue {
+        self.io.get_ref()
+    }
+}
+
+/// A [`Device`] driven by tokio: every queue has its own `AsyncFd`, so one task can receive
+/// while another sends, and each queue can have its own reader task.
+#[derive(Debug)]
+pub struct AsyncDevice {
+    queues: Vec<AsyncQueue>,
+    device: Device,
+}
+
+impl AsyncDevice {
+    /// Registers every queue of `device` with the current tokio runtime (must be called
+    /// inside one). Each queue's fd is duplicated (close-on-exec) so the `Device` keeps its
+    /// own.
+    pub fn new(device: Device) -> Result<AsyncDevice> {
+        let queues = device
+            .queues()
+            .iter()
+            .map(|q| q.try_clone().and_then(AsyncQueue::new))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AsyncDevice { queues, device })
+    }
+
+    /// The device underneath: name, configuration, ioctls, `destroy`.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The queues.
+    pub fn queues(&self) -> &[AsyncQueue] {
+        &self.queues
+    }
+
+    /// Receives one packet on the first queue; see [`AsyncQueue::recv`].
+    pub async fn recv(&self, buf: &mut [u8]) -> Result<usize> {
+        self.queues[0].recv(buf).await
+    }
+
+    /// Sends one packet on the first queue; see [`AsyncQueue::send`].
+    pub async fn send(&self, packet: &[u8]) -> Result<usize> {
+        self.queues[0].send(packet).await
+    }
+
+    /// A [`Stream`] of received packets and a [`Sink`] of packets to send, over the first
+    /// queue. The device stays shared: `destroy` ends the stream with [`ErrorKind::Closed`].
+    /// Must be called inside a tokio runtime.
+    pub fn packets(self: &Arc<Self>) -> Result<PacketStream> {
+        let wake = self.device.wake_fd()?;
+        let wake = sys::register_async(wake, Interest::READABLE)
+            .map_err(|e| Error::os("register with tokio", e).on(self.device.name()))?;
+        Ok(PacketStream {
+            device: Arc::clone(self),
+            wake,
+            buf: BytesMut::new(),
+            pending: None,
+            ended: false,
+        })
+    }
+}
+
+/// The largest packet a stream reads at once (a GSO packet with its headers).
+const STREAM_READ: usize = 65536 + 64;
+
+/// Packets of an [`AsyncDevice`] as a [`Stream`] (`Result<Bytes>`, one item per packet; the
+/// stream ends after the device closes) and a [`Sink`] (`Bytes`, one packet per item).
+///
+/// Received packets are carved out of one growing buffer (`BytesMut`), so reading costs an
+/// allocation only when the previous buffer is still held by the consumer.
+#[derive(Debug)]
+pub struct PacketStream {
+    device: Arc<AsyncDevice>,
+    /// The device's wake-up eventfd: readable once it is destroyed.
+    wake: AsyncFd<OwnedFd>,
+    buf: BytesMut,
+    pending: Option<Bytes>,
+    ended: bool,
+}
+
+impl Stream for PacketStream {
+    type Item = Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        // `buf` keeps STREAM_READ initialised bytes; each packet splits off its own length,
+        // so topping up costs the packet's size, and allocates only when the consumer still
+        // holds the previous buffer's packets.
+        if this.buf.len() < STREAM_READ {
+            this.buf.resize(STREAM_READ, 0);
+        }
+        match this.device.queues[0].poll_recv(cx, &mut this.buf[..STREAM_READ]) {
+            Poll::Pending => {
+                // A destroyed device's fd never polls readable to tokio: watch the eventfd.
+                if this.wake.poll_read_ready(cx).is_ready() {
+                    this.ended = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Ok(n)) => Poll::Ready(Some(Ok(this.buf.split_to(n).freeze()))),
+            Poll::Ready(Err(e)) => {
+                if e.kind() == ErrorKind::Closed {
+                    this.ended = true;
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Err(e)))
+                }
+            }
+        }
+    }
+}
+
+impl Sink<Bytes> for PacketStream {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_flush(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Bytes) -> Result<()> {
+        let this = self.get_mut();
+        // A packet that fits nowhere would block the sink forever: refuse it now.
+        if item.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidInput, "send", "empty packet")
+                .on(this.device.device.name()));
+        }
+        this.pending = Some(item);
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        if let Some(packet) = &this.pending {
+            let sent = ready!(this.device.queues[0].poll_send(cx, packet));
+            this.pending = None;
+            sent?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_flush(cx)
+    }
+}
