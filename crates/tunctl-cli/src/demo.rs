@@ -273,7 +273,8 @@ fn add_p2p(dev: &Device, local: Ipv4Addr, peer: Ipv4Addr) -> Result<(), Error> {
 
 /// Runs the demo and prints its report. Fails unless pings and TCP data really crossed.
 pub fn run(args: DemoArgs) -> Result<(), Error> {
-    // A second handler cannot be set in the same process; the first one is as good.
+    // SIGINT, SIGTERM and SIGHUP all end the demo through its cleanup. A second handler
+    // cannot be set in the same process; the first one is as good.
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::Relaxed));
     let pid = std::process::id();
     // Guards are declared first so they drop last: devices go, then namespaces.
@@ -307,10 +308,16 @@ pub fn run(args: DemoArgs) -> Result<(), Error> {
     let traffic = std::thread::scope(|scope| {
         scope.spawn(|| forward(&dev_a, &dev_b, &stop, &a_to_b));
         scope.spawn(|| forward(&dev_b, &dev_a, &stop, &b_to_a));
-        let result = ping(ns_a, ADDR_B, args.pings)
-            .and_then(|rtts| tcp_stream(ns_a, ns_b, ADDR_B, args.seconds).map(|tcp| (rtts, tcp)));
-        stop.store(true, Ordering::Relaxed);
-        result
+        // Stops the forwarders however this closure ends, a panic included.
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
+        ping(ns_a, ADDR_B, args.pings)
+            .and_then(|rtts| tcp_stream(ns_a, ns_b, ADDR_B, args.seconds).map(|tcp| (rtts, tcp)))
     });
     dev_a.destroy()?;
     dev_b.destroy()?;

@@ -74,11 +74,13 @@ enum NetnsCommand {
     /// Create a named namespace.
     Add {
         /// Namespace name (a file name under /run/netns).
+        #[arg(value_parser = parse_netns_name)]
         name: String,
     },
     /// Delete a named namespace.
     Del {
         /// Namespace name.
+        #[arg(value_parser = parse_netns_name)]
         name: String,
     },
     /// List the named namespaces.
@@ -177,6 +179,9 @@ struct ConfigArgs {
     /// MAC address of a tap device, e.g. 02:00:00:00:00:01.
     #[arg(long, value_name = "MAC", value_parser = parse_mac)]
     mac: Option<MacAddr>,
+    /// Transmit queue length (packets the kernel queues for a slow reader).
+    #[arg(long, value_name = "N")]
+    txqueuelen: Option<u32>,
 }
 
 fn parse_ifname(s: &str) -> Result<String, String> {
@@ -193,6 +198,12 @@ fn parse_template(s: &str) -> Result<String, String> {
 
 fn parse_netns(s: &str) -> Result<Namespace, String> {
     Namespace::from_arg(s).map_err(|e| detail(&e))
+}
+
+fn parse_netns_name(s: &str) -> Result<String, String> {
+    Namespace::named(s)
+        .map(|_| s.to_string())
+        .map_err(|e| detail(&e))
 }
 
 fn parse_cidr(s: &str) -> Result<Cidr, String> {
@@ -267,7 +278,7 @@ fn run(command: Command) -> Result<(), Error> {
             NetnsCommand::Del { name } => Namespace::delete(&name),
             NetnsCommand::List => {
                 for name in Namespace::list()? {
-                    println!("{name}");
+                    out(format_args!("{name}"));
                 }
                 Ok(())
             }
@@ -299,14 +310,108 @@ fn resolve_ids(config: &ConfigArgs) -> Result<(Option<u32>, Option<u32>), Error>
     Ok((owner, group))
 }
 
+/// Checks every link-level change against the kernel's current view of the device before
+/// any is made, so that bad input changes nothing.
+fn validate(link: &Link, config: &ConfigArgs, del: &[Cidr]) -> Result<(), Error> {
+    let info = link.info()?;
+    let addrs = link.addresses()?;
+    let fail = |op: &str, why: String| {
+        Err(Error::from_kind(ErrorKind::InvalidInput, op, why).with_subject(link.name()))
+    };
+    let (min, max) = (info.min_mtu.unwrap_or(68), info.max_mtu.unwrap_or(65535));
+    let mtu = config.mtu.unwrap_or(info.mtu);
+    if !(min..=max).contains(&mtu) {
+        return fail(
+            "set mtu",
+            format!("MTU {mtu} is outside the device's range {min}..={max}"),
+        );
+    }
+    if let Some(mac) = config.mac {
+        if info.mac.is_none() {
+            return fail(
+                "set mac",
+                "the device has no link-layer address (a tun device; only tap devices have a MAC)"
+                    .into(),
+            );
+        }
+        if !mac.is_valid_unicast() {
+            return fail(
+                "set mac",
+                format!("{mac} is a multicast or all-zero address"),
+            );
+        }
+    }
+    if mtu < 1280 && config.addr.iter().any(|c| c.addr().is_ipv6()) {
+        return fail(
+            "add address",
+            format!("IPv6 needs an MTU of at least 1280; the device would have {mtu}"),
+        );
+    }
+    for cidr in &config.addr {
+        if addrs
+            .iter()
+            .any(|a| a.addr == cidr.addr() && a.prefix == cidr.prefix())
+        {
+            return Err(Error::from_kind(
+                ErrorKind::AlreadyExists,
+                "add address",
+                format!("{cidr} is already assigned"),
+            )
+            .with_subject(link.name()));
+        }
+    }
+    for cidr in del {
+        if !addrs
+            .iter()
+            .any(|a| a.addr == cidr.addr() && a.prefix == cidr.prefix())
+        {
+            return Err(Error::from_kind(
+                ErrorKind::NotFound,
+                "delete address",
+                format!("{cidr} is not assigned"),
+            )
+            .with_subject(link.name()));
+        }
+    }
+    let has_family = |v4: bool| {
+        addrs.iter().any(|a| {
+            a.addr.is_ipv4() == v4 && !a.is_link_local() && !del.iter().any(|d| d.addr() == a.addr)
+        }) || config.addr.iter().any(|c| c.addr().is_ipv4() == v4)
+    };
+    if let Some(peer) = config.peer {
+        if !has_family(peer.is_ipv4()) {
+            return fail(
+                "set peer",
+                format!(
+                    "no {} address to set the peer {peer} on; add one with --addr",
+                    if peer.is_ipv4() { "IPv4" } else { "IPv6" }
+                ),
+            );
+        }
+    }
+    if config.broadcast.is_some() && !has_family(true) {
+        return fail(
+            "set broadcast",
+            "no IPv4 address to set a broadcast on; add one with --addr".into(),
+        );
+    }
+    Ok(())
+}
+
 /// Applies the link-level settings shared by `add` and `set`, in an order the kernel accepts
 /// (MTU before IPv6 addresses, addresses before their peer and broadcast).
-fn configure(link: &Link, config: &ConfigArgs) -> Result<(), Error> {
+fn configure(link: &Link, config: &ConfigArgs, del: &[Cidr]) -> Result<(), Error> {
     if let Some(mtu) = config.mtu {
         link.set_mtu(mtu)?;
     }
     if let Some(mac) = config.mac {
         link.set_mac(mac)?;
+    }
+    if let Some(len) = config.txqueuelen {
+        link.set_txqueuelen(len)?;
+    }
+    for cidr in del {
+        link.del_address(*cidr)?;
     }
     for cidr in &config.addr {
         link.add_address(*cidr)?;
@@ -322,12 +427,22 @@ fn configure(link: &Link, config: &ConfigArgs) -> Result<(), Error> {
 
 fn add(args: AddArgs) -> Result<(), Error> {
     let (owner, group) = resolve_ids(&args.config)?;
+    let ns = args.ns.ns();
+    // Whether the device exists decides what a failure may undo: only what we created.
+    let existed = match args.name.as_deref().filter(|n| !n.contains('%')) {
+        Some(name) => match tunctl::Netlink::open_in(&ns)?.link_by_name(name) {
+            Ok(_) => true,
+            Err(e) if e.kind() == ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        },
+        None => false,
+    };
     let mut builder = Device::builder()
         .kind(if args.tun { Kind::Tun } else { Kind::Tap })
         .packet_info(args.pi)
         .vnet_hdr(args.vnet_hdr)
         .exclusive(args.exclusive)
-        .namespace(args.ns.ns());
+        .namespace(ns);
     if let Some(name) = &args.name {
         builder = builder.name(name);
     }
@@ -335,8 +450,8 @@ fn add(args: AddArgs) -> Result<(), Error> {
         builder = builder.multi_queue(1);
     }
     let dev = builder.create()?;
-    let existed = dev.is_persistent()?;
     let result = (|| {
+        validate(dev.link()?, &args.config, &[])?;
         // Owner and group go before persist: a device must never be left persistent with
         // an owner other than the one asked for.
         if let Some(uid) = owner {
@@ -346,7 +461,7 @@ fn add(args: AddArgs) -> Result<(), Error> {
             dev.set_group(gid)?;
         }
         dev.set_persist(true)?;
-        configure(dev.link()?, &args.config)?;
+        configure(dev.link()?, &args.config, &[])?;
         if args.up {
             dev.up()?;
         }
@@ -358,7 +473,7 @@ fn add(args: AddArgs) -> Result<(), Error> {
         }
         return Err(err);
     }
-    println!("{}", dev.name());
+    out(format_args!("{}", dev.name()));
     Ok(())
 }
 
@@ -366,13 +481,8 @@ fn set(args: SetArgs) -> Result<(), Error> {
     let (owner, group) = resolve_ids(&args.config)?;
     let ns = args.ns.ns();
     let link = tun_link(&ns, &args.name)?;
-    configure(&link, &args.config)?;
-    for cidr in &args.del_addr {
-        link.del_address(*cidr)?;
-    }
-    if let Some(carrier) = args.carrier {
-        link.set_carrier(carrier)?;
-    }
+    validate(&link, &args.config, &args.del_addr)?;
+    // The steps most likely to be refused go first, before anything else changes.
     if owner.is_some() || group.is_some() {
         // TUNSETOWNER/GROUP need an fd attached to the device: attach with its own flags.
         let tun = link.info()?.tun.ok_or_else(|| {
@@ -396,6 +506,10 @@ fn set(args: SetArgs) -> Result<(), Error> {
             dev.set_group(gid)?;
         }
     }
+    if let Some(carrier) = args.carrier {
+        link.set_carrier(carrier)?;
+    }
+    configure(&link, &args.config, &args.del_addr)?;
     if args.up {
         link.up()?;
     }
@@ -403,4 +517,16 @@ fn set(args: SetArgs) -> Result<(), Error> {
         link.down()?;
     }
     Ok(())
+}
+
+/// Prints one line on stdout; a closed pipe (`tunctl list | head -0`) is not an error.
+pub(crate) fn out(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{line}") {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("tunctl: stdout: {e}");
+            std::process::exit(1);
+        }
+    }
 }

@@ -112,10 +112,10 @@ fn link_text(info: &LinkInfo, addrs: &[Address]) -> String {
 pub fn print_links(links: &[LinkInfo], addrs: &[Address], json: bool) {
     if json {
         let all: Vec<Value> = links.iter().map(|l| link_json(l, addrs)).collect();
-        println!("{}", Value::Array(all));
+        crate::out(format_args!("{}", Value::Array(all)));
     } else {
         for link in links {
-            println!("{}", link_text(link, addrs));
+            crate::out(format_args!("{}", link_text(link, addrs)));
         }
     }
 }
@@ -123,8 +123,8 @@ pub fn print_links(links: &[LinkInfo], addrs: &[Address], json: bool) {
 /// Prints one link (`show`).
 pub fn print_link(info: &LinkInfo, addrs: &[Address], json: bool) {
     if json {
-        println!("{}", link_json(info, addrs));
+        crate::out(format_args!("{}", link_json(info, addrs)));
     } else {
-        println!("{}", link_text(info, addrs));
+        crate::out(format_args!("{}", link_text(info, addrs)));
     }
 }

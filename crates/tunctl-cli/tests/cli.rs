@@ -24,6 +24,26 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Kills a still-running child and deletes namespaces with `prefix` left by it, on drop.
+struct ChildGuard {
+    child: Option<std::process::Child>,
+    prefix: String,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for name in tunctl::Namespace::list().unwrap_or_default() {
+            if name.starts_with(&self.prefix) {
+                let _ = tunctl::Namespace::delete(&name);
+            }
+        }
+    }
+}
+
 #[track_caller]
 fn ok(args: &[&str]) -> String {
     let out = tunctl(args);
@@ -60,6 +80,10 @@ fn demo_moves_real_traffic_and_cleans_up() {
         .spawn()
         .unwrap();
     let prefix = format!("tunctl-demo-{}-", child.id());
+    let _guard = ChildGuard {
+        child: None,
+        prefix: prefix.clone(),
+    };
     let out = child.wait_with_output().unwrap();
     let text = stdout(&out);
     assert!(out.status.success(), "{text}{}", stderr(&out));
@@ -86,6 +110,11 @@ fn demo_cleans_up_on_ctrl_c() {
         .spawn()
         .unwrap();
     let prefix = format!("tunctl-demo-{}-", child.id());
+    let pid = child.id();
+    let mut guard = ChildGuard {
+        child: Some(child),
+        prefix: prefix.clone(),
+    };
     // Wait (bounded) until the demo has built its namespaces, then interrupt it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !tunctl::Namespace::list()
@@ -101,8 +130,8 @@ fn demo_cleans_up_on_ctrl_c() {
     }
     std::thread::sleep(std::time::Duration::from_millis(1500));
     // SAFETY: plain kill(2) to our own child.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let out = child.wait_with_output().unwrap();
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGINT) }, 0);
+    let out = guard.child.take().unwrap().wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -267,7 +296,8 @@ fn exit_codes_and_one_line_errors_and_nothing_left_behind() {
         return;
     };
     let ns = t.name.as_str();
-    // Usage errors: 2.
+    // Usage errors: 2. Each names the test's namespace, so a regression that let one through
+    // could not leave a persistent device in the root namespace.
     for args in [
         vec!["add", "abcdefghijklmnop"],
         vec!["add", "a/b"],
@@ -277,11 +307,17 @@ fn exit_codes_and_one_line_errors_and_nothing_left_behind() {
         vec!["add", "x0", "--mac", "zz:00:00:00:00:00"],
         vec!["add", "--tun", "--tap"],
         vec!["set", "x0", "--carrier", "maybe"],
+        vec!["netns", "add", "a/b"],
         vec!["del"],
         vec!["frobnicate"],
     ] {
+        let mut args = args;
+        if matches!(args.first(), Some(&"add") | Some(&"set")) {
+            args.extend(["--netns", ns]);
+        }
         fails(&args, 2);
     }
+    assert_eq!(common::links(Some(ns)), vec!["lo".to_string()]);
     // Failed operations: 1, one line "tunctl: DEVICE: OPERATION: cause".
     let err = fails(&["del", "nothere0", "--netns", ns], 1);
     assert_eq!(
@@ -331,6 +367,35 @@ fn exit_codes_and_one_line_errors_and_nothing_left_behind() {
     let err = fails(&["add", "kind0", "--tap", "--exclusive", "--netns", ns], 1);
     assert!(err.contains("exclusive"), "{err}");
     ok(&["add", "kind0", "--tap", "--netns", ns, "--mtu", "1500"]);
+    // `set` checks everything before changing anything.
+    for (args, why) in [
+        (vec!["--mtu", "1000", "--addr", "fd00::1/64"], "1280"),
+        (
+            vec!["--mtu", "1400", "--del-addr", "10.9.9.9/24"],
+            "not assigned",
+        ),
+        (
+            vec!["--mtu", "1400", "--peer", "10.0.0.2"],
+            "no IPv4 address",
+        ),
+        (
+            vec!["--txqueuelen", "5", "--mac", "01:00:00:00:00:01"],
+            "multicast",
+        ),
+    ] {
+        let mut full = vec!["set", "kind0", "--netns", ns];
+        full.extend(args);
+        let err = fails(&full, 1);
+        assert!(err.contains(why), "{err}");
+    }
+    let link = ip_link(Some(ns), "kind0").unwrap();
+    assert_eq!(
+        (link["mtu"].as_u64(), link["txqlen"].as_u64()),
+        (Some(1500), Some(1000)),
+        "nothing changed"
+    );
+    ok(&["set", "kind0", "--netns", ns, "--txqueuelen", "77"]);
+    assert_eq!(ip_link(Some(ns), "kind0").unwrap()["txqlen"], 77);
     ok(&["del", "kind0", "--netns", ns]);
 }
 
@@ -340,6 +405,10 @@ fn netns_verbs_and_help() {
         return;
     }
     let name = format!("tunctl-test-{}", common::unique("cli"));
+    let _guard = ChildGuard {
+        child: None,
+        prefix: name.clone(),
+    };
     ok(&["netns", "add", &name]);
     assert!(ok(&["netns", "list"]).lines().any(|l| l == name));
     fails(&["netns", "add", &name], 1);

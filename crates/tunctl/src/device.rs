@@ -28,6 +28,8 @@ const ATTACH_FLAGS: Flags = Flags::from_bits_retain(
 pub(crate) struct Shared {
     pub(crate) name: String,
     closed: AtomicBool,
+    /// Set while `destroy` deletes the link: I/O errors then mean "closed", not "gone".
+    destroying: AtomicBool,
     /// Readable once the device is destroyed: wakes readers and writers blocked in `poll`.
     pub(crate) wake: OwnedFd,
     /// The rtnetlink handle, bound to the device's namespace.
@@ -36,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) control: Control,
     /// The TUNSETIFF flags every queue of this device is attached with.
     flags: Flags,
+    /// The smallest read buffer the kernel accepts: the vnet and packet-information headers.
+    min_read: usize,
     /// Keeps a namespace given by fd (`Device::from_fd`) reachable as `/proc/self/fd/N`.
     _netns: Option<OwnedFd>,
 }
@@ -47,18 +51,33 @@ impl Shared {
 
     /// See [`Device::destroy`].
     pub(crate) fn destroy(&self) -> Result<()> {
-        // Closed first, so a reader woken by the kernel's own detach reports Closed, not Gone.
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return Err(Error::closed("destroy").on(&self.name));
+        self.check_open("destroy")?;
+        if self.destroying.swap(true, Ordering::AcqRel) {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                "destroy",
+                "another thread is destroying the device",
+            )
+            .on(&self.name));
         }
+        // A reader woken by the kernel's detach sees `destroying` and reports Closed, not Gone.
         match self.link.delete() {
             Ok(()) => {}
+            // Gone already, or moved to another namespace: with persist cleared (by
+            // Device::destroy) it disappears when its fds close.
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => {
-                self.closed.store(false, Ordering::Release);
-                return Err(e);
+                self.destroying.store(false, Ordering::Release);
+                return Err(if e.kind() == ErrorKind::PermissionDenied {
+                    e.with_detail(
+                        "deleting the link needs CAP_NET_ADMIN; it is no longer persistent and disappears when this Device is dropped (EPERM)",
+                    )
+                } else {
+                    e
+                });
             }
         }
+        self.closed.store(true, Ordering::Release);
         self.control.stop();
         let _ = sys::eventfd_signal(self.wake.as_fd());
         Ok(())
@@ -74,7 +93,7 @@ impl Shared {
 
     /// Maps an I/O error, telling "destroyed here" from "deleted from outside".
     pub(crate) fn io_error(&self, op: &str, err: std::io::Error) -> Error {
-        if self.closed.load(Ordering::Acquire) {
+        if self.closed.load(Ordering::Acquire) || self.destroying.load(Ordering::Acquire) {
             return Error::closed(op).on(&self.name);
         }
         let gone = err.raw_os_error() == Some(libc::EBADFD);
@@ -136,6 +155,18 @@ impl Queue {
     /// One non-blocking read: `Ok(None)` when no packet is queued.
     pub(crate) fn read_now(&self, buf: &mut [u8]) -> Result<Option<usize>> {
         self.shared.check_open("recv")?;
+        if buf.len() < self.shared.min_read {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "recv",
+                format!(
+                    "a {}-byte buffer cannot hold the device's packet headers ({} bytes)",
+                    buf.len(),
+                    self.shared.min_read
+                ),
+            )
+            .on(&self.shared.name));
+        }
         if self.shared.control.delivering() {
             return Err(Error::new(
                 ErrorKind::Active,
@@ -232,9 +263,10 @@ impl Queue {
         self.recv_until(buf, Some(Instant::now()))
     }
 
-    /// Receives one packet, waiting at most `timeout`; `Ok(None)` if none came.
+    /// Receives one packet, waiting at most `timeout` (`Duration::MAX`: no limit); `Ok(None)`
+    /// if none came.
     pub fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>> {
-        self.recv_until(buf, Some(Instant::now() + timeout))
+        self.recv_until(buf, Instant::now().checked_add(timeout))
     }
 
     /// Sends one packet (one `write(2)` is one packet), waiting if the device's send buffer
@@ -250,7 +282,7 @@ impl Queue {
 
     /// Sends one packet, waiting at most `timeout` for room; `Ok(None)` on timeout.
     pub fn send_timeout(&self, packet: &[u8], timeout: Duration) -> Result<Option<usize>> {
-        self.send_until(packet, Some(Instant::now() + timeout))
+        self.send_until(packet, Instant::now().checked_add(timeout))
     }
 
     /// Enables (attaches) or disables (detaches) this queue of a multi-queue device
@@ -487,6 +519,18 @@ impl Builder {
             fds.push(attach(&kname, flags, flags)?.0);
         }
         let index = netlink.link_by_name(&kname)?.index;
+        if let Some(info) = existing {
+            if info.index != index {
+                // Deleted and re-created between the check and the attach: not the device we
+                // checked. Dropping the fds removes what we just created.
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    "attach",
+                    "the device was replaced while attaching",
+                )
+                .on(&kname));
+            }
+        }
         Ok((fds, netlink, kname, index))
     }
 }
@@ -613,22 +657,44 @@ impl Device {
                 err
             }
         })?;
-        // The device may live in another namespace: keep an fd of it, reachable by path.
+        sys::make_cloexec_nonblocking(fd.as_fd()).map_err(|e| Error::os("fcntl", e).on(&kname))?;
+        // Configure the device where it lives: its namespace fd, kept open and reachable by
+        // path when it is not ours (entering it needs CAP_SYS_ADMIN; ours needs nothing).
         let (netlink, netns) = match sys::tun_get_dev_netns(fd.as_fd()) {
             Ok(nsfd) => {
                 let path = format!("/proc/self/fd/{}", nsfd.as_raw_fd());
-                (Netlink::open_in(&Namespace::path(path))?, Some(nsfd))
+                if same_file(&path, "/proc/thread-self/ns/net") {
+                    (Netlink::open()?, None)
+                } else {
+                    (Netlink::open_in(&Namespace::path(path))?, Some(nsfd))
+                }
             }
-            Err(_) => (Netlink::open()?, None),
+            // Kernels before 5.2 lack TUNGETDEVNETNS: assume ours, and verify below.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY) | Some(libc::EINVAL)) => {
+                (Netlink::open()?, None)
+            }
+            Err(e) => return Err(Error::os("TUNGETDEVNETNS", e).on(&kname)),
         };
-        let index = netlink.link_by_name(&kname)?.index;
-        let link = Link::from_index(netlink, index, kname);
-        Device::assemble(
-            vec![fd],
-            link,
-            Flags::from_bits_retain(flags) & ATTACH_FLAGS,
-            netns,
-        )
+        let info = netlink.link_by_name(&kname)?;
+        // TUNGETIFF's bit 0x1000 is IFF_NOFILTER there; NO_PI comes from IFLA_TUN_PI.
+        let mut flags = Flags::from_bits_retain(flags) & ATTACH_FLAGS;
+        match &info.tun {
+            Some(tun) if Some(tun.kind) == flags.kind() => {
+                if !tun.pi {
+                    flags |= Flags::NO_PI;
+                }
+            }
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::FlagMismatch,
+                    "from_fd",
+                    "the interface of that name here is not the fd's device",
+                )
+                .on(&kname))
+            }
+        }
+        let link = Link::from_index(netlink, info.index, kname);
+        Device::assemble(vec![fd], link, flags, netns)
     }
 
     fn assemble(
@@ -643,8 +709,11 @@ impl Device {
             control: Control::new().map_err(|e| Error::os("eventfd", e).on(&name))?,
             name,
             closed: AtomicBool::new(false),
+            destroying: AtomicBool::new(false),
             link,
             flags,
+            min_read: usize::from(!flags.contains(Flags::NO_PI) && flags.kind().is_some()) * 4
+                + usize::from(flags.contains(Flags::VNET_HDR)) * 10,
             _netns: netns,
         });
         let queues = fds
@@ -771,7 +840,19 @@ impl Device {
     /// Sets a tap's receive filter (TUNSETTXFILTER: the seed's TODO "tun filtering"): only
     /// frames to these destination MACs (and, with `all_multicast`, every multicast frame)
     /// reach the reader. An empty list with `all_multicast == false` removes the filter.
+    ///
+    /// The kernel matches at most 8 unicast addresses exactly (more would silently disable
+    /// the filter, so they are refused); multicast addresses go to its hash filter.
     pub fn set_mac_filter(&self, all_multicast: bool, macs: &[MacAddr]) -> Result<()> {
+        let unicast = macs.iter().filter(|m| m.0[0] & 1 == 0).count();
+        if unicast > 8 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "TUNSETTXFILTER",
+                format!("{unicast} unicast addresses: the kernel filters at most 8 exactly"),
+            )
+            .on(self.name()));
+        }
         let raw: Vec<[u8; 6]> = macs.iter().map(|m| m.0).collect();
         self.ioctl("TUNSETTXFILTER", |fd| {
             sys::tun_set_tx_filter(fd, all_multicast, &raw)
@@ -896,6 +977,10 @@ impl Device {
     /// when the `Device` is dropped. A second call, and every later operation, gives
     /// [`ErrorKind::Closed`].
     pub fn destroy(&self) -> Result<()> {
+        self.check_open("destroy")?;
+        // Clear persist first: should RTM_DELLINK be refused (no CAP_NET_ADMIN, as for a
+        // device owned by this user), the device still goes away with its last fd.
+        let _ = sys::tun_set_persist(self.fd(), false);
         self.shared.destroy()
     }
 
@@ -992,6 +1077,15 @@ impl AsFd for Device {
 impl AsRawFd for Device {
     fn as_raw_fd(&self) -> RawFd {
         self.fd().as_raw_fd()
+    }
+}
+
+/// Whether two paths name the same file (namespace files compare by inode and device).
+fn same_file(a: &str, b: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.ino() == y.ino() && x.dev() == y.dev(),
+        _ => false,
     }
 }
 

@@ -10,8 +10,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Mutex;
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NlasIterator, NLM_F_ACK, NLM_F_CREATE,
-    NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla, NlasIterator, NLM_F_ACK,
+    NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
@@ -39,6 +40,83 @@ pub struct Netlink {
 struct Conn {
     socket: Socket,
     seq: u32,
+}
+
+impl Conn {
+    /// One request/response exchange. Returns the replies and whether a dump was
+    /// interrupted.
+    fn exchange(
+        &mut self,
+        op: &str,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<(Vec<RouteNetlinkMessage>, bool)> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags;
+        header.sequence_number = seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
+        packet.finalize();
+        let mut buf = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut buf);
+        self.socket.send(&buf, 0).map_err(|e| Error::os(op, e))?;
+
+        let mut replies = Vec::new();
+        let mut interrupted = false;
+        // Bounded: a dump ends with DONE, a request with one ACK or error; stop after a
+        // generous number of datagrams rather than spin.
+        for _ in 0..100_000 {
+            let (data, _) = self.socket.recv_from_full().map_err(|e| Error::os(op, e))?;
+            let mut offset = 0;
+            while let Ok(raw) = NetlinkBuffer::new_checked(&data[offset..]) {
+                let len = raw.length() as usize;
+                let (msg_seq, msg_flags) = (raw.sequence_number(), raw.flags());
+                let chunk = &data[offset..offset + len];
+                offset += (len + 3) & !3;
+                if msg_seq != seq {
+                    continue;
+                }
+                interrupted |= msg_flags & NLM_F_DUMP_INTR != 0;
+                // A message this crate cannot decode (a newer kernel's attribute layout) is
+                // skipped in a dump rather than failing the whole listing.
+                let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(chunk) else {
+                    continue;
+                };
+                match msg.payload {
+                    NetlinkPayload::Done(done) if done.code < 0 => {
+                        return Err(Error::os(op, std::io::Error::from_raw_os_error(-done.code)));
+                    }
+                    NetlinkPayload::Done(_) => return Ok((replies, interrupted)),
+                    NetlinkPayload::Error(err) => {
+                        if err.code.is_none() {
+                            return Ok((replies, interrupted));
+                        }
+                        let os = Error::os(op, err.to_io());
+                        return Err(match ext_ack_message(&err.header, msg_flags) {
+                            Some(text) => {
+                                let base = os.to_string();
+                                let cause = base.rsplit(": ").next().unwrap_or(&base).to_string();
+                                os.with_detail(format!("{text} ({cause})"))
+                            }
+                            None => os,
+                        });
+                    }
+                    NetlinkPayload::InnerMessage(inner) => {
+                        replies.push(inner);
+                        if flags & NLM_F_DUMP == 0 && flags & NLM_F_ACK == 0 {
+                            return Ok((replies, interrupted));
+                        }
+                    }
+                    _ => {}
+                }
+                if offset >= data.len() {
+                    break;
+                }
+            }
+        }
+        Err(Error::new(ErrorKind::Os, op, "netlink reply never ended"))
+    }
 }
 
 impl Netlink {
@@ -77,6 +155,9 @@ impl Netlink {
 
     /// Sends one request and collects the replies until ACK or DONE. `op` names the request
     /// in errors.
+    /// Sends one request and collects the replies until ACK or DONE; a dump the kernel
+    /// marks interrupted (NLM_F_DUMP_INTR: the table changed meanwhile) is retried, up to
+    /// three times. `op` names the request in errors.
     fn request(
         &self,
         op: &str,
@@ -87,66 +168,17 @@ impl Netlink {
             .inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        conn.seq = conn.seq.wrapping_add(1);
-        let seq = conn.seq;
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = seq;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
-        packet.finalize();
-        let mut buf = vec![0u8; packet.buffer_len()];
-        packet.serialize(&mut buf);
-        conn.socket.send(&buf, 0).map_err(|e| Error::os(op, e))?;
-
-        let mut replies = Vec::new();
-        // Bounded: a dump ends with DONE, a request with one ACK/error; stop on anything else
-        // after a generous number of datagrams rather than spin.
-        for _ in 0..100_000 {
-            let (data, _) = conn.socket.recv_from_full().map_err(|e| Error::os(op, e))?;
-            let mut offset = 0;
-            while offset < data.len() {
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..])
-                    .map_err(|e| {
-                        Error::new(ErrorKind::Os, op, format!("undecodable netlink reply: {e}"))
-                    })?;
-                let len = msg.header.length as usize;
-                if len == 0 {
-                    break;
-                }
-                offset += (len + 3) & !3;
-                if msg.header.sequence_number != seq {
-                    continue;
-                }
-                match msg.payload {
-                    NetlinkPayload::Done(_) => return Ok(replies),
-                    NetlinkPayload::Error(err) => {
-                        return match err.code {
-                            None => Ok(replies),
-                            Some(_) => {
-                                let os = Error::os(op, err.to_io());
-                                Err(match ext_ack_message(&err.header) {
-                                    Some(text) => {
-                                        let base = os.to_string();
-                                        let cause =
-                                            base.rsplit(": ").next().unwrap_or(&base).to_string();
-                                        os.with_detail(format!("{text} ({cause})"))
-                                    }
-                                    None => os,
-                                })
-                            }
-                        };
-                    }
-                    NetlinkPayload::InnerMessage(inner) => {
-                        replies.push(inner);
-                        if flags & NLM_F_DUMP == 0 && flags & NLM_F_ACK == 0 {
-                            return Ok(replies);
-                        }
-                    }
-                    _ => {}
-                }
+        for _ in 0..3 {
+            match conn.exchange(op, message.clone(), flags)? {
+                (replies, false) => return Ok(replies),
+                (_, true) => continue,
             }
         }
-        Err(Error::new(ErrorKind::Os, op, "netlink reply never ended"))
+        Err(Error::new(
+            ErrorKind::Os,
+            op,
+            "the kernel kept interrupting the dump (the table changes too fast)",
+        ))
     }
 
     fn links_matching(&self, request: LinkMessage, dump: bool) -> Result<Vec<LinkInfo>> {
@@ -335,11 +367,21 @@ fn not_found_detail(err: Error, detail: &str) -> Error {
 }
 
 /// The `NLMSGERR_ATTR_MSG` text of an extended ACK, if the kernel sent one. `payload` is what
-/// follows the error code: the (capped) original header, then the TLVs.
-fn ext_ack_message(payload: &[u8]) -> Option<String> {
+/// follows the error code: the original request (only its header when NLM_F_CAPPED), then
+/// the TLVs (present when NLM_F_ACK_TLVS).
+fn ext_ack_message(payload: &[u8], flags: u16) -> Option<String> {
     const NLMSG_HDRLEN: usize = 16;
     const NLMSGERR_ATTR_MSG: u16 = 1;
-    let tlvs = payload.get(NLMSG_HDRLEN..)?;
+    if flags & NLM_F_ACK_TLVS == 0 {
+        return None;
+    }
+    let skip = if flags & NLM_F_CAPPED != 0 {
+        NLMSG_HDRLEN
+    } else {
+        let len = payload.get(..4)?;
+        (u32::from_ne_bytes([len[0], len[1], len[2], len[3]]) as usize + 3) & !3
+    };
+    let tlvs = payload.get(skip..)?;
     NlasIterator::new(tlvs)
         .filter_map(|nla| nla.ok())
         .find_map(|nla| {
@@ -837,17 +879,46 @@ impl Link {
             })
     }
 
-    /// Replaces an existing address with `new` (delete, then add); restores the old one if
-    /// the kernel refuses the new one.
+    /// Replaces an existing address with `new` (delete, then add). Deleting a primary IPv4
+    /// address also deletes its secondaries (unless `promote_secondaries` is set): those are
+    /// put back. If the kernel refuses `new`, the old address is restored.
     fn replace(&self, old: &Address, new: &Address) -> Result<()> {
+        let before = self.addresses()?;
         self.netlink
             .del_address(self.index, old)
             .map_err(|e| self.named(e))?;
-        if let Err(err) = self.netlink.add_address(self.index, new) {
-            let _ = self.netlink.add_address(self.index, old);
-            return Err(self.named(err));
+        let added = self.netlink.add_address(self.index, new);
+        let now = self.addresses()?;
+        let mut lost: Vec<&Address> = before
+            .iter()
+            .filter(|a| *a != old && !now.iter().any(|n| n.addr == a.addr && n.prefix == a.prefix))
+            .collect();
+        if added.is_err() {
+            lost.insert(0, old);
         }
-        Ok(())
+        let mut restore_failed = Vec::new();
+        for a in lost {
+            if self.netlink.add_address(self.index, a).is_err() {
+                restore_failed.push(a.cidr().to_string());
+            }
+        }
+        match (added, restore_failed.is_empty()) {
+            (Ok(()), true) => Ok(()),
+            (Ok(()), false) => Err(self.named(Error::new(
+                ErrorKind::Os,
+                "replace address",
+                format!(
+                    "{} set, but could not restore {}",
+                    new.cidr(),
+                    restore_failed.join(", ")
+                ),
+            ))),
+            (Err(e), true) => Err(self.named(e)),
+            (Err(e), false) => Err(self.named(e.with_detail(format!(
+                "refused, and could not restore {}",
+                restore_failed.join(", ")
+            )))),
+        }
     }
 
     /// Sets the point-to-point peer (the seed's `dstaddr`) of the link's first address of

@@ -154,7 +154,13 @@ impl Namespace {
                         .map_err(|e| Error::os("bind mount", e))
                 })
                 .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                .unwrap_or_else(|_| {
+                    Err(Error::new(
+                        ErrorKind::Os,
+                        "create namespace",
+                        "helper thread panicked",
+                    ))
+                })
         });
         if let Err(err) = bound {
             let _ = fs::remove_file(&path);

@@ -23,7 +23,8 @@ pub struct IfReq {
     _pad: [u8; 22],
 }
 
-const _: () = assert!(std::mem::size_of::<IfReq>() == 40);
+// At least as large as the kernel's `struct ifreq` (40 bytes on 64-bit, 32 on 32-bit).
+const _: () = assert!(std::mem::size_of::<IfReq>() >= std::mem::size_of::<libc::ifreq>());
 
 impl IfReq {
     pub fn new(name: &[u8], flags: u16) -> IfReq {
@@ -300,6 +301,27 @@ pub fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
     cvt_size(unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) }).map(drop)
 }
 
+/// Sets FD_CLOEXEC and O_NONBLOCK on an fd adopted from elsewhere (O_NONBLOCK is a property
+/// of the open file, so other holders of the same file see it too).
+pub fn make_cloexec_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFD/F_SETFD/F_GETFL/F_SETFL take and return plain integers.
+    unsafe {
+        let fd_flags = cvt(libc::fcntl(fd.as_raw_fd(), libc::F_GETFD))?;
+        cvt(libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_SETFD,
+            fd_flags | libc::FD_CLOEXEC,
+        ))?;
+        let fl = cvt(libc::fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
+        cvt(libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_SETFL,
+            fl | libc::O_NONBLOCK,
+        ))?;
+    }
+    Ok(())
+}
+
 /// `fcntl(F_GETFD)`: whether the fd has FD_CLOEXEC set.
 pub fn is_cloexec(fd: BorrowedFd<'_>) -> io::Result<bool> {
     // SAFETY: F_GETFD takes no argument.
@@ -358,50 +380,61 @@ pub fn umount_detach(target: &Path) -> io::Result<()> {
     cvt(unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) }).map(drop)
 }
 
+/// Calls a `get*nam_r` function, growing the buffer on ERANGE (large LDAP groups).
+fn lookup_r(
+    name: &str,
+    mut call: impl FnMut(&std::ffi::CStr, &mut [u8]) -> (libc::c_int, Option<u32>),
+) -> io::Result<Option<u32>> {
+    let c = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut size = 16 * 1024;
+    loop {
+        let mut buf = vec![0u8; size];
+        match call(&c, &mut buf) {
+            (0, id) => return Ok(id),
+            (libc::ERANGE, _) if size < 64 << 20 => size *= 4,
+            (rc, _) => return Err(io::Error::from_raw_os_error(rc)),
+        }
+    }
+}
+
 /// The uid of a user name, from the system's user database (`getpwnam_r`).
 pub fn user_id(name: &str) -> io::Result<Option<u32>> {
-    let c = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: zeroed passwd is a valid out-parameter.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: all pointers are valid for the stated sizes.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            c.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
-    }
-    Ok((!result.is_null()).then_some(pwd.pw_uid))
+    lookup_r(name, |c, buf| {
+        // SAFETY: zeroed passwd is a valid out-parameter.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: all pointers are valid for the stated sizes.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                c.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        (rc, (!result.is_null()).then_some(pwd.pw_uid))
+    })
 }
 
 /// The gid of a group name, from the system's group database (`getgrnam_r`).
 pub fn group_id(name: &str) -> io::Result<Option<u32>> {
-    let c = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let mut buf = vec![0u8; 64 * 1024];
-    // SAFETY: zeroed group is a valid out-parameter.
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: all pointers are valid for the stated sizes.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            c.as_ptr(),
-            &mut grp,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
-    }
-    Ok((!result.is_null()).then_some(grp.gr_gid))
+    lookup_r(name, |c, buf| {
+        // SAFETY: zeroed group is a valid out-parameter.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: all pointers are valid for the stated sizes.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                c.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        (rc, (!result.is_null()).then_some(grp.gr_gid))
+    })
 }
 
 /// Registers a value that owns its fd with the current tokio runtime.

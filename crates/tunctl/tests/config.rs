@@ -128,6 +128,20 @@ fn peer_sets_pointopoint_address_not_notrailers() {
             Some("127.241.173.2".parse::<IpAddr>().unwrap())
         );
     }
+    // Setting the peer replaces the primary address: its secondaries survive.
+    let sec = tun(&t, "p2p5");
+    sec.add_address("10.71.0.1/24".parse().unwrap()).unwrap();
+    sec.add_address("10.71.0.7/24".parse().unwrap()).unwrap();
+    sec.set_peer("10.71.0.2".parse().unwrap()).unwrap();
+    let seen = ip_addrs(Some(&t.name), "p2p5");
+    assert_eq!(
+        find_addr(&seen, "10.71.0.1").unwrap()["address"],
+        "10.71.0.2"
+    );
+    assert!(
+        find_addr(&seen, "10.71.0.7").is_some(),
+        "secondary kept: {seen:?}"
+    );
     // IPv6 peer too (the original could not).
     let dev = tun(&t, "p2p6");
     dev.add_address("fd00:70::1/128".parse().unwrap()).unwrap();

@@ -451,7 +451,7 @@ fn destroy_wakes_blocked_reader_and_closes_every_operation() {
         (res, start.elapsed())
     });
     assert_eq!(woke.0.unwrap_err().kind(), ErrorKind::Closed);
-    assert!(woke.1 < Duration::from_secs(1));
+    assert!(woke.1 < Duration::from_secs(3), "{:?}", woke.1);
     assert!(ip_link(Some(&t.name), &name).is_none());
     let mut buf = [0u8; 10];
     let closed = |r: tunctl::Result<()>| assert_eq!(r.unwrap_err().kind(), ErrorKind::Closed);
@@ -467,6 +467,129 @@ fn destroy_wakes_blocked_reader_and_closes_every_operation() {
         .unwrap_err()
         .to_string()
         .starts_with(&format!("{name}: destroy: ")));
+}
+
+#[test]
+fn destroy_of_a_device_moved_away_still_wakes_readers() {
+    // The kernel does not detach a device that moved to another namespace, so only the
+    // device's own wake-up eventfd can end a blocked read.
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let elsewhere = TestNs::new();
+    let dev = tun_in(&t);
+    let out = std::process::Command::new("ip")
+        .args([
+            "-n",
+            &t.name,
+            "link",
+            "set",
+            "dev",
+            dev.name(),
+            "netns",
+            &elsewhere.name,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let res = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut buf = [0u8; 1500];
+            dev.recv(&mut buf)
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        dev.destroy().unwrap();
+        reader.join().unwrap()
+    });
+    assert_eq!(res.unwrap_err().kind(), ErrorKind::Closed);
+    // It was no longer persistent, so dropping the fds removes it from where it went.
+    let name = dev.name().to_string();
+    drop(dev);
+    assert!(ip_link(Some(&elsewhere.name), &name).is_none());
+}
+
+#[test]
+fn timeouts_and_buffers_at_the_edges() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let (local, peer) = (Ipv4Addr::new(10, 49, 0, 1), Ipv4Addr::new(10, 49, 0, 2));
+    let dev = p2p_tun(&t, local, peer);
+    // Duration::MAX means "no limit", not a panic.
+    let pkt = common::udp_packet(peer, local, 1, 2, b"x");
+    assert_eq!(
+        dev.queues()[0].send_timeout(&pkt, Duration::MAX).unwrap(),
+        Some(pkt.len())
+    );
+    let sock = t.ns.run(|| UdpSocket::bind((local, 0))).unwrap().unwrap();
+    sock.send_to(b"edge", (peer, 5009)).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = loop {
+        let n = dev.recv_timeout(&mut buf, Duration::MAX).unwrap().unwrap();
+        if is_udp_to(&buf[..n], peer, 5009) {
+            break n;
+        }
+    };
+    assert_eq!(&buf[28..n], b"edge");
+    // A vnet_hdr device needs room for its header: a clear error, nothing consumed.
+    let vnet = Device::builder()
+        .tap()
+        .vnet_hdr(true)
+        .namespace(t.ns.clone())
+        .create()
+        .unwrap();
+    let err = vnet.try_recv(&mut [0u8; 4]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    // More than 8 unicast MACs would silently disable the kernel's filter: refused.
+    let macs: Vec<MacAddr> = (1..=9).map(|i| MacAddr([2, 0, 0, 0, 0, i])).collect();
+    assert_eq!(
+        vnet.set_mac_filter(false, &macs).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    vnet.set_mac_filter(false, &macs[..8]).unwrap();
+}
+
+#[test]
+fn every_fd_a_device_opens_is_close_on_exec() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    drop(_g);
+    let _x = common::exclusive();
+    let before: Vec<String> = common::open_fds().into_iter().map(|(fd, _)| fd).collect();
+    let dev = Device::builder()
+        .tun()
+        .multi_queue(2)
+        .namespace(t.ns.clone())
+        .create()
+        .unwrap();
+    let ns_fd = dev.namespace_fd().unwrap();
+    let packets = dev.activate(2).unwrap();
+    let new: Vec<(String, String)> = common::open_fds()
+        .into_iter()
+        .filter(|(fd, _)| !before.contains(fd))
+        .collect();
+    assert!(
+        new.len() >= 6,
+        "queues, eventfds, netlink socket, namespace fd, reader dups: {new:?}"
+    );
+    for (fd, target) in &new {
+        let Ok(fd) = fd.parse::<i32>() else { continue };
+        if !std::path::Path::new(&format!("/proc/self/fdinfo/{fd}")).exists() {
+            continue; // closed meanwhile (read_dir's own fd)
+        }
+        let flags = common::fdinfo_flags(fd);
+        assert_ne!(
+            flags & 0o2000000,
+            0,
+            "fd {fd} ({target}) lacks O_CLOEXEC: flags {flags:o}"
+        );
+    }
+    drop((packets, ns_fd, dev));
 }
 
 #[test]
