@@ -40,6 +40,10 @@ pub(crate) struct Shared {
     flags: Flags,
     /// The smallest read buffer the kernel accepts: the vnet and packet-information headers.
     min_read: usize,
+    /// The offload mask the kernel accepted (TUNSETOFFLOAD).
+    pub(crate) offload: std::sync::atomic::AtomicU32,
+    /// Set once the kernel refused a GSO write: later batches are split in userspace.
+    pub(crate) gso_refused: AtomicBool,
     /// Keeps a namespace given by fd (`Device::from_fd`) reachable as `/proc/self/fd/N`.
     _netns: Option<OwnedFd>,
 }
@@ -83,6 +87,16 @@ impl Shared {
         Ok(())
     }
 
+    /// Whether the device's queues were attached with `flags`.
+    pub(crate) fn flags_have(&self, flags: Flags) -> bool {
+        self.flags.contains(flags)
+    }
+
+    /// The offloads the kernel accepted.
+    pub(crate) fn offload(&self) -> Offload {
+        Offload::from_bits_retain(self.offload.load(Ordering::Acquire))
+    }
+
     pub(crate) fn check_open(&self, op: &str) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             Err(Error::closed(op).on(&self.name))
@@ -116,7 +130,7 @@ impl Shared {
 #[derive(Debug)]
 pub struct Queue {
     fd: OwnedFd,
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 /// Milliseconds left until `deadline` for `poll(2)`: -1 for none, rounded up, capped.
@@ -207,6 +221,11 @@ impl Queue {
                 Err(e) => Err(self.shared.io_error("send", e)),
             };
         }
+    }
+
+    /// Waits until the queue is readable or `deadline` passes (`Ok(false)`).
+    pub(crate) fn wait_readable(&self, deadline: Option<Instant>) -> Result<bool> {
+        self.wait(Interest::Read, deadline, "recv")
     }
 
     fn recv_until(&self, buf: &mut [u8], deadline: Option<Instant>) -> Result<Option<usize>> {
@@ -327,6 +346,7 @@ pub struct Builder {
     queues: usize,
     multi_queue: bool,
     vnet_hdr: bool,
+    offload: Offload,
     exclusive: bool,
     namespace: Namespace,
 }
@@ -341,6 +361,7 @@ impl Default for Builder {
             queues: 1,
             multi_queue: false,
             vnet_hdr: false,
+            offload: Offload::empty(),
             exclusive: false,
             namespace: Namespace::Current,
         }
@@ -390,6 +411,17 @@ impl Builder {
     pub fn multi_queue(mut self, queues: usize) -> Builder {
         self.multi_queue = true;
         self.queues = queues;
+        self
+    }
+
+    /// Offloads to ask for (implies [`vnet_hdr`](Builder::vnet_hdr)): the kernel may then hand
+    /// over 64 KiB super-packets with a partial checksum, and take them. Negotiated with
+    /// TUNSETOFFLOAD at creation, dropping what the kernel refuses (USO, then TSO); see
+    /// [`Device::offload`]. A `vnet_hdr` device always gets its mask set, so a stale mask
+    /// left on a persistent device by an earlier user is reset (`Offload::empty()` opts out).
+    pub fn offload(mut self, want: Offload) -> Builder {
+        self.vnet_hdr = true;
+        self.offload = want;
         self
     }
 
@@ -478,7 +510,11 @@ impl Builder {
             .run(|| self.attach_all(mode, flags))
             .and_then(|r| r)
             .map_err(|e| e.on_default(&label))?;
-        Device::assemble(queues, Link::from_index(netlink, index, kname), flags, None)
+        let dev = Device::assemble(queues, Link::from_index(netlink, index, kname), flags, None)?;
+        if flags.contains(Flags::VNET_HDR) {
+            dev.negotiate_offload(self.offload)?;
+        }
+        Ok(dev)
     }
 
     /// Runs inside the target namespace: checks an existing device, opens every queue, and
@@ -714,6 +750,8 @@ impl Device {
             flags,
             min_read: usize::from(!flags.contains(Flags::NO_PI) && flags.kind().is_some()) * 4
                 + usize::from(flags.contains(Flags::VNET_HDR)) * 10,
+            offload: std::sync::atomic::AtomicU32::new(0),
+            gso_refused: AtomicBool::new(false),
             _netns: netns,
         });
         let queues = fds
@@ -887,6 +925,39 @@ impl Device {
         self.ioctl("TUNSETOFFLOAD", |fd| {
             sys::tun_set_offload(fd, offload.bits())
         })
+    }
+
+    /// Negotiates TUNSETOFFLOAD: asks for `want` (with `CSUM`, which TSO and USO need),
+    /// then without USO, then without TSO, and records what the kernel accepted. With
+    /// `Offload::empty()` the mask is reset: the kernel hands over plain packets.
+    pub fn negotiate_offload(&self, want: Offload) -> Result<Offload> {
+        let segmenting =
+            Offload::TSO4 | Offload::TSO6 | Offload::TSO_ECN | Offload::USO4 | Offload::USO6;
+        let mut want = want;
+        if want.bits() & segmenting.bits() != 0 {
+            want = want | Offload::CSUM;
+        }
+        let no_uso =
+            Offload::from_bits_retain(want.bits() & !(Offload::USO4 | Offload::USO6).bits());
+        let csum_only = Offload::from_bits_retain(want.bits() & Offload::CSUM.bits());
+        let mut last = None;
+        for attempt in [want, no_uso, csum_only, Offload::empty()] {
+            match self.set_offload(attempt) {
+                Ok(()) => {
+                    self.shared.offload.store(attempt.bits(), Ordering::Release);
+                    return Ok(attempt);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::new(ErrorKind::Unsupported, "TUNSETOFFLOAD", "refused")))
+    }
+
+    /// The offloads in force: what [`negotiate_offload`](Device::negotiate_offload) (or the
+    /// builder's [`offload`](Builder::offload)) got the kernel to accept.
+    pub fn offload(&self) -> Offload {
+        Offload::from_bits_retain(self.shared.offload.load(Ordering::Acquire))
     }
 
     /// The virtio-net header size of a `vnet_hdr` device (TUNGETVNETHDRSZ).

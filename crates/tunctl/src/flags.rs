@@ -219,6 +219,13 @@ impl Offload {
     }
 }
 
+impl Offload {
+    /// Whether every bit of `other` is set.
+    pub const fn contains(self, other: Offload) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
 impl BitOr for Offload {
     type Output = Offload;
     fn bitor(self, rhs: Offload) -> Offload {

@@ -38,12 +38,14 @@
 
 pub mod active;
 mod addr;
+mod batch;
 mod device;
 mod error;
 mod flags;
 mod name;
 mod netlink;
 mod netns;
+pub mod offload;
 mod pi;
 mod sys;
 #[cfg(feature = "tokio")]
@@ -51,6 +53,7 @@ pub mod tokio;
 
 pub use active::{Active, Event, Packet, Packets};
 pub use addr::{parse_ip, Cidr, MacAddr};
+pub use batch::Batch;
 pub use device::{is_cloexec, Builder, Device, Queue, MAX_QUEUES};
 pub use error::{Error, ErrorKind, Result};
 pub use flags::{Flags, Kind, Offload};

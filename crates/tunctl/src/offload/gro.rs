@@ -1,0 +1,477 @@
+//! GRO coalesce: consecutive TCP segments (and equal-sized UDP datagrams) of one flow,
+//! merged into one super-packet with a GSO virtio-net header, so a `vnet_hdr` device takes
+//! a batch in few writes. The rules follow the kernel's own GRO (tcp_gro_receive,
+//! udp_gro_receive): same addresses, ports, IP TOS/TTL/DF (IPv6: traffic class, flow
+//! label, hop limit), TCP options and ACK; in-order sequence numbers; only ACK/PSH flags; all
+//! segments the size of the first but the last; at most 64 KiB.
+
+use super::checksum::pseudo_header_sum;
+use super::hdr::VirtioNetHdr;
+use super::{Ip, OffloadError, PROTO_TCP, PROTO_UDP};
+
+const TCP_ACK: u8 = 0x10;
+const TCP_PSH: u8 = 0x08;
+/// Flows tracked per batch; past this, packets go out unmerged.
+const MAX_FLOWS: usize = 128;
+/// IPv4 total length and IPv6 payload length are 16-bit.
+const MAX_LEN: usize = 65535;
+
+/// The reusable state of [`GroTable::coalesce`]: allocate once, use for every batch.
+#[derive(Debug)]
+pub struct GroTable {
+    items: Vec<Item>,
+    tcp: bool,
+    udp: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    key: Key,
+    head: usize,
+    l4: usize,
+    l4_len: usize,
+    gso_size: usize,
+    segs: usize,
+    next_seq: u32,
+    closed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
+    v6: bool,
+    proto: u8,
+    addrs: [u8; 32],
+    ports: [u8; 4],
+}
+
+/// What coalescing needs to know of one packet.
+struct Seg {
+    key: Key,
+    ip: Ip,
+    l4_len: usize,
+    payload: usize,
+    seq: u32,
+    /// Whether it may start or join a super-packet (flags, checksum, fragments).
+    mergeable: bool,
+    psh: bool,
+}
+
+fn parse(p: &[u8], udp: bool) -> Option<Seg> {
+    let ip = Ip::parse(p).ok()?;
+    let l4 = ip.header_len;
+    let mut addrs = [0u8; 32];
+    let a = ip.addrs(p);
+    addrs[..a.len()].copy_from_slice(a);
+    let ports: [u8; 4] = p.get(l4..l4 + 4)?.try_into().ok()?;
+    let key = Key {
+        v6: ip.v6,
+        proto: ip.proto,
+        addrs,
+        ports,
+    };
+    match ip.proto {
+        PROTO_TCP => {
+            let thl = usize::from(*p.get(l4 + 12)? >> 4) * 4;
+            if thl < 20 || l4 + thl > ip.total_len {
+                return None;
+            }
+            let flags = p[l4 + 13];
+            let payload = ip.total_len - l4 - thl;
+            let seq = u32::from_be_bytes([p[l4 + 4], p[l4 + 5], p[l4 + 6], p[l4 + 7]]);
+            let simple_ip = ip.v6 || ip.header_len == 20;
+            let mergeable = simple_ip && payload > 0 && flags & !(TCP_ACK | TCP_PSH) == 0;
+            Some(Seg {
+                key,
+                ip,
+                l4_len: thl,
+                payload,
+                seq,
+                mergeable,
+                psh: flags & TCP_PSH != 0,
+            })
+        }
+        PROTO_UDP if udp => {
+            if l4 + 8 > ip.total_len {
+                return None;
+            }
+            let udp_len = usize::from(u16::from_be_bytes([p[l4 + 4], p[l4 + 5]]));
+            let no_csum = p[l4 + 6] == 0 && p[l4 + 7] == 0;
+            let payload = ip.total_len - l4 - 8;
+            let simple_ip = ip.v6 || ip.header_len == 20;
+            let mergeable = simple_ip && payload > 0 && udp_len == ip.total_len - l4 && !no_csum;
+            Some(Seg {
+                key,
+                ip,
+                l4_len: 8,
+                payload,
+                seq: 0,
+                mergeable,
+                psh: false,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Whether the IP headers of two packets of one flow agree where GRO requires it.
+fn same_ip(head: &[u8], p: &[u8], v6: bool) -> bool {
+    if v6 {
+        head[..4] == p[..4] && head[7] == p[7]
+    } else {
+        head[1] == p[1] && head[8] == p[8] && head[6] & 0x40 == p[6] & 0x40
+    }
+}
+
+impl Default for GroTable {
+    fn default() -> GroTable {
+        GroTable::new(true)
+    }
+}
+
+impl GroTable {
+    /// A table; with `udp`, UDP datagrams are coalesced too (the device must have accepted
+    /// USO: `Offload::USO4`/`USO6`).
+    pub fn new(udp: bool) -> GroTable {
+        GroTable {
+            items: Vec::with_capacity(MAX_FLOWS),
+            tcp: true,
+            udp,
+        }
+    }
+
+    /// Chooses what to coalesce: TCP needs `Offload::TSO4 | TSO6` accepted by the device, UDP
+    /// needs `USO4 | USO6`. With neither, every packet passes through with an empty header.
+    pub fn set_protocols(&mut self, tcp: bool, udp: bool) {
+        self.tcp = tcp;
+        self.udp = udp;
+    }
+
+    /// Coalesces a batch in place. Packet `i` is `bufs[i][offset..offset + lens[i]]`, and
+    /// `offset` leaves room for a virtio-net header in front of it. Merged packets are
+    /// appended to the first of their flow (its buffer must have room: 64 KiB plus `offset`
+    /// is always enough); every packet left to write gets its header at
+    /// `bufs[i][offset - 10..offset]`, and its index goes to `out`, in order.
+    ///
+    /// Packets that cannot be merged (other protocols, garbage) are passed through with an
+    /// empty header. Fails only with [`OffloadError::NoRoom`]: `offset` below 10, or a
+    /// `lens[i]` beyond its buffer.
+    pub fn coalesce<B: AsMut<[u8]>>(
+        &mut self,
+        bufs: &mut [B],
+        lens: &mut [usize],
+        offset: usize,
+        out: &mut Vec<usize>,
+    ) -> Result<(), OffloadError> {
+        if offset < VirtioNetHdr::LEN {
+            return Err(OffloadError::NoRoom);
+        }
+        let n = bufs.len().min(lens.len());
+        if (0..n).any(|i| bufs[i].as_mut().len() < offset + lens[i]) {
+            return Err(OffloadError::NoRoom);
+        }
+        self.items.clear();
+        out.clear();
+        for i in 0..n {
+            let (before, rest) = bufs.split_at_mut(i);
+            let pkt = &rest[0].as_mut()[offset..offset + lens[i]];
+            let Some(seg) = parse(pkt, self.udp).filter(|s| self.tcp || s.key.proto != PROTO_TCP)
+            else {
+                out.push(i);
+                continue;
+            };
+            let open = self
+                .items
+                .iter()
+                .position(|it| !it.closed && it.key == seg.key);
+            if let Some(j) = open {
+                let item = &mut self.items[j];
+                let head = before[item.head].as_mut();
+                if seg.mergeable && merge(item, head, &mut lens[item.head], offset, pkt, &seg) {
+                    continue;
+                }
+                // Anything else of this flow ends its super-packet, keeping the order.
+                item.closed = true;
+            }
+            out.push(i);
+            if seg.mergeable && self.items.len() < MAX_FLOWS {
+                self.items.push(Item {
+                    key: seg.key,
+                    head: i,
+                    l4: seg.ip.header_len,
+                    l4_len: seg.l4_len,
+                    gso_size: seg.payload,
+                    segs: 1,
+                    next_seq: seg.seq.wrapping_add(seg.payload as u32),
+                    closed: seg.psh,
+                });
+            }
+        }
+        for &i in out.iter() {
+            let buf = bufs[i].as_mut();
+            let item = self.items.iter().find(|it| it.head == i && it.segs > 1);
+            let hdr = match item {
+                Some(it) => finish(it, &mut buf[offset..offset + lens[i]]),
+                None => VirtioNetHdr::default(),
+            };
+            hdr.write(&mut buf[offset - VirtioNetHdr::LEN..offset])?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends `pkt`'s payload to the super-packet `head` if the GRO rules allow.
+fn merge(
+    item: &mut Item,
+    head: &mut [u8],
+    head_len: &mut usize,
+    offset: usize,
+    pkt: &[u8],
+    seg: &Seg,
+) -> bool {
+    let (l4, thl) = (item.l4, item.l4_len);
+    if seg.l4_len != thl || seg.payload > item.gso_size {
+        return false;
+    }
+    let new_len = *head_len + seg.payload;
+    if new_len - if seg.key.v6 { 40 } else { 0 } > MAX_LEN || offset + new_len > head.len() {
+        return false;
+    }
+    let h = &head[offset..offset + *head_len];
+    if !same_ip(h, pkt, seg.key.v6) {
+        return false;
+    }
+    if seg.key.proto == PROTO_TCP {
+        // Same ACK number and options; in order.
+        if h[l4 + 8..l4 + 12] != pkt[l4 + 8..l4 + 12]
+            || h[l4 + 20..l4 + thl] != pkt[l4 + 20..l4 + thl]
+        {
+            return false;
+        }
+        if seg.seq != item.next_seq {
+            return false;
+        }
+    }
+    let start = l4 + thl;
+    head[offset + *head_len..offset + new_len].copy_from_slice(&pkt[start..start + seg.payload]);
+    *head_len = new_len;
+    item.segs += 1;
+    item.next_seq = item.next_seq.wrapping_add(seg.payload as u32);
+    if seg.payload < item.gso_size {
+        item.closed = true;
+    }
+    if seg.psh {
+        head[offset + l4 + 13] |= TCP_PSH;
+        item.closed = true;
+    }
+    true
+}
+
+/// Fixes the lengths of a finished super-packet, puts the pseudo-header sum in its checksum
+/// field (the kernel completes it: NEEDS_CSUM) and returns its virtio-net header.
+fn finish(item: &Item, p: &mut [u8]) -> VirtioNetHdr {
+    let total = p.len();
+    let l4 = item.l4;
+    let ip = Ip {
+        v6: item.key.v6,
+        header_len: l4,
+        proto: item.key.proto,
+        total_len: total,
+    };
+    ip.set_len(p, total);
+    let (gso_type, field) = match (item.key.proto, item.key.v6) {
+        (PROTO_TCP, false) => (1, 16),
+        (PROTO_TCP, true) => (4, 16),
+        _ => {
+            p[l4 + 4..l4 + 6].copy_from_slice(&((total - l4) as u16).to_be_bytes());
+            (5, 6)
+        }
+    };
+    let pseudo = pseudo_header_sum(ip.addrs(p), item.key.proto, total - l4);
+    p[l4 + field..l4 + field + 2].copy_from_slice(&pseudo.to_be_bytes());
+    VirtioNetHdr {
+        flags: VirtioNetHdr::NEEDS_CSUM,
+        gso_type,
+        hdr_len: (l4 + item.l4_len) as u16,
+        gso_size: item.gso_size as u16,
+        csum_start: l4 as u16,
+        csum_offset: field as u16,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offload::gso_split;
+    use crate::offload::testpkt::{self, Flow, ACK};
+
+    const OFF: usize = 12;
+
+    /// Runs a batch through the table; returns (header, packet) of each packet to write.
+    fn gro(pkts: &[Vec<u8>], udp: bool) -> Vec<(VirtioNetHdr, Vec<u8>)> {
+        let mut bufs: Vec<Vec<u8>> = pkts
+            .iter()
+            .map(|p| {
+                let mut b = vec![0u8; OFF + 65536];
+                b[OFF..OFF + p.len()].copy_from_slice(p);
+                b
+            })
+            .collect();
+        let mut lens: Vec<usize> = pkts.iter().map(Vec::len).collect();
+        let mut out = Vec::new();
+        GroTable::new(udp)
+            .coalesce(&mut bufs, &mut lens, OFF, &mut out)
+            .unwrap();
+        out.iter()
+            .map(|&i| {
+                (
+                    VirtioNetHdr::parse(&bufs[i][OFF - 10..]).unwrap(),
+                    bufs[i][OFF..OFF + lens[i]].to_vec(),
+                )
+            })
+            .collect()
+    }
+
+    /// IPv4 ID and header checksum zeroed: segmentation gives each segment its own ID.
+    fn normalize(pkts: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        pkts.iter()
+            .map(|p| {
+                let mut p = p.clone();
+                if p[0] >> 4 == 4 {
+                    p[4..6].fill(0);
+                    p[10..12].fill(0);
+                }
+                p
+            })
+            .collect()
+    }
+
+    /// Whether the written batch, split again, is exactly `want` (checksums valid).
+    fn same_after_split(written: &[(VirtioNetHdr, Vec<u8>)], want: &[Vec<u8>]) -> bool {
+        let got = resplit(written);
+        got.iter().all(|p| testpkt::valid(p)) && normalize(&got) == normalize(want)
+    }
+
+    /// Splits every written packet back into what the kernel would see.
+    fn resplit(written: &[(VirtioNetHdr, Vec<u8>)]) -> Vec<Vec<u8>> {
+        let mut all = Vec::new();
+        for (hdr, p) in written {
+            let mut out = vec![vec![0u8; 2000]; 64];
+            let mut sizes = vec![0; 64];
+            let n = gso_split(p, *hdr, &mut out, &mut sizes, 0).unwrap();
+            all.extend(
+                out.into_iter()
+                    .zip(sizes)
+                    .take(n)
+                    .map(|(b, s)| b[..s].to_vec()),
+            );
+        }
+        all
+    }
+
+    fn tcp_run(flow: Flow, seq: u32, sizes: &[usize]) -> Vec<Vec<u8>> {
+        let mut seq = seq;
+        sizes
+            .iter()
+            .map(|&n| {
+                let p = flow.tcp(seq, ACK, &vec![(seq % 251) as u8; n], false);
+                seq = seq.wrapping_add(n as u32);
+                p
+            })
+            .collect()
+    }
+
+    #[test]
+    fn consecutive_tcp_segments_become_one_super_packet_and_split_back() {
+        for flow in [Flow::v4(1, 2), Flow::v6(1, 2)] {
+            let pkts = tcp_run(flow, u32::MAX - 1000, &[1000, 1000, 1000, 400]);
+            let written = gro(&pkts, false);
+            assert_eq!(written.len(), 1);
+            let (hdr, p) = &written[0];
+            assert_eq!(hdr.gso_type, if flow.v6 { 4 } else { 1 });
+            assert_eq!((hdr.gso_size, hdr.flags), (1000, VirtioNetHdr::NEEDS_CSUM));
+            assert_eq!(p.len(), pkts[0].len() + 2400);
+            assert!(same_after_split(&written, &pkts), "split(coalesce(x)) == x");
+        }
+    }
+
+    #[test]
+    fn what_must_not_merge_does_not() {
+        let f = Flow::v4(1, 2);
+        let g = Flow::v4(3, 4);
+        // A gap in sequence numbers.
+        let mut gap = tcp_run(f, 0, &[100, 100]);
+        gap.push(f.tcp(500, ACK, &[1; 100], false));
+        assert_eq!(gro(&gap, false).len(), 2);
+        // Two flows interleaved: each merges with its own.
+        let (a, b) = (tcp_run(f, 0, &[100, 100]), tcp_run(g, 0, &[100, 100]));
+        let mixed = vec![a[0].clone(), b[0].clone(), a[1].clone(), b[1].clone()];
+        let w = gro(&mixed, false);
+        assert_eq!(w.len(), 2);
+        assert!(same_after_split(
+            &w,
+            &[a[0].clone(), a[1].clone(), b[0].clone(), b[1].clone()]
+        ));
+        // PSH closes a super-packet; SYN, FIN, CWR never join one.
+        let mut psh = tcp_run(f, 0, &[100]);
+        psh.push(f.tcp(100, ACK | 0x08, &[1; 100], false));
+        psh.push(f.tcp(200, ACK, &[1; 100], false));
+        assert_eq!(gro(&psh, false).len(), 2);
+        for flags in [0x02, ACK | 0x01, ACK | 0x80, ACK | 0x40] {
+            let mut odd = tcp_run(f, 0, &[100]);
+            odd.push(f.tcp(100, flags, &[1; 100], false));
+            assert_eq!(gro(&odd, false).len(), 2, "flags {flags:#x}");
+        }
+        // A bigger segment after a smaller one starts over.
+        assert_eq!(gro(&tcp_run(f, 0, &[100, 50, 100]), false).len(), 2);
+        // A different ACK number.
+        let mut ack = tcp_run(f, 0, &[100]);
+        let mut other = f.tcp(100, ACK, &[1; 100], false);
+        other[28] ^= 1;
+        ack.push(other);
+        assert_eq!(gro(&ack, false).len(), 2);
+        // No more than 64 KiB in one super-packet.
+        let big = tcp_run(f, 0, &[1400; 60]);
+        let w = gro(&big, false);
+        assert!(w.len() >= 2 && w.iter().all(|(_, p)| p.len() <= 65535));
+        assert!(same_after_split(&w, &big));
+    }
+
+    #[test]
+    fn udp_datagrams_merge_only_when_asked() {
+        for flow in [Flow::v4(7, 8), Flow::v6(7, 8)] {
+            let pkts: Vec<Vec<u8>> = [1200, 1200, 700]
+                .iter()
+                .map(|&n| flow.udp(&vec![3; n], false))
+                .collect();
+            assert_eq!(gro(&pkts, false).len(), 3);
+            let w = gro(&pkts, true);
+            assert_eq!(w.len(), 1);
+            assert_eq!(w[0].0.gso_type, 5);
+            assert!(same_after_split(&w, &pkts));
+        }
+    }
+
+    #[test]
+    fn garbage_passes_through_and_bad_arguments_are_errors() {
+        let junk = vec![
+            vec![],
+            vec![0x45],
+            vec![0xff; 60],
+            vec![0x60; 39],
+            testpkt::Flow::v4(1, 2).tcp(0, ACK, &[], false),
+        ];
+        let w = gro(&junk, true);
+        assert_eq!(w.len(), junk.len());
+        assert!(w.iter().all(|(h, _)| *h == VirtioNetHdr::default()));
+        let mut bufs = vec![vec![0u8; 100]];
+        let mut out = Vec::new();
+        assert_eq!(
+            GroTable::default().coalesce(&mut bufs, &mut [10], 4, &mut out),
+            Err(OffloadError::NoRoom)
+        );
+        assert_eq!(
+            GroTable::default().coalesce(&mut bufs, &mut [95], 12, &mut out),
+            Err(OffloadError::NoRoom)
+        );
+    }
+}
