@@ -16,6 +16,12 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+/* Linux 6.2 UAPI; older headers (Debian 12's) lack them. */
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20
+#define TUN_F_USO6 0x40
+#endif
+
 static int vnet;
 
 static int attach(const char *ns, const char *dev) {
@@ -31,7 +37,9 @@ static int attach(const char *ns, const char *dev) {
     strncpy(ifr.ifr_name, dev, IFNAMSIZ - 1);
     ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (vnet ? IFF_VNET_HDR : 0);
     if (ioctl(fd, TUNSETIFF, &ifr) < 0) { perror("TUNSETIFF"); exit(1); }
-    if (vnet && ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) < 0) {
+    /* The same mask as the other offload contenders: USO where the kernel has it. */
+    if (vnet && ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6) < 0 &&
+        ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) < 0) {
         perror("TUNSETOFFLOAD"); exit(1);
     }
     return fd;

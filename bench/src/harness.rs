@@ -14,7 +14,7 @@ const ADDR_B: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
 const DEV: &str = "fwd0";
 
 /// Every contender, in report order.
-pub const CONTENDERS: [&str; 10] = [
+pub const CONTENDERS: [&str; 11] = [
     "kernel",
     "c",
     "c-offload",
@@ -22,6 +22,7 @@ pub const CONTENDERS: [&str; 10] = [
     "tun-rs-offload",
     "tunctl",
     "tunctl-offload",
+    "tunctl-gro",
     "tunctl-active",
     "tunctl-tokio",
     "tunctl-mq2",
@@ -72,8 +73,10 @@ impl Drop for Kill {
     }
 }
 
+/// Offload contenders: `tunctl-offload` passes super-packets through like `c-offload`;
+/// `tunctl-gro` splits and coalesces them like `tun-rs-offload`.
 fn offloaded(contender: &str) -> bool {
-    contender.ends_with("offload")
+    contender.ends_with("offload") || contender == "tunctl-gro"
 }
 
 fn setup(contender: &str) -> Result<Topology, String> {
@@ -188,7 +191,9 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     let after = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(ticks / hz)
 }
 
 fn iperf(topo: &Topology, metric: &str, seconds: u32) -> Result<Value, String> {
@@ -253,46 +258,59 @@ fn measure(contender: &str, opts: &Options) -> Result<Vec<Row>, String> {
     std::thread::sleep(Duration::from_millis(300));
     let mut rows = Vec::new();
     for (metric, unit) in METRICS {
-        let mut samples: Vec<(f64, Option<f64>, Option<u64>)> = Vec::new();
+        let (mut values, mut cpus, mut retrs) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..opts.reps {
             let cpu0 = pid.and_then(cpu_seconds);
-            let t0 = Instant::now();
             let v = iperf(&topo, metric, opts.seconds)?;
-            let wall = t0.elapsed().as_secs_f64();
-            let cpu = match (cpu0, pid.and_then(cpu_seconds)) {
-                (Some(a), Some(b)) => Some((b - a) / wall * 100.0),
-                _ => None,
-            };
-            let (value, retr) = if metric == "udp64" {
-                let s = &v["end"]["sum"];
+            let cpu1 = pid.and_then(cpu_seconds);
+            let (value, seconds) = if metric == "udp64" {
+                // The receiver's own count where iperf3 reports it, else sent minus lost.
+                let s = if v["end"]["sum_received"].is_object() {
+                    &v["end"]["sum_received"]
+                } else {
+                    &v["end"]["sum"]
+                };
                 let packets = s["packets"].as_f64().unwrap_or(0.0)
                     - s["lost_packets"].as_f64().unwrap_or(0.0);
-                (
-                    packets / s["seconds"].as_f64().unwrap_or(1.0).max(0.001) / 1e3,
-                    None,
-                )
-            } else {
-                let bps = v["end"]["sum_received"]["bits_per_second"]
+                let secs = s["seconds"]
                     .as_f64()
-                    .unwrap_or(0.0);
-                (bps / 1e9, v["end"]["sum_sent"]["retransmits"].as_u64())
+                    .filter(|s| *s > 0.0)
+                    .ok_or("iperf3 reported no duration")?;
+                (packets / secs / 1e3, secs)
+            } else {
+                let r = &v["end"]["sum_received"];
+                let secs = r["seconds"]
+                    .as_f64()
+                    .filter(|s| *s > 0.0)
+                    .ok_or("iperf3 reported no duration")?;
+                retrs.extend(v["end"]["sum_sent"]["retransmits"].as_u64());
+                (r["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9, secs)
             };
-            samples.push((value, cpu, retr));
+            values.push(value);
+            // CPU over the test's own duration, not iperf3's start-up.
+            if let (Some(a), Some(b)) = (cpu0, cpu1) {
+                cpus.push((b - a) / seconds * 100.0);
+            }
         }
-        samples.sort_by(|x, y| x.0.total_cmp(&y.0));
-        let (value, cpu, retransmits) = samples[samples.len() / 2];
+        retrs.sort_unstable();
         rows.push(Row {
             contender: contender.to_string(),
             metric,
             unit,
-            value,
-            cpu,
-            retransmits,
+            value: median(&mut values).unwrap_or(0.0),
+            cpu: median(&mut cpus),
+            retransmits: retrs.get(retrs.len() / 2).copied(),
         });
     }
     drop(children);
     drop(topo);
     Ok(rows)
+}
+
+/// The median of one figure's samples, each figure on its own.
+fn median(v: &mut [f64]) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
 }
 
 /// The contender a figure is compared with: the C forwarder and tun-rs of the same class

@@ -43,6 +43,7 @@ fn forward(args: &[String]) -> Result<(), String> {
         "tunctl-active" => ours::forward(&a, &b, ours::Mode::Active),
         "tunctl-tokio" => ours::forward(&a, &b, ours::Mode::Tokio),
         "tunctl-mq2" => ours::forward(&a, &b, ours::Mode::MultiQueue),
+        "tunctl-gro" => ours::forward(&a, &b, ours::Mode::Gro),
         other => Err(format!("unknown forwarder {other:?}")),
     }
 }

@@ -28,6 +28,7 @@ use std::time::Duration;
 use crate::device::Shared;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys::{self, Interest, Ready};
+use std::thread::JoinHandle;
 
 /// Size of each packet buffer of a reader: the largest packet a tun device can hand over
 /// (a 64 KiB GSO packet plus virtio-net and packet-information headers).
@@ -128,25 +129,39 @@ impl Mode {
 #[derive(Debug)]
 struct State {
     mode: Mode,
-    /// Bumped by every mode change: a reader holding a turn from an older epoch gives it back.
-    epoch: u64,
+    /// Readers started and not yet finished.
     readers: usize,
-    parked: usize,
+    /// Readers holding a turn: between taking it and delivering (or giving it back). A turn
+    /// is taken only once the queue is readable, and the read that follows never waits.
+    busy: usize,
     stop: bool,
 }
 
 /// Mode and reader bookkeeping of one device, shared by its readers and handles.
+///
+/// A reader waits for its queue to be readable holding nothing; then takes a turn under the
+/// lock (a `Count` is decremented there), reads without waiting, delivers, and gives the turn
+/// back. A mode change therefore only has to wait for readers that hold a turn, which never
+/// block: `set(Off)` returns within one read-and-deliver, and `Count(n)` delivers exactly n
+/// packets whichever queues they arrive on.
 #[derive(Debug)]
 pub(crate) struct Control {
     state: Mutex<State>,
-    cond: Condvar,
-    /// Readable while a mode change waits for readers blocked in `poll`.
+    /// Readers wait here while paused.
+    readers_cv: Condvar,
+    /// `set` waits here for busy readers to finish.
+    setter_cv: Condvar,
+    /// Serialises `set` calls.
+    setter: Mutex<()>,
+    /// Readable once delivery stops for good: wakes readers blocked in `poll`.
     nudge: OwnedFd,
     delivering: AtomicBool,
+    handles: Mutex<Vec<JoinHandle<()>>>,
 }
 
 enum Turn {
-    Go { epoch: u64, reserved: bool },
+    Go,
+    Park,
     Exit,
 }
 
@@ -155,14 +170,16 @@ impl Control {
         Ok(Control {
             state: Mutex::new(State {
                 mode: Mode::Off,
-                epoch: 0,
                 readers: 0,
-                parked: 0,
+                busy: 0,
                 stop: false,
             }),
-            cond: Condvar::new(),
+            readers_cv: Condvar::new(),
+            setter_cv: Condvar::new(),
+            setter: Mutex::new(()),
             nudge: sys::eventfd()?,
             delivering: AtomicBool::new(false),
+            handles: Mutex::new(Vec::new()),
         })
     }
 
@@ -170,123 +187,140 @@ impl Control {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether packets currently go to the owner (passive reads are refused then).
+    /// Whether passive reads must be refused: packets go to the owner, or a reader is
+    /// between taking a turn and delivering.
     pub(crate) fn delivering(&self) -> bool {
         self.delivering.load(Ordering::Acquire)
     }
 
     fn publish(&self, state: &State) {
-        self.delivering.store(
-            !state.stop && state.readers > 0 && state.mode.delivering(),
-            Ordering::Release,
-        );
+        let on = !state.stop && state.readers > 0 && (state.mode.delivering() || state.busy > 0);
+        self.delivering.store(on, Ordering::Release);
     }
 
     pub(crate) fn is_active(&self) -> bool {
         self.lock().readers > 0
     }
 
-    fn drain_nudge(&self) {
-        let mut buf = [0u8; 8];
-        let _ = sys::read_packet(self.nudge.as_fd(), &mut buf);
-    }
-
-    /// Changes the mode. `Off` returns once every reader is parked (bounded: 5 s).
-    pub(crate) fn set(&self, active: Active) {
+    /// Changes the mode and returns once no reader holds a turn taken under the old one
+    /// (bounded: 5 s, then [`ErrorKind::Busy`]).
+    pub(crate) fn set(&self, active: Active) -> Result<()> {
         let mode = match active {
             Active::Off | Active::Count(0) => Mode::Off,
             Active::On => Mode::On,
             Active::Once => Mode::Count(1),
             Active::Count(n) => Mode::Count(n),
         };
+        let _serial = self.setter.lock().unwrap_or_else(|p| p.into_inner());
         let mut state = self.lock();
-        if state.mode == mode {
-            return;
-        }
         state.mode = mode;
-        state.epoch += 1;
         self.publish(&state);
-        if mode.delivering() {
-            self.drain_nudge();
-            self.cond.notify_all();
-            return;
-        }
-        let _ = sys::eventfd_signal(self.nudge.as_fd());
+        self.readers_cv.notify_all();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !state.stop && state.parked < state.readers && std::time::Instant::now() < deadline {
+        while !state.stop && state.busy > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(Error::new(
+                    ErrorKind::Busy,
+                    "set_active",
+                    "a reader did not finish its packet within 5 s",
+                ));
+            }
             state = self
-                .cond
-                .wait_timeout(state, Duration::from_millis(50))
+                .setter_cv
+                .wait_timeout(state, left)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        self.drain_nudge();
+        Ok(())
     }
 
-    /// Stops every reader for good (device dropped, destroyed, or owner gone).
+    /// Stops every reader for good (device dropped or destroyed, or owner gone).
     pub(crate) fn stop(&self) {
         let mut state = self.lock();
         state.stop = true;
         self.publish(&state);
         let _ = sys::eventfd_signal(self.nudge.as_fd());
-        self.cond.notify_all();
+        self.readers_cv.notify_all();
+        self.setter_cv.notify_all();
     }
 
-    /// Called by a reader before it reads: waits (parked) while paused.
-    fn turn(&self) -> Turn {
+    /// Stops the readers and waits for them to finish (they close their fds).
+    pub(crate) fn stop_and_join(&self) {
+        self.stop();
+        let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|p| p.into_inner()));
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+
+    /// A reader with a readable queue asks for a turn.
+    fn take_turn(&self) -> Turn {
         let mut state = self.lock();
-        loop {
-            if state.stop {
-                return Turn::Exit;
-            }
-            match state.mode {
-                Mode::On => {
-                    return Turn::Go {
-                        epoch: state.epoch,
-                        reserved: false,
-                    }
-                }
-                Mode::Count(n) if n > 0 => {
-                    state.mode = Mode::Count(n - 1);
-                    self.publish(&state);
-                    return Turn::Go {
-                        epoch: state.epoch,
-                        reserved: true,
-                    };
-                }
-                _ => {
-                    state.parked += 1;
-                    self.cond.notify_all();
-                    state = self.cond.wait(state).unwrap_or_else(|p| p.into_inner());
-                    state.parked -= 1;
-                }
-            }
+        if state.stop {
+            return Turn::Exit;
         }
+        match state.mode {
+            Mode::On => {}
+            Mode::Count(n) if n > 0 => state.mode = Mode::Count(n - 1),
+            _ => return Turn::Park,
+        }
+        state.busy += 1;
+        self.publish(&state);
+        Turn::Go
     }
 
-    /// Returns an unused reservation of a `Count` turn, if the mode is still that one.
-    fn give_back(&self, epoch: u64, reserved: bool) {
-        if !reserved {
-            return;
-        }
+    /// Ends a turn; `used == false` returns an unused `Count` turn.
+    fn end_turn(&self, used: bool) {
         let mut state = self.lock();
-        if let (true, Mode::Count(n)) = (state.epoch == epoch, state.mode) {
-            state.mode = Mode::Count(n + 1);
-            self.publish(&state);
+        state.busy -= 1;
+        if !used {
+            if let Mode::Count(n) = state.mode {
+                state.mode = Mode::Count(n.saturating_add(1));
+            }
         }
+        self.publish(&state);
+        self.setter_cv.notify_all();
     }
 
-    /// Whether the mode changed (or delivery stopped) since `epoch`.
-    fn changed(&self, epoch: u64) -> bool {
-        let state = self.lock();
-        state.stop || state.epoch != epoch
+    /// Waits while delivery is paused; `false` once stopped.
+    fn wait_unpaused(&self) -> bool {
+        let mut state = self.lock();
+        while !state.stop && !state.mode.delivering() {
+            state = self
+                .readers_cv
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        !state.stop
+    }
+
+    fn stopped(&self) -> bool {
+        self.lock().stop
+    }
+
+    /// Registers `n` readers at once, refusing if readers are running.
+    fn register(&self, n: usize) -> bool {
+        let mut state = self.lock();
+        if state.readers > 0 {
+            return false;
+        }
+        state.readers = n;
+        state.busy = 0;
+        state.stop = false;
+        state.mode = Mode::Off;
+        // A nudge left by an earlier stop would wake the new readers forever.
+        let mut buf = [0u8; 8];
+        let _ = sys::read_packet(self.nudge.as_fd(), &mut buf);
+        self.publish(&state);
+        true
     }
 
     fn unregister(&self) {
         let mut state = self.lock();
         state.readers -= 1;
         self.publish(&state);
-        self.cond.notify_all();
+        self.setter_cv.notify_all();
     }
 }
 
@@ -332,8 +366,10 @@ impl Packets {
     /// Changes the delivery mode; see [`Device::set_active`](crate::Device::set_active).
     pub fn set_active(&self, mode: Active) -> Result<()> {
         self.shared.check_open("set_active")?;
-        self.shared.control.set(mode);
-        Ok(())
+        self.shared
+            .control
+            .set(mode)
+            .map_err(|e| e.on_default(&self.shared.name))
     }
 
     /// The device's name.
@@ -344,19 +380,17 @@ impl Packets {
 
 impl Drop for Packets {
     fn drop(&mut self) {
-        self.shared.control.stop();
+        self.shared.control.stop_and_join();
         if self.shared.is_closed() {
             return;
         }
-        // The owner went away: a non-persistent device goes with it, as in the seed.
-        let persistent = self
-            .shared
-            .link
-            .info()
-            .ok()
-            .and_then(|info| info.tun)
-            .is_some_and(|tun| tun.persist);
-        if !persistent {
+        // The owner went away: a non-persistent device goes with it, as in the seed. When
+        // persistence cannot be read, nothing is deleted.
+        let persistent = match self.shared.link.info() {
+            Ok(info) => info.tun.map(|tun| tun.persist),
+            Err(_) => None,
+        };
+        if persistent == Some(false) {
             let _ = self.shared.destroy();
         }
     }
@@ -377,7 +411,7 @@ pub(crate) fn activate(
         )
         .on(&shared.name));
     }
-    if shared.control.is_active() {
+    if !shared.control.register(fds.len()) {
         return Err(Error::new(
             ErrorKind::Busy,
             "activate",
@@ -386,7 +420,7 @@ pub(crate) fn activate(
         .on(&shared.name));
     }
     let (tx, rx) = std::sync::mpsc::sync_channel(capacity * fds.len());
-    shared.control.register_all(fds.len());
+    let total = fds.len();
     for (queue, fd) in fds.into_iter().enumerate() {
         let (free_tx, free_rx) = std::sync::mpsc::sync_channel(capacity);
         for _ in 0..capacity {
@@ -403,27 +437,28 @@ pub(crate) fn activate(
         let spawned = std::thread::Builder::new()
             .name(format!("tunctl-{}-q{queue}", shared.name))
             .spawn(move || reader.run());
-        if let Err(e) = spawned {
-            shared.control.stop();
-            return Err(Error::os("spawn reader", e).on(&shared.name));
+        match spawned {
+            Ok(handle) => shared
+                .control
+                .handles
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(handle),
+            Err(e) => {
+                // The readers never started are not running: count them out, stop the rest.
+                for _ in queue..total {
+                    shared.control.unregister();
+                }
+                shared.control.stop_and_join();
+                return Err(Error::os("spawn reader", e).on(&shared.name));
+            }
         }
     }
-    shared.control.set(mode);
+    shared.control.set(mode)?;
     Ok(Packets {
         rx,
         shared: Arc::clone(shared),
     })
-}
-
-impl Control {
-    fn register_all(&self, n: usize) {
-        let mut state = self.lock();
-        state.readers += n;
-        state.stop = false;
-        state.mode = Mode::Off;
-        state.epoch += 1;
-        self.publish(&state);
-    }
 }
 
 struct Reader {
@@ -435,22 +470,35 @@ struct Reader {
     queue: usize,
 }
 
-enum Outcome {
-    Read(usize),
-    Changed,
-    Failed(Error),
-}
-
 impl Reader {
     fn run(self) {
         let control = &self.shared.control;
-        while let Turn::Go { epoch, reserved } = control.turn() {
-            let Some(mut buf) = self.buffer(epoch) else {
-                control.give_back(epoch, reserved);
-                continue;
-            };
-            match self.read(epoch, &mut buf) {
-                Outcome::Read(len) => {
+        loop {
+            // 1. A buffer (the owner may hold them all: wait, checking for stop).
+            let Some(mut buf) = self.buffer() else { break };
+            // 2. Wait for a packet, holding nothing.
+            match self.wait_readable() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(err) => {
+                    let _ = self.tx.send(Event::Error(err));
+                    break;
+                }
+            }
+            // 3. A turn, then one read that does not wait.
+            match control.take_turn() {
+                Turn::Exit => break,
+                Turn::Park => {
+                    let _ = self.free_tx.try_send(buf);
+                    if !control.wait_unpaused() {
+                        break;
+                    }
+                    continue;
+                }
+                Turn::Go => {}
+            }
+            match sys::read_packet(self.fd.as_fd(), &mut buf) {
+                Ok((len, false)) => {
                     let packet = Packet {
                         buf,
                         len,
@@ -458,40 +506,15 @@ impl Reader {
                         shared: Arc::clone(&self.shared),
                         home: self.free_tx.clone(),
                     };
-                    if self.tx.send(Event::Packet(packet)).is_err() {
+                    let sent = self.tx.send(Event::Packet(packet));
+                    control.end_turn(true);
+                    if sent.is_err() {
                         break;
                     }
                 }
-                Outcome::Changed => {
-                    let _ = self.free_tx.try_send(buf);
-                    control.give_back(epoch, reserved);
-                }
-                Outcome::Failed(err) => {
-                    let _ = self.tx.send(Event::Error(err));
-                    break;
-                }
-            }
-        }
-        control.unregister();
-    }
-
-    /// A free buffer, or `None` if the mode changed while waiting for one.
-    fn buffer(&self, epoch: u64) -> Option<Vec<u8>> {
-        loop {
-            match self.free_rx.recv_timeout(BUFFER_WAIT) {
-                Ok(buf) => return Some(buf),
-                Err(_) if self.shared.control.changed(epoch) => return None,
-                Err(_) => {}
-            }
-        }
-    }
-
-    fn read(&self, epoch: u64, buf: &mut [u8]) -> Outcome {
-        let control = &self.shared.control;
-        loop {
-            match sys::read_packet(self.fd.as_fd(), buf) {
-                Ok((n, false)) => return Outcome::Read(n),
                 Ok((n, true)) => {
+                    control.end_turn(true);
+                    let _ = self.free_tx.try_send(buf);
                     let err = Error::new(
                         ErrorKind::Truncated,
                         "active recv",
@@ -499,26 +522,50 @@ impl Reader {
                     )
                     .on(&self.shared.name);
                     if self.tx.send(Event::Error(err)).is_err() {
-                        return Outcome::Changed;
+                        break;
                     }
-                    continue;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Outcome::Failed(self.shared.io_error("active recv", e)),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    control.end_turn(false);
+                    let _ = self.free_tx.try_send(buf);
+                }
+                Err(e) => {
+                    control.end_turn(false);
+                    let _ = self
+                        .tx
+                        .send(Event::Error(self.shared.io_error("active recv", e)));
+                    break;
+                }
             }
-            let wake = [self.shared.wake.as_fd(), control.nudge.as_fd()];
+        }
+        control.unregister();
+    }
+
+    /// A free buffer, or `None` once delivery stopped.
+    fn buffer(&self) -> Option<Vec<u8>> {
+        loop {
+            match self.free_rx.recv_timeout(BUFFER_WAIT) {
+                Ok(buf) => return Some(buf),
+                Err(_) if self.shared.control.stopped() => return None,
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Waits until the queue has a packet: `Ok(false)` once delivery stopped.
+    fn wait_readable(&self) -> Result<bool> {
+        let wake = [self.shared.wake.as_fd(), self.shared.control.nudge.as_fd()];
+        loop {
             match sys::poll(self.fd.as_fd(), Interest::Read, &wake, -1) {
-                Ok(Ready::Io) | Ok(Ready::Timeout) => {}
-                Ok(Ready::Wake(0)) => {
-                    return Outcome::Failed(Error::closed("active recv").on(&self.shared.name))
-                }
-                Ok(Ready::Wake(_)) => {
-                    if control.changed(epoch) {
-                        return Outcome::Changed;
-                    }
-                }
-                Err(e) => return Outcome::Failed(self.shared.io_error("poll", e)),
+                Ok(Ready::Io) => return Ok(true),
+                Ok(Ready::Timeout) => {}
+                Ok(Ready::Wake(_)) => return Ok(false),
+                Err(e) => return Err(self.shared.io_error("poll", e)),
             }
         }
     }

@@ -20,8 +20,9 @@ use crate::offload::{gso_split, GroTable, OffloadError, VirtioNetHdr};
 
 /// Room for the largest packet a device hands over.
 const PACKET_ROOM: usize = 65536;
-/// A super-packet needs this many free slots before a batch reads it.
-const SPLIT_RESERVE: usize = 64;
+/// A super-packet needs this many free slots before a batch reads it: the most segments the
+/// kernel puts in one (an offload device's `gso_max_segs` is set to it).
+const SPLIT_RESERVE: usize = crate::offload::MAX_SEGMENTS;
 
 /// A reusable set of packet buffers with headroom.
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub struct Batch {
     order: Vec<usize>,
     fallback: Vec<Vec<u8>>,
     fallback_lens: Vec<usize>,
+    /// An error met after some packets were already read: returned by the next call.
+    pending: Option<Error>,
 }
 
 impl Batch {
@@ -58,6 +61,7 @@ impl Batch {
             order: Vec::with_capacity(capacity),
             fallback: Vec::new(),
             fallback_lens: Vec::new(),
+            pending: None,
         }
     }
 
@@ -135,14 +139,30 @@ fn offload_error(op: &str, err: OffloadError) -> Error {
 }
 
 impl Queue {
-    fn vnet(&self) -> bool {
-        self.shared.flags_have(Flags::VNET_HDR)
+    /// Whether packets carry a virtio-net header; refuses what a batch cannot parse.
+    fn batch_vnet(&self, op: &str) -> Result<bool> {
+        if !self.shared.flags_have(Flags::VNET_HDR) {
+            return Ok(false);
+        }
+        let why = if !self.shared.flags_have(Flags::TUN) {
+            Some("offload batches need a tun device (a tap's packets are Ethernet frames)")
+        } else if !self.shared.flags_have(Flags::NO_PI) {
+            Some("offload batches need a device without packet information")
+        } else if self.shared.vnet_hdr_len() != VirtioNetHdr::LEN {
+            Some("offload batches need the 10-byte virtio-net header (TUNSETVNETHDRSZ 10)")
+        } else {
+            None
+        };
+        match why {
+            Some(why) => Err(Error::new(ErrorKind::Unsupported, op, why).on(self.device())),
+            None => Ok(true),
+        }
     }
 
     /// Reads one packet into the batch without waiting; `Ok(false)` if none is queued.
-    fn take_one(&self, batch: &mut Batch) -> Result<bool> {
+    fn take_one(&self, batch: &mut Batch, vnet: bool) -> Result<bool> {
         let i = batch.count;
-        if !self.vnet() {
+        if !vnet {
             let off = batch.offset;
             return Ok(match self.read_now(&mut batch.bufs[i][off..])? {
                 Some(n) => {
@@ -181,7 +201,11 @@ impl Queue {
         timeout: Option<Duration>,
     ) -> Result<usize> {
         batch.clear();
-        let reserve = if self.vnet() { SPLIT_RESERVE } else { 1 };
+        if let Some(err) = batch.pending.take() {
+            return Err(err);
+        }
+        let vnet = self.batch_vnet("recv_batch")?;
+        let reserve = if vnet { SPLIT_RESERVE } else { 1 };
         if batch.capacity() < reserve {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
@@ -194,12 +218,22 @@ impl Queue {
             .on(self.device()));
         }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        while !self.take_one(batch)? {
+        while !self.take_one(batch, vnet)? {
             if !self.wait_readable(deadline)? {
                 return Ok(0);
             }
         }
-        while batch.count + reserve <= batch.capacity() && self.take_one(batch)? {}
+        // Packets already read are never lost to a later failure: that waits for the next call.
+        while batch.count + reserve <= batch.capacity() {
+            match self.take_one(batch, vnet) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(err) => {
+                    batch.pending = Some(err);
+                    break;
+                }
+            }
+        }
         Ok(batch.count)
     }
 
@@ -212,7 +246,7 @@ impl Queue {
     /// on an offload device consecutive segments of a flow are coalesced first). Returns the
     /// number of packets of the batch sent. The batch is left coalesced: clear it after.
     pub fn send_batch(&self, batch: &mut Batch) -> Result<usize> {
-        if !self.vnet() {
+        if !self.batch_vnet("send_batch")? {
             for i in 0..batch.count {
                 self.send(batch.packet(i))?;
             }

@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) offload: std::sync::atomic::AtomicU32,
     /// Set once the kernel refused a GSO write: later batches are split in userspace.
     pub(crate) gso_refused: AtomicBool,
+    /// The virtio-net header size (TUNGETVNETHDRSZ), kept current by `set_vnet_hdr_size`.
+    vnet_hdr_sz: std::sync::atomic::AtomicUsize,
     /// Keeps a namespace given by fd (`Device::from_fd`) reachable as `/proc/self/fd/N`.
     _netns: Option<OwnedFd>,
 }
@@ -85,6 +87,11 @@ impl Shared {
         self.control.stop();
         let _ = sys::eventfd_signal(self.wake.as_fd());
         Ok(())
+    }
+
+    /// The virtio-net header size in force (0 without `vnet_hdr`).
+    pub(crate) fn vnet_hdr_len(&self) -> usize {
+        self.vnet_hdr_sz.load(Ordering::Relaxed)
     }
 
     /// Whether the device's queues were attached with `flags`.
@@ -740,6 +747,12 @@ impl Device {
         netns: Option<OwnedFd>,
     ) -> Result<Device> {
         let name = link.name().to_string();
+        let vnet_len = match fds.first() {
+            Some(fd) if flags.contains(Flags::VNET_HDR) => {
+                sys::tun_get_vnet_hdr_sz(fd.as_fd()).map_or(10, |n| n.max(0) as usize)
+            }
+            _ => 0,
+        };
         let shared = Arc::new(Shared {
             wake: sys::eventfd().map_err(|e| Error::os("eventfd", e).on(&name))?,
             control: Control::new().map_err(|e| Error::os("eventfd", e).on(&name))?,
@@ -752,6 +765,7 @@ impl Device {
                 + usize::from(flags.contains(Flags::VNET_HDR)) * 10,
             offload: std::sync::atomic::AtomicU32::new(0),
             gso_refused: AtomicBool::new(false),
+            vnet_hdr_sz: std::sync::atomic::AtomicUsize::new(vnet_len),
             _netns: netns,
         });
         let queues = fds
@@ -945,6 +959,11 @@ impl Device {
             match self.set_offload(attempt) {
                 Ok(()) => {
                     self.shared.offload.store(attempt.bits(), Ordering::Release);
+                    if attempt.bits() & segmenting.bits() != 0 {
+                        // Super-packets of at most 64 segments: what a batch splits in one go.
+                        self.link()?
+                            .set_gso_max_segs(crate::offload::MAX_SEGMENTS as u32)?;
+                    }
                     return Ok(attempt);
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
@@ -967,7 +986,11 @@ impl Device {
 
     /// Sets the virtio-net header size (TUNSETVNETHDRSZ; at least 10).
     pub fn set_vnet_hdr_size(&self, size: i32) -> Result<()> {
-        self.ioctl("TUNSETVNETHDRSZ", |fd| sys::tun_set_vnet_hdr_sz(fd, size))
+        self.ioctl("TUNSETVNETHDRSZ", |fd| sys::tun_set_vnet_hdr_sz(fd, size))?;
+        self.shared
+            .vnet_hdr_sz
+            .store(size.max(0) as usize, Ordering::Relaxed);
+        Ok(())
     }
 
     /// A close-on-exec fd for the device's network namespace (TUNGETDEVNETNS; needs
@@ -1074,6 +1097,14 @@ impl Device {
     /// `Device` value: move it to its own thread; dropping it detaches it.
     pub fn attach_queue(&self) -> Result<Queue> {
         self.check_open("attach queue")?;
+        if self.shared.control.is_active() {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                "attach queue",
+                "the device is active: a new queue would have no reader; drop its Packets first",
+            )
+            .on(self.name()));
+        }
         if !self.shared.flags.contains(Flags::MULTI_QUEUE) {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -1125,15 +1156,18 @@ impl Device {
             )
             .on(self.name()));
         }
-        self.shared.control.set(mode);
-        Ok(())
+        self.shared
+            .control
+            .set(mode)
+            .map_err(|e| e.on_default(self.name()))
     }
 }
 
 impl Drop for Device {
     fn drop(&mut self) {
-        // Readers hold duplicates of the fds: stop them so the fds close with ours.
-        self.shared.control.stop();
+        // Readers hold duplicates of the fds: stop them and wait, so the fds close with ours
+        // and a non-persistent device is gone when this returns.
+        self.shared.control.stop_and_join();
     }
 }
 

@@ -796,6 +796,16 @@ impl Link {
             .map_err(|e| self.named(e))
     }
 
+    /// Sets the most segments the kernel puts in one GSO packet for this device
+    /// (`IFLA_GSO_MAX_SEGS`).
+    pub fn set_gso_max_segs(&self, segs: u32) -> Result<()> {
+        self.netlink
+            .set_link("set gso_max_segs", self.index, |m| {
+                m.attributes.push(LinkAttribute::GsoMaxSegs(segs))
+            })
+            .map_err(|e| self.named(e))
+    }
+
     /// Sets the carrier (`IFLA_CARRIER`; the tun driver implements it like TUNSETCARRIER).
     /// The kernel turns the carrier of a TUN/TAP device on only while some process has it
     /// open (a queue attached); otherwise this fails with [`ErrorKind::PermissionDenied`].

@@ -167,12 +167,16 @@ impl AsyncDevice {
 
 /// The largest packet a stream reads at once (a GSO packet with its headers).
 const STREAM_READ: usize = 65536 + 64;
+/// The chunk packets are carved from.
+const STREAM_CHUNK: usize = 4 * STREAM_READ;
 
 /// Packets of an [`AsyncDevice`] as a [`Stream`] (`Result<Bytes>`, one item per packet; the
 /// stream ends after the device closes) and a [`Sink`] (`Bytes`, one packet per item).
 ///
-/// Received packets are carved out of one growing buffer (`BytesMut`), so reading costs an
-/// allocation only when the previous buffer is still held by the consumer.
+/// Received packets are carved out of 256 KiB chunks: one allocation per chunk, not per
+/// packet. The stream ends when the device is destroyed by this process; a device deleted
+/// from outside is reported by [`AsyncDevice::recv`], not by the stream (a detached tun fd
+/// signals only an error readiness that tokio's poll-based read interest does not include).
 #[derive(Debug)]
 pub struct PacketStream {
     device: Arc<AsyncDevice>,
@@ -191,11 +195,11 @@ impl Stream for PacketStream {
         if this.ended {
             return Poll::Ready(None);
         }
-        // `buf` keeps STREAM_READ initialised bytes; each packet splits off its own length,
-        // so topping up costs the packet's size, and allocates only when the consumer still
-        // holds the previous buffer's packets.
+        // Packets are carved from a 256 KiB chunk; when less than one read's room is left, a
+        // fresh chunk replaces it (never grown in place, which would copy the stale tail):
+        // one allocation per chunk, shared by the packets cut from it.
         if this.buf.len() < STREAM_READ {
-            this.buf.resize(STREAM_READ, 0);
+            this.buf = BytesMut::zeroed(STREAM_CHUNK);
         }
         match this.device.queues[0].poll_recv(cx, &mut this.buf[..STREAM_READ]) {
             Poll::Pending => {

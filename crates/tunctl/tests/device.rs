@@ -555,10 +555,10 @@ fn timeouts_and_buffers_at_the_edges() {
 
 #[test]
 fn every_fd_a_device_opens_is_close_on_exec() {
-    let Some((t, _g)) = common::privileged_ns() else {
+    let Some((mut t, _g)) = common::privileged_ns() else {
         return;
     };
-    drop(_g);
+    t.release();
     let _x = common::exclusive();
     let before: Vec<String> = common::open_fds().into_iter().map(|(fd, _)| fd).collect();
     let dev = Device::builder()

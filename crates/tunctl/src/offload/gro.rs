@@ -5,7 +5,7 @@
 //! label, hop limit), TCP options and ACK; in-order sequence numbers; only ACK/PSH flags; all
 //! segments the size of the first but the last; at most 64 KiB.
 
-use super::checksum::pseudo_header_sum;
+use super::checksum::{checksum, pseudo_header_sum};
 use super::hdr::VirtioNetHdr;
 use super::{Ip, OffloadError, PROTO_TCP, PROTO_UDP};
 
@@ -13,6 +13,8 @@ const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
 /// Flows tracked per batch; past this, packets go out unmerged.
 const MAX_FLOWS: usize = 128;
+/// Segments per super-packet: the kernel's own GRO limit, and what a batch can split again.
+pub const MAX_SEGMENTS: usize = 64;
 /// IPv4 total length and IPv6 payload length are 16-bit.
 const MAX_LEN: usize = 65535;
 
@@ -78,8 +80,8 @@ fn parse(p: &[u8], udp: bool) -> Option<Seg> {
             let flags = p[l4 + 13];
             let payload = ip.total_len - l4 - thl;
             let seq = u32::from_be_bytes([p[l4 + 4], p[l4 + 5], p[l4 + 6], p[l4 + 7]]);
-            let simple_ip = ip.v6 || ip.header_len == 20;
-            let mergeable = simple_ip && payload > 0 && flags & !(TCP_ACK | TCP_PSH) == 0;
+            let mergeable =
+                mergeable_ip(p, &ip) && payload > 0 && flags & !(TCP_ACK | TCP_PSH) == 0;
             Some(Seg {
                 key,
                 ip,
@@ -97,8 +99,8 @@ fn parse(p: &[u8], udp: bool) -> Option<Seg> {
             let udp_len = usize::from(u16::from_be_bytes([p[l4 + 4], p[l4 + 5]]));
             let no_csum = p[l4 + 6] == 0 && p[l4 + 7] == 0;
             let payload = ip.total_len - l4 - 8;
-            let simple_ip = ip.v6 || ip.header_len == 20;
-            let mergeable = simple_ip && payload > 0 && udp_len == ip.total_len - l4 && !no_csum;
+            let mergeable =
+                mergeable_ip(p, &ip) && payload > 0 && udp_len == ip.total_len - l4 && !no_csum;
             Some(Seg {
                 key,
                 ip,
@@ -111,6 +113,22 @@ fn parse(p: &[u8], udp: bool) -> Option<Seg> {
         }
         _ => None,
     }
+}
+
+/// Whether a packet may take part in a merge at all: no trailing bytes past the IP length,
+/// no IPv4 options, DF set on IPv4 (without it the kernel would demand consecutive IDs), and a
+/// transport checksum that verifies (the merged packet's is recomputed by the kernel, so a
+/// corrupt segment must not slip in).
+fn mergeable_ip(p: &[u8], ip: &Ip) -> bool {
+    if p.len() != ip.total_len {
+        return false;
+    }
+    if !ip.v6 && (ip.header_len != 20 || p[6] & 0x40 == 0) {
+        return false;
+    }
+    let l4 = ip.header_len;
+    let pseudo = pseudo_header_sum(ip.addrs(p), ip.proto, ip.total_len - l4);
+    checksum(&p[l4..], u32::from(pseudo)) == 0xffff
 }
 
 /// Whether the IP headers of two packets of one flow agree where GRO requires it.
@@ -229,7 +247,7 @@ fn merge(
     seg: &Seg,
 ) -> bool {
     let (l4, thl) = (item.l4, item.l4_len);
-    if seg.l4_len != thl || seg.payload > item.gso_size {
+    if seg.l4_len != thl || seg.payload > item.gso_size || item.segs >= MAX_SEGMENTS {
         return false;
     }
     let new_len = *head_len + seg.payload;
@@ -301,8 +319,8 @@ fn finish(item: &Item, p: &mut [u8]) -> VirtioNetHdr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::offload::gso_split;
     use crate::offload::testpkt::{self, Flow, ACK};
+    use crate::offload::{checksum, gso_split};
 
     const OFF: usize = 12;
 
@@ -429,7 +447,24 @@ mod tests {
         other[28] ^= 1;
         ack.push(other);
         assert_eq!(gro(&ack, false).len(), 2);
-        // No more than 64 KiB in one super-packet.
+        // No more than 64 segments, and no more than 64 KiB, in one super-packet.
+        let many = tcp_run(f, 0, &[100; 70]);
+        assert_eq!(gro(&many, false).len(), 2);
+        // Trailing bytes past the IP length, a bad checksum, or no DF: not merged.
+        let mut padded = tcp_run(f, 0, &[100, 100]);
+        padded[1].extend_from_slice(&[0, 0]);
+        assert_eq!(gro(&padded, false).len(), 2);
+        let mut corrupt = tcp_run(f, 0, &[100, 100]);
+        corrupt[1][50] ^= 0xff;
+        assert_eq!(gro(&corrupt, false).len(), 2);
+        let mut no_df = tcp_run(f, 0, &[100, 100]);
+        for p in &mut no_df {
+            p[6] = 0;
+            p[10..12].fill(0);
+            let sum = !checksum(&p[..20], 0);
+            p[10..12].copy_from_slice(&sum.to_be_bytes());
+        }
+        assert_eq!(gro(&no_df, false).len(), 2);
         let big = tcp_run(f, 0, &[1400; 60]);
         let w = gro(&big, false);
         assert!(w.len() >= 2 && w.iter().all(|(_, p)| p.len() <= 65535));

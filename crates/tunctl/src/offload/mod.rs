@@ -13,7 +13,7 @@ mod gso;
 mod hdr;
 
 pub use checksum::{checksum, pseudo_header_sum};
-pub use gro::GroTable;
+pub use gro::{GroTable, MAX_SEGMENTS};
 pub use gso::gso_split;
 pub use hdr::{GsoType, VirtioNetHdr};
 

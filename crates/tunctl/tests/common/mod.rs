@@ -22,8 +22,14 @@ pub fn shared() -> RwLockReadGuard<'static, ()> {
 }
 
 /// An exclusive hold, for tests that compare fd counts or device lists before and after.
+///
+/// Once it is held, the test harness may still be printing the last result and starting the
+/// next test (which allocates and opens files before it blocks on this lock): a short pause
+/// lets that settle before anything is counted.
 pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
-    FD_LOCK.write().unwrap_or_else(|e| e.into_inner())
+    let guard = FD_LOCK.write().unwrap_or_else(|e| e.into_inner());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    guard
 }
 
 /// Whether the privileged tests can run: CAP_NET_ADMIN and CAP_SYS_ADMIN in the effective
@@ -53,12 +59,16 @@ pub fn privileged() -> bool {
 
 /// The usual start of a privileged test: the privilege gate, a shared hold on the fd lock,
 /// and a fresh namespace. `None` means "skip" (outside CI only).
-pub fn privileged_ns() -> Option<(TestNs, RwLockReadGuard<'static, ()>)> {
+/// The hold lives inside the `TestNs` and ends after its namespace is deleted, so a test
+/// that counts (fds, allocations, CPU) never sees another test's teardown.
+pub fn privileged_ns() -> Option<(TestNs, ())> {
     if !privileged() {
         return None;
     }
     let hold = shared();
-    Some((TestNs::new(), hold))
+    let mut t = TestNs::new();
+    t.hold = Some(hold);
+    Some((t, ()))
 }
 
 /// A unique name for this process and test: `t<pid>x<n><tag>`, at most 15 bytes so it can be
@@ -74,13 +84,24 @@ pub fn unique(tag: &str) -> String {
 pub struct TestNs {
     pub name: String,
     pub ns: Namespace,
+    /// A shared hold on the fd lock, released after the namespace is deleted.
+    hold: Option<RwLockReadGuard<'static, ()>>,
 }
 
 impl TestNs {
     pub fn new() -> TestNs {
         let name = format!("tunctl-test-{}", unique(""));
         let ns = Namespace::create(&name).expect("create test namespace");
-        TestNs { name, ns }
+        TestNs {
+            name,
+            ns,
+            hold: None,
+        }
+    }
+
+    /// Gives up the shared hold, for a test about to take the exclusive one.
+    pub fn release(&mut self) {
+        self.hold = None;
     }
 }
 
