@@ -473,9 +473,8 @@ struct Reader {
 impl Reader {
     fn run(self) {
         let control = &self.shared.control;
-        loop {
-            // 1. A buffer (the owner may hold them all: wait, checking for stop).
-            let Some(mut buf) = self.buffer() else { break };
+        // 1. A buffer (the owner may hold them all: wait, checking for stop).
+        while let Some(mut buf) = self.buffer() {
             // 2. Wait for a packet, holding nothing.
             match self.wait_readable() {
                 Ok(true) => {}
