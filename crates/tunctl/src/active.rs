@@ -496,7 +496,7 @@ impl Reader {
                 }
                 Turn::Go => {}
             }
-            match sys::read_packet(self.fd.as_fd(), &mut buf) {
+            match sys::read_packet_nowait(self.fd.as_fd(), &mut buf) {
                 Ok((len, false)) => {
                     let packet = Packet {
                         buf,

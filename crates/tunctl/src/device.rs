@@ -57,6 +57,12 @@ impl Shared {
 
     /// See [`Device::destroy`].
     pub(crate) fn destroy(&self) -> Result<()> {
+        self.destroy_with(|| {})
+    }
+
+    /// [`destroy`](Shared::destroy), running `first` once the device is marked as being
+    /// destroyed (so readers it wakes report Closed) and before the link is deleted.
+    pub(crate) fn destroy_with(&self, first: impl FnOnce()) -> Result<()> {
         self.check_open("destroy")?;
         if self.destroying.swap(true, Ordering::AcqRel) {
             return Err(Error::new(
@@ -66,6 +72,7 @@ impl Shared {
             )
             .on(&self.name));
         }
+        first();
         // A reader woken by the kernel's detach sees `destroying` and reports Closed, not Gone.
         match self.link.delete() {
             Ok(()) => {}
@@ -87,6 +94,14 @@ impl Shared {
         self.control.stop();
         let _ = sys::eventfd_signal(self.wake.as_fd());
         Ok(())
+    }
+
+    /// A path naming the namespace the link handle configures.
+    fn netns_path(&self) -> String {
+        match self.link.netlink().namespace().file() {
+            Some(path) => path.display().to_string(),
+            None => "/proc/thread-self/ns/net".to_string(),
+        }
     }
 
     /// The virtio-net header size in force (0 without `vnet_hdr`).
@@ -175,6 +190,15 @@ impl Queue {
 
     /// One non-blocking read: `Ok(None)` when no packet is queued.
     pub(crate) fn read_now(&self, buf: &mut [u8]) -> Result<Option<usize>> {
+        self.read_with(buf, sys::read_packet_nowait)
+    }
+
+    /// One read with `read`: `Ok(None)` when it would block.
+    fn read_with(
+        &self,
+        buf: &mut [u8],
+        read: fn(BorrowedFd<'_>, &mut [u8]) -> std::io::Result<(usize, bool)>,
+    ) -> Result<Option<usize>> {
         self.shared.check_open("recv")?;
         if buf.len() < self.shared.min_read {
             return Err(Error::new(
@@ -197,7 +221,7 @@ impl Queue {
             .on(&self.shared.name));
         }
         loop {
-            return match sys::read_packet(self.fd.as_fd(), buf) {
+            return match read(self.fd.as_fd(), buf) {
                 Ok((n, false)) => Ok(Some(n)),
                 Ok((n, true)) => Err(Error::new(
                     ErrorKind::Truncated,
@@ -221,7 +245,7 @@ impl Queue {
         }
         self.shared.check_open("send")?;
         loop {
-            return match sys::write(self.fd.as_fd(), packet) {
+            return match sys::write_nowait(self.fd.as_fd(), packet) {
                 Ok(n) => Ok(Some(n)),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -236,8 +260,15 @@ impl Queue {
     }
 
     fn recv_until(&self, buf: &mut [u8], deadline: Option<Instant>) -> Result<Option<usize>> {
+        // No deadline: one blocking `readv`, woken by the kernel if the device is destroyed
+        // (an adopted non-blocking fd falls back to poll below).
+        let read = if deadline.is_none() {
+            sys::read_packet
+        } else {
+            sys::read_packet_nowait
+        };
         loop {
-            if let Some(n) = self.read_now(buf)? {
+            if let Some(n) = self.read_with(buf, read)? {
                 return Ok(Some(n));
             }
             if !self.wait(Interest::Read, deadline, "recv")? {
@@ -700,7 +731,7 @@ impl Device {
                 err
             }
         })?;
-        sys::make_cloexec_nonblocking(fd.as_fd()).map_err(|e| Error::os("fcntl", e).on(&kname))?;
+        sys::set_cloexec(fd.as_fd()).map_err(|e| Error::os("fcntl", e).on(&kname))?;
         // Configure the device where it lives: its namespace fd, kept open and reachable by
         // path when it is not ours (entering it needs CAP_SYS_ADMIN; ours needs nothing).
         let (netlink, netns) = match sys::tun_get_dev_netns(fd.as_fd()) {
@@ -1075,7 +1106,21 @@ impl Device {
         // Clear persist first: should RTM_DELLINK be refused (no CAP_NET_ADMIN, as for a
         // device owned by this user), the device still goes away with its last fd.
         let _ = sys::tun_set_persist(self.fd(), false);
-        self.shared.destroy()
+        // Moved to another namespace since? Delete it where it is now, so the kernel detaches
+        // (and wakes) every reader blocked on it.
+        self.shared.destroy_with(|| {
+            if let (Ok(nsfd), Ok((name, _))) = (
+                sys::tun_get_dev_netns(self.fd()),
+                sys::tun_get_iff(self.fd()),
+            ) {
+                let path = format!("/proc/self/fd/{}", nsfd.as_raw_fd());
+                if !same_file(&path, &self.shared.netns_path()) {
+                    if let Ok(link) = Link::by_name(&Namespace::path(path), &name) {
+                        let _ = link.delete();
+                    }
+                }
+            }
+        })
     }
 
     /// A duplicate of the eventfd that becomes readable when the device is destroyed.

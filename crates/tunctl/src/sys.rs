@@ -73,16 +73,12 @@ fn ioctl_ptr<T>(fd: BorrowedFd<'_>, request: libc::Ioctl, arg: &mut T) -> io::Re
     cvt(unsafe { libc::ioctl(fd.as_raw_fd(), request, arg as *mut T) })
 }
 
-/// `open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK)`. The file is bound to the calling
-/// thread's network namespace.
+/// `open("/dev/net/tun", O_RDWR | O_CLOEXEC)`. The file is bound to the calling thread's
+/// network namespace. It is blocking: a blocking receive is one `readv(2)`, and the calls
+/// that must not wait use `RWF_NOWAIT` ([`read_packet_nowait`], [`write_nowait`]).
 pub fn open_tun() -> io::Result<OwnedFd> {
     // SAFETY: a valid NUL-terminated path; the returned fd is owned by us alone.
-    let fd = cvt(unsafe {
-        libc::open(
-            c"/dev/net/tun".as_ptr(),
-            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
-        )
-    })?;
+    let fd = cvt(unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
     // SAFETY: `fd` was just returned by open and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -203,8 +199,23 @@ pub fn tun_get_dev_netns(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 }
 
 /// `readv` into `buf` plus one spare byte: returns the length read and whether the packet was
-/// longer than `buf` (the tun driver copies what fits and drops the rest of a packet).
+/// longer than `buf` (the tun driver copies what fits and drops the rest of a packet). Waits
+/// if the fd is blocking and no packet is queued.
 pub fn read_packet(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    read_packet_flags(fd, buf, None)
+}
+
+/// Like [`read_packet`], never waiting: `preadv2(RWF_NOWAIT)` (EAGAIN when nothing is queued),
+/// whatever the fd's blocking mode.
+pub fn read_packet_nowait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    read_packet_flags(fd, buf, Some(libc::RWF_NOWAIT))
+}
+
+fn read_packet_flags(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    flags: Option<libc::c_int>,
+) -> io::Result<(usize, bool)> {
     let mut spare = [0u8; 1];
     let iov = [
         libc::iovec {
@@ -217,14 +228,23 @@ pub fn read_packet(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, boo
         },
     ];
     // SAFETY: both iovecs point at live, writable buffers of the stated lengths.
-    let n = cvt_size(unsafe { libc::readv(fd.as_raw_fd(), iov.as_ptr(), 2) })?;
+    let n = cvt_size(unsafe {
+        match flags {
+            None => libc::readv(fd.as_raw_fd(), iov.as_ptr(), 2),
+            Some(f) => libc::preadv2(fd.as_raw_fd(), iov.as_ptr(), 2, -1, f),
+        }
+    })?;
     Ok((n.min(buf.len()), n > buf.len()))
 }
 
-/// `write(2)`: one call is one packet for a tun fd.
-pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is a live readable buffer of `buf.len()` bytes.
-    cvt_size(unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) })
+/// `pwritev2(RWF_NOWAIT)`: one packet, never waiting (EAGAIN if the device cannot take it).
+pub fn write_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    let iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: the iovec points at a live buffer the kernel only reads.
+    cvt_size(unsafe { libc::pwritev2(fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) })
 }
 
 /// Readiness a [`poll2`] call waits for on the first fd.
@@ -301,25 +321,13 @@ pub fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
     cvt_size(unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) }).map(drop)
 }
 
-/// Sets FD_CLOEXEC and O_NONBLOCK on an fd adopted from elsewhere (O_NONBLOCK is a property
-/// of the open file, so other holders of the same file see it too).
-pub fn make_cloexec_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: F_GETFD/F_SETFD/F_GETFL/F_SETFL take and return plain integers.
-    unsafe {
-        let fd_flags = cvt(libc::fcntl(fd.as_raw_fd(), libc::F_GETFD))?;
-        cvt(libc::fcntl(
-            fd.as_raw_fd(),
-            libc::F_SETFD,
-            fd_flags | libc::FD_CLOEXEC,
-        ))?;
-        let fl = cvt(libc::fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
-        cvt(libc::fcntl(
-            fd.as_raw_fd(),
-            libc::F_SETFL,
-            fl | libc::O_NONBLOCK,
-        ))?;
-    }
-    Ok(())
+/// Sets FD_CLOEXEC on an fd adopted from elsewhere. Its blocking mode is left alone (it is a
+/// property of the open file, shared with its other holders); every call copes with both.
+pub fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFD/F_SETFD take and return plain integers.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags | libc::FD_CLOEXEC) }).map(drop)
 }
 
 /// `fcntl(F_GETFD)`: whether the fd has FD_CLOEXEC set.
