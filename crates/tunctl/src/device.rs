@@ -15,6 +15,9 @@ use crate::netlink::{Address, Link, LinkInfo, Netlink};
 use crate::netns::Namespace;
 use crate::sys::{self, Interest, Ready};
 
+/// A packet read: blocking or `RWF_NOWAIT`.
+type ReadFn = fn(BorrowedFd<'_>, &mut [u8]) -> std::io::Result<(usize, bool)>;
+
 /// The most queues the kernel gives one multi-queue device (`MAX_TAP_QUEUES`).
 pub const MAX_QUEUES: usize = 256;
 
@@ -194,11 +197,7 @@ impl Queue {
     }
 
     /// One read with `read`: `Ok(None)` when it would block.
-    fn read_with(
-        &self,
-        buf: &mut [u8],
-        read: fn(BorrowedFd<'_>, &mut [u8]) -> std::io::Result<(usize, bool)>,
-    ) -> Result<Option<usize>> {
+    fn read_with(&self, buf: &mut [u8], read: ReadFn) -> Result<Option<usize>> {
         self.shared.check_open("recv")?;
         if buf.len() < self.shared.min_read {
             return Err(Error::new(
