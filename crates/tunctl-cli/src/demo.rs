@@ -86,13 +86,13 @@ struct Counters {
     errors: AtomicU64,
 }
 
-/// Moves packets from one device to the other until `stop` is set or a device closes.
-/// Bounded in time: every wait is at most 100 ms before `stop` is checked again.
-fn forward(from: &Device, to: &Device, stop: &AtomicBool, counters: &Counters) {
+/// Moves packets from one device to the other until a device is destroyed: a blocking
+/// `recv` (one `readv` per packet) that `destroy` wakes with `ErrorKind::Closed`.
+fn forward(from: &Device, to: &Device, counters: &Counters) {
     let mut buf = vec![0u8; 65536];
-    while !stop.load(Ordering::Relaxed) {
-        match from.recv_timeout(&mut buf, Duration::from_millis(100)) {
-            Ok(Some(n)) => match to.send(&buf[..n]) {
+    loop {
+        match from.recv(&mut buf) {
+            Ok(n) => match to.send(&buf[..n]) {
                 Ok(_) => {
                     counters.packets.fetch_add(1, Ordering::Relaxed);
                     counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -102,7 +102,6 @@ fn forward(from: &Device, to: &Device, stop: &AtomicBool, counters: &Counters) {
                     counters.errors.fetch_add(1, Ordering::Relaxed);
                 }
             },
-            Ok(None) => {}
             Err(e) if e.kind() == ErrorKind::Truncated => {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
             }
@@ -303,24 +302,23 @@ pub fn run(args: DemoArgs) -> Result<(), Error> {
         dev_b.name()
     );
 
-    let stop = AtomicBool::new(false);
     let (a_to_b, b_to_a) = (Counters::default(), Counters::default());
     let traffic = std::thread::scope(|scope| {
-        scope.spawn(|| forward(&dev_a, &dev_b, &stop, &a_to_b));
-        scope.spawn(|| forward(&dev_b, &dev_a, &stop, &b_to_a));
-        // Stops the forwarders however this closure ends, a panic included.
-        struct StopOnDrop<'a>(&'a AtomicBool);
-        impl Drop for StopOnDrop<'_> {
+        scope.spawn(|| forward(&dev_a, &dev_b, &a_to_b));
+        scope.spawn(|| forward(&dev_b, &dev_a, &b_to_a));
+        // Destroying the devices ends the forwarders, however this closure ends (a panic
+        // included), so the scope always finishes.
+        struct DestroyOnDrop<'a>(&'a Device, &'a Device);
+        impl Drop for DestroyOnDrop<'_> {
             fn drop(&mut self) {
-                self.0.store(true, Ordering::Relaxed);
+                let _ = self.0.destroy();
+                let _ = self.1.destroy();
             }
         }
-        let _stop = StopOnDrop(&stop);
+        let _destroy = DestroyOnDrop(&dev_a, &dev_b);
         ping(ns_a, ADDR_B, args.pings)
             .and_then(|rtts| tcp_stream(ns_a, ns_b, ADDR_B, args.seconds).map(|tcp| (rtts, tcp)))
     });
-    dev_a.destroy()?;
-    dev_b.destroy()?;
     let (rtts, (tcp_bytes, tcp_time)) = traffic?;
 
     let replies: Vec<Duration> = rtts.iter().flatten().copied().collect();
