@@ -251,13 +251,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether a failure is a lack of privilege that the helper may overcome.
+fn unprivileged(err: &Error) -> bool {
+    err.kind() == ErrorKind::PermissionDenied && tunctl::helper::find().is_some()
+}
+
+/// The helper's view of a `--netns` argument: own, or a name under /run/netns.
+fn helper_ns(ns: &Option<Namespace>) -> Result<tunctl::helper::Netns, Error> {
+    match ns {
+        None => Ok(tunctl::helper::Netns::Own),
+        Some(Namespace::Named(n)) => Ok(tunctl::helper::Netns::Named(n.clone())),
+        Some(other) => Err(Error::from_kind(
+            ErrorKind::InvalidInput,
+            "tunctl-helper",
+            format!(
+                "without privilege only named namespaces work, not {}",
+                other.describe()
+            ),
+        )),
+    }
+}
+
 fn run(command: Command) -> Result<(), Error> {
     match command {
         Command::Add(args) => add(args),
-        Command::Del { name, ns } => {
-            let link = tun_link(&ns.ns(), &name)?;
-            link.delete()
-        }
+        Command::Del { name, ns } => match tun_link(&ns.ns(), &name).and_then(|link| link.delete())
+        {
+            Err(e) if unprivileged(&e) => {
+                let mut req = tunctl::helper::Request::new(tunctl::helper::Op::Delete, &name);
+                req.netns = helper_ns(&ns.netns)?;
+                tunctl::helper::run(&req)
+            }
+            other => other,
+        },
         Command::List { ns, json } => {
             let netlink = tunctl::Netlink::open_in(&ns.ns())?;
             let links = netlink.tun_links()?;
@@ -425,7 +451,47 @@ fn configure(link: &Link, config: &ConfigArgs, del: &[Cidr]) -> Result<(), Error
     Ok(())
 }
 
+/// `add` through the privileged helper: the device is created for (and owned by) the caller.
+fn add_via_helper(args: &AddArgs) -> Result<(), Error> {
+    use tunctl::helper::{Op, Request};
+    if args.config.owner.is_some()
+        || args.config.group.is_some()
+        || args.config.mac.is_some()
+        || args.config.txqueuelen.is_some()
+        || args.config.broadcast.is_some()
+    {
+        return Err(Error::from_kind(
+            ErrorKind::PermissionDenied,
+            "tunctl-helper",
+            "without privilege --owner, --group, --mac, --txqueuelen and --broadcast are not available (the helper makes you the owner)",
+        ));
+    }
+    let kind = if args.tun { Kind::Tun } else { Kind::Tap };
+    let default = if kind == Kind::Tun { "tun%d" } else { "tap%d" };
+    let mut req = Request::new(Op::Create, args.name.as_deref().unwrap_or(default));
+    req.kind = kind;
+    req.pi = args.pi;
+    req.vnet_hdr = args.vnet_hdr;
+    req.multi_queue = args.multi_queue;
+    req.persist = true;
+    req.netns = helper_ns(&args.ns.netns)?;
+    req.addrs = args.config.addr.clone();
+    req.peer = args.config.peer;
+    req.mtu = args.config.mtu;
+    req.up = args.up;
+    let dev = tunctl::helper::create(&req)?;
+    out(format_args!("{}", dev.name()));
+    Ok(())
+}
+
 fn add(args: AddArgs) -> Result<(), Error> {
+    match add_privileged(&args) {
+        Err(e) if unprivileged(&e) => add_via_helper(&args),
+        other => other,
+    }
+}
+
+fn add_privileged(args: &AddArgs) -> Result<(), Error> {
     let (owner, group) = resolve_ids(&args.config)?;
     let ns = args.ns.ns();
     // Whether the device exists decides what a failure may undo: only what we created.
@@ -449,7 +515,7 @@ fn add(args: AddArgs) -> Result<(), Error> {
     if args.multi_queue {
         builder = builder.multi_queue(1);
     }
-    let dev = builder.create()?;
+    let dev = builder.helper(false).create()?;
     let result = (|| {
         validate(dev.link()?, &args.config, &[])?;
         // Owner and group go before persist: a device must never be left persistent with
@@ -478,6 +544,34 @@ fn add(args: AddArgs) -> Result<(), Error> {
 }
 
 fn set(args: SetArgs) -> Result<(), Error> {
+    match set_privileged(&args) {
+        Err(e) if unprivileged(&e) => {
+            use tunctl::helper::{Op, Request};
+            let c = &args.config;
+            if c.owner.is_some()
+                || c.group.is_some()
+                || c.mac.is_some()
+                || c.txqueuelen.is_some()
+                || c.broadcast.is_some()
+                || args.carrier.is_some()
+            {
+                return Err(e);
+            }
+            let mut req = Request::new(Op::Set, &args.name);
+            req.netns = helper_ns(&args.ns.netns)?;
+            req.addrs = c.addr.clone();
+            req.del_addrs = args.del_addr.clone();
+            req.peer = c.peer;
+            req.mtu = c.mtu;
+            req.up = args.up;
+            req.down = args.down;
+            tunctl::helper::run(&req)
+        }
+        other => other,
+    }
+}
+
+fn set_privileged(args: &SetArgs) -> Result<(), Error> {
     let (owner, group) = resolve_ids(&args.config)?;
     let ns = args.ns.ns();
     let link = tun_link(&ns, &args.name)?;

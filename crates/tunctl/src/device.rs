@@ -386,6 +386,7 @@ pub struct Builder {
     offload: Offload,
     exclusive: bool,
     namespace: Namespace,
+    helper: bool,
 }
 
 impl Default for Builder {
@@ -401,6 +402,7 @@ impl Default for Builder {
             offload: Offload::empty(),
             exclusive: false,
             namespace: Namespace::Current,
+            helper: true,
         }
     }
 }
@@ -481,6 +483,13 @@ impl Builder {
         self
     }
 
+    /// Whether to fall back to the privileged helper ([`crate::helper`]) when TUNSETIFF is
+    /// refused for lack of privilege (default: yes, if one is installed).
+    pub fn helper(mut self, on: bool) -> Builder {
+        self.helper = on;
+        self
+    }
+
     /// The TUNSETIFF flags these options ask for.
     pub fn flags(&self) -> Flags {
         let mut flags = self.kind.flag();
@@ -509,7 +518,48 @@ impl Builder {
     /// the kernel: [`ErrorKind::Busy`] (in use, or exists with `exclusive`),
     /// [`ErrorKind::PermissionDenied`] (needs CAP_NET_ADMIN or ownership).
     pub fn create(self) -> Result<Device> {
-        self.build(Mode::Create)
+        match self.clone().build(Mode::Create) {
+            Err(e)
+                if self.helper
+                    && e.kind() == ErrorKind::PermissionDenied
+                    && crate::helper::find().is_some() =>
+            {
+                self.via_helper()
+            }
+            other => other,
+        }
+    }
+
+    /// Creates the device through the privileged helper.
+    fn via_helper(&self) -> Result<Device> {
+        use crate::helper::{Netns, Op, Request};
+        let mut req = Request::new(
+            Op::Create,
+            self.name.as_deref().unwrap_or(if self.kind == Kind::Tun {
+                "tun%d"
+            } else {
+                "tap%d"
+            }),
+        );
+        req.kind = self.kind;
+        req.pi = self.packet_info;
+        req.vnet_hdr = self.vnet_hdr;
+        req.multi_queue = self.multi_queue;
+        req.netns = match &self.namespace {
+            Namespace::Current => Netns::Own,
+            Namespace::Named(n) => Netns::Named(n.clone()),
+            Namespace::Path(p) => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    "tunctl-helper",
+                    format!(
+                        "the helper takes named namespaces only, not {}",
+                        p.display()
+                    ),
+                ))
+            }
+        };
+        crate::helper::create(&req)
     }
 
     /// Attaches to an existing device (typically persistent) with these flags. Fails with
@@ -768,6 +818,35 @@ impl Device {
         }
         let link = Link::from_index(netlink, info.index, kname);
         Device::assemble(vec![fd], link, flags, netns)
+    }
+
+    /// Assembles a device from what the privileged helper sent: the tun fd and a netlink
+    /// socket opened in the device's namespace.
+    pub(crate) fn from_helper(
+        fd: OwnedFd,
+        socket: netlink_sys::Socket,
+        name: String,
+        index: u32,
+        ns: Namespace,
+    ) -> Result<Device> {
+        let (_, raw) =
+            sys::tun_get_iff(fd.as_fd()).map_err(|e| Error::os("TUNGETIFF", e).on(&name))?;
+        let netlink = Netlink::from_socket(socket, ns);
+        let mut flags = Flags::from_bits_retain(raw) & ATTACH_FLAGS;
+        if netlink
+            .link_by_index(index)
+            .ok()
+            .and_then(|i| i.tun)
+            .is_some_and(|t| !t.pi)
+        {
+            flags |= Flags::NO_PI;
+        }
+        Device::assemble(
+            vec![fd],
+            Link::from_index(netlink, index, name),
+            flags,
+            None,
+        )
     }
 
     fn assemble(

@@ -42,6 +42,7 @@ mod batch;
 mod device;
 mod error;
 mod flags;
+pub mod helper;
 mod name;
 mod netlink;
 mod netns;

@@ -7,6 +7,7 @@
 //! without moving the process.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Mutex;
 
 use netlink_packet_core::{
@@ -128,6 +129,25 @@ impl Netlink {
     /// Opens an rtnetlink socket inside `ns` (on a helper thread; see [`Namespace::run`]).
     pub fn open_in(ns: &Namespace) -> Result<Netlink> {
         ns.run(|| Netlink::open_here(ns.clone()))?
+    }
+
+    /// Wraps a socket opened elsewhere (by the privileged helper) in `ns`.
+    pub(crate) fn from_socket(socket: Socket, ns: Namespace) -> Netlink {
+        let _ = socket.set_ext_ack(true);
+        let _ = socket.set_cap_ack(true);
+        Netlink {
+            inner: Mutex::new(Conn { socket, seq: 0 }),
+            namespace: ns,
+        }
+    }
+
+    /// A duplicate of the socket's fd (close-on-exec), to hand to another process.
+    pub fn socket_fd(&self) -> Result<OwnedFd> {
+        let conn = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        conn.socket
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::os("dup", e))
     }
 
     /// Opens the socket on the calling thread, which must already be in `ns`.

@@ -456,3 +456,274 @@ pub fn register_async<T: AsRawFd>(
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(inner, interest) }
         .map_err(io::Error::from)
 }
+
+/// A connected pair of close-on-exec `SOCK_SEQPACKET` Unix sockets (message boundaries kept).
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two fds socketpair writes.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: both fds are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sends one message with `fds` attached (SCM_RIGHTS).
+pub fn send_with_fds(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    let raw: Vec<libc::c_int> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let payload = std::mem::size_of_val(raw.as_slice());
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
+    let mut cmsg_buf = vec![0u8; space.max(1)];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid; fields are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !raw.is_empty() {
+        msg.msg_control = cmsg_buf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: msg_control points at `space` bytes, enough for one header and the fds.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(payload as u32) as _;
+            std::ptr::copy_nonoverlapping(
+                raw.as_ptr().cast::<u8>(),
+                libc::CMSG_DATA(cmsg),
+                payload,
+            );
+        }
+    }
+    // SAFETY: `msg` describes live buffers.
+    cvt_size(unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })
+}
+
+/// Receives one message into `buf` with up to `max_fds` attached fds (made close-on-exec).
+/// Returns the length, whether the message was truncated, and the fds.
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    max_fds: usize,
+) -> io::Result<(usize, bool, Vec<OwnedFd>)> {
+    let payload = max_fds * std::mem::size_of::<libc::c_int>();
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
+    let mut cmsg_buf = vec![0u8; space.max(1)];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid; fields are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if max_fds > 0 {
+        msg.msg_control = cmsg_buf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+    }
+    // SAFETY: `msg` describes live, writable buffers.
+    let n = cvt_size(unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) })?;
+    let mut fds = Vec::new();
+    // SAFETY: walking the control messages the kernel wrote into `cmsg_buf`.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let len = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let count = len / std::mem::size_of::<libc::c_int>();
+                let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    let truncated = msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
+    Ok((n, truncated, fds))
+}
+
+/// The uid, gid and pid of the peer of a Unix socket (SO_PEERCRED).
+pub fn peer_credentials(sock: BorrowedFd<'_>) -> io::Result<(u32, u32, i32)> {
+    // SAFETY: a zeroed ucred is a valid out-parameter of the stated size.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writing.
+    cvt(unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((cred.uid, cred.gid, cred.pid))
+}
+
+/// Whether fd is a `SOCK_SEQPACKET` socket.
+pub fn is_seqpacket(fd: BorrowedFd<'_>) -> bool {
+    let mut ty: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `ty` and `len` are valid for writing.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut ty as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    rc == 0 && ty == libc::SOCK_SEQPACKET
+}
+
+/// Takes ownership of standard input (fd 0): the helper's request socket.
+pub fn take_stdin() -> OwnedFd {
+    // SAFETY: fd 0 is open for the life of the process; taking it makes us its only owner
+    // (nothing else in the helper reads standard input).
+    unsafe { OwnedFd::from_raw_fd(0) }
+}
+
+/// Closes every fd from `first` up (`close_range(2)`), falling back to a loop.
+pub fn close_from(first: u32) {
+    // SAFETY: closing fds we do not use; nothing in this process holds them yet.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
+    if rc != 0 {
+        for fd in first..1024 {
+            // SAFETY: as above.
+            unsafe { libc::close(fd as libc::c_int) };
+        }
+    }
+}
+
+/// Real and effective uid, real gid, and supplementary groups of this process.
+pub fn ids() -> (u32, u32, u32, Vec<u32>) {
+    // SAFETY: these never fail.
+    let (uid, euid, gid) = unsafe { (libc::getuid(), libc::geteuid(), libc::getgid()) };
+    let mut groups = vec![0 as libc::gid_t; 256];
+    // SAFETY: `groups` has room for 256 gids.
+    let n = unsafe { libc::getgroups(groups.len() as libc::c_int, groups.as_mut_ptr()) };
+    groups.truncate(n.max(0) as usize);
+    (uid, euid, gid, groups)
+}
+
+/// The name of a uid from the user database (`getpwuid_r`).
+pub fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: zeroed passwd is a valid out-parameter.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the stated sizes.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name points into `buf`, NUL-terminated.
+    Some(
+        unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+/// `open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)` of a network namespace file, checked to be
+/// one (`fstatfs` reports nsfs): no symlink, no other kind of file.
+pub fn open_netns_file(path: &Path) -> io::Result<OwnedFd> {
+    let c = cpath(path)?;
+    // SAFETY: valid C string; fresh fd.
+    let fd = cvt(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+        )
+    })?;
+    // SAFETY: fresh fd owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: a zeroed statfs is a valid out-parameter.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is valid for writing.
+    cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) })?;
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    if st.f_type as i64 != NSFS_MAGIC {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    Ok(fd)
+}
+
+/// For a setuid-root helper: become the real user, keeping only CAP_NET_ADMIN and
+/// CAP_SYS_ADMIN (permitted and effective), before reading any request.
+pub fn drop_to_net_admin(uid: u32, gid: u32) -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const CAP_V3: u32 = 0x2008_0522;
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    let keep: u32 = (1 << CAP_NET_ADMIN) | (1 << CAP_SYS_ADMIN);
+    // SAFETY: plain syscalls with valid arguments.
+    unsafe {
+        cvt(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0))?;
+        cvt(libc::setresgid(gid, gid, gid))?;
+        cvt(libc::setresuid(uid, uid, uid))?;
+        let mut hdr = Header {
+            version: CAP_V3,
+            pid: 0,
+        };
+        let data = [
+            Data {
+                effective: keep,
+                permitted: keep,
+                inheritable: 0,
+            },
+            Data {
+                effective: 0,
+                permitted: 0,
+                inheritable: 0,
+            },
+        ];
+        if libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        cvt(libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0))?;
+    }
+    Ok(())
+}
+
+/// Wraps an fd received from elsewhere (the privileged helper) as a netlink socket.
+pub fn netlink_socket_from(fd: OwnedFd) -> netlink_sys::Socket {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: ownership of the fd moves into the socket, which closes it on drop.
+    unsafe { <netlink_sys::Socket as FromRawFd>::from_raw_fd(fd.into_raw_fd()) }
+}

@@ -99,6 +99,15 @@ impl TestNs {
         }
     }
 
+    /// Takes charge of a namespace created elsewhere: deleted on drop.
+    pub fn adopt(name: String, ns: Namespace) -> TestNs {
+        TestNs {
+            name,
+            ns,
+            hold: None,
+        }
+    }
+
     /// Gives up the shared hold, for a test about to take the exclusive one.
     pub fn release(&mut self) {
         self.hold = None;

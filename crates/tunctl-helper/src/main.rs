@@ -1,0 +1,13 @@
+//! `tunctl-helper`: creates and configures TUN/TAP devices for unprivileged users, as
+//! `/etc/tunctl/helper.toml` allows, and hands the device's fd back over SCM_RIGHTS.
+//!
+//! Not run by hand: the tunctl library spawns it with a request socket on standard input.
+//! Install it with file capabilities (`setcap cap_net_admin,cap_sys_admin+ep`), or setuid
+//! root (it then keeps only those two capabilities and becomes the calling user before it
+//! reads anything). It reads no environment variable and closes every fd it did not expect.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    ExitCode::from(tunctl::helper::server::serve().clamp(0, 255) as u8)
+}

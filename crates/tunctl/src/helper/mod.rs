@@ -1,0 +1,511 @@
+//! Unprivileged use through `tunctl-helper`, a small privileged program that creates and
+//! configures devices on behalf of users a policy names, and hands over the device's fd.
+//!
+//! The client ([`create`], [`run`]) spawns the helper on a Unix socket pair (the helper's
+//! standard input), sends one [`Request`], and receives one [`Reply`] with, for a creation,
+//! two fds over SCM_RIGHTS: the tun queue and an rtnetlink socket opened in the device's
+//! namespace (so the device can be inspected there without entering it). The helper is found
+//! through `TUNCTL_HELPER`, else next to the running program, else in
+//! `/usr/local/libexec/tunctl/` or `/usr/libexec/tunctl/`.
+//!
+//! The wire format is lines of ASCII, `key value`, at most [`MAX_REQUEST`] bytes, starting
+//! with `tunctl-helper 1` and ending with `end`; [`Request::parse`] is strict (unknown or
+//! repeated keys, bad values, truncation are errors) and fuzzed.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use crate::addr::Cidr;
+use crate::device::Device;
+use crate::error::{Error, ErrorKind, Result};
+use crate::flags::Kind;
+use crate::name;
+use crate::netns::Namespace;
+use crate::sys;
+
+#[cfg(feature = "helper-server")]
+pub mod server;
+
+/// The largest request or reply, in bytes.
+pub const MAX_REQUEST: usize = 4096;
+/// The first line of every request.
+pub const PROTOCOL: &str = "tunctl-helper 1";
+/// At most this many addresses in one request.
+pub const MAX_ADDRESSES: usize = 16;
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Create a device (never attach to an existing one), owned by the caller.
+    Create,
+    /// Change a device the helper created for the caller.
+    Set,
+    /// Delete a device the helper created for the caller.
+    Delete,
+}
+
+/// Where the device lives: the caller's own namespace, or a named one (`/run/netns/NAME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Netns {
+    /// The caller's namespace (which the helper, its child, shares).
+    Own,
+    /// `/run/netns/NAME`.
+    Named(String),
+}
+
+/// One request to the helper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// What to do.
+    pub op: Op,
+    /// Device name, or a template such as `tun%d` for [`Op::Create`].
+    pub name: String,
+    /// tun or tap (create only).
+    pub kind: Kind,
+    /// Keep the packet-information header.
+    pub pi: bool,
+    /// `IFF_VNET_HDR`.
+    pub vnet_hdr: bool,
+    /// `IFF_MULTI_QUEUE`.
+    pub multi_queue: bool,
+    /// Keep the device after the caller's fd closes.
+    pub persist: bool,
+    /// The namespace.
+    pub netns: Netns,
+    /// Addresses to add.
+    pub addrs: Vec<Cidr>,
+    /// Addresses to remove (set only).
+    pub del_addrs: Vec<Cidr>,
+    /// Point-to-point peer.
+    pub peer: Option<IpAddr>,
+    /// MTU.
+    pub mtu: Option<u32>,
+    /// Bring the device up.
+    pub up: bool,
+    /// Bring the device down (set only).
+    pub down: bool,
+}
+
+impl Request {
+    /// A request of `op` for `name`, everything else at its default (tun, no flags, the
+    /// caller's namespace, no configuration).
+    pub fn new(op: Op, name: &str) -> Request {
+        Request {
+            op,
+            name: name.to_string(),
+            kind: Kind::Tun,
+            pi: false,
+            vnet_hdr: false,
+            multi_queue: false,
+            persist: false,
+            netns: Netns::Own,
+            addrs: Vec::new(),
+            del_addrs: Vec::new(),
+            peer: None,
+            mtu: None,
+            up: false,
+            down: false,
+        }
+    }
+
+    /// The request on the wire.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        let b = |v: bool| u8::from(v);
+        let _ = writeln!(s, "{PROTOCOL}");
+        let op = match self.op {
+            Op::Create => "create",
+            Op::Set => "set",
+            Op::Delete => "delete",
+        };
+        let _ = writeln!(s, "op {op}\nname {}\nkind {}", self.name, self.kind);
+        let _ = writeln!(
+            s,
+            "pi {}\nvnet_hdr {}\nmulti_queue {}\npersist {}",
+            b(self.pi),
+            b(self.vnet_hdr),
+            b(self.multi_queue),
+            b(self.persist)
+        );
+        match &self.netns {
+            Netns::Own => s.push_str("netns own\n"),
+            Netns::Named(n) => {
+                let _ = writeln!(s, "netns {n}");
+            }
+        }
+        for a in &self.addrs {
+            let _ = writeln!(s, "addr {a}");
+        }
+        for a in &self.del_addrs {
+            let _ = writeln!(s, "del_addr {a}");
+        }
+        if let Some(p) = self.peer {
+            let _ = writeln!(s, "peer {p}");
+        }
+        if let Some(m) = self.mtu {
+            let _ = writeln!(s, "mtu {m}");
+        }
+        let _ = writeln!(s, "up {}\ndown {}\nend", b(self.up), b(self.down));
+        s
+    }
+
+    /// Parses a request. Every deviation is an [`ErrorKind::InvalidInput`] error naming it:
+    /// oversized, not ASCII, missing header or `end`, unknown or repeated key, bad value,
+    /// invalid interface or namespace name, too many addresses.
+    pub fn parse(bytes: &[u8]) -> Result<Request> {
+        let bad = |why: String| Error::new(ErrorKind::InvalidInput, "helper request", why);
+        if bytes.len() > MAX_REQUEST {
+            return Err(bad(format!(
+                "{} bytes, more than {MAX_REQUEST}",
+                bytes.len()
+            )));
+        }
+        let text = std::str::from_utf8(bytes)
+            .ok()
+            .filter(|t| t.is_ascii())
+            .ok_or_else(|| bad("not ASCII text".into()))?;
+        let mut lines = text.lines();
+        if lines.next() != Some(PROTOCOL) {
+            return Err(bad(format!("does not start with {PROTOCOL:?}")));
+        }
+        let mut req = Request::new(Op::Create, "");
+        let mut seen: Vec<&str> = Vec::new();
+        let mut ended = false;
+        for line in lines {
+            if ended {
+                return Err(bad("text after end".into()));
+            }
+            if line == "end" {
+                ended = true;
+                continue;
+            }
+            let (key, value) = line
+                .split_once(' ')
+                .ok_or_else(|| bad(format!("line {line:?} is not \"key value\"")))?;
+            if key != "addr" && key != "del_addr" {
+                if seen.contains(&key) {
+                    return Err(bad(format!("{key} given twice")));
+                }
+                seen.push(key);
+            }
+            let flag = || match value {
+                "0" => Ok(false),
+                "1" => Ok(true),
+                _ => Err(bad(format!("{key} must be 0 or 1, not {value:?}"))),
+            };
+            match key {
+                "op" => {
+                    req.op = match value {
+                        "create" => Op::Create,
+                        "set" => Op::Set,
+                        "delete" => Op::Delete,
+                        _ => return Err(bad(format!("unknown op {value:?}"))),
+                    }
+                }
+                "name" => req.name = value.to_string(),
+                "kind" => {
+                    req.kind = match value {
+                        "tun" => Kind::Tun,
+                        "tap" => Kind::Tap,
+                        _ => return Err(bad(format!("kind must be tun or tap, not {value:?}"))),
+                    }
+                }
+                "pi" => req.pi = flag()?,
+                "vnet_hdr" => req.vnet_hdr = flag()?,
+                "multi_queue" => req.multi_queue = flag()?,
+                "persist" => req.persist = flag()?,
+                "up" => req.up = flag()?,
+                "down" => req.down = flag()?,
+                "netns" => {
+                    req.netns = if value == "own" {
+                        Netns::Own
+                    } else {
+                        Namespace::named(value).map_err(|e| bad(e.to_string()))?;
+                        Netns::Named(value.to_string())
+                    }
+                }
+                "addr" | "del_addr" => {
+                    let cidr: Cidr = value.parse().map_err(|e: Error| bad(e.to_string()))?;
+                    let list = if key == "addr" {
+                        &mut req.addrs
+                    } else {
+                        &mut req.del_addrs
+                    };
+                    if list.len() == MAX_ADDRESSES {
+                        return Err(bad(format!("more than {MAX_ADDRESSES} addresses")));
+                    }
+                    list.push(cidr);
+                }
+                "peer" => {
+                    req.peer = Some(crate::addr::parse_ip(value).map_err(|e| bad(e.to_string()))?)
+                }
+                "mtu" => {
+                    req.mtu = Some(
+                        value
+                            .parse()
+                            .map_err(|_| bad(format!("mtu {value:?} is not a number")))?,
+                    )
+                }
+                _ => return Err(bad(format!("unknown key {key:?}"))),
+            }
+        }
+        if !ended {
+            return Err(bad("truncated: no end line".into()));
+        }
+        if !seen.contains(&"op") || !seen.contains(&"name") {
+            return Err(bad("op and name are required".into()));
+        }
+        name::validate(&req.name, req.op == Op::Create).map_err(|e| bad(e.to_string()))?;
+        Ok(req)
+    }
+}
+
+/// The helper's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Done; for a creation, the kernel's name and the interface index.
+    Ok {
+        /// The device name.
+        name: String,
+        /// The interface index (0 when not a creation).
+        index: u32,
+    },
+    /// The policy refused; the reason.
+    Denied(String),
+    /// The kernel refused, or the request could not be read; the reason.
+    Error(String),
+}
+
+impl Reply {
+    /// The reply on the wire.
+    pub fn encode(&self) -> String {
+        match self {
+            Reply::Ok { name, index } => format!("ok {name} {index}\n"),
+            Reply::Denied(why) => format!("denied {why}\n"),
+            Reply::Error(why) => format!("error {why}\n"),
+        }
+    }
+
+    /// Parses a reply.
+    pub fn parse(bytes: &[u8]) -> Result<Reply> {
+        let bad = || {
+            Error::new(
+                ErrorKind::InvalidInput,
+                "helper reply",
+                "malformed reply from tunctl-helper",
+            )
+        };
+        let text = std::str::from_utf8(bytes).map_err(|_| bad())?.trim_end();
+        let (word, rest) = text.split_once(' ').unwrap_or((text, ""));
+        match word {
+            "ok" => {
+                let mut parts = rest.split(' ');
+                let name = parts
+                    .next()
+                    .filter(|n| !n.is_empty())
+                    .ok_or_else(bad)?
+                    .to_string();
+                let index = parts.next().and_then(|i| i.parse().ok()).ok_or_else(bad)?;
+                Ok(Reply::Ok { name, index })
+            }
+            "denied" => Ok(Reply::Denied(rest.to_string())),
+            "error" => Ok(Reply::Error(rest.to_string())),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Where the helper is: `TUNCTL_HELPER`, else `tunctl-helper` next to the running program,
+/// else `/usr/local/libexec/tunctl/tunctl-helper`, else `/usr/libexec/tunctl/tunctl-helper`.
+pub fn find() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("TUNCTL_HELPER") {
+        return Some(PathBuf::from(path));
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("tunctl-helper")));
+    beside
+        .into_iter()
+        .chain(
+            [
+                "/usr/local/libexec/tunctl/tunctl-helper",
+                "/usr/libexec/tunctl/tunctl-helper",
+            ]
+            .map(PathBuf::from),
+        )
+        .find(|p| p.is_file())
+}
+
+/// Sends `request` to a freshly spawned helper and returns its reply and fds.
+pub fn call(request: &Request) -> Result<(Reply, Vec<OwnedFd>)> {
+    exchange(request.encode().as_bytes())
+}
+
+/// Sends raw bytes as the request (for tests and tools that probe the helper) and returns
+/// its reply and fds.
+pub fn exchange(request: &[u8]) -> Result<(Reply, Vec<OwnedFd>)> {
+    let helper = find().ok_or_else(|| {
+        Error::new(
+            ErrorKind::NotFound,
+            "tunctl-helper",
+            "no helper installed (set TUNCTL_HELPER, or install it beside this program)",
+        )
+    })?;
+    let (ours, theirs) = sys::seqpacket_pair().map_err(|e| Error::os("socketpair", e))?;
+    let mut child = Command::new(&helper)
+        .stdin(Stdio::from(theirs))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .env_clear()
+        .spawn()
+        .map_err(|e| Error::os(format!("run {}", helper.display()), e))?;
+    let sent = sys::send_with_fds(ours.as_fd(), request, &[]);
+    let mut buf = vec![0u8; MAX_REQUEST];
+    let received = sent.and_then(|_| sys::recv_with_fds(ours.as_fd(), &mut buf, 2));
+    let _ = child.wait();
+    let (n, _, fds) = received.map_err(|e| Error::os("tunctl-helper", e))?;
+    if n == 0 {
+        return Err(Error::new(
+            ErrorKind::Os,
+            "tunctl-helper",
+            "the helper exited without answering (not installed with its capabilities?)",
+        ));
+    }
+    Ok((Reply::parse(&buf[..n])?, fds))
+}
+
+fn refused(request: &Request, reply: Reply) -> Error {
+    let (kind, why) = match reply {
+        Reply::Denied(why) => (
+            ErrorKind::PermissionDenied,
+            format!("denied by policy: {why}"),
+        ),
+        Reply::Error(why) => (ErrorKind::Os, why),
+        Reply::Ok { .. } => (ErrorKind::Os, "unexpected reply".to_string()),
+    };
+    Error::new(kind, "tunctl-helper", why).on(&request.name)
+}
+
+/// Creates a device through the helper: the [`Device`] behaves like one created directly
+/// (reads, writes, ioctls on the fd; inspection over the namespace's netlink socket).
+pub fn create(request: &Request) -> Result<Device> {
+    if request.op != Op::Create {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "tunctl-helper",
+            "create needs a create request",
+        ));
+    }
+    let (reply, mut fds) = call(request)?;
+    let Reply::Ok { name, index } = reply else {
+        return Err(refused(request, reply));
+    };
+    if fds.len() != 2 {
+        return Err(Error::new(
+            ErrorKind::Os,
+            "tunctl-helper",
+            "the helper sent no device fd",
+        )
+        .on(&name));
+    }
+    let netlink = fds.pop().map(sys::netlink_socket_from);
+    let tun = fds.pop();
+    let ns = match &request.netns {
+        Netns::Own => Namespace::Current,
+        Netns::Named(n) => Namespace::Named(n.clone()),
+    };
+    match (tun, netlink) {
+        (Some(tun), Some(netlink)) => Device::from_helper(tun, netlink, name, index, ns),
+        _ => Err(Error::new(
+            ErrorKind::Os,
+            "tunctl-helper",
+            "the helper sent no device fd",
+        )),
+    }
+}
+
+/// Runs a set or delete request through the helper.
+pub fn run(request: &Request) -> Result<()> {
+    match call(request)?.0 {
+        Reply::Ok { .. } => Ok(()),
+        other => Err(refused(request, other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let mut r = Request::new(Op::Create, "lab%d");
+        r.kind = Kind::Tap;
+        r.netns = Netns::Named("lab1".into());
+        r.addrs = vec![
+            "10.88.0.1/24".parse().unwrap(),
+            "fd00:88::1/64".parse().unwrap(),
+        ];
+        r.peer = Some("10.88.0.2".parse().unwrap());
+        r.mtu = Some(1400);
+        r.up = true;
+        r.persist = true;
+        assert_eq!(Request::parse(r.encode().as_bytes()).unwrap(), r);
+        for reply in [
+            Reply::Ok {
+                name: "lab0".into(),
+                index: 7,
+            },
+            Reply::Denied("no".into()),
+            Reply::Error("x y".into()),
+        ] {
+            assert_eq!(Reply::parse(reply.encode().as_bytes()).unwrap(), reply);
+        }
+    }
+
+    #[test]
+    fn malformed_requests_are_refused() {
+        let good = Request::new(Op::Create, "tun%d").encode();
+        let cases: Vec<(&str, String)> = vec![
+            ("empty", String::new()),
+            ("no header", good.replacen(PROTOCOL, "tunctl-helper 2", 1)),
+            ("truncated", good.replace("end\n", "")),
+            ("after end", format!("{good}op create\n")),
+            ("unknown key", good.replace("end\n", "owner 0\nend\n")),
+            ("repeated", good.replace("end\n", "mtu 1\nmtu 2\nend\n")),
+            ("bad flag", good.replace("pi 0", "pi yes")),
+            ("bad kind", good.replace("kind tun", "kind tan")),
+            (
+                "traversal",
+                good.replace("netns own", "netns ../../proc/1/ns/net"),
+            ),
+            ("path", good.replace("netns own", "netns /proc/1/ns/net")),
+            (
+                "long name",
+                good.replace("name tun%d", "name abcdefghijklmnop"),
+            ),
+            ("slash name", good.replace("name tun%d", "name a/b")),
+            ("bad addr", good.replace("end\n", "addr 10.0.0.1/33\nend\n")),
+            ("no colon", good.replace("end\n", "garbage\nend\n")),
+            ("oversized", format!("{good}{}", "x".repeat(MAX_REQUEST))),
+            ("binary", format!("{good}\u{e9}")),
+            (
+                "too many",
+                good.replace(
+                    "end\n",
+                    &format!("{}end\n", "addr 10.0.0.1/32\n".repeat(MAX_ADDRESSES + 1)),
+                ),
+            ),
+        ];
+        for (what, text) in cases {
+            assert_eq!(
+                Request::parse(text.as_bytes()).unwrap_err().kind(),
+                ErrorKind::InvalidInput,
+                "{what}"
+            );
+        }
+        assert!(Request::parse(good.as_bytes()).is_ok());
+    }
+}
