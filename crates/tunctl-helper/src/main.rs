@@ -4,7 +4,8 @@
 //! Not run by hand: the tunctl library spawns it with a request socket on standard input.
 //! Install it with file capabilities (`setcap cap_net_admin,cap_sys_admin+ep`), or setuid
 //! root (it then keeps only those two capabilities and becomes the calling user before it
-//! reads anything). It reads no environment variable and closes every fd it did not expect.
+//! reads anything). It takes no setting from its environment and closes every fd it did not
+//! expect. See README.md, "Unprivileged use".
 
 use std::process::ExitCode;
 

@@ -228,8 +228,13 @@ fn unprivileged_user_adds_configures_and_deletes_through_the_helper() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ht0");
     assert!(
-        text(&out).contains("allowed by rule 1 -> ht0"),
-        "one log line per decision: {}",
+        text(&out).contains("allowed by rule 1"),
+        "the decision is logged: {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("done -> ht0"),
+        "and its outcome: {}",
         text(&out)
     );
     let link = ip_link(Some(&t.name), "ht0").expect("created in the namespace");
@@ -368,6 +373,19 @@ fn every_refusal_creates_nothing() {
                 &t.name,
                 "--addr",
                 "192.0.2.1/24",
+            ],
+            "outside the allowed ranges",
+        ),
+        (
+            "prefix hijacking routes",
+            vec![
+                "add",
+                "ht%d",
+                "--tun",
+                "--netns",
+                &t.name,
+                "--addr",
+                "10.88.0.1/5",
             ],
             "outside the allowed ranges",
         ),

@@ -509,6 +509,8 @@ pub struct LinkInfo {
     pub link_kind: Option<String>,
     /// The TUN/TAP attributes, for TUN/TAP devices.
     pub tun: Option<TunInfo>,
+    /// The interface alias (`IFLA_IFALIAS`), if set.
+    pub alias: Option<String>,
 }
 
 /// Names of the `IFF_*` interface flags, in the order `ip link` prints them.
@@ -543,6 +545,7 @@ impl LinkInfo {
             operstate: String::from("UNKNOWN"),
             link_kind: None,
             tun: None,
+            alias: None,
         };
         for attr in &msg.attributes {
             match attr {
@@ -557,6 +560,7 @@ impl LinkInfo {
                     }
                 }
                 LinkAttribute::Carrier(c) => info.carrier = Some(*c != 0),
+                LinkAttribute::IfAlias(a) => info.alias = Some(a.clone()),
                 LinkAttribute::OperState(s) => info.operstate = s.to_string().to_uppercase(),
                 LinkAttribute::LinkInfo(infos) => {
                     for item in infos {
@@ -812,6 +816,15 @@ impl Link {
         self.netlink
             .set_link("set txqueuelen", self.index, |m| {
                 m.attributes.push(LinkAttribute::TxQueueLen(len))
+            })
+            .map_err(|e| self.named(e))
+    }
+
+    /// Sets the interface alias (`IFLA_IFALIAS`; changing it needs CAP_NET_ADMIN).
+    pub fn set_alias(&self, alias: &str) -> Result<()> {
+        self.netlink
+            .set_link("set alias", self.index, |m| {
+                m.attributes.push(LinkAttribute::IfAlias(alias.to_string()))
             })
             .map_err(|e| self.named(e))
     }

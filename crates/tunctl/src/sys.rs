@@ -599,16 +599,49 @@ pub fn take_stdin() -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(0) }
 }
 
-/// Closes every fd from `first` up (`close_range(2)`), falling back to a loop.
+/// Closes every fd from `first` up (`close_range(2)`; before Linux 5.9, each fd listed in
+/// `/proc/self/fd`).
 pub fn close_from(first: u32) {
     // SAFETY: closing fds we do not use; nothing in this process holds them yet.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
     if rc != 0 {
-        for fd in first..1024 {
-            // SAFETY: as above.
-            unsafe { libc::close(fd as libc::c_int) };
+        let fds: Vec<libc::c_int> = std::fs::read_dir("/proc/self/fd")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for fd in fds.into_iter().filter(|fd| *fd >= first as libc::c_int) {
+            // SAFETY: as above (the directory's own fd is closed already: EBADF, harmless).
+            unsafe { libc::close(fd) };
         }
     }
+}
+
+/// Sets a receive timeout on a socket (SO_RCVTIMEO).
+pub fn set_recv_timeout(sock: BorrowedFd<'_>, secs: i64) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: secs as libc::time_t,
+        tv_usec: 0,
+    };
+    // SAFETY: `tv` is a valid timeval of the stated size.
+    cvt(unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Whether this process runs in "secure" mode (setuid, setgid or file capabilities:
+/// `getauxval(AT_SECURE)`), where the environment must not choose what it runs.
+pub fn secure_mode() -> bool {
+    // SAFETY: getauxval only reads the auxiliary vector.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
 /// Real and effective uid, real gid, and supplementary groups of this process.

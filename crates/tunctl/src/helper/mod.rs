@@ -259,6 +259,28 @@ impl Request {
             return Err(bad("op and name are required".into()));
         }
         name::validate(&req.name, req.op == Op::Create).map_err(|e| bad(e.to_string()))?;
+        // Names reach logs and administrators' terminals: letters, digits, `.`, `_`, `-` (and
+        // the template's `%d`) only.
+        if let Some(c) = req
+            .name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '%')))
+        {
+            return Err(bad(format!(
+                "name {:?} contains {c:?}; use letters, digits, '.', '_', '-'",
+                req.name
+            )));
+        }
+        if let Netns::Named(n) = &req.netns {
+            if let Some(c) = n
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+            {
+                return Err(bad(format!(
+                    "namespace {n:?} contains {c:?}; use letters, digits, '.', '_', '-'"
+                )));
+            }
+        }
         Ok(req)
     }
 }
@@ -320,12 +342,17 @@ impl Reply {
 
 /// Where the helper is: `TUNCTL_HELPER`, else `tunctl-helper` next to the running program,
 /// else `/usr/local/libexec/tunctl/tunctl-helper`, else `/usr/libexec/tunctl/tunctl-helper`.
+///
+/// A program that itself runs setuid, setgid or with file capabilities ignores
+/// `TUNCTL_HELPER` and its own directory: its caller must not choose what it runs.
 pub fn find() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("TUNCTL_HELPER") {
+    let secure = sys::secure_mode();
+    if let Some(path) = std::env::var_os("TUNCTL_HELPER").filter(|_| !secure) {
         return Some(PathBuf::from(path));
     }
     let beside = std::env::current_exe()
         .ok()
+        .filter(|_| !secure)
         .and_then(|exe| exe.parent().map(|d| d.join("tunctl-helper")));
     beside
         .into_iter()

@@ -78,6 +78,18 @@ fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
+/// Whether the whole network of `c` (address and prefix: what the kernel routes to the
+/// device) lies inside `net`.
+fn contains_net(net: &Cidr, c: &Cidr) -> bool {
+    c.prefix() >= net.prefix() && contains(net, c.addr())
+}
+
+/// The alias that marks a device the helper created for `uid` (changing an alias needs
+/// CAP_NET_ADMIN, so a device's holder cannot forge or remove it).
+fn tag(uid: u32) -> String {
+    format!("tunctl-helper uid={uid}")
+}
+
 fn contains(net: &Cidr, addr: IpAddr) -> bool {
     // Both as 128-bit numbers, IPv4 in the top 32 bits, so one mask serves both families.
     let bits = |a: IpAddr| -> u128 {
@@ -335,15 +347,31 @@ impl Rule {
                 }
             }
         }
-        let addrs = req
-            .addrs
-            .iter()
-            .chain(&req.del_addrs)
-            .map(|c| c.addr())
-            .chain(req.peer);
-        for a in addrs {
-            if !self.addresses.iter().any(|net| contains(net, a)) {
-                return Err(format!("address {a} is outside the allowed ranges"));
+        // Each address's whole network (the route the kernel installs for it) must lie in an
+        // allowed range: 10.88.0.1/5 would route 8.0.0.0/5 to the device.
+        for c in req.addrs.iter().chain(&req.del_addrs) {
+            if !self.addresses.iter().any(|net| contains_net(net, c)) {
+                return Err(format!("address {c} is outside the allowed ranges"));
+            }
+        }
+        if let Some(peer) = req.peer {
+            // The peer pairs with the request's address of its family, whose prefix it takes.
+            let Some(local) = req
+                .addrs
+                .iter()
+                .find(|c| c.addr().is_ipv4() == peer.is_ipv4())
+            else {
+                return Err(format!(
+                    "peer {peer} needs an address of its family in the same request"
+                ));
+            };
+            let peer_net = Cidr::new(peer, local.prefix()).map_err(|e| e.to_string())?;
+            if !self
+                .addresses
+                .iter()
+                .any(|net| contains_net(net, &peer_net))
+            {
+                return Err(format!("peer {peer_net} is outside the allowed ranges"));
             }
         }
         if let Some(mtu) = req.mtu {
@@ -402,6 +430,20 @@ fn configure(link: &Link, req: &Request) -> crate::Result<()> {
     Ok(())
 }
 
+/// The devices in a namespace that the helper created for `uid`.
+fn count_tagged(netlink: &Netlink, uid: u32) -> Result<usize, String> {
+    let want = tag(uid);
+    netlink
+        .tun_links()
+        .map(|links| {
+            links
+                .iter()
+                .filter(|l| l.alias.as_deref() == Some(want.as_str()))
+                .count()
+        })
+        .map_err(|e| e.to_string())
+}
+
 /// Carries out an allowed request.
 fn execute(caller: &Caller, policy: &Policy, rule: usize, req: &Request) -> (Reply, Vec<OwnedFd>) {
     let err = |e: String| (Reply::Error(e), Vec::new());
@@ -415,7 +457,9 @@ fn execute(caller: &Caller, policy: &Policy, rule: usize, req: &Request) -> (Rep
             Err(e) => return err(e.to_string()),
         };
         match link.info() {
-            Ok(info) if info.tun.as_ref().and_then(|t| t.owner) == Some(caller.uid) => {}
+            Ok(info)
+                if info.tun.is_some()
+                    && info.alias.as_deref() == Some(tag(caller.uid).as_str()) => {}
             Ok(_) => {
                 return (
                     Reply::Denied(format!(
@@ -467,6 +511,16 @@ fn execute(caller: &Caller, policy: &Policy, rule: usize, req: &Request) -> (Rep
             ));
         }
         dev.set_owner(caller.uid).map_err(|e| e.to_string())?;
+        let link = dev.link().map_err(|e| e.to_string())?;
+        link.set_alias(&tag(caller.uid))
+            .map_err(|e| e.to_string())?;
+        // Helpers running side by side may each have seen room for one more: count again.
+        if let Some(max) = policy.rules.get(rule).and_then(|r| r.max_devices) {
+            let mine = count_tagged(link.netlink(), caller.uid)?;
+            if mine > max {
+                return Err(format!("{mine} devices with this one, the limit is {max}"));
+            }
+        }
         if req.persist {
             dev.set_persist(true).map_err(|e| e.to_string())?;
         }
@@ -519,6 +573,15 @@ pub fn serve() -> i32 {
         eprintln!("tunctl-helper: standard input is not a request socket; this program is run by the tunctl library");
         return 2;
     }
+    // In a user namespace the caller controls, ids, the policy file and /run/netns could all
+    // be the caller's: run only in the initial one.
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    if uid_map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"] {
+        let denial = Reply::Denied("tunctl-helper runs only in the initial user namespace".into());
+        let _ = sys::send_with_fds(sock.as_fd(), denial.encode().as_bytes(), &[]);
+        return 1;
+    }
+    let _ = sys::set_recv_timeout(sock.as_fd(), 5);
     let (uid, euid, gid, mut groups) = sys::ids();
     groups.push(gid);
     let caller = Caller {
@@ -530,8 +593,15 @@ pub fn serve() -> i32 {
         let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
         let _ = sys::send_with_fds(sock.as_fd(), reply.encode().as_bytes(), &borrowed);
     };
+    // Never panics (a closed stderr is no reason to stop); attacker-chosen text is escaped.
     let log = |what: &str, verdict: &str| {
-        eprintln!("tunctl-helper: {} {what}: {verdict}", caller.describe())
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "tunctl-helper: {} {what}: {}",
+            caller.describe(),
+            verdict.escape_debug()
+        );
     };
     match sys::peer_credentials(sock.as_fd()) {
         Ok((peer_uid, _, _)) if peer_uid == uid => {}
@@ -571,12 +641,18 @@ pub fn serve() -> i32 {
         }
     };
     let what = format!(
-        "{:?} name={} kind={} netns={} addrs={:?}",
+        "{:?} name={:?} kind={} netns={:?} addrs={:?} del_addrs={:?} peer={:?} mtu={:?} up={} down={} persist={}",
         req.op,
         req.name,
         req.kind,
         ns_label(&req.netns),
-        req.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+        req.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        req.del_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        req.peer,
+        req.mtu,
+        req.up,
+        req.down,
+        req.persist
     );
     let policy = match Policy::load(Path::new(POLICY_PATH)) {
         Ok(p) => p,
@@ -588,15 +664,7 @@ pub fn serve() -> i32 {
     };
     let owned = |ns: &Netns| -> Result<usize, String> {
         let (ns, _keep) = open_ns(ns)?;
-        Netlink::open_in(&ns)
-            .and_then(|n| n.tun_links())
-            .map(|links| {
-                links
-                    .iter()
-                    .filter(|l| l.tun.as_ref().and_then(|t| t.owner) == Some(uid))
-                    .count()
-            })
-            .map_err(|e| e.to_string())
+        count_tagged(&Netlink::open_in(&ns).map_err(|e| e.to_string())?, uid)
     };
     let rule = match policy.decide(&caller, &req, &owned) {
         Ok(rule) => rule,
@@ -606,14 +674,13 @@ pub fn serve() -> i32 {
             return 1;
         }
     };
+    // The decision is logged before anything is done.
+    log(&what, &format!("allowed by rule {}", rule + 1));
     let (reply, fds) = execute(&caller, &policy, rule, &req);
     match &reply {
-        Reply::Ok { name, .. } => log(&what, &format!("allowed by rule {} -> {name}", rule + 1)),
+        Reply::Ok { name, .. } => log(&what, &format!("done -> {name}")),
         Reply::Denied(why) => log(&what, &format!("denied: {why}")),
-        Reply::Error(why) => log(
-            &what,
-            &format!("allowed by rule {}, failed: {why}", rule + 1),
-        ),
+        Reply::Error(why) => log(&what, &format!("failed: {why}")),
     }
     answer(reply.clone(), &fds);
     i32::from(!matches!(reply, Reply::Ok { .. }))
@@ -681,55 +748,57 @@ mod tests {
             .unwrap_err()
             .contains("no rule"));
         let deny = |r: &Request| p.decide(&caller("alice", 1001), r, &none).unwrap_err();
-        assert!(deny(&Request {
-            name: "eth%d".into(),
-            ..req.clone()
-        })
-        .contains("name"));
-        assert!(deny(&Request {
-            kind: Kind::Tap,
-            ..req.clone()
-        })
-        .contains("kind"));
-        assert!(deny(&Request {
-            netns: Netns::Named("prod".into()),
-            ..req.clone()
-        })
-        .contains("namespace"));
-        assert!(deny(&Request {
-            addrs: vec!["192.0.2.1/24".parse().unwrap()],
-            ..req.clone()
-        })
-        .contains("address"));
-        assert!(deny(&Request {
-            peer: Some("10.99.0.1".parse().unwrap()),
-            ..req.clone()
-        })
-        .contains("address"));
-        assert!(deny(&Request {
-            mtu: Some(576),
-            ..req.clone()
-        })
-        .contains("MTU"));
-        assert!(deny(&Request {
-            vnet_hdr: true,
-            ..req.clone()
-        })
-        .contains("vnet_hdr"));
+        let with = |f: &dyn Fn(&mut Request)| {
+            let mut r = req.clone();
+            f(&mut r);
+            r
+        };
+        assert!(deny(&with(&|r| r.name = "eth%d".into())).contains("name"));
+        assert!(deny(&with(&|r| r.kind = Kind::Tap)).contains("kind"));
+        assert!(deny(&with(&|r| r.netns = Netns::Named("prod".into()))).contains("namespace"));
+        assert!(
+            deny(&with(&|r| r.addrs = vec!["192.0.2.1/24".parse().unwrap()])).contains("outside")
+        );
+        assert!(deny(&with(&|r| r.peer = Some("10.99.0.1".parse().unwrap()))).contains("outside"));
+        assert!(deny(&with(&|r| {
+            r.peer = Some("10.88.0.2".parse().unwrap());
+            r.addrs.clear();
+        }))
+        .contains("needs an address"));
+        assert!(deny(&with(&|r| r.mtu = Some(576))).contains("MTU"));
+        assert!(deny(&with(&|r| r.vnet_hdr = true)).contains("vnet_hdr"));
         assert!(p
             .decide(&caller("alice", 1001), &req, &|_| Ok(2))
             .unwrap_err()
             .contains("limit is 2"));
         assert!(p
-            .decide(
-                &caller("alice", 1001),
-                &Request {
-                    persist: true,
-                    ..req.clone()
-                },
-                &none
-            )
+            .decide(&caller("alice", 1001), &with(&|r| r.persist = true), &none)
             .is_ok());
+        // A prefix shorter than the allowed range's would route outside it to the device.
+        for hijack in [
+            "10.88.0.1/5",
+            "10.88.0.1/15",
+            "10.88.0.1/0",
+            "fd00:88::1/8",
+            "fd00:88::1/31",
+        ] {
+            assert!(
+                deny(&with(&|r| r.addrs = vec![hijack.parse().unwrap()])).contains("outside"),
+                "{hijack}"
+            );
+        }
+        for fine in [
+            "10.88.0.1/16",
+            "10.88.7.1/32",
+            "fd00:88::1/64",
+            "fd00:88::1/32",
+        ] {
+            let r = with(&|r| r.addrs = vec![fine.parse().unwrap()]);
+            assert!(
+                p.decide(&caller("alice", 1001), &r, &none).is_ok(),
+                "{fine}"
+            );
+        }
     }
 
     #[test]
