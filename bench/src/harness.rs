@@ -120,15 +120,9 @@ fn setup(contender: &str) -> Result<Topology, String> {
 }
 
 fn p2p(link: &Link, local: Ipv4Addr, peer: Ipv4Addr) -> Result<(), String> {
-    link.add(&Address {
-        index: link.index(),
-        addr: local.into(),
-        prefix: 32,
-        peer: Some(peer.into()),
-        broadcast: None,
-    })
-    .and_then(|_| link.up())
-    .map_err(|e| e.to_string())
+    link.add(&Address::point_to_point(local.into(), peer.into()))
+        .and_then(|_| link.up())
+        .map_err(|e| e.to_string())
 }
 
 fn run_ok(cmd: &mut Command) -> Result<(), String> {

@@ -260,13 +260,8 @@ fn tcp_stream(
 }
 
 fn add_p2p(dev: &Device, local: Ipv4Addr, peer: Ipv4Addr) -> Result<(), Error> {
-    dev.link()?.add(&Address {
-        index: dev.index(),
-        addr: local.into(),
-        prefix: 32,
-        peer: Some(peer.into()),
-        broadcast: None,
-    })?;
+    dev.link()?
+        .add(&Address::point_to_point(local.into(), peer.into()))?;
     dev.up()
 }
 

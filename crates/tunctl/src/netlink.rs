@@ -635,6 +635,18 @@ impl Address {
         }
     }
 
+    /// A point-to-point address: `local` as a host address (/32 or /128) paired with `peer`
+    /// (what `ip addr add LOCAL peer PEER` makes, and what the seed's `dstaddr` meant).
+    pub fn point_to_point(local: IpAddr, peer: IpAddr) -> Address {
+        Address {
+            index: 0,
+            addr: local,
+            prefix: if local.is_ipv4() { 32 } else { 128 },
+            peer: Some(peer),
+            broadcast: None,
+        }
+    }
+
     /// The local address with its prefix.
     pub fn cidr(&self) -> Cidr {
         Cidr::new(self.addr, self.prefix).unwrap_or_else(|_| Cidr::host_default(self.addr))

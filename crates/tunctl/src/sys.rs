@@ -558,6 +558,7 @@ pub fn recv_with_fds(
 }
 
 /// The uid, gid and pid of the peer of a Unix socket (SO_PEERCRED).
+#[cfg(feature = "helper-server")]
 pub fn peer_credentials(sock: BorrowedFd<'_>) -> io::Result<(u32, u32, i32)> {
     // SAFETY: a zeroed ucred is a valid out-parameter of the stated size.
     let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
@@ -576,6 +577,7 @@ pub fn peer_credentials(sock: BorrowedFd<'_>) -> io::Result<(u32, u32, i32)> {
 }
 
 /// Whether fd is a `SOCK_SEQPACKET` socket.
+#[cfg(feature = "helper-server")]
 pub fn is_seqpacket(fd: BorrowedFd<'_>) -> bool {
     let mut ty: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -593,6 +595,7 @@ pub fn is_seqpacket(fd: BorrowedFd<'_>) -> bool {
 }
 
 /// Takes ownership of standard input (fd 0): the helper's request socket.
+#[cfg(feature = "helper-server")]
 pub fn take_stdin() -> OwnedFd {
     // SAFETY: fd 0 is open for the life of the process; taking it makes us its only owner
     // (nothing else in the helper reads standard input).
@@ -601,6 +604,7 @@ pub fn take_stdin() -> OwnedFd {
 
 /// Closes every fd from `first` up (`close_range(2)`; before Linux 5.9, each fd listed in
 /// `/proc/self/fd`).
+#[cfg(feature = "helper-server")]
 pub fn close_from(first: u32) {
     // SAFETY: closing fds we do not use; nothing in this process holds them yet.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
@@ -619,6 +623,7 @@ pub fn close_from(first: u32) {
 }
 
 /// Sets a receive timeout on a socket (SO_RCVTIMEO).
+#[cfg(feature = "helper-server")]
 pub fn set_recv_timeout(sock: BorrowedFd<'_>, secs: i64) -> io::Result<()> {
     let tv = libc::timeval {
         tv_sec: secs as libc::time_t,
@@ -645,6 +650,7 @@ pub fn secure_mode() -> bool {
 }
 
 /// Real and effective uid, real gid, and supplementary groups of this process.
+#[cfg(feature = "helper-server")]
 pub fn ids() -> (u32, u32, u32, Vec<u32>) {
     // SAFETY: these never fail.
     let (uid, euid, gid) = unsafe { (libc::getuid(), libc::geteuid(), libc::getgid()) };
@@ -656,6 +662,7 @@ pub fn ids() -> (u32, u32, u32, Vec<u32>) {
 }
 
 /// The name of a uid from the user database (`getpwuid_r`).
+#[cfg(feature = "helper-server")]
 pub fn user_name(uid: u32) -> Option<String> {
     let mut buf = vec![0u8; 16 * 1024];
     // SAFETY: zeroed passwd is a valid out-parameter.
@@ -684,6 +691,7 @@ pub fn user_name(uid: u32) -> Option<String> {
 
 /// `open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)` of a network namespace file, checked to be
 /// one (`fstatfs` reports nsfs): no symlink, no other kind of file.
+#[cfg(feature = "helper-server")]
 pub fn open_netns_file(path: &Path) -> io::Result<OwnedFd> {
     let c = cpath(path)?;
     // SAFETY: valid C string; fresh fd.
@@ -708,6 +716,7 @@ pub fn open_netns_file(path: &Path) -> io::Result<OwnedFd> {
 
 /// For a setuid-root helper: become the real user, keeping only CAP_NET_ADMIN and
 /// CAP_SYS_ADMIN (permitted and effective), before reading any request.
+#[cfg(feature = "helper-server")]
 pub fn drop_to_net_admin(uid: u32, gid: u32) -> io::Result<()> {
     #[repr(C)]
     struct Header {

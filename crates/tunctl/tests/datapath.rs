@@ -43,13 +43,7 @@ const PEER: Ipv4Addr = Ipv4Addr::new(10, 55, 0, 2);
 /// A point-to-point tun (LOCAL peer PEER), up, and a UDP socket on LOCAL in its namespace.
 fn p2p(t: &TestNs, builder: tunctl::Builder) -> (Device, UdpSocket) {
     let dev = builder.tun().namespace(t.ns.clone()).create().unwrap();
-    let spec = Address {
-        index: dev.index(),
-        addr: LOCAL.into(),
-        prefix: 32,
-        peer: Some(PEER.into()),
-        broadcast: None,
-    };
+    let spec = Address::point_to_point(LOCAL.into(), PEER.into());
     dev.link().unwrap().add(&spec).unwrap();
     dev.up().unwrap();
     let sock = t.ns.run(|| UdpSocket::bind((LOCAL, 0))).unwrap().unwrap();
@@ -515,6 +509,19 @@ mod async_tokio {
             .unwrap()
     }
 
+    /// A task receiving until `recv` fails; it returns the error.
+    fn spawn_until_error(adev: &Arc<AsyncDevice>) -> tokio::task::JoinHandle<tunctl::Error> {
+        let adev = Arc::clone(adev);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            loop {
+                if let Err(e) = adev.recv(&mut buf).await {
+                    return e;
+                }
+            }
+        })
+    }
+
     async fn next_seq(dev: &AsyncDevice, port: u16) -> u32 {
         let mut buf = [0u8; 2048];
         loop {
@@ -598,17 +605,7 @@ mod async_tokio {
             );
 
             // A task blocked in recv wakes with Closed when the device is destroyed.
-            let blocked = {
-                let adev = Arc::clone(&adev);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 2048];
-                    loop {
-                        if let Err(e) = adev.recv(&mut buf).await {
-                            return e;
-                        }
-                    }
-                })
-            };
+            let blocked = spawn_until_error(&adev);
             tokio::time::sleep(Duration::from_millis(100)).await;
             adev.device().destroy().unwrap();
             let err = tokio::time::timeout(Duration::from_secs(2), blocked)
@@ -632,17 +629,7 @@ mod async_tokio {
         let name = dev.name().to_string();
         runtime().block_on(async {
             let adev = Arc::new(AsyncDevice::new(dev).unwrap());
-            let blocked = {
-                let adev = Arc::clone(&adev);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 2048];
-                    loop {
-                        if let Err(e) = adev.recv(&mut buf).await {
-                            return e;
-                        }
-                    }
-                })
-            };
+            let blocked = spawn_until_error(&adev);
             tokio::time::sleep(Duration::from_millis(100)).await;
             let out = std::process::Command::new("ip")
                 .args(["-n", &t.name, "link", "del", &name])
@@ -691,13 +678,7 @@ mod offload {
             b = b.offload(o);
         }
         let dev = b.create().unwrap();
-        let spec = Address {
-            index: dev.index(),
-            addr: local.into(),
-            prefix: 32,
-            peer: Some(peer.into()),
-            broadcast: None,
-        };
+        let spec = Address::point_to_point(local.into(), peer.into());
         dev.link().unwrap().add(&spec).unwrap();
         dev.up().unwrap();
         dev

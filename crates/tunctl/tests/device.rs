@@ -24,13 +24,7 @@ fn p2p_tun(t: &TestNs, local: Ipv4Addr, peer: Ipv4Addr) -> Device {
     let dev = tun_in(t);
     dev.link()
         .unwrap()
-        .add(&Address {
-            index: dev.index(),
-            addr: local.into(),
-            prefix: 32,
-            peer: Some(peer.into()),
-            broadcast: None,
-        })
+        .add(&Address::point_to_point(local.into(), peer.into()))
         .unwrap();
     dev.up().unwrap();
     dev
@@ -361,13 +355,7 @@ fn packet_info_header_is_decoded_in_network_order() {
         .unwrap();
     dev.link()
         .unwrap()
-        .add(&Address {
-            index: dev.index(),
-            addr: local.into(),
-            prefix: 32,
-            peer: Some(peer.into()),
-            broadcast: None,
-        })
+        .add(&Address::point_to_point(local.into(), peer.into()))
         .unwrap();
     dev.up().unwrap();
     let sock = t.ns.run(|| UdpSocket::bind((local, 0))).unwrap().unwrap();
