@@ -29,6 +29,8 @@ const SPLIT_RESERVE: usize = crate::offload::MAX_SEGMENTS;
 pub struct Batch {
     bufs: Vec<Vec<u8>>,
     lens: Vec<usize>,
+    /// Whether packet `i`'s checksum was computed here (a GSO split), so GRO need not check it.
+    verified: Vec<bool>,
     count: usize,
     headroom: usize,
     /// Where packets start in each buffer: the headroom, and at least a virtio-net header.
@@ -53,6 +55,7 @@ impl Batch {
                 .map(|_| vec![0u8; offset + PACKET_ROOM])
                 .collect(),
             lens: vec![0; capacity],
+            verified: vec![false; capacity],
             count: 0,
             headroom,
             offset,
@@ -92,6 +95,7 @@ impl Batch {
 
     /// Packet `i`, mutable.
     pub fn packet_mut(&mut self, i: usize) -> &mut [u8] {
+        self.verified[i] = false;
         &mut self.bufs[i][self.offset..self.offset + self.lens[i]]
     }
 
@@ -99,6 +103,7 @@ impl Batch {
     /// `headroom` bytes and send the whole slice.
     pub fn with_headroom(&mut self, i: usize) -> &mut [u8] {
         let start = self.offset - self.headroom;
+        self.verified[i] = false;
         &mut self.bufs[i][start..self.offset + self.lens[i]]
     }
 
@@ -123,6 +128,7 @@ impl Batch {
             ));
         }
         self.bufs[i][self.offset..self.offset + packet.len()].copy_from_slice(packet);
+        self.verified[i] = false;
         self.lens[i] = packet.len();
         self.count += 1;
         Ok(())
@@ -167,6 +173,7 @@ impl Queue {
             return Ok(match self.read_now(&mut batch.bufs[i][off..])? {
                 Some(n) => {
                     batch.lens[i] = n;
+                    batch.verified[i] = false;
                     batch.count += 1;
                     true
                 }
@@ -187,6 +194,10 @@ impl Queue {
             batch.offset,
         )
         .map_err(|e| offload_error("recv_batch: GSO split", e).on(self.device()))?;
+        // A split computes every segment's checksum (a super-packet always needs it, and so does
+        // NEEDS_CSUM): those need no check before coalescing again.
+        let computed = hdr.gso_type != 0 || hdr.flags & VirtioNetHdr::NEEDS_CSUM != 0;
+        batch.verified[i..i + k].fill(computed);
         batch.count += k;
         Ok(true)
     }
@@ -260,9 +271,10 @@ impl Queue {
         batch.gro.set_protocols(tcp && !refused, udp && !refused);
         batch
             .gro
-            .coalesce(
+            .coalesce_trusted(
                 &mut batch.bufs[..n],
                 &mut batch.lens[..n],
+                &batch.verified[..n],
                 off,
                 &mut batch.order,
             )

@@ -58,7 +58,7 @@ struct Seg {
     psh: bool,
 }
 
-fn parse(p: &[u8], udp: bool) -> Option<Seg> {
+fn parse(p: &[u8], udp: bool, trusted: bool) -> Option<Seg> {
     let ip = Ip::parse(p).ok()?;
     let l4 = ip.header_len;
     let mut addrs = [0u8; 32];
@@ -81,7 +81,7 @@ fn parse(p: &[u8], udp: bool) -> Option<Seg> {
             let payload = ip.total_len - l4 - thl;
             let seq = u32::from_be_bytes([p[l4 + 4], p[l4 + 5], p[l4 + 6], p[l4 + 7]]);
             let mergeable =
-                mergeable_ip(p, &ip) && payload > 0 && flags & !(TCP_ACK | TCP_PSH) == 0;
+                mergeable_ip(p, &ip, trusted) && payload > 0 && flags & !(TCP_ACK | TCP_PSH) == 0;
             Some(Seg {
                 key,
                 ip,
@@ -99,8 +99,10 @@ fn parse(p: &[u8], udp: bool) -> Option<Seg> {
             let udp_len = usize::from(u16::from_be_bytes([p[l4 + 4], p[l4 + 5]]));
             let no_csum = p[l4 + 6] == 0 && p[l4 + 7] == 0;
             let payload = ip.total_len - l4 - 8;
-            let mergeable =
-                mergeable_ip(p, &ip) && payload > 0 && udp_len == ip.total_len - l4 && !no_csum;
+            let mergeable = mergeable_ip(p, &ip, trusted)
+                && payload > 0
+                && udp_len == ip.total_len - l4
+                && !no_csum;
             Some(Seg {
                 key,
                 ip,
@@ -119,12 +121,17 @@ fn parse(p: &[u8], udp: bool) -> Option<Seg> {
 /// no IPv4 options, DF set on IPv4 (without it the kernel would demand consecutive IDs), and a
 /// transport checksum that verifies (the merged packet's is recomputed by the kernel, so a
 /// corrupt segment must not slip in).
-fn mergeable_ip(p: &[u8], ip: &Ip) -> bool {
+///
+/// `trusted`: the checksum is known to be valid (this code computed it, in `gso_split`).
+fn mergeable_ip(p: &[u8], ip: &Ip, trusted: bool) -> bool {
     if p.len() != ip.total_len {
         return false;
     }
     if !ip.v6 && (ip.header_len != 20 || p[6] & 0x40 == 0) {
         return false;
+    }
+    if trusted {
+        return true;
     }
     let l4 = ip.header_len;
     let pseudo = pseudo_header_sum(ip.addrs(p), ip.proto, ip.total_len - l4);
@@ -180,6 +187,22 @@ impl GroTable {
         offset: usize,
         out: &mut Vec<usize>,
     ) -> Result<(), OffloadError> {
+        self.coalesce_trusted(bufs, lens, &[], offset, out)
+    }
+
+    /// Like [`coalesce`](GroTable::coalesce), skipping the checksum check of packet `i` when
+    /// `trusted[i]` says its checksum is known to be valid (because [`gso_split`] computed
+    /// it). Missing entries count as untrusted.
+    ///
+    /// [`gso_split`]: crate::offload::gso_split
+    pub fn coalesce_trusted<B: AsMut<[u8]>>(
+        &mut self,
+        bufs: &mut [B],
+        lens: &mut [usize],
+        trusted: &[bool],
+        offset: usize,
+        out: &mut Vec<usize>,
+    ) -> Result<(), OffloadError> {
         if offset < VirtioNetHdr::LEN {
             return Err(OffloadError::NoRoom);
         }
@@ -192,7 +215,9 @@ impl GroTable {
         for i in 0..n {
             let (before, rest) = bufs.split_at_mut(i);
             let pkt = &rest[0].as_mut()[offset..offset + lens[i]];
-            let Some(seg) = parse(pkt, self.udp).filter(|s| self.tcp || s.key.proto != PROTO_TCP)
+            let known_good = trusted.get(i).copied().unwrap_or(false);
+            let Some(seg) =
+                parse(pkt, self.udp, known_good).filter(|s| self.tcp || s.key.proto != PROTO_TCP)
             else {
                 out.push(i);
                 continue;
@@ -457,6 +482,21 @@ mod tests {
         let mut corrupt = tcp_run(f, 0, &[100, 100]);
         corrupt[1][50] ^= 0xff;
         assert_eq!(gro(&corrupt, false).len(), 2);
+        // Trusted (checksum computed by gso_split): merged without a second pass.
+        let mut bufs: Vec<Vec<u8>> = corrupt
+            .iter()
+            .map(|p| {
+                let mut b = vec![0u8; OFF + 65536];
+                b[OFF..OFF + p.len()].copy_from_slice(p);
+                b
+            })
+            .collect();
+        let mut lens: Vec<usize> = corrupt.iter().map(Vec::len).collect();
+        let mut out = Vec::new();
+        GroTable::new(false)
+            .coalesce_trusted(&mut bufs, &mut lens, &[true, true], OFF, &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 1);
         let mut no_df = tcp_run(f, 0, &[100, 100]);
         for p in &mut no_df {
             p[6] = 0;
