@@ -460,7 +460,7 @@ pub fn run(args: &[String]) -> ExitCode {
     }
     if !opts.quick && opts.only.is_empty() {
         let doc = format!(
-            "# Benchmarks\n\nProduced by `bench/run` (see bench/README.md) on {} — {}.\n\n## forward: namespace A ⇄ forwarder ⇄ namespace B\n\nTwo tun devices, one in each namespace, joined by the contender (`kernel`: a veth pair, no forwarder). iperf3 from A to B: `tcp1` one TCP stream, `tcp4` four, `udp64` 64-byte UDP datagrams (thousands received per second). MTU 1500.\n\n{}",
+            "# Benchmarks\n\nProduced by `bench/run` (see bench/README.md) on {} — {}.\n\n## forward: namespace A ⇄ forwarder ⇄ namespace B\n\nTwo tun devices, one in each namespace, joined by the contender (`kernel`: a veth pair, no forwarder). iperf3 from A to B: `tcp1` one TCP stream, `tcp4` four, `udp64` 64-byte UDP datagrams (thousands received per second). MTU 1500. On a 2-core machine iperf3's client and server and the forwarder share the cores: runs of the same contender differ by up to about 25%, so compare ratios within one run.\n\n{}",
             machine(),
             std::process::Command::new("date").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default(),
             table
