@@ -512,6 +512,55 @@ mod tests {
     }
 
     #[test]
+    fn ip_and_tcp_header_differences_break_a_run() {
+        // Each case edits the second of two consecutive segments; Linux GRO flushes on each.
+        type Edit = fn(&mut Vec<u8>);
+        let v4_cases: [(&str, Edit); 3] = [
+            ("TOS", |p| p[1] = 0x10),
+            ("TTL", |p| p[8] = 7),
+            ("ACK number", |p| p[31] ^= 1),
+        ];
+        for (what, edit) in v4_cases {
+            let mut pkts = tcp_run(Flow::v4(1, 2), 0, &[100, 100]);
+            edit(&mut pkts[1]);
+            Flow::refinish(&mut pkts[1]);
+            assert_eq!(gro(&pkts, false).len(), 2, "IPv4 {what}");
+        }
+        let v6_cases: [(&str, Edit); 3] = [
+            ("traffic class", |p| p[1] |= 0x30),
+            ("flow label", |p| p[3] = 0x42),
+            ("hop limit", |p| p[7] = 9),
+        ];
+        for (what, edit) in v6_cases {
+            let mut pkts = tcp_run(Flow::v6(1, 2), 0, &[100, 100]);
+            edit(&mut pkts[1]);
+            Flow::refinish(&mut pkts[1]);
+            assert_eq!(gro(&pkts, false).len(), 2, "IPv6 {what}");
+        }
+        // Same options merge; different options (or a different header length) do not.
+        let f = Flow::v4(1, 2);
+        let ts = |v: u8| [1u8, 1, 8, 10, 0, 0, 0, v, 0, 0, 0, 0];
+        let same = vec![
+            f.tcp_opts(0, ACK, &ts(1), &[5; 100]),
+            f.tcp_opts(100, ACK, &ts(1), &[5; 100]),
+        ];
+        let w = gro(&same, false);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].0.hdr_len, 20 + 32, "header length with options");
+        assert!(same_after_split(&w, &same));
+        let differ = vec![
+            f.tcp_opts(0, ACK, &ts(1), &[5; 100]),
+            f.tcp_opts(100, ACK, &ts(2), &[5; 100]),
+        ];
+        assert_eq!(gro(&differ, false).len(), 2);
+        let longer = vec![
+            f.tcp(0, ACK, &[5; 100], false),
+            f.tcp_opts(100, ACK, &ts(1), &[5; 100]),
+        ];
+        assert_eq!(gro(&longer, false).len(), 2);
+    }
+
+    #[test]
     fn udp_datagrams_merge_only_when_asked() {
         for flow in [Flow::v4(7, 8), Flow::v6(7, 8)] {
             let pkts: Vec<Vec<u8>> = [1200, 1200, 700]

@@ -65,6 +65,37 @@ impl Flow {
         p
     }
 
+    /// A TCP segment with `opts` (a multiple of 4 bytes) after the fixed header.
+    pub fn tcp_opts(&self, seq: u32, flags: u8, opts: &[u8], payload: &[u8]) -> Vec<u8> {
+        let thl = 20 + opts.len();
+        let mut p = self.ip(6, thl + payload.len());
+        let l4 = p.len();
+        p.extend_from_slice(&self.sport.to_be_bytes());
+        p.extend_from_slice(&self.dport.to_be_bytes());
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&99u32.to_be_bytes());
+        p.extend_from_slice(&[((thl / 4) as u8) << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        p.extend_from_slice(opts);
+        p.extend_from_slice(payload);
+        finish(&mut p, l4, 16, false);
+        p
+    }
+
+    /// Re-finishes a packet after its IP header was edited: IPv4 header checksum, then the
+    /// transport checksum.
+    pub fn refinish(p: &mut [u8]) {
+        let ip = Ip::parse(p).expect("test packet");
+        if !ip.v6 {
+            p[10..12].fill(0);
+            let sum = !checksum(&p[..20], 0);
+            p[10..12].copy_from_slice(&sum.to_be_bytes());
+        }
+        let field = if ip.proto == 6 { 16 } else { 6 };
+        let l4 = ip.header_len;
+        p[l4 + field..l4 + field + 2].fill(0);
+        finish(p, l4, field, false);
+    }
+
     /// A UDP datagram, checksummed like [`Flow::tcp`].
     pub fn udp(&self, payload: &[u8], partial: bool) -> Vec<u8> {
         let mut p = self.ip(17, 8 + payload.len());
