@@ -24,19 +24,21 @@ struct Install {
     dir: PathBuf,
     saved_policy: Option<Vec<u8>>,
     made_etc_dir: bool,
+    tun_mode: u32,
 }
 
 impl Install {
     fn new(policy: &str) -> Install {
-        // Unprivileged users open /dev/net/tun itself: it is 0666 on every distribution (the
-        // kernel checks CAP_NET_ADMIN or device ownership at TUNSETIFF, not here).
-        let mode = std::fs::metadata("/dev/net/tun")
+        // Unprivileged users open /dev/net/tun itself: it is 0666 on most distributions (the
+        // kernel checks CAP_NET_ADMIN or device ownership at TUNSETIFF, not at open). Where
+        // it is not, it is for the duration of the test.
+        let tun_mode = std::fs::metadata("/dev/net/tun")
             .map(|m| m.permissions().mode() & 0o777)
-            .unwrap_or(0);
-        assert_eq!(
-            mode, 0o666,
-            "/dev/net/tun must be mode 0666 (.ci/run sets it)"
-        );
+            .unwrap_or(0o666);
+        if tun_mode != 0o666 {
+            std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(0o666))
+                .unwrap();
+        }
         tunctl::user_id(USER).unwrap_or_else(|_| {
             let out = Command::new("useradd")
                 .args([
@@ -95,6 +97,7 @@ impl Install {
             dir,
             saved_policy,
             made_etc_dir,
+            tun_mode,
         };
         install.policy(policy);
         install
@@ -143,6 +146,12 @@ impl Drop for Install {
             None => {
                 let _ = std::fs::remove_file("/etc/tunctl/helper.toml");
             }
+        }
+        if self.tun_mode != 0o666 {
+            let _ = std::fs::set_permissions(
+                "/dev/net/tun",
+                std::fs::Permissions::from_mode(self.tun_mode),
+            );
         }
         if self.made_etc_dir {
             let _ = std::fs::remove_dir("/etc/tunctl");
