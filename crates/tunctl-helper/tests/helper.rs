@@ -184,6 +184,20 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// The start of every test: the privilege gate, the serial lock, the helper installed with
+/// a policy (namespaces `ns_pattern`, `max` devices), and a namespace that policy allows.
+fn setup(
+    ns_pattern: &str,
+    max: usize,
+) -> Option<(std::sync::MutexGuard<'static, ()>, Install, TestNs)> {
+    if !privileged() {
+        return None;
+    }
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let install = Install::new(&policy(ns_pattern, max));
+    Some((serial, install, allowed_ns()))
+}
+
 /// A namespace whose name the policy allows (`tunctl-ht-*`).
 fn allowed_ns() -> TestNs {
     let name = format!("tunctl-ht-{}", common::unique(""));
@@ -193,12 +207,9 @@ fn allowed_ns() -> TestNs {
 
 #[test]
 fn unprivileged_user_adds_configures_and_deletes_through_the_helper() {
-    if !privileged() {
+    let Some((_s, install, t)) = setup("tunctl-ht-*", 4) else {
         return;
-    }
-    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let install = Install::new(&policy("tunctl-ht-*", 4));
-    let t = allowed_ns();
+    };
     // The user really has no capability.
     let caps = install.run_as(USER, "tunctl", &["--version"]);
     assert!(caps.status.success());
@@ -314,12 +325,9 @@ fn unprivileged_user_adds_configures_and_deletes_through_the_helper() {
 
 #[test]
 fn a_library_program_moves_packets_through_a_helper_made_device() {
-    if !privileged() {
+    let Some((_s, install, t)) = setup("tunctl-ht-*", 4) else {
         return;
-    }
-    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let install = Install::new(&policy("tunctl-ht-*", 4));
-    let t = allowed_ns();
+    };
     let out = install.run_as(USER, "helper_ping", &[&t.name]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "reply");
@@ -332,12 +340,9 @@ fn a_library_program_moves_packets_through_a_helper_made_device() {
 
 #[test]
 fn every_refusal_creates_nothing() {
-    if !privileged() {
+    let Some((_s, install, t)) = setup("tunctl-ht-*", 2) else {
         return;
-    }
-    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let install = Install::new(&policy("tunctl-ht-*", 2));
-    let t = allowed_ns();
+    };
     let other = TestNs::new(); // named tunctl-test-*: not allowed
                                // A device root made: not the user's to touch.
     let root_dev = tunctl::Device::builder()
@@ -504,11 +509,9 @@ impl Drop for RemoveOnDrop {
 
 #[test]
 fn malformed_requests_are_refused_and_leak_nothing() {
-    if !privileged() {
+    let Some((_s, install, _t)) = setup("own", 4) else {
         return;
-    }
-    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let install = Install::new(&policy("own", 4));
+    };
     std::env::set_var("TUNCTL_HELPER", install.dir.join("tunctl-helper"));
     let before = (common::links(None), common::open_fds().len());
     let good = helper::Request::new(helper::Op::Create, "ht%d").encode();
