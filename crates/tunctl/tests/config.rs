@@ -234,10 +234,9 @@ fn kernel_view_of_devices_we_did_not_open() {
         return;
     };
     // Created by iproute2, not by us.
-    let out = Command::new("ip")
-        .args([
-            "-n",
-            &t.name,
+    common::ip_ok(
+        &t.name,
+        &[
             "tuntap",
             "add",
             "dev",
@@ -250,21 +249,12 @@ fn kernel_view_of_devices_we_did_not_open() {
             "1234",
             "group",
             "5678",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let out = Command::new("ip")
-        .args([
-            "-n", &t.name, "tuntap", "add", "dev", "ext1", "mode", "tun", "pi",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    common::ip_ok(
+        &t.name,
+        &["tuntap", "add", "dev", "ext1", "mode", "tun", "pi"],
+    );
     let netlink = Netlink::open_in(&t.ns).unwrap();
     let links = netlink.tun_links().unwrap();
     let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();

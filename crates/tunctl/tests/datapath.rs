@@ -368,11 +368,7 @@ fn device_deleted_from_outside_is_reported_to_the_owner() {
     };
     let (dev, _sock) = p2p(&t, Device::builder().name("gone%d"));
     let packets = dev.activate(8).unwrap();
-    let out = std::process::Command::new("ip")
-        .args(["-n", &t.name, "link", "del", dev.name()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    common::ip_ok(&t.name, &["link", "del", dev.name()]);
     let deadline = Instant::now() + Duration::from_secs(3);
     let err = loop {
         assert!(Instant::now() < deadline, "no error event");
@@ -631,11 +627,7 @@ mod async_tokio {
             let adev = Arc::new(AsyncDevice::new(dev).unwrap());
             let blocked = spawn_until_error(&adev);
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let out = std::process::Command::new("ip")
-                .args(["-n", &t.name, "link", "del", &name])
-                .output()
-                .unwrap();
-            assert!(out.status.success());
+            common::ip_ok(&t.name, &["link", "del", &name]);
             let err = tokio::time::timeout(Duration::from_secs(2), blocked)
                 .await
                 .expect("woken")

@@ -466,23 +466,9 @@ fn destroy_of_a_device_moved_away_still_wakes_readers() {
     };
     let elsewhere = TestNs::new();
     let dev = tun_in(&t);
-    let out = std::process::Command::new("ip")
-        .args([
-            "-n",
-            &t.name,
-            "link",
-            "set",
-            "dev",
-            dev.name(),
-            "netns",
-            &elsewhere.name,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::ip_ok(
+        &t.name,
+        &["link", "set", "dev", dev.name(), "netns", &elsewhere.name],
     );
     let res = std::thread::scope(|s| {
         let reader = s.spawn(|| {
@@ -586,11 +572,7 @@ fn device_deleted_from_outside_is_reported_as_gone() {
         return;
     };
     let dev = tun_in(&t);
-    let out = std::process::Command::new("ip")
-        .args(["-n", &t.name, "link", "del", dev.name()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    common::ip_ok(&t.name, &["link", "del", dev.name()]);
     let mut buf = [0u8; 100];
     let err = dev
         .recv_timeout(&mut buf, Duration::from_millis(100))

@@ -129,6 +129,21 @@ impl Drop for RootDev {
     }
 }
 
+/// Runs `ip -n NS ARGS` (an independent tool changing the kernel's state behind our back)
+/// and fails the test, with ip's message, if it fails.
+pub fn ip_ok(ns: &str, args: &[&str]) {
+    let out = Command::new("ip")
+        .args(["-n", ns])
+        .args(args)
+        .output()
+        .expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip -n {ns} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs `ip [-n NS] -j ARGS` and parses its JSON.
 pub fn ip_json(ns: Option<&str>, args: &[&str]) -> Value {
     let mut cmd = Command::new("ip");
