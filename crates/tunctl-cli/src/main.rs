@@ -10,13 +10,19 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use tunctl::{Cidr, Device, Error, ErrorKind, Kind, Link, MacAddr, Namespace};
+use std::os::fd::AsFd;
+
+use tunctl::{Cidr, Device, Error, ErrorKind, Kind, Link, LinkConfig, MacAddr, Namespace, Step};
 
 /// Create, inspect and configure Linux TUN/TAP devices, over ioctls and rtnetlink (never by
 /// running `ip`). Needs root or CAP_NET_ADMIN (CAP_SYS_ADMIN too for --netns).
 #[derive(Parser, Debug)]
 #[command(name = "tunctl", version, about, long_about = None, max_term_width = 100)]
 struct Cli {
+    /// Show what tunctl-helper logs about a request made through it (its decision; it also
+    /// goes to the system log).
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,8 +31,12 @@ struct Cli {
 enum Command {
     /// Create a persistent TUN/TAP device, configure it, and print its name.
     ///
-    /// The device outlives this command (like `ip tuntap add`) until `tunctl del`. If
-    /// anything fails, a device this command created is removed again.
+    /// The device outlives this command (like `ip tuntap add`) until `tunctl del`. It is
+    /// owned by the user running this command unless --owner, --group or --no-owner says
+    /// otherwise (the kernel lets any user open a device with neither). If anything fails,
+    /// a device this command created is removed again. On an existing persistent device of
+    /// the same kind and flags, the configuration is applied (addresses it has already are
+    /// kept), so running the same command twice succeeds.
     Add(AddArgs),
     /// Delete a TUN/TAP device, persistent or not.
     Del {
@@ -124,6 +134,10 @@ struct AddArgs {
     /// device of the same kind and flags is reconfigured.
     #[arg(long)]
     exclusive: bool,
+    /// Leave a new device without owner and group: then ANY local user may open it, read
+    /// its traffic and send as it (the kernel's rule). Without this, it is owned by you.
+    #[arg(long, conflicts_with_all = ["owner", "group"])]
+    no_owner: bool,
     #[command(flatten)]
     ns: NsArg,
     #[command(flatten)]
@@ -158,29 +172,33 @@ struct SetArgs {
 
 #[derive(Args, Debug)]
 struct ConfigArgs {
-    /// User allowed to use the device without CAP_NET_ADMIN (name or uid).
-    #[arg(long, value_name = "USER|UID")]
+    /// User allowed to open the device without CAP_NET_ADMIN (name or uid).
+    #[arg(long, visible_alias = "user", value_name = "USER|UID")]
     owner: Option<String>,
-    /// Group allowed to use the device without CAP_NET_ADMIN (name or gid).
+    /// Group allowed to open the device without CAP_NET_ADMIN (name or gid). With an owner
+    /// too, a user must match both.
     #[arg(long, value_name = "GROUP|GID")]
     group: Option<String>,
     /// Add an address, e.g. 10.0.0.1/24 or fd00::1/64 (repeatable; bare IPv4 = /32, IPv6 = /64).
     #[arg(long = "addr", value_name = "CIDR", value_parser = parse_cidr)]
     addr: Vec<Cidr>,
-    /// Point-to-point peer of the first address of its family (the seed's dstaddr).
+    /// Point-to-point peer (the Erlang original's dstaddr) of the --addr of its family in
+    /// this command; without one, of the device's only address of that family. The kernel
+    /// routes the peer's network (with that address's prefix) to the device.
     #[arg(long, value_name = "ADDR", value_parser = parse_ip)]
     peer: Option<IpAddr>,
-    /// IPv4 broadcast address of the first IPv4 address.
+    /// IPv4 broadcast address, paired like --peer.
     #[arg(long, value_name = "ADDR", value_parser = parse_ipv4)]
     broadcast: Option<Ipv4Addr>,
-    /// MTU (the device's range, usually 68-65535; IPv6 needs 1280 or more).
-    #[arg(long, value_name = "N")]
+    /// MTU: 68 to 65521 for a new TUN/TAP device (`show` gives a device's range); IPv6
+    /// needs 1280 or more.
+    #[arg(long, value_name = "N", value_parser = parse_number)]
     mtu: Option<u32>,
     /// MAC address of a tap device, e.g. 02:00:00:00:00:01.
     #[arg(long, value_name = "MAC", value_parser = parse_mac)]
     mac: Option<MacAddr>,
     /// Transmit queue length (packets the kernel queues for a slow reader).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_number)]
     txqueuelen: Option<u32>,
 }
 
@@ -223,6 +241,12 @@ fn parse_mac(s: &str) -> Result<MacAddr, String> {
     s.parse().map_err(|e: Error| detail(&e))
 }
 
+fn parse_number(s: &str) -> Result<u32, String> {
+    tunctl::parse_decimal(s).ok_or_else(|| {
+        format!("{s:?} is not a plain decimal number (digits only, no sign, no leading zero)")
+    })
+}
+
 fn parse_on_off(s: &str) -> Result<bool, String> {
     match s {
         "on" => Ok(true),
@@ -242,6 +266,7 @@ fn detail(err: &Error) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tunctl::helper::show_log(cli.verbose);
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -251,9 +276,24 @@ fn main() -> ExitCode {
     }
 }
 
-/// Whether a failure is a lack of privilege that the helper may overcome.
-fn unprivileged(err: &Error) -> bool {
-    err.kind() == ErrorKind::PermissionDenied && tunctl::helper::find().is_some()
+/// Whether a failure is a lack of privilege that the helper may overcome: never for root
+/// (the kernel's refusal is the answer), and only with a trusted helper installed. Without
+/// one, the error gains the ways to get the privilege.
+fn unprivileged(err: Error) -> Result<(), Error> {
+    if err.kind() != ErrorKind::PermissionDenied || is_root() {
+        return Err(err);
+    }
+    match tunctl::helper::find() {
+        Ok(_) => Ok(()),
+        Err(why) => {
+            let hint = tunctl::helper::privilege_hint(&why);
+            Err(err.add_detail(&hint))
+        }
+    }
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
 }
 
 /// The helper's view of a `--netns` argument: own, or a name under /run/netns.
@@ -277,12 +317,13 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Add(args) => add(args),
         Command::Del { name, ns } => match tun_link(&ns.ns(), &name).and_then(|link| link.delete())
         {
-            Err(e) if unprivileged(&e) => {
+            Err(e) => {
+                unprivileged(e)?;
                 let mut req = tunctl::helper::Request::new(tunctl::helper::Op::Delete, &name);
                 req.netns = helper_ns(&ns.netns)?;
                 tunctl::helper::run(&req)
             }
-            other => other,
+            Ok(()) => Ok(()),
         },
         Command::List { ns, json } => {
             let netlink = tunctl::Netlink::open_in(&ns.ns())?;
@@ -336,119 +377,17 @@ fn resolve_ids(config: &ConfigArgs) -> Result<(Option<u32>, Option<u32>), Error>
     Ok((owner, group))
 }
 
-/// Checks every link-level change against the kernel's current view of the device before
-/// any is made, so that bad input changes nothing.
-fn validate(link: &Link, config: &ConfigArgs, del: &[Cidr]) -> Result<(), Error> {
-    let info = link.info()?;
-    let addrs = link.addresses()?;
-    let fail = |op: &str, why: String| {
-        Err(Error::from_kind(ErrorKind::InvalidInput, op, why).with_subject(link.name()))
-    };
-    let (min, max) = (info.min_mtu.unwrap_or(68), info.max_mtu.unwrap_or(65535));
-    let mtu = config.mtu.unwrap_or(info.mtu);
-    if !(min..=max).contains(&mtu) {
-        return fail(
-            "set mtu",
-            format!("MTU {mtu} is outside the device's range {min}..={max}"),
-        );
+/// The link changes `add` and `set` share.
+fn link_config(config: &ConfigArgs) -> LinkConfig {
+    LinkConfig {
+        mtu: config.mtu,
+        mac: config.mac,
+        txqueuelen: config.txqueuelen,
+        addrs: config.addr.clone(),
+        peer: config.peer,
+        broadcast: config.broadcast,
+        ..LinkConfig::default()
     }
-    if let Some(mac) = config.mac {
-        if info.mac.is_none() {
-            return fail(
-                "set mac",
-                "the device has no link-layer address (a tun device; only tap devices have a MAC)"
-                    .into(),
-            );
-        }
-        if !mac.is_valid_unicast() {
-            return fail(
-                "set mac",
-                format!("{mac} is a multicast or all-zero address"),
-            );
-        }
-    }
-    if mtu < 1280 && config.addr.iter().any(|c| c.addr().is_ipv6()) {
-        return fail(
-            "add address",
-            format!("IPv6 needs an MTU of at least 1280; the device would have {mtu}"),
-        );
-    }
-    for cidr in &config.addr {
-        if addrs
-            .iter()
-            .any(|a| a.addr == cidr.addr() && a.prefix == cidr.prefix())
-        {
-            return Err(Error::from_kind(
-                ErrorKind::AlreadyExists,
-                "add address",
-                format!("{cidr} is already assigned"),
-            )
-            .with_subject(link.name()));
-        }
-    }
-    for cidr in del {
-        if !addrs
-            .iter()
-            .any(|a| a.addr == cidr.addr() && a.prefix == cidr.prefix())
-        {
-            return Err(Error::from_kind(
-                ErrorKind::NotFound,
-                "delete address",
-                format!("{cidr} is not assigned"),
-            )
-            .with_subject(link.name()));
-        }
-    }
-    let has_family = |v4: bool| {
-        addrs.iter().any(|a| {
-            a.addr.is_ipv4() == v4 && !a.is_link_local() && !del.iter().any(|d| d.addr() == a.addr)
-        }) || config.addr.iter().any(|c| c.addr().is_ipv4() == v4)
-    };
-    if let Some(peer) = config.peer {
-        if !has_family(peer.is_ipv4()) {
-            return fail(
-                "set peer",
-                format!(
-                    "no {} address to set the peer {peer} on; add one with --addr",
-                    if peer.is_ipv4() { "IPv4" } else { "IPv6" }
-                ),
-            );
-        }
-    }
-    if config.broadcast.is_some() && !has_family(true) {
-        return fail(
-            "set broadcast",
-            "no IPv4 address to set a broadcast on; add one with --addr".into(),
-        );
-    }
-    Ok(())
-}
-
-/// Applies the link-level settings shared by `add` and `set`, in an order the kernel accepts
-/// (MTU before IPv6 addresses, addresses before their peer and broadcast).
-fn configure(link: &Link, config: &ConfigArgs, del: &[Cidr]) -> Result<(), Error> {
-    if let Some(mtu) = config.mtu {
-        link.set_mtu(mtu)?;
-    }
-    if let Some(mac) = config.mac {
-        link.set_mac(mac)?;
-    }
-    if let Some(len) = config.txqueuelen {
-        link.set_txqueuelen(len)?;
-    }
-    for cidr in del {
-        link.del_address(*cidr)?;
-    }
-    for cidr in &config.addr {
-        link.add_address(*cidr)?;
-    }
-    if let Some(peer) = config.peer {
-        link.set_peer(peer)?;
-    }
-    if let Some(brd) = config.broadcast {
-        link.set_broadcast(brd)?;
-    }
-    Ok(())
 }
 
 /// `add` through the privileged helper: the device is created for (and owned by) the caller.
@@ -459,11 +398,12 @@ fn add_via_helper(args: &AddArgs) -> Result<(), Error> {
         || args.config.mac.is_some()
         || args.config.txqueuelen.is_some()
         || args.config.broadcast.is_some()
+        || args.no_owner
     {
         return Err(Error::from_kind(
             ErrorKind::PermissionDenied,
             "tunctl-helper",
-            "without privilege --owner, --group, --mac, --txqueuelen and --broadcast are not available (the helper makes you the owner)",
+            "without privilege --owner, --group, --no-owner, --mac, --txqueuelen and --broadcast are not available (the helper makes you the owner)",
         ));
     }
     let kind = if args.tun { Kind::Tun } else { Kind::Tap };
@@ -486,28 +426,32 @@ fn add_via_helper(args: &AddArgs) -> Result<(), Error> {
 
 fn add(args: AddArgs) -> Result<(), Error> {
     match add_privileged(&args) {
-        Err(e) if unprivileged(&e) => add_via_helper(&args),
-        other => other,
+        Err(e) => {
+            unprivileged(e)?;
+            add_via_helper(&args)
+        }
+        Ok(()) => Ok(()),
     }
 }
 
 fn add_privileged(args: &AddArgs) -> Result<(), Error> {
     let (owner, group) = resolve_ids(&args.config)?;
     let ns = args.ns.ns();
-    // Whether the device exists decides what a failure may undo: only what we created.
-    let existed = match args.name.as_deref().filter(|n| !n.contains('%')) {
+    let kind = if args.tun { Kind::Tun } else { Kind::Tap };
+    // Whether the device exists decides the path: an existing one is only reconfigured
+    // (and only if persistent); a new one is born complete, and removed again on failure.
+    let existing = match args.name.as_deref().filter(|n| !n.contains('%')) {
         Some(name) => match tunctl::Netlink::open_in(&ns)?.link_by_name(name) {
-            Ok(_) => true,
-            Err(e) if e.kind() == ErrorKind::NotFound => false,
+            Ok(info) => Some(info),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         },
-        None => false,
+        None => None,
     };
     let mut builder = Device::builder()
-        .kind(if args.tun { Kind::Tun } else { Kind::Tap })
+        .kind(kind)
         .packet_info(args.pi)
         .vnet_hdr(args.vnet_hdr)
-        .exclusive(args.exclusive)
         .namespace(ns);
     if let Some(name) = &args.name {
         builder = builder.name(name);
@@ -515,28 +459,61 @@ fn add_privileged(args: &AddArgs) -> Result<(), Error> {
     if args.multi_queue {
         builder = builder.multi_queue(1);
     }
-    let dev = builder.helper(false).create()?;
-    let result = (|| {
-        validate(dev.link()?, &args.config, &[])?;
-        // Owner and group go before persist: a device must never be left persistent with
-        // an owner other than the one asked for.
-        if let Some(uid) = owner {
-            dev.set_owner(uid)?;
+    let mut config = link_config(&args.config);
+    config.up = args.up.then_some(true);
+    config.existing_ok = true;
+    if let Some(info) = existing {
+        let name = info.name.clone();
+        let fail = |kind, why: String| Err(Error::from_kind(kind, "add", why).with_subject(&name));
+        match &info.tun {
+            None => {
+                return fail(
+                    ErrorKind::FlagMismatch,
+                    "the name is taken by a device that is not TUN/TAP".into(),
+                )
+            }
+            Some(_) if args.exclusive => {
+                return fail(
+                    ErrorKind::Busy,
+                    "exists already and --exclusive was given".into(),
+                )
+            }
+            Some(tun) if !tun.persist => {
+                return fail(
+                    ErrorKind::Busy,
+                    "exists and is not persistent: another program's device, which `add` does not touch (use `set`)".into(),
+                )
+            }
+            Some(_) => {}
         }
-        if let Some(gid) = group {
-            dev.set_group(gid)?;
+        // Owner and group change only when asked for, as the last steps.
+        config.owner = owner;
+        config.group = group;
+        let dev = builder.open()?;
+        let plan = config.plan(dev.link()?)?;
+        plan.apply(dev.link()?, Some(dev.as_fd()))?;
+        out(format_args!("{}", dev.name()));
+        return Ok(());
+    }
+    // A new device: born persistent with its owner and group, before anyone can see it.
+    builder = builder.exclusive(true).persist(true);
+    match (owner, group, args.no_owner) {
+        (None, None, false) => builder = builder.owner(rustix::process::getuid().as_raw()),
+        (o, g, _) => {
+            if let Some(uid) = o {
+                builder = builder.owner(uid);
+            }
+            if let Some(gid) = g {
+                builder = builder.group(gid);
+            }
         }
-        dev.set_persist(true)?;
-        configure(dev.link()?, &args.config, &[])?;
-        if args.up {
-            dev.up()?;
-        }
-        Ok(())
-    })();
+    }
+    let dev = builder.create()?;
+    let result = config
+        .plan(dev.link()?)
+        .and_then(|plan| plan.apply(dev.link()?, None));
     if let Err(err) = result {
-        if !existed {
-            let _ = dev.destroy();
-        }
+        let _ = dev.destroy();
         return Err(err);
     }
     out(format_args!("{}", dev.name()));
@@ -545,7 +522,7 @@ fn add_privileged(args: &AddArgs) -> Result<(), Error> {
 
 fn set(args: SetArgs) -> Result<(), Error> {
     match set_privileged(&args) {
-        Err(e) if unprivileged(&e) => {
+        Err(e) => {
             use tunctl::helper::{Op, Request};
             let c = &args.config;
             if c.owner.is_some()
@@ -557,6 +534,7 @@ fn set(args: SetArgs) -> Result<(), Error> {
             {
                 return Err(e);
             }
+            unprivileged(e)?;
             let mut req = Request::new(Op::Set, &args.name);
             req.netns = helper_ns(&args.ns.netns)?;
             req.addrs = c.addr.clone();
@@ -567,7 +545,7 @@ fn set(args: SetArgs) -> Result<(), Error> {
             req.down = args.down;
             tunctl::helper::run(&req)
         }
-        other => other,
+        Ok(()) => Ok(()),
     }
 }
 
@@ -575,9 +553,27 @@ fn set_privileged(args: &SetArgs) -> Result<(), Error> {
     let (owner, group) = resolve_ids(&args.config)?;
     let ns = args.ns.ns();
     let link = tun_link(&ns, &args.name)?;
-    validate(&link, &args.config, &args.del_addr)?;
-    // The steps most likely to be refused go first, before anything else changes.
-    if owner.is_some() || group.is_some() {
+    let mut config = link_config(&args.config);
+    config.del_addrs = args.del_addr.clone();
+    config.carrier = args.carrier;
+    config.up = match (args.up, args.down) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    config.owner = owner;
+    config.group = group;
+    // Everything is checked (privileges included) before the first change.
+    let plan = config.plan(&link)?;
+    if plan.is_empty() {
+        eprintln!("tunctl: {}: nothing to change", args.name);
+        return Ok(());
+    }
+    if plan
+        .steps()
+        .iter()
+        .any(|s| matches!(s, Step::Owner(..) | Step::Group(..)))
+    {
         // TUNSETOWNER/GROUP need an fd attached to the device: attach with its own flags.
         let tun = link.info()?.tun.ok_or_else(|| {
             Error::from_kind(ErrorKind::NotFound, "attach", "the device went away")
@@ -593,24 +589,10 @@ fn set_privileged(args: &SetArgs) -> Result<(), Error> {
             builder = builder.multi_queue(1);
         }
         let dev = builder.open()?;
-        if let Some(uid) = owner {
-            dev.set_owner(uid)?;
-        }
-        if let Some(gid) = group {
-            dev.set_group(gid)?;
-        }
+        plan.apply(&link, Some(dev.as_fd()))
+    } else {
+        plan.apply(&link, None)
     }
-    if let Some(carrier) = args.carrier {
-        link.set_carrier(carrier)?;
-    }
-    configure(&link, &args.config, &args.del_addr)?;
-    if args.up {
-        link.up()?;
-    }
-    if args.down {
-        link.down()?;
-    }
-    Ok(())
 }
 
 /// Prints one line on stdout; a closed pipe (`tunctl list | head -0`) is not an error.

@@ -57,7 +57,9 @@ impl Install {
             );
             tunctl::user_id(USER).unwrap()
         });
-        let dir = std::env::temp_dir().join(format!("tunctl-helper-test-{}", std::process::id()));
+        // A trusted place (root's, writable by no one else, up to /): clients refuse a
+        // helper anywhere else, so not under the world-writable /tmp.
+        let dir = Path::new("/run").join(format!("tunctl-helper-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let bins = Path::new(env!("CARGO_BIN_EXE_tunctl-helper"))
@@ -92,7 +94,7 @@ impl Install {
         );
         let made_etc_dir = !Path::new("/etc/tunctl").exists();
         std::fs::create_dir_all("/etc/tunctl").unwrap();
-        let saved_policy = std::fs::read(tunctl::helper::server::POLICY_PATH).ok();
+        let saved_policy = std::fs::read(tunctl::helper::POLICY_PATH).ok();
         let install = Install {
             dir,
             saved_policy,
@@ -132,8 +134,11 @@ impl Install {
             .unwrap()
     }
 
+    /// `tunctl --verbose ARGS` as the test user: the helper's log lines are shown.
     fn tunctl(&self, args: &[&str]) -> Output {
-        self.run_as(USER, "tunctl", args)
+        let mut all = vec!["--verbose"];
+        all.extend_from_slice(args);
+        self.run_as(USER, "tunctl", &all)
     }
 }
 
@@ -290,13 +295,7 @@ fn unprivileged_user_adds_configures_and_deletes_through_the_helper() {
     let closed = |out: &Output| -> usize {
         text(out)
             .lines()
-            .find_map(|l| {
-                l.strip_prefix("tunctl-helper: closed ")?
-                    .split(' ')
-                    .next()?
-                    .parse()
-                    .ok()
-            })
+            .find_map(|l| l.split_once(") closed ")?.1.split(' ').next()?.parse().ok())
             .unwrap_or(0)
     };
     let baseline = install.tunctl(&["set", "ht0", "--netns", &t.name, "--up"]);
@@ -495,7 +494,7 @@ fn every_refusal_creates_nothing() {
     );
     std::fs::remove_file("/etc/tunctl/helper.toml").unwrap();
     let out = install.tunctl(&["add", "ht%d", "--tun", "--netns", &t.name]);
-    assert!(text(&out).contains("denied"), "{}", text(&out));
+    assert!(text(&out).contains("needs CAP_NET_ADMIN"), "{}", text(&out));
 }
 
 /// Removes a file on drop (also when the test fails).

@@ -16,7 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dev.add_address("10.9.0.1/24".parse()?)?;
         dev.add_address("fd00:9::1/64".parse()?)?;
         dev.up()?;
-        dev.set_peer("10.9.0.2".parse()?)?;
+        dev.set_peer("10.9.0.1".parse()?, "10.9.0.2".parse()?)?;
         dev.set_owner(1234)?;
         dev.set_group(4321)?;
         println!("{:#?}", dev.info()?);
@@ -35,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .create()?;
         tap.set_mac("02:00:00:00:00:09".parse()?)?;
         tap.add_address("10.8.0.1/24".parse()?)?;
-        tap.set_broadcast("10.8.0.200".parse()?)?;
+        tap.set_broadcast("10.8.0.1".parse()?, "10.8.0.200".parse()?)?;
         tap.up()?;
         println!("tap {:?}", tap.info()?.mac);
         for a in tap.addresses()? {

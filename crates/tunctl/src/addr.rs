@@ -102,14 +102,27 @@ impl FromStr for Cidr {
         match prefix_part {
             None => Ok(Cidr::host_default(addr)),
             Some(p) => {
-                let prefix: u8 = p
-                    .parse()
-                    .ok()
-                    .filter(|_| !p.starts_with('+') && !p.is_empty())
-                    .ok_or_else(|| bad(format!("{s:?}: prefix {p:?} is not a number")))?;
+                let prefix: u8 = parse_decimal(p).ok_or_else(|| {
+                    bad(format!(
+                        "{s:?}: prefix {p:?} is not a plain decimal number (no sign, no leading zero)"
+                    ))
+                })?;
                 Cidr::new(addr, prefix)
             }
         }
+    }
+}
+
+/// A number written the one plain way: decimal digits only, no sign, no leading zero (so
+/// `+1400`, `01400`, ` 1400` and `024` are refused, which `str::parse` would accept or
+/// read differently than a reader of the text expects).
+pub fn parse_decimal<T: FromStr>(s: &str) -> Option<T> {
+    let plain =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    if plain {
+        s.parse().ok()
+    } else {
+        None
     }
 }
 

@@ -387,6 +387,10 @@ pub struct Builder {
     exclusive: bool,
     namespace: Namespace,
     helper: bool,
+    owner: Option<u32>,
+    group: Option<u32>,
+    persist: bool,
+    alias: Option<String>,
 }
 
 impl Default for Builder {
@@ -402,7 +406,11 @@ impl Default for Builder {
             offload: Offload::empty(),
             exclusive: false,
             namespace: Namespace::Current,
-            helper: true,
+            helper: false,
+            owner: None,
+            group: None,
+            persist: false,
+            alias: None,
         }
     }
 }
@@ -483,11 +491,60 @@ impl Builder {
         self
     }
 
-    /// Whether to fall back to the privileged helper ([`crate::helper`]) when TUNSETIFF is
-    /// refused for lack of privilege (default: yes, if one is installed).
+    /// Whether [`create`](Builder::create) may fall back to the privileged helper
+    /// ([`crate::helper`]) when the kernel refuses TUNSETIFF for lack of privilege. Off by
+    /// default: library code never starts a privileged program unless asked. Even when on,
+    /// a process running as root never falls back (the kernel's refusal is reported), and
+    /// only a helper installed in a trusted place is run ([`crate::helper::find`]).
     pub fn helper(mut self, on: bool) -> Builder {
         self.helper = on;
         self
+    }
+
+    /// The user allowed to attach to the device without CAP_NET_ADMIN (TUNSETOWNER), set
+    /// before anyone else can see the device.
+    ///
+    /// The kernel lets *any* user attach to a device that has neither an owner nor a group,
+    /// and a multi-queue device accepts more queues while it is held. So a new device with an
+    /// owner, a group, an [`alias`](Builder::alias) or [`persist`](Builder::persist) is born
+    /// in a private network namespace, gets all of them there, and is then moved into its
+    /// namespace: nobody can attach to it in between (this needs CAP_SYS_ADMIN for the
+    /// private namespace; without it, a single-queue device is created in place, which is as
+    /// safe since the kernel refuses a second fd while this one holds the only queue, and a
+    /// multi-queue device is refused). On an existing device the settings are applied after
+    /// attaching.
+    pub fn owner(mut self, uid: u32) -> Builder {
+        self.owner = Some(uid);
+        self
+    }
+
+    /// The group allowed to attach without CAP_NET_ADMIN (TUNSETGROUP); see
+    /// [`owner`](Builder::owner) for how it is set. With both an owner and a group, the
+    /// kernel requires a user to match both.
+    pub fn group(mut self, gid: u32) -> Builder {
+        self.group = Some(gid);
+        self
+    }
+
+    /// Make the device persistent (TUNSETPERSIST) before it becomes visible; see
+    /// [`owner`](Builder::owner). A persistent device without an owner or group can be
+    /// opened by any local user: give it one.
+    pub fn persist(mut self, on: bool) -> Builder {
+        self.persist = on;
+        self
+    }
+
+    /// The interface alias (`IFLA_IFALIAS`, which only CAP_NET_ADMIN can change), set
+    /// before the device becomes visible; see [`owner`](Builder::owner). `tunctl-helper`
+    /// marks the devices it makes this way.
+    pub fn alias(mut self, alias: impl Into<String>) -> Builder {
+        self.alias = Some(alias.into());
+        self
+    }
+
+    /// Whether the device gets settings that must be in place before it is visible.
+    fn seals(&self) -> bool {
+        self.owner.is_some() || self.group.is_some() || self.persist || self.alias.is_some()
     }
 
     /// The TUNSETIFF flags these options ask for.
@@ -522,17 +579,25 @@ impl Builder {
             Err(e)
                 if self.helper
                     && e.kind() == ErrorKind::PermissionDenied
-                    && crate::helper::find().is_some() =>
+                    && !sys::is_root()
+                    && self.group.is_none()
+                    && self.alias.is_none()
+                    && self.owner.is_none_or(|uid| uid == sys::real_uid()) =>
             {
-                self.via_helper()
+                self.via_helper(e)
             }
             other => other,
         }
     }
 
-    /// Creates the device through the privileged helper.
-    fn via_helper(&self) -> Result<Device> {
+    /// Creates the device through the privileged helper, which makes the caller its owner.
+    /// Without a trusted helper, the kernel's refusal `denied` is the answer, with what
+    /// would overcome it.
+    fn via_helper(&self, denied: Error) -> Result<Device> {
         use crate::helper::{Netns, Op, Request};
+        if let Err(why) = crate::helper::find() {
+            return Err(denied.with_detail(crate::helper::privilege_hint(&why)));
+        }
         let mut req = Request::new(
             Op::Create,
             self.name.as_deref().unwrap_or(if self.kind == Kind::Tun {
@@ -545,6 +610,7 @@ impl Builder {
         req.pi = self.packet_info;
         req.vnet_hdr = self.vnet_hdr;
         req.multi_queue = self.multi_queue;
+        req.persist = self.persist;
         req.netns = match &self.namespace {
             Namespace::Current => Netns::Own,
             Namespace::Named(n) => Netns::Named(n.clone()),
@@ -593,15 +659,191 @@ impl Builder {
         }
         let flags = self.flags();
         let ns = self.namespace.clone();
-        let (queues, netlink, kname, index) = ns
-            .run(|| self.attach_all(mode, flags))
-            .and_then(|r| r)
-            .map_err(|e| e.on_default(&label))?;
-        let dev = Device::assemble(queues, Link::from_index(netlink, index, kname), flags, None)?;
+        let sealed = if mode == Mode::Create && self.seals() {
+            self.create_sealed(flags)
+                .map_err(|e| e.on_default(&label))?
+        } else {
+            None
+        };
+        let (dev, attached) = match sealed {
+            Some((queues, netlink, kname, index)) => (
+                Device::assemble(queues, Link::from_index(netlink, index, kname), flags, None)?,
+                false,
+            ),
+            None => {
+                let (queues, netlink, kname, index) = ns
+                    .run(|| self.attach_all(mode, flags))
+                    .and_then(|r| r)
+                    .map_err(|e| e.on_default(&label))?;
+                let dev =
+                    Device::assemble(queues, Link::from_index(netlink, index, kname), flags, None)?;
+                (dev, true)
+            }
+        };
+        if attached {
+            // An existing device (or one made in place without CAP_SYS_ADMIN, single-queue
+            // and so held by us alone): the settings in the order that never leaves a
+            // persistent device without its owner.
+            self.seal(&dev)?;
+        }
         if flags.contains(Flags::VNET_HDR) {
             dev.negotiate_offload(self.offload)?;
         }
         Ok(dev)
+    }
+
+    /// Applies owner, group, alias and persist to an attached device, persist last.
+    fn seal(&self, dev: &Device) -> Result<()> {
+        if let Some(uid) = self.owner {
+            dev.set_owner(uid)?;
+        }
+        if let Some(gid) = self.group {
+            dev.set_group(gid)?;
+        }
+        if let Some(alias) = &self.alias {
+            dev.link()?.set_alias(alias)?;
+        }
+        if self.persist {
+            dev.set_persist(true)?;
+        }
+        Ok(())
+    }
+
+    /// Creates a new device in a private network namespace, gives it its owner, group,
+    /// alias and persist flag there, and moves it into the target namespace under the
+    /// requested name (a template is resolved there). Nobody outside this process can see
+    /// or attach to it before it is complete; if this process dies on the way, the private
+    /// namespace dies with it and takes the device along.
+    ///
+    /// `Ok(None)`: use the plain path instead: the named device exists already (attach to
+    /// it), or the private namespace is not allowed (no CAP_SYS_ADMIN) and the device is
+    /// single-queue.
+    #[allow(clippy::type_complexity)]
+    fn create_sealed(&self, flags: Flags) -> Result<Option<(Vec<OwnedFd>, Netlink, String, u32)>> {
+        let target = Netlink::open_in(&self.namespace)?;
+        let request = self
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}%d", self.kind));
+        if !request.contains('%') {
+            match target.link_by_name(&request) {
+                Ok(_) => return Ok(None),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let target_fd = match self.namespace.open()? {
+            Some(fd) => fd,
+            None => sys::open_readonly(std::path::Path::new("/proc/thread-self/ns/net"))
+                .map_err(|e| Error::os("open namespace", e))?,
+        };
+        let made = std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> Result<Option<Vec<OwnedFd>>> {
+                    match sys::unshare_net() {
+                        Ok(()) => {}
+                        Err(e)
+                            if e.raw_os_error() == Some(libc::EPERM) && !self.multi_queue =>
+                        {
+                            return Ok(None)
+                        }
+                        Err(e) => {
+                            let err = Error::os("unshare", e);
+                            return Err(if err.kind() == ErrorKind::PermissionDenied {
+                                err.with_detail(
+                                    "a multi-queue device with an owner, group, alias or persist is made in a private namespace so that nobody can attach before they are set; that needs CAP_SYS_ADMIN (EPERM)",
+                                )
+                            } else {
+                                err
+                            });
+                        }
+                    }
+                    self.populate_private(&request, flags, target_fd.as_fd())
+                        .map(Some)
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })?;
+        let Some(fds) = made else {
+            return Ok(None);
+        };
+        let (kname, _) = sys::tun_get_iff(fds[0].as_fd()).map_err(|e| Error::os("TUNGETIFF", e))?;
+        let info = target.link_by_name(&kname)?;
+        // What arrived must be exactly what was made: our queues, our owner, group and alias.
+        let (queues, owner, group) = info
+            .tun
+            .as_ref()
+            .map_or((None, None, None), |t| (t.queues, t.owner, t.group));
+        let queues_ok =
+            info.tun.is_some() && (!self.multi_queue || queues == Some(fds.len() as u32));
+        if !queues_ok || owner != self.owner || group != self.group || info.alias != self.alias {
+            let _ = target.delete_link(info.index);
+            return Err(Error::new(
+                ErrorKind::Os,
+                "create",
+                format!(
+                    "the device arrived with queues {:?}, owner {:?}, group {:?}, alias {:?}: not as made; removed",
+                    queues, owner, group, info.alias
+                ),
+            )
+            .on(kname));
+        }
+        Ok(Some((fds, target, kname, info.index)))
+    }
+
+    /// Runs on a thread inside a fresh private namespace: creates the device under a
+    /// temporary name, sets everything that must precede visibility, and moves it into
+    /// `target` as `request`. On failure the device is deleted (and would die with the
+    /// namespace anyway).
+    fn populate_private(
+        &self,
+        request: &str,
+        flags: Flags,
+        target: BorrowedFd<'_>,
+    ) -> Result<Vec<OwnedFd>> {
+        use std::hash::{BuildHasher, Hasher};
+        // Unique in the target too, so the move never clashes before the rename.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let temp = format!("tcs{:012x}", h.finish() & 0xffff_ffff_ffff);
+        let (first, _) = attach(&temp, flags | Flags::TUN_EXCL, flags)?;
+        let mut fds = vec![first];
+        for _ in 1..self.queues {
+            fds.push(attach(&temp, flags, flags)?.0);
+        }
+        let netlink = Netlink::open()?;
+        let index = netlink.link_by_name(&temp)?.index;
+        let link = Link::from_index(netlink, index, temp.clone());
+        let done = (|| -> Result<()> {
+            let fd = fds[0].as_fd();
+            if let Some(uid) = self.owner {
+                sys::tun_set_owner(fd, uid).map_err(|e| Error::os("TUNSETOWNER", e))?;
+            }
+            if let Some(gid) = self.group {
+                sys::tun_set_group(fd, gid).map_err(|e| Error::os("TUNSETGROUP", e))?;
+            }
+            if let Some(alias) = &self.alias {
+                link.set_alias(alias)?;
+            }
+            if self.persist {
+                sys::tun_set_persist(fd, true).map_err(|e| Error::os("TUNSETPERSIST", e))?;
+            }
+            link.netlink()
+                .move_link(index, target, request)
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::EEXIST) => Error::new(
+                        ErrorKind::Busy,
+                        "TUNSETIFF",
+                        "a device of that name exists already",
+                    ),
+                    _ => e,
+                })
+        })();
+        if let Err(e) = done {
+            let _ = link.delete();
+            return Err(e.on(request));
+        }
+        Ok(fds)
     }
 
     /// Runs inside the target namespace: checks an existing device, opens every queue, and
@@ -1145,14 +1387,20 @@ impl Device {
         self.link()?.addresses()
     }
 
-    /// Sets the point-to-point peer (the seed's `dstaddr/2`, IPv4 and IPv6).
-    pub fn set_peer(&self, peer: std::net::IpAddr) -> Result<()> {
-        self.link()?.set_peer(peer)
+    /// Sets the point-to-point peer of the address `local` (the Erlang original's
+    /// `dstaddr/2`, IPv4 and IPv6); see [`Link::set_peer`].
+    pub fn set_peer(&self, local: std::net::IpAddr, peer: std::net::IpAddr) -> Result<()> {
+        self.link()?.set_peer(local, peer)
     }
 
-    /// Sets the IPv4 broadcast address (the seed's `broadcast/2`).
-    pub fn set_broadcast(&self, broadcast: std::net::Ipv4Addr) -> Result<()> {
-        self.link()?.set_broadcast(broadcast)
+    /// Sets the broadcast address of the IPv4 address `local` (the Erlang original's
+    /// `broadcast/2`); see [`Link::set_broadcast`].
+    pub fn set_broadcast(
+        &self,
+        local: std::net::Ipv4Addr,
+        broadcast: std::net::Ipv4Addr,
+    ) -> Result<()> {
+        self.link()?.set_broadcast(local, broadcast)
     }
 
     /// The MTU.

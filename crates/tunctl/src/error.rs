@@ -103,6 +103,26 @@ impl Error {
         }
     }
 
+    /// Adds `more` to the detail (after "; "), keeping the kind and the OS cause's text:
+    /// for a caller that knows what the operation was for, or what would overcome it.
+    pub fn add_detail(self, more: &str) -> Error {
+        self.and_then_detail(more)
+    }
+
+    /// The human-readable cause: the message without its subject and operation.
+    pub fn detail(&self) -> String {
+        let now = self.to_string();
+        let prefix_len = self.subject.as_ref().map_or(0, |s| s.len() + 2) + self.op.len() + 2;
+        now.get(prefix_len..).unwrap_or("").to_string()
+    }
+
+    /// Adds `more` to the detail (after "; "), keeping the OS cause's text.
+    pub(crate) fn and_then_detail(mut self, more: &str) -> Error {
+        let current = self.detail();
+        self.detail = Some(format!("{current}; {more}"));
+        self
+    }
+
     /// Replaces the human-readable detail, keeping kind and OS cause.
     pub(crate) fn with_detail(mut self, detail: impl Into<String>) -> Error {
         self.detail = Some(detail.into());

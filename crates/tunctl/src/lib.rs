@@ -39,6 +39,7 @@
 pub mod active;
 mod addr;
 mod batch;
+mod config;
 mod device;
 mod error;
 mod flags;
@@ -53,8 +54,9 @@ mod sys;
 pub mod tokio;
 
 pub use active::{Active, Event, Packet, Packets};
-pub use addr::{parse_ip, Cidr, MacAddr};
+pub use addr::{parse_decimal, parse_ip, Cidr, MacAddr};
 pub use batch::Batch;
+pub use config::{LinkConfig, Plan, Step};
 pub use device::{is_cloexec, Builder, Device, Queue, MAX_QUEUES};
 pub use error::{Error, ErrorKind, Result};
 pub use flags::{Flags, Kind, Offload};
@@ -85,7 +87,7 @@ fn lookup_id(
     what: &str,
     lookup: fn(&str) -> std::io::Result<Option<u32>>,
 ) -> Result<u32> {
-    if let Ok(id) = name.parse::<u32>() {
+    if let Some(id) = parse_decimal::<u32>(name) {
         return Ok(id);
     }
     let op = format!("look up {what}");

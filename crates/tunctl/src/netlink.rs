@@ -7,7 +7,7 @@
 //! without moving the process.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 
 use netlink_packet_core::{
@@ -282,6 +282,19 @@ impl Netlink {
             .map(drop)
     }
 
+    /// Moves a link into the namespace `target` (RTM_SETLINK with `IFLA_NET_NS_FD`) and
+    /// names it `name` there, which may be a template (`tun%d`): the kernel then picks the
+    /// first free name in `target`. The kernel brings the link down and drops its addresses
+    /// on the way. `EEXIST` if `name` is taken there.
+    pub fn move_link(&self, index: u32, target: BorrowedFd<'_>, name: &str) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        self.set_link("move to namespace", index, |m| {
+            m.attributes
+                .push(LinkAttribute::NetNsFd(target.as_raw_fd()));
+            m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        })
+    }
+
     /// Deletes a link (RTM_DELLINK). Works for TUN/TAP devices, persistent or not.
     pub fn delete_link(&self, index: u32) -> Result<()> {
         let mut msg = LinkMessage::default();
@@ -511,6 +524,9 @@ pub struct LinkInfo {
     pub tun: Option<TunInfo>,
     /// The interface alias (`IFLA_IFALIAS`), if set.
     pub alias: Option<String>,
+    /// Whether IPv6 works on the link: `Some(false)` when `disable_ipv6` is set for it,
+    /// `None` when the kernel reports no IPv6 state (IPv6 off in the whole kernel).
+    pub ipv6: Option<bool>,
 }
 
 /// Names of the `IFF_*` interface flags, in the order `ip link` prints them.
@@ -546,6 +562,7 @@ impl LinkInfo {
             link_kind: None,
             tun: None,
             alias: None,
+            ipv6: None,
         };
         for attr in &msg.attributes {
             match attr {
@@ -561,6 +578,18 @@ impl LinkInfo {
                 }
                 LinkAttribute::Carrier(c) => info.carrier = Some(*c != 0),
                 LinkAttribute::IfAlias(a) => info.alias = Some(a.clone()),
+                LinkAttribute::AfSpecUnspec(specs) => {
+                    use netlink_packet_route::link::{AfSpecInet6, AfSpecUnspec};
+                    for spec in specs {
+                        if let AfSpecUnspec::Inet6(items) = spec {
+                            for item in items {
+                                if let AfSpecInet6::DevConf(conf) = item {
+                                    info.ipv6 = Some(conf.disable_ipv6 == 0);
+                                }
+                            }
+                        }
+                    }
+                }
                 LinkAttribute::OperState(s) => info.operstate = s.to_string().to_uppercase(),
                 LinkAttribute::LinkInfo(infos) => {
                     for item in infos {
@@ -919,25 +948,29 @@ impl Link {
             .map_err(|e| self.named(e))
     }
 
-    /// The first non-link-local address of the family of `like`.
-    fn primary(&self, like: IpAddr, op: &str) -> Result<Address> {
+    /// The address `local` on this link, with its prefix and attributes.
+    fn local_address(&self, local: IpAddr, op: &str) -> Result<Address> {
         self.addresses()?
             .into_iter()
-            .find(|a| a.addr.is_ipv4() == like.is_ipv4() && !a.is_link_local())
+            .find(|a| a.addr == local)
             .ok_or_else(|| {
-                let fam = if like.is_ipv4() { "IPv4" } else { "IPv6" };
                 self.named(Error::new(
                     ErrorKind::NotFound,
                     op.to_string(),
-                    format!("no {fam} address to set it on; add one first"),
+                    format!("{local} is not an address of this link; add it first"),
                 ))
             })
     }
 
-    /// Replaces an existing address with `new` (delete, then add). Deleting a primary IPv4
-    /// address also deletes its secondaries (unless `promote_secondaries` is set): those are
-    /// put back. If the kernel refuses `new`, the old address is restored.
-    fn replace(&self, old: &Address, new: &Address) -> Result<()> {
+    /// Replaces the address `old` with `new` (delete, then add), e.g. to give it a peer.
+    /// Deleting a primary IPv4 address also deletes its secondaries (unless
+    /// `promote_secondaries` is set): those are put back. If the kernel refuses `new`, the
+    /// old address is restored.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's refusal, saying what could not be restored if anything.
+    pub fn replace_address(&self, old: &Address, new: &Address) -> Result<()> {
         let before = self.addresses()?;
         self.netlink
             .del_address(self.index, old)
@@ -976,25 +1009,44 @@ impl Link {
         }
     }
 
-    /// Sets the point-to-point peer (the seed's `dstaddr`) of the link's first address of
-    /// the peer's family, keeping its prefix. On a tun device the link is `POINTOPOINT`.
-    pub fn set_peer(&self, peer: IpAddr) -> Result<()> {
-        let old = self.primary(peer, "set peer")?;
+    /// Sets the point-to-point peer (the Erlang original's `dstaddr`) of the address `local`,
+    /// which must be on the link; it keeps its prefix. The kernel then routes the peer's
+    /// network (`peer` with `local`'s prefix, for IPv4; the peer itself for IPv6) to this
+    /// link. On a tun device the link is `POINTOPOINT`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] if `local` and `peer` are of different families,
+    /// [`ErrorKind::NotFound`] if `local` is not on the link; the kernel's refusal
+    /// otherwise, with the old address restored.
+    pub fn set_peer(&self, local: IpAddr, peer: IpAddr) -> Result<()> {
+        if local.is_ipv4() != peer.is_ipv4() {
+            return Err(self.named(Error::new(
+                ErrorKind::InvalidInput,
+                "set peer",
+                format!("{peer} and {local} are of different families"),
+            )));
+        }
+        let old = self.local_address(local, "set peer")?;
         let new = Address {
             peer: Some(peer),
             ..old
         };
-        self.replace(&old, &new)
+        self.replace_address(&old, &new)
     }
 
-    /// Sets the broadcast address of the link's first IPv4 address.
-    pub fn set_broadcast(&self, broadcast: Ipv4Addr) -> Result<()> {
-        let old = self.primary(IpAddr::V4(broadcast), "set broadcast")?;
+    /// Sets the broadcast address of the IPv4 address `local`, which must be on the link.
+    ///
+    /// # Errors
+    ///
+    /// As [`set_peer`](Link::set_peer).
+    pub fn set_broadcast(&self, local: Ipv4Addr, broadcast: Ipv4Addr) -> Result<()> {
+        let old = self.local_address(IpAddr::V4(local), "set broadcast")?;
         let new = Address {
             broadcast: Some(broadcast),
             ..old
         };
-        self.replace(&old, &new)
+        self.replace_address(&old, &new)
     }
 
     /// Deletes the link (RTM_DELLINK).

@@ -512,13 +512,22 @@ pub fn send_with_fds(
     cvt_size(unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })
 }
 
+/// What of a received message did not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Truncation {
+    /// The data was longer than the buffer (MSG_TRUNC).
+    pub data: bool,
+    /// More control data (fds) came than there was room for (MSG_CTRUNC).
+    pub control: bool,
+}
+
 /// Receives one message into `buf` with up to `max_fds` attached fds (made close-on-exec).
-/// Returns the length, whether the message was truncated, and the fds.
+/// Returns the length, what was truncated, and the fds.
 pub fn recv_with_fds(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
     max_fds: usize,
-) -> io::Result<(usize, bool, Vec<OwnedFd>)> {
+) -> io::Result<(usize, Truncation, Vec<OwnedFd>)> {
     let payload = max_fds * std::mem::size_of::<libc::c_int>();
     // SAFETY: CMSG_SPACE only computes a size.
     let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
@@ -553,7 +562,10 @@ pub fn recv_with_fds(
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    let truncated = msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
+    let truncated = Truncation {
+        data: msg.msg_flags & libc::MSG_TRUNC != 0,
+        control: msg.msg_flags & libc::MSG_CTRUNC != 0,
+    };
     Ok((n, truncated, fds))
 }
 
@@ -592,6 +604,14 @@ pub fn is_seqpacket(fd: BorrowedFd<'_>) -> bool {
         )
     };
     rc == 0 && ty == libc::SOCK_SEQPACKET
+}
+
+/// Ignores SIGXFSZ: writing past the caller's RLIMIT_FSIZE then fails with EFBIG instead
+/// of killing the process.
+#[cfg(feature = "helper-server")]
+pub fn ignore_sigxfsz() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
 }
 
 /// Takes ownership of standard input (fd 0): the helper's request socket.
@@ -640,6 +660,43 @@ pub fn set_recv_timeout(sock: BorrowedFd<'_>, secs: i64) -> io::Result<()> {
         )
     })
     .map(drop)
+}
+
+/// Whether the effective user is root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid never fails.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The real uid: the user who ran this process.
+pub fn real_uid() -> u32 {
+    // SAFETY: getuid never fails.
+    unsafe { libc::getuid() }
+}
+
+/// Whether this thread has `cap` (a `CAP_*` number) in its effective set (capget).
+pub fn has_capability(cap: u32) -> bool {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut hdr = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: `hdr` and `data` (two elements, as version 3 needs) are valid for the call.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut Header, data.as_mut_ptr()) };
+    let (word, bit) = ((cap / 32) as usize, cap % 32);
+    rc == 0 && word < 2 && data[word].effective & (1 << bit) != 0
 }
 
 /// Whether this process runs in "secure" mode (setuid, setgid or file capabilities:

@@ -108,7 +108,8 @@ fn peer_sets_pointopoint_address_not_notrailers() {
         dev.add_address("127.241.173.1/32".parse().unwrap())
             .unwrap();
         dev.up().unwrap();
-        dev.set_peer("127.241.173.2".parse().unwrap()).unwrap();
+        dev.set_peer(ip("127.241.173.1"), ip("127.241.173.2"))
+            .unwrap();
         let a = find_addr(&ip_addrs(Some(&t.name), name), "127.241.173.1")
             .cloned()
             .unwrap();
@@ -132,7 +133,7 @@ fn peer_sets_pointopoint_address_not_notrailers() {
     let sec = tun(&t, "p2p5");
     sec.add_address("10.71.0.1/24".parse().unwrap()).unwrap();
     sec.add_address("10.71.0.7/24".parse().unwrap()).unwrap();
-    sec.set_peer("10.71.0.2".parse().unwrap()).unwrap();
+    sec.set_peer(ip("10.71.0.1"), ip("10.71.0.2")).unwrap();
     let seen = ip_addrs(Some(&t.name), "p2p5");
     assert_eq!(
         find_addr(&seen, "10.71.0.1").unwrap()["address"],
@@ -145,16 +146,41 @@ fn peer_sets_pointopoint_address_not_notrailers() {
     // IPv6 peer too (the original could not).
     let dev = tun(&t, "p2p6");
     dev.add_address("fd00:70::1/128".parse().unwrap()).unwrap();
-    dev.set_peer("fd00:70::2".parse().unwrap()).unwrap();
+    dev.set_peer(ip("fd00:70::1"), ip("fd00:70::2")).unwrap();
     let a = find_addr(&ip_addrs(Some(&t.name), "p2p6"), "fd00:70::1")
         .cloned()
         .unwrap();
     assert_eq!(a["address"], "fd00:70::2");
-    // A peer with no address of that family to pair with is a clear error.
+    // The peer pairs with the address named, never with "the first one": a secondary
+    // /32 gets the peer, and the /16 primary keeps routing only its own network.
+    let pair = tun(&t, "p2p8");
+    pair.add_address("10.72.0.1/16".parse().unwrap()).unwrap();
+    pair.add_address("10.72.5.5/32".parse().unwrap()).unwrap();
+    pair.set_peer(ip("10.72.5.5"), ip("10.73.0.1")).unwrap();
+    let seen = ip_addrs(Some(&t.name), "p2p8");
+    assert_eq!(
+        find_addr(&seen, "10.72.5.5").unwrap()["address"],
+        "10.73.0.1"
+    );
+    assert_eq!(find_addr(&seen, "10.72.0.1").unwrap()["prefixlen"], 16);
+    assert!(find_addr(&seen, "10.72.0.1")
+        .unwrap()
+        .get("address")
+        .is_none());
+    // An address the link does not have, or a family mismatch, is a clear error.
     let bare = tun(&t, "p2p7");
-    let err = bare.set_peer("10.0.0.2".parse().unwrap()).unwrap_err();
+    let err = bare.set_peer(ip("10.0.0.1"), ip("10.0.0.2")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
-    assert!(err.to_string().contains("no IPv4 address"), "{err}");
+    assert!(
+        err.to_string().contains("not an address of this link"),
+        "{err}"
+    );
+    let err = pair.set_peer(ip("10.72.0.1"), ip("fd00::2")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
 }
 
 #[test]
@@ -166,7 +192,11 @@ fn broadcast_mtu_mac_txqueuelen_carrier_and_updown() {
     let dev = tap(&t, "cfg0");
     dev.add_address("127.241.174.1/24".parse().unwrap())
         .unwrap();
-    dev.set_broadcast("127.241.174.3".parse().unwrap()).unwrap();
+    dev.set_broadcast(
+        "127.241.174.1".parse().unwrap(),
+        "127.241.174.3".parse().unwrap(),
+    )
+    .unwrap();
     let a = find_addr(&ip_addrs(Some(&t.name), "cfg0"), "127.241.174.1")
         .cloned()
         .unwrap();

@@ -243,11 +243,9 @@ impl Request {
                     req.peer = Some(crate::addr::parse_ip(value).map_err(|e| bad(e.to_string()))?)
                 }
                 "mtu" => {
-                    req.mtu = Some(
-                        value
-                            .parse()
-                            .map_err(|_| bad(format!("mtu {value:?} is not a number")))?,
-                    )
+                    req.mtu = Some(crate::addr::parse_decimal(value).ok_or_else(|| {
+                        bad(format!("mtu {value:?} is not a plain decimal number"))
+                    })?)
                 }
                 _ => return Err(bad(format!("unknown key {key:?}"))),
             }
@@ -257,6 +255,9 @@ impl Request {
         }
         if !seen.contains(&"op") || !seen.contains(&"name") {
             return Err(bad("op and name are required".into()));
+        }
+        if req.up && req.down {
+            return Err(bad("up and down together".into()));
         }
         name::validate(&req.name, req.op == Op::Create).map_err(|e| bad(e.to_string()))?;
         // Names reach logs and administrators' terminals: letters, digits, `.`, `_`, `-` (and
@@ -297,6 +298,9 @@ pub enum Reply {
     },
     /// The policy refused; the reason.
     Denied(String),
+    /// The helper has no usable policy (missing, unreadable or untrusted), or cannot work
+    /// here (e.g. `/dev/net/tun` closed to the caller): nothing is allowed; the reason.
+    Unconfigured(String),
     /// The kernel refused, or the request could not be read; the reason.
     Error(String),
 }
@@ -307,6 +311,7 @@ impl Reply {
         match self {
             Reply::Ok { name, index } => format!("ok {name} {index}\n"),
             Reply::Denied(why) => format!("denied {why}\n"),
+            Reply::Unconfigured(why) => format!("unconfigured {why}\n"),
             Reply::Error(why) => format!("error {why}\n"),
         }
     }
@@ -334,36 +339,123 @@ impl Reply {
                 Ok(Reply::Ok { name, index })
             }
             "denied" => Ok(Reply::Denied(rest.to_string())),
+            "unconfigured" => Ok(Reply::Unconfigured(rest.to_string())),
             "error" => Ok(Reply::Error(rest.to_string())),
             _ => Err(bad()),
         }
     }
 }
 
+/// The places searched for the helper after `TUNCTL_HELPER` and the program's own directory.
+pub const INSTALL_PATHS: [&str; 2] = [
+    "/usr/local/libexec/tunctl/tunctl-helper",
+    "/usr/libexec/tunctl/tunctl-helper",
+];
+
 /// Where the helper is: `TUNCTL_HELPER`, else `tunctl-helper` next to the running program,
-/// else `/usr/local/libexec/tunctl/tunctl-helper`, else `/usr/libexec/tunctl/tunctl-helper`.
+/// else one of [`INSTALL_PATHS`]; the first that exists and is trusted.
+///
+/// A helper is trusted only when the file (symbolic links resolved) and every directory
+/// above it are owned by root or by the user running this program, and writable by no one
+/// else: whoever can replace a privileged program can run code as every user who starts it.
+/// `TUNCTL_HELPER` naming an untrusted file is an error, not a reason to look elsewhere.
 ///
 /// A program that itself runs setuid, setgid or with file capabilities ignores
 /// `TUNCTL_HELPER` and its own directory: its caller must not choose what it runs.
-pub fn find() -> Option<PathBuf> {
+///
+/// # Errors
+///
+/// Why no helper can be used: none installed, or the one found is not trusted (and why).
+pub fn find() -> std::result::Result<PathBuf, String> {
     let secure = sys::secure_mode();
     if let Some(path) = std::env::var_os("TUNCTL_HELPER").filter(|_| !secure) {
-        return Some(PathBuf::from(path));
+        let path = PathBuf::from(path);
+        return trusted(&path).map(|()| path);
     }
     let beside = std::env::current_exe()
         .ok()
         .filter(|_| !secure)
         .and_then(|exe| exe.parent().map(|d| d.join("tunctl-helper")));
-    beside
-        .into_iter()
-        .chain(
-            [
-                "/usr/local/libexec/tunctl/tunctl-helper",
-                "/usr/libexec/tunctl/tunctl-helper",
-            ]
-            .map(PathBuf::from),
-        )
-        .find(|p| p.is_file())
+    let mut refused = None;
+    for path in beside.into_iter().chain(INSTALL_PATHS.map(PathBuf::from)) {
+        if !path.exists() {
+            continue;
+        }
+        match trusted(&path) {
+            Ok(()) => return Ok(path),
+            Err(why) => {
+                refused.get_or_insert(why);
+            }
+        }
+    }
+    Err(refused.unwrap_or_else(|| "tunctl-helper is not installed".to_string()))
+}
+
+/// Whether `path` may be run as a privileged program; see [`find`].
+fn trusted(path: &std::path::Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(path)
+        .map_err(|e| format!("tunctl-helper {}: {e}", path.display()))?;
+    let me = sys::real_uid();
+    let meta =
+        std::fs::metadata(&real).map_err(|e| format!("tunctl-helper {}: {e}", real.display()))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "tunctl-helper {} is not a regular file",
+            real.display()
+        ));
+    }
+    let mut at = Some(real.as_path());
+    while let Some(p) = at {
+        let m = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        if m.uid() != 0 && m.uid() != me {
+            return Err(format!(
+                "refusing tunctl-helper {}: {} belongs to uid {}, not to root or you",
+                real.display(),
+                p.display(),
+                m.uid()
+            ));
+        }
+        if m.mode() & 0o022 != 0 {
+            return Err(format!(
+                "refusing tunctl-helper {}: {} is writable by {} (mode {:o})",
+                real.display(),
+                p.display(),
+                if m.mode() & 0o002 != 0 {
+                    "everyone"
+                } else {
+                    "its group"
+                },
+                m.mode() & 0o7777
+            ));
+        }
+        at = p.parent();
+    }
+    Ok(())
+}
+
+/// The ways to get the privilege a device operation lacks, in one line, with why the
+/// helper could not be used (`why`) when that is more than its absence.
+pub fn privilege_hint(why: &str) -> String {
+    let helper = if why == "tunctl-helper is not installed" {
+        String::new()
+    } else {
+        format!(" ({why})")
+    };
+    format!(
+        "needs CAP_NET_ADMIN: run as root, give the program the capability (setcap cap_net_admin,cap_sys_admin+ep), or install tunctl-helper with a policy in {POLICY_PATH}{helper}; README.md, \"Unprivileged use\", explains each"
+    )
+}
+
+/// Where the helper's policy lives.
+pub const POLICY_PATH: &str = "/etc/tunctl/helper.toml";
+
+static SHOW_LOG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the helper's log lines (its decision, also sent to the system log) are shown on
+/// this program's standard error. Off by default; `tunctl --verbose` turns it on.
+pub fn show_log(on: bool) {
+    SHOW_LOG.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Sends `request` to a freshly spawned helper and returns its reply and fds.
@@ -374,18 +466,17 @@ pub fn call(request: &Request) -> Result<(Reply, Vec<OwnedFd>)> {
 /// Sends raw bytes as the request (for tests and tools that probe the helper) and returns
 /// its reply and fds.
 pub fn exchange(request: &[u8]) -> Result<(Reply, Vec<OwnedFd>)> {
-    let helper = find().ok_or_else(|| {
-        Error::new(
-            ErrorKind::NotFound,
-            "tunctl-helper",
-            "no helper installed (set TUNCTL_HELPER, or install it beside this program)",
-        )
-    })?;
+    let helper = find().map_err(|why| Error::new(ErrorKind::NotFound, "tunctl-helper", why))?;
     let (ours, theirs) = sys::seqpacket_pair().map_err(|e| Error::os("socketpair", e))?;
+    let log = if SHOW_LOG.load(std::sync::atomic::Ordering::Relaxed) {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    };
     let mut child = Command::new(&helper)
         .stdin(Stdio::from(theirs))
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(log)
         .env_clear()
         .spawn()
         .map_err(|e| Error::os(format!("run {}", helper.display()), e))?;
@@ -410,6 +501,7 @@ fn refused(request: &Request, reply: Reply) -> Error {
             ErrorKind::PermissionDenied,
             format!("denied by policy: {why}"),
         ),
+        Reply::Unconfigured(why) => (ErrorKind::PermissionDenied, privilege_hint(&why)),
         Reply::Error(why) => (ErrorKind::Os, why),
         Reply::Ok { .. } => (ErrorKind::Os, "unexpected reply".to_string()),
     };
@@ -486,6 +578,7 @@ mod tests {
                 index: 7,
             },
             Reply::Denied("no".into()),
+            Reply::Unconfigured("no policy".into()),
             Reply::Error("x y".into()),
         ] {
             assert_eq!(Reply::parse(reply.encode().as_bytes()).unwrap(), reply);
@@ -515,6 +608,13 @@ mod tests {
             ),
             ("slash name", good.replace("name tun%d", "name a/b")),
             ("bad addr", good.replace("end\n", "addr 10.0.0.1/33\nend\n")),
+            ("signed mtu", good.replace("end\n", "mtu +1400\nend\n")),
+            ("zero-led mtu", good.replace("end\n", "mtu 01400\nend\n")),
+            (
+                "zero-led prefix",
+                good.replace("end\n", "addr 10.0.0.1/024\nend\n"),
+            ),
+            ("up and down", good.replace("up 0\ndown 0", "up 1\ndown 1")),
             ("no colon", good.replace("end\n", "garbage\nend\n")),
             ("oversized", format!("{good}{}", "x".repeat(MAX_REQUEST))),
             ("binary", format!("{good}\u{e9}")),

@@ -8,15 +8,14 @@ use std::path::Path;
 
 use super::{Netns, Op, Reply, Request, MAX_REQUEST};
 use crate::addr::Cidr;
+use crate::config::LinkConfig;
 use crate::device::Device;
 use crate::flags::Kind;
-use crate::netlink::{Address, Link, Netlink};
+use crate::netlink::{Link, Netlink};
 use crate::netns::Namespace;
 use crate::sys;
 
-/// Where the policy lives. Missing, unreadable, or writable by anyone but root: every request
-/// is denied.
-pub const POLICY_PATH: &str = "/etc/tunctl/helper.toml";
+pub use super::POLICY_PATH;
 
 /// Who asks: the helper's real ids (the caller's, since the caller spawned it).
 #[derive(Debug, Clone)]
@@ -167,12 +166,16 @@ impl Policy {
     }
 
     /// Decides a request: the index of the allowing rule, or the reason for denial.
-    /// `owned` counts the caller's devices in a namespace (for `max_devices`).
+    /// `owned` counts the caller's devices in a namespace (for `max_devices`); `routes` are
+    /// the networks the request makes the kernel route to the device
+    /// ([`LinkConfig::routed_networks`](crate::LinkConfig::routed_networks): each address's
+    /// network and each peer's, paired exactly as the configuration will pair it).
     pub fn decide(
         &self,
         caller: &Caller,
         req: &Request,
         owned: &dyn Fn(&Netns) -> Result<usize, String>,
+        routes: &[Cidr],
     ) -> Result<usize, String> {
         let mine: Vec<(usize, &Rule)> = self
             .rules
@@ -185,7 +188,7 @@ impl Policy {
         }
         let mut first_reason = None;
         for (i, rule) in mine {
-            match rule.allows(req, owned) {
+            match rule.allows(req, owned, routes) {
                 Ok(()) => return Ok(i),
                 Err(why) => {
                     first_reason.get_or_insert(why);
@@ -312,6 +315,7 @@ impl Rule {
         &self,
         req: &Request,
         owned: &dyn Fn(&Netns) -> Result<usize, String>,
+        routes: &[Cidr],
     ) -> Result<(), String> {
         if !self.names.iter().any(|p| glob(p, &req.name)) {
             return Err(format!("name {:?} matches no allowed pattern", req.name));
@@ -347,37 +351,18 @@ impl Rule {
                 }
             }
         }
-        // Each address's whole network (the route the kernel installs for it) must lie in an
-        // allowed range: 10.88.0.1/5 would route 8.0.0.0/5 to the device.
-        for c in req.addrs.iter().chain(&req.del_addrs) {
+        // Every network the kernel will route to the device must lie in an allowed range:
+        // 10.88.0.1/5 would route 8.0.0.0/5 to it, and a peer routes its own network (with
+        // the prefix of the address it pairs with). Removed addresses must be the caller's.
+        for c in routes.iter().chain(&req.del_addrs) {
             if !self.addresses.iter().any(|net| contains_net(net, c)) {
-                return Err(format!("address {c} is outside the allowed ranges"));
-            }
-        }
-        if let Some(peer) = req.peer {
-            // The peer pairs with the request's address of its family, whose prefix it takes.
-            let Some(local) = req
-                .addrs
-                .iter()
-                .find(|c| c.addr().is_ipv4() == peer.is_ipv4())
-            else {
-                return Err(format!(
-                    "peer {peer} needs an address of its family in the same request"
-                ));
-            };
-            let peer_net = Cidr::new(peer, local.prefix()).map_err(|e| e.to_string())?;
-            if !self
-                .addresses
-                .iter()
-                .any(|net| contains_net(net, &peer_net))
-            {
-                return Err(format!("peer {peer_net} is outside the allowed ranges"));
+                return Err(format!("{c} is outside the allowed ranges"));
             }
         }
         if let Some(mtu) = req.mtu {
             if mtu < self.mtu.0 || mtu > self.mtu.1 {
                 return Err(format!(
-                    "MTU {mtu} is outside {}..={}",
+                    "MTU {mtu} is outside {} to {}",
                     self.mtu.0, self.mtu.1
                 ));
             }
@@ -408,26 +393,22 @@ fn open_ns(ns: &Netns) -> Result<(Namespace, Option<OwnedFd>), String> {
     }
 }
 
-fn configure(link: &Link, req: &Request) -> crate::Result<()> {
-    if let Some(mtu) = req.mtu {
-        link.set_mtu(mtu)?;
+/// The link configuration a request asks for.
+fn link_config(req: &Request) -> LinkConfig {
+    LinkConfig {
+        mtu: req.mtu,
+        del_addrs: req.del_addrs.clone(),
+        addrs: req.addrs.clone(),
+        peer: req.peer,
+        up: if req.up {
+            Some(true)
+        } else if req.down {
+            Some(false)
+        } else {
+            None
+        },
+        ..LinkConfig::default()
     }
-    for c in &req.del_addrs {
-        link.del_address(*c)?;
-    }
-    for c in &req.addrs {
-        link.add(&Address::new(*c))?;
-    }
-    if let Some(peer) = req.peer {
-        link.set_peer(peer)?;
-    }
-    if req.up {
-        link.up()?;
-    }
-    if req.down {
-        link.down()?;
-    }
-    Ok(())
 }
 
 /// The devices in a namespace that the helper created for `uid`.
@@ -444,6 +425,24 @@ fn count_tagged(netlink: &Netlink, uid: u32) -> Result<usize, String> {
         .map_err(|e| e.to_string())
 }
 
+/// For set and delete: the device, if the helper created it for the caller.
+fn tagged_link(caller: &Caller, ns: &Namespace, req: &Request) -> Result<Link, Reply> {
+    let link = Link::by_name(ns, &req.name).map_err(|e| Reply::Error(e.to_string()))?;
+    match link.info() {
+        Ok(info)
+            if info.tun.is_some() && info.alias.as_deref() == Some(tag(caller.uid).as_str()) =>
+        {
+            Ok(link)
+        }
+        Ok(_) => Err(Reply::Denied(format!(
+            "{} was not created for {}",
+            req.name,
+            caller.describe()
+        ))),
+        Err(e) => Err(Reply::Error(e.to_string())),
+    }
+}
+
 /// Carries out an allowed request.
 fn execute(caller: &Caller, policy: &Policy, rule: usize, req: &Request) -> (Reply, Vec<OwnedFd>) {
     let err = |e: String| (Reply::Error(e), Vec::new());
@@ -452,30 +451,16 @@ fn execute(caller: &Caller, policy: &Policy, rule: usize, req: &Request) -> (Rep
         Err(e) => return err(e),
     };
     if req.op != Op::Create {
-        let link = match Link::by_name(&ns, &req.name) {
+        let link = match tagged_link(caller, &ns, req) {
             Ok(l) => l,
-            Err(e) => return err(e.to_string()),
+            Err(reply) => return (reply, Vec::new()),
         };
-        match link.info() {
-            Ok(info)
-                if info.tun.is_some()
-                    && info.alias.as_deref() == Some(tag(caller.uid).as_str()) => {}
-            Ok(_) => {
-                return (
-                    Reply::Denied(format!(
-                        "{} was not created for {}",
-                        req.name,
-                        caller.describe()
-                    )),
-                    Vec::new(),
-                )
-            }
-            Err(e) => return err(e.to_string()),
-        }
         let done = if req.op == Op::Delete {
             link.delete()
         } else {
-            configure(&link, req)
+            link_config(req)
+                .plan(&link)
+                .and_then(|plan| plan.apply(&link, None))
         };
         return match done {
             Ok(()) => (
@@ -488,6 +473,8 @@ fn execute(caller: &Caller, policy: &Policy, rule: usize, req: &Request) -> (Rep
             Err(e) => err(e.to_string()),
         };
     }
+    // Born in a private namespace with its owner, tag and persist flag, then moved into the
+    // target: nobody can see it untagged or attach to it there (see Builder::owner).
     let mut b = Device::builder()
         .name(&req.name)
         .kind(req.kind)
@@ -495,7 +482,9 @@ fn execute(caller: &Caller, policy: &Policy, rule: usize, req: &Request) -> (Rep
         .vnet_hdr(req.vnet_hdr)
         .exclusive(true)
         .namespace(ns)
-        .helper(false);
+        .owner(caller.uid)
+        .alias(tag(caller.uid))
+        .persist(req.persist);
     if req.multi_queue {
         b = b.multi_queue(1);
     }
@@ -510,10 +499,7 @@ fn execute(caller: &Caller, policy: &Policy, rule: usize, req: &Request) -> (Rep
                 dev.name()
             ));
         }
-        dev.set_owner(caller.uid).map_err(|e| e.to_string())?;
         let link = dev.link().map_err(|e| e.to_string())?;
-        link.set_alias(&tag(caller.uid))
-            .map_err(|e| e.to_string())?;
         // Helpers running side by side may each have seen room for one more: count again.
         if let Some(max) = policy.rules.get(rule).and_then(|r| r.max_devices) {
             let mine = count_tagged(link.netlink(), caller.uid)?;
@@ -521,20 +507,15 @@ fn execute(caller: &Caller, policy: &Policy, rule: usize, req: &Request) -> (Rep
                 return Err(format!("{mine} devices with this one, the limit is {max}"));
             }
         }
-        if req.persist {
-            dev.set_persist(true).map_err(|e| e.to_string())?;
-        }
-        configure(dev.link().map_err(|e| e.to_string())?, req).map_err(|e| e.to_string())?;
+        link_config(req)
+            .plan(link)
+            .and_then(|plan| plan.apply(link, None))
+            .map_err(|e| e.to_string())?;
         let tun = dev.queues()[0]
             .as_fd()
             .try_clone_to_owned()
             .map_err(|e| e.to_string())?;
-        let nl = dev
-            .link()
-            .map_err(|e| e.to_string())?
-            .netlink()
-            .socket_fd()
-            .map_err(|e| e.to_string())?;
+        let nl = link.netlink().socket_fd().map_err(|e| e.to_string())?;
         Ok((tun, nl))
     })();
     match setup {
@@ -552,9 +533,123 @@ fn execute(caller: &Caller, policy: &Policy, rule: usize, req: &Request) -> (Rep
     }
 }
 
+/// Where every decision goes: the system log (AUTHPRIV, which the caller cannot redirect)
+/// and standard error (which the caller controls, so a full or closed one is ignored).
+struct Log {
+    who: String,
+    syslog: Option<std::os::unix::net::UnixDatagram>,
+}
+
+/// Syslog severities.
+const LOG_ERR: u8 = 3;
+const LOG_WARNING: u8 = 4;
+const LOG_INFO: u8 = 6;
+/// The AUTHPRIV facility (security messages, kept from ordinary users).
+const LOG_AUTHPRIV: u8 = 10 << 3;
+
+impl Log {
+    fn new(who: String) -> Log {
+        let syslog = std::os::unix::net::UnixDatagram::unbound()
+            .ok()
+            .filter(|s| s.connect(SYSLOG_PATH).is_ok());
+        Log { who, syslog }
+    }
+
+    /// One line; attacker-chosen text is escaped here, once.
+    fn line(&self, severity: u8, text: &str) {
+        use std::io::Write;
+        let text: String = text.escape_debug().collect();
+        if let Some(sock) = &self.syslog {
+            let msg = format!(
+                "<{}>tunctl-helper[{}]: {} {text}",
+                LOG_AUTHPRIV | severity,
+                std::process::id(),
+                self.who
+            );
+            let _ = sock.send(msg.as_bytes());
+        }
+        let _ = writeln!(std::io::stderr(), "tunctl-helper: {} {text}", self.who);
+    }
+}
+
+/// The system log's socket.
+pub const SYSLOG_PATH: &str = "/dev/log";
+
+/// What a request asks for, in one line for the log.
+fn describe(req: &Request) -> String {
+    let list = |v: &[Cidr]| {
+        v.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut s = format!(
+        "{:?} name={} kind={} netns={}",
+        req.op,
+        req.name,
+        req.kind,
+        ns_label(&req.netns)
+    );
+    for (key, on) in [
+        ("pi", req.pi),
+        ("vnet_hdr", req.vnet_hdr),
+        ("multi_queue", req.multi_queue),
+        ("persist", req.persist),
+        ("up", req.up),
+        ("down", req.down),
+    ] {
+        if on {
+            s.push(' ');
+            s.push_str(key);
+        }
+    }
+    if !req.addrs.is_empty() {
+        s.push_str(&format!(" addrs={}", list(&req.addrs)));
+    }
+    if !req.del_addrs.is_empty() {
+        s.push_str(&format!(" del_addrs={}", list(&req.del_addrs)));
+    }
+    if let Some(p) = req.peer {
+        s.push_str(&format!(" peer={p}"));
+    }
+    if let Some(m) = req.mtu {
+        s.push_str(&format!(" mtu={m}"));
+    }
+    s
+}
+
+/// Why `/dev/net/tun` cannot serve the caller, if it cannot: the helper runs as the caller
+/// (with CAP_NET_ADMIN, not with the right to open any file).
+fn tun_node_problem() -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+    {
+        Ok(_) => None,
+        Err(e) => {
+            let mode = std::fs::metadata("/dev/net/tun")
+                .map(|m| format!("mode {:04o}", m.permissions().mode() & 0o7777))
+                .unwrap_or_else(|_| "missing".into());
+            Some(format!(
+                "/dev/net/tun ({mode}) cannot be opened by you ({e}); the helper opens it as you, so it needs read and write for you: chmod 0666 /dev/net/tun, its usual mode (creating a device still needs CAP_NET_ADMIN, which the helper has)"
+            ))
+        }
+    }
+}
+
 /// The helper's whole life: sanitize, identify the caller, read one request, decide, act,
 /// answer, log. Returns the process exit status.
 pub fn serve() -> i32 {
+    // Nothing from the caller's environment is read (RUST_MIN_STACK, RUST_BACKTRACE, ...):
+    // clear it before anything could consult it. No other thread runs yet.
+    for (key, _) in std::env::vars_os() {
+        std::env::remove_var(key);
+    }
+    // A caller's RLIMIT_FSIZE must not kill us through a stderr file (EPIPE is already
+    // ignored: Rust ignores SIGPIPE).
+    sys::ignore_sigxfsz();
     // Nothing the caller left open survives (fd 0 is the request socket; 1 and 2 stay).
     let inherited = std::fs::read_dir("/proc/self/fd")
         .map(|dir| {
@@ -565,23 +660,6 @@ pub fn serve() -> i32 {
         .unwrap_or(1)
         .saturating_sub(1); // the directory's own fd
     sys::close_from(3);
-    if inherited > 0 {
-        eprintln!("tunctl-helper: closed {inherited} file descriptor(s) left open by the caller");
-    }
-    let sock = sys::take_stdin();
-    if !sys::is_seqpacket(sock.as_fd()) {
-        eprintln!("tunctl-helper: standard input is not a request socket; this program is run by the tunctl library");
-        return 2;
-    }
-    // In a user namespace the caller controls, ids, the policy file and /run/netns could all
-    // be the caller's: run only in the initial one.
-    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
-    if uid_map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"] {
-        let denial = Reply::Denied("tunctl-helper runs only in the initial user namespace".into());
-        let _ = sys::send_with_fds(sock.as_fd(), denial.encode().as_bytes(), &[]);
-        return 1;
-    }
-    let _ = sys::set_recv_timeout(sock.as_fd(), 5);
     let (uid, euid, gid, mut groups) = sys::ids();
     groups.push(gid);
     let caller = Caller {
@@ -589,44 +667,75 @@ pub fn serve() -> i32 {
         name: sys::user_name(uid),
         groups,
     };
+    let log = Log::new(caller.describe());
+    if inherited > 0 {
+        log.line(
+            LOG_INFO,
+            &format!("closed {inherited} file descriptor(s) left open by the caller"),
+        );
+    }
+    let sock = sys::take_stdin();
+    if !sys::is_seqpacket(sock.as_fd()) {
+        log.line(
+            LOG_ERR,
+            "standard input is not a request socket; this program is run by the tunctl library",
+        );
+        return 2;
+    }
     let answer = |reply: Reply, fds: &[OwnedFd]| {
         let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
         let _ = sys::send_with_fds(sock.as_fd(), reply.encode().as_bytes(), &borrowed);
     };
-    // Never panics (a closed stderr is no reason to stop); attacker-chosen text is escaped.
-    let log = |what: &str, verdict: &str| {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "tunctl-helper: {} {what}: {}",
-            caller.describe(),
-            verdict.escape_debug()
-        );
+    let deny = |what: &str, reply: Reply| {
+        let verdict = match &reply {
+            Reply::Unconfigured(why) => format!("denied: {why}"),
+            Reply::Denied(why) => format!("denied: {why}"),
+            Reply::Error(why) => format!("failed: {why}"),
+            Reply::Ok { .. } => "done".to_string(),
+        };
+        log.line(LOG_WARNING, &format!("{what}: {verdict}"));
+        answer(reply, &[]);
+        1
     };
+    // In a user namespace the caller controls, ids, the policy file and /run/netns could all
+    // be the caller's: run only in the initial one.
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    if uid_map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"] {
+        return deny(
+            "request",
+            Reply::Denied("tunctl-helper runs only in the initial user namespace".into()),
+        );
+    }
+    let _ = sys::set_recv_timeout(sock.as_fd(), 5);
     match sys::peer_credentials(sock.as_fd()) {
         Ok((peer_uid, _, _)) if peer_uid == uid => {}
         _ => {
-            log(
+            return deny(
                 "request",
-                "denied: the socket's peer is not the user who ran the helper",
-            );
-            answer(
                 Reply::Denied("the socket's peer is not the user who ran the helper".into()),
-                &[],
-            );
-            return 1;
+            )
         }
     }
     if euid == 0 && uid != 0 {
         if let Err(e) = sys::drop_to_net_admin(uid, gid) {
-            log("request", &format!("error: cannot drop privileges: {e}"));
-            answer(Reply::Error(format!("cannot drop privileges: {e}")), &[]);
-            return 1;
+            return deny(
+                "request",
+                Reply::Error(format!("cannot drop privileges: {e}")),
+            );
         }
     }
     let mut buf = vec![0u8; MAX_REQUEST + 1];
-    let request = match sys::recv_with_fds(sock.as_fd(), &mut buf, 0) {
-        Ok((n, false, _)) if n <= MAX_REQUEST => {
+    // Room for a few fds, so that a request carrying some is seen for what it is (they are
+    // closed unread).
+    let request = match sys::recv_with_fds(sock.as_fd(), &mut buf, 4) {
+        Ok((_, _, fds)) if !fds.is_empty() => Err(format!(
+            "the request carries {} file descriptor(s); requests carry none",
+            fds.len()
+        )),
+        Ok((_, trunc, _)) if trunc.control => {
+            Err("the request carries file descriptors; requests carry none".to_string())
+        }
+        Ok((n, trunc, _)) if !trunc.data && n <= MAX_REQUEST => {
             Request::parse(&buf[..n]).map_err(|e| e.to_string())
         }
         Ok(_) => Err(format!("request larger than {MAX_REQUEST} bytes")),
@@ -634,53 +743,51 @@ pub fn serve() -> i32 {
     };
     let req = match request {
         Ok(r) => r,
-        Err(why) => {
-            log("request", &format!("denied: {why}"));
-            answer(Reply::Denied(why), &[]);
-            return 1;
-        }
+        Err(why) => return deny("request", Reply::Denied(why)),
     };
-    let what = format!(
-        "{:?} name={:?} kind={} netns={:?} addrs={:?} del_addrs={:?} peer={:?} mtu={:?} up={} down={} persist={}",
-        req.op,
-        req.name,
-        req.kind,
-        ns_label(&req.netns),
-        req.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        req.del_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        req.peer,
-        req.mtu,
-        req.up,
-        req.down,
-        req.persist
-    );
+    let what = describe(&req);
     let policy = match Policy::load(Path::new(POLICY_PATH)) {
         Ok(p) => p,
-        Err(why) => {
-            log(&what, &format!("denied: {why}"));
-            answer(Reply::Denied(why), &[]);
-            return 1;
-        }
+        Err(why) => return deny(&what, Reply::Unconfigured(why)),
     };
+    if req.op == Op::Create {
+        if let Some(why) = tun_node_problem() {
+            return deny(&what, Reply::Unconfigured(why));
+        }
+    }
     let owned = |ns: &Netns| -> Result<usize, String> {
         let (ns, _keep) = open_ns(ns)?;
         count_tagged(&Netlink::open_in(&ns).map_err(|e| e.to_string())?, uid)
     };
-    let rule = match policy.decide(&caller, &req, &owned) {
+    // The networks the kernel will route to the device, paired exactly as the configuration
+    // will pair them: against the device's current addresses for a change.
+    let current = match req.op {
+        Op::Set => open_ns(&req.netns)
+            .and_then(|(ns, _keep)| {
+                Link::by_name(&ns, &req.name)
+                    .and_then(|l| l.addresses())
+                    .map_err(|e| e.to_string())
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let routes = match link_config(&req).routed_networks(&current) {
+        Ok(r) => r,
+        Err(e) => return deny(&what, Reply::Denied(e.to_string())),
+    };
+    let rule = match policy.decide(&caller, &req, &owned, &routes) {
         Ok(rule) => rule,
-        Err(why) => {
-            log(&what, &format!("denied: {why}"));
-            answer(Reply::Denied(why), &[]);
-            return 1;
-        }
+        Err(why) => return deny(&what, Reply::Denied(why)),
     };
     // The decision is logged before anything is done.
-    log(&what, &format!("allowed by rule {}", rule + 1));
+    log.line(LOG_INFO, &format!("{what}: allowed by rule {}", rule + 1));
     let (reply, fds) = execute(&caller, &policy, rule, &req);
     match &reply {
-        Reply::Ok { name, .. } => log(&what, &format!("done -> {name}")),
-        Reply::Denied(why) => log(&what, &format!("denied: {why}")),
-        Reply::Error(why) => log(&what, &format!("failed: {why}")),
+        Reply::Ok { name, .. } => log.line(LOG_INFO, &format!("{what}: done -> {name}")),
+        Reply::Denied(why) | Reply::Unconfigured(why) => {
+            log.line(LOG_WARNING, &format!("{what}: denied: {why}"))
+        }
+        Reply::Error(why) => log.line(LOG_ERR, &format!("{what}: failed: {why}")),
     }
     answer(reply.clone(), &fds);
     i32::from(!matches!(reply, Reply::Ok { .. }))
@@ -726,15 +833,23 @@ mod tests {
         assert!(!contains(&v6, "fd00:89::1".parse().unwrap()));
     }
 
+    /// What the server passes as `routes` for a new device.
+    fn routes(r: &Request) -> Vec<Cidr> {
+        link_config(r).routed_networks(&[]).unwrap_or_default()
+    }
+
     #[test]
     fn decisions() {
         let p = Policy::parse(POLICY).unwrap();
         let none = |_: &Netns| Ok(0);
         let mut req = Request::new(Op::Create, "tun%d");
         req.addrs = vec!["10.88.0.1/24".parse().unwrap()];
-        assert_eq!(p.decide(&caller("alice", 1001), &req, &none), Ok(0));
         assert_eq!(
-            p.decide(&caller("bob", 1002), &req, &none),
+            p.decide(&caller("alice", 1001), &req, &none, &routes(&req)),
+            Ok(0)
+        );
+        assert_eq!(
+            p.decide(&caller("bob", 1002), &req, &none, &routes(&req)),
             Ok(0),
             "by group 100"
         );
@@ -744,10 +859,13 @@ mod tests {
             groups: vec![],
         };
         assert!(p
-            .decide(&stranger, &req, &none)
+            .decide(&stranger, &req, &none, &routes(&req))
             .unwrap_err()
             .contains("no rule"));
-        let deny = |r: &Request| p.decide(&caller("alice", 1001), r, &none).unwrap_err();
+        let deny = |r: &Request| {
+            p.decide(&caller("alice", 1001), r, &none, &routes(r))
+                .unwrap_err()
+        };
         let with = |f: &dyn Fn(&mut Request)| {
             let mut r = req.clone();
             f(&mut r);
@@ -760,19 +878,28 @@ mod tests {
             deny(&with(&|r| r.addrs = vec!["192.0.2.1/24".parse().unwrap()])).contains("outside")
         );
         assert!(deny(&with(&|r| r.peer = Some("10.99.0.1".parse().unwrap()))).contains("outside"));
-        assert!(deny(&with(&|r| {
+        let lone_peer = with(&|r| {
             r.peer = Some("10.88.0.2".parse().unwrap());
             r.addrs.clear();
-        }))
-        .contains("needs an address"));
+        });
+        assert!(link_config(&lone_peer)
+            .routed_networks(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("no IPv4 address to pair"));
         assert!(deny(&with(&|r| r.mtu = Some(576))).contains("MTU"));
         assert!(deny(&with(&|r| r.vnet_hdr = true)).contains("vnet_hdr"));
         assert!(p
-            .decide(&caller("alice", 1001), &req, &|_| Ok(2))
+            .decide(&caller("alice", 1001), &req, &|_| Ok(2), &routes(&req))
             .unwrap_err()
             .contains("limit is 2"));
         assert!(p
-            .decide(&caller("alice", 1001), &with(&|r| r.persist = true), &none)
+            .decide(
+                &caller("alice", 1001),
+                &with(&|r| r.persist = true),
+                &none,
+                &routes(&req)
+            )
             .is_ok());
         // A prefix shorter than the allowed range's would route outside it to the device.
         for hijack in [
@@ -795,10 +922,58 @@ mod tests {
         ] {
             let r = with(&|r| r.addrs = vec![fine.parse().unwrap()]);
             assert!(
-                p.decide(&caller("alice", 1001), &r, &none).is_ok(),
+                p.decide(&caller("alice", 1001), &r, &none, &routes(&r))
+                    .is_ok(),
                 "{fine}"
             );
         }
+    }
+
+    /// The reported attack: with ranges of different sizes, a peer must be checked with the
+    /// prefix of the address it will really pair with (IPv4 and IPv6).
+    #[test]
+    fn a_peer_is_checked_with_the_prefix_it_gets() {
+        let p = Policy::parse(
+            r#"
+            [[allow]]
+            users = ["alice"]
+            names = ["tun*"]
+            kinds = ["tun"]
+            namespaces = ["own"]
+            addresses = ["10.88.0.0/16", "10.99.0.0/24", "fd00:88::/32", "fd00:99::/64"]
+        "#,
+        )
+        .unwrap();
+        let none = |_: &Netns| Ok(0);
+        let alice = caller("alice", 1001);
+        let have = |cidr: &str| vec![crate::netlink::Address::new(cidr.parse().unwrap())];
+        let decide = |r: &Request, current: &[crate::netlink::Address]| {
+            let routes = link_config(r)
+                .routed_networks(current)
+                .map_err(|e| e.to_string())?;
+            p.decide(&alice, r, &none, &routes)
+        };
+        // The peer pairs with the /32 in the request: 10.99.0.1/32 is inside 10.99.0.0/24.
+        let mut r = Request::new(Op::Set, "tun0");
+        r.addrs = vec!["10.88.5.5/32".parse().unwrap()];
+        r.peer = Some("10.99.0.1".parse().unwrap());
+        assert_eq!(decide(&r, &have("10.88.0.1/16")), Ok(0));
+        // Alone, it pairs with the device's /16: 10.99.0.0/16 is outside.
+        r.addrs.clear();
+        assert!(decide(&r, &have("10.88.0.1/16"))
+            .unwrap_err()
+            .contains("10.99.0.1/16 is outside"));
+        // Two candidates are never guessed between.
+        let mut two = have("10.88.0.1/16");
+        two.extend(have("10.88.1.1/24"));
+        assert!(decide(&r, &two).unwrap_err().contains("several IPv4"));
+        // IPv6: the peer takes the /32 of fd00:88::1, outside fd00:99::/64.
+        r.peer = Some("fd00:99::1".parse().unwrap());
+        assert!(decide(&r, &have("fd00:88::1/32"))
+            .unwrap_err()
+            .contains("fd00:99::1/32 is outside"));
+        r.addrs = vec!["fd00:88::5/64".parse().unwrap()];
+        assert_eq!(decide(&r, &have("fd00:88::1/32")), Ok(0));
     }
 
     #[test]
