@@ -420,3 +420,354 @@ fn netns_verbs_and_help() {
     }
     assert!(ok(&["add", "--help"]).contains("--multi-queue"));
 }
+
+/// The MTU of `dev` in `ns`, as `ip -j` lists it.
+#[track_caller]
+fn ip_mtu(ns: &str, dev: &str) -> u64 {
+    ip_link(Some(ns), dev).expect("device exists")["mtu"]
+        .as_u64()
+        .expect("mtu is a number")
+}
+
+/// The entries of `ip -j addr` on `dev` whose local address is `local`.
+fn ip_addrs_of(ns: &str, dev: &str, local: &str) -> Vec<Value> {
+    ip_addrs(Some(ns), dev)
+        .into_iter()
+        .filter(|a| a["local"] == local)
+        .collect()
+}
+
+#[test]
+fn set_with_an_address_given_twice_changes_nothing() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let ns = t.name.as_str();
+    ok(&["add", "twice0", "--tun", "--netns", ns]);
+    let before = ip_mtu(ns, "twice0");
+    assert_ne!(before, 1300);
+    let err = fails(
+        &[
+            "set",
+            "twice0",
+            "--netns",
+            ns,
+            "--mtu",
+            "1300",
+            "--addr",
+            "10.60.0.1/24",
+            "--addr",
+            "10.60.0.1/24",
+        ],
+        1,
+    );
+    assert!(err.contains("given twice"), "{err}");
+    assert_eq!(ip_mtu(ns, "twice0"), before, "MTU unchanged");
+    assert!(
+        ip_addrs_of(ns, "twice0", "10.60.0.1").is_empty(),
+        "address absent"
+    );
+}
+
+#[test]
+fn set_with_ipv6_disabled_changes_nothing() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let ns = t.name.as_str();
+    ok(&[
+        "add",
+        "nov6",
+        "--tun",
+        "--netns",
+        ns,
+        "--addr",
+        "10.65.0.1/24",
+    ]);
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "sh", "-c"])
+        .arg("echo 1 > /proc/sys/net/ipv6/conf/nov6/disable_ipv6")
+        .output()
+        .expect("run ip netns exec");
+    assert!(out.status.success(), "disable_ipv6: {}", stderr(&out));
+    let before = ip_mtu(ns, "nov6");
+    assert_ne!(before, 1400);
+    let err = fails(
+        &[
+            "set",
+            "nov6",
+            "--netns",
+            ns,
+            "--mtu",
+            "1400",
+            "--del-addr",
+            "10.65.0.1/24",
+            "--addr",
+            "fd00::1/64",
+        ],
+        1,
+    );
+    assert!(err.contains("disable_ipv6"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(ip_mtu(ns, "nov6"), before, "MTU unchanged");
+    let kept = ip_addrs_of(ns, "nov6", "10.65.0.1");
+    assert_eq!(kept.len(), 1, "address kept: {kept:?}");
+    assert_eq!(kept[0]["prefixlen"], 24);
+    assert!(ip_addrs_of(ns, "nov6", "fd00::1").is_empty());
+}
+
+#[test]
+fn set_undoes_what_it_did_when_the_kernel_refuses_mid_way() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let ns = t.name.as_str();
+    // Persistent, and no process holds it open: carrier on is refused (EPERM) by the kernel,
+    // not by the plan, so MTU and address are applied first and must be put back.
+    ok(&["add", "undo0", "--tun", "--netns", ns]);
+    let link = ip_link(Some(ns), "undo0").unwrap();
+    assert_eq!(link["linkinfo"]["info_data"]["persist"], true);
+    let before = ip_mtu(ns, "undo0");
+    assert_ne!(before, 1400);
+    let err = fails(
+        &[
+            "set",
+            "undo0",
+            "--netns",
+            ns,
+            "--mtu",
+            "1400",
+            "--addr",
+            "10.61.0.1/24",
+            "--carrier",
+            "on",
+        ],
+        1,
+    );
+    assert!(err.starts_with("tunctl: undo0: "), "{err}");
+    assert!(err.contains("needs a process attached"), "{err}");
+    assert!(err.contains("undone"), "{err}");
+    assert!(
+        err.contains("10.61.0.1/24") && err.contains("MTU 1400"),
+        "says what was undone: {err}"
+    );
+    assert!(!err.contains("could not undo"), "{err}");
+    assert_eq!(ip_mtu(ns, "undo0"), before, "MTU put back");
+    assert!(
+        ip_addrs_of(ns, "undo0", "10.61.0.1").is_empty(),
+        "address removed again"
+    );
+}
+
+#[test]
+fn add_twice_is_idempotent() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let ns = t.name.as_str();
+    let args = [
+        "add",
+        "idem0",
+        "--tun",
+        "--netns",
+        ns,
+        "--addr",
+        "10.62.0.1/24",
+        "--mtu",
+        "1400",
+        "--up",
+    ];
+    assert_eq!(ok(&args).trim(), "idem0");
+    assert_eq!(ok(&args).trim(), "idem0", "the second run succeeds too");
+    let link = ip_link(Some(ns), "idem0").unwrap();
+    assert_eq!(link["mtu"], 1400);
+    assert!(ip_flags(&link).contains(&"UP".to_string()));
+    assert_eq!(link["linkinfo"]["info_data"]["persist"], true);
+    let found = ip_addrs_of(ns, "idem0", "10.62.0.1");
+    assert_eq!(found.len(), 1, "the address exactly once: {found:?}");
+    assert_eq!(found[0]["prefixlen"], 24);
+    assert_eq!(common::links(Some(ns)), ["lo", "idem0"]);
+}
+
+#[test]
+fn add_attaches_only_to_persistent_devices() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let ns = t.name.as_str();
+    // Another program's device: not persistent, held open by this test.
+    let dev = tunctl::Device::builder()
+        .tun()
+        .name("np0")
+        .namespace(t.ns.clone())
+        .create()
+        .expect("create a non-persistent device");
+    let link = ip_link(Some(ns), "np0").unwrap();
+    assert_eq!(link["linkinfo"]["info_data"]["persist"], false);
+    let err = fails(&["add", "np0", "--tun", "--netns", ns], 1);
+    assert!(err.contains("not persistent"), "{err}");
+    let link = ip_link(Some(ns), "np0").expect("the device is still there");
+    assert_eq!(
+        link["linkinfo"]["info_data"]["persist"], false,
+        "still not persistent"
+    );
+    assert!(
+        link["linkinfo"]["info_data"].get("user").is_none(),
+        "no owner given to it: {link}"
+    );
+    drop(dev);
+    assert!(
+        ip_link(Some(ns), "np0").is_none(),
+        "gone with its only holder"
+    );
+}
+
+#[test]
+fn add_owner_defaults_to_the_caller_and_can_be_chosen() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let ns = t.name.as_str();
+    let data =
+        |dev: &str| ip_link(Some(ns), dev).expect("device exists")["linkinfo"]["info_data"].clone();
+    // Default: the invoking user (root here).
+    ok(&["add", "own0", "--tun", "--netns", ns]);
+    let d = data("own0");
+    assert!(d["user"] == "root" || d["user"] == 0, "owner root: {d}");
+    assert!(d.get("group").is_none(), "{d}");
+    // --no-owner: neither owner nor group.
+    ok(&["add", "own1", "--tun", "--netns", ns, "--no-owner"]);
+    let d = data("own1");
+    assert!(d.get("user").is_none() && d.get("group").is_none(), "{d}");
+    // --owner.
+    ok(&["add", "own2", "--tun", "--netns", ns, "--owner", "4242"]);
+    let d = data("own2");
+    assert_eq!(d["user"], 4242, "{d}");
+    assert!(d.get("group").is_none(), "{d}");
+    // --group alone: that group, and no owner.
+    ok(&["add", "own3", "--tun", "--netns", ns, "--group", "4243"]);
+    let d = data("own3");
+    assert_eq!(d["group"], 4243, "{d}");
+    assert!(d.get("user").is_none(), "{d}");
+    // --no-owner with --owner: a usage error, nothing created.
+    fails(
+        &[
+            "add",
+            "own4",
+            "--tun",
+            "--netns",
+            ns,
+            "--no-owner",
+            "--owner",
+            "1",
+        ],
+        2,
+    );
+    assert!(ip_link(Some(ns), "own4").is_none());
+    // Multi-queue (made in a private namespace and moved in): the owner, and no alias.
+    ok(&[
+        "add",
+        "ownmq0",
+        "--tun",
+        "--multi-queue",
+        "--owner",
+        "4242",
+        "--netns",
+        ns,
+    ]);
+    let link = ip_link(Some(ns), "ownmq0").unwrap();
+    let d = &link["linkinfo"]["info_data"];
+    assert_eq!(d["user"], 4242, "{d}");
+    assert_eq!(d["multi_queue"], true, "{d}");
+    assert_eq!(d["persist"], true, "{d}");
+    assert!(link.get("ifalias").is_none(), "alias unset: {link}");
+    assert_eq!(
+        common::links(Some(ns)),
+        ["lo", "own0", "own1", "own2", "own3", "ownmq0"]
+    );
+}
+
+#[test]
+fn set_refuses_numbers_not_written_plainly() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let ns = t.name.as_str();
+    ok(&["add", "num0", "--tun", "--netns", ns]);
+    let before = ip_mtu(ns, "num0");
+    assert_ne!(before, 1400);
+    for args in [
+        vec!["--mtu", "+1400"],
+        vec!["--mtu", "01400"],
+        vec!["--mtu", "1400", "--addr", "10.0.0.1/024"],
+    ] {
+        let mut full = vec!["set", "num0", "--netns", ns];
+        full.extend(args);
+        let err = fails(&full, 2);
+        assert!(err.contains("plain decimal"), "{err}");
+    }
+    assert_eq!(ip_mtu(ns, "num0"), before, "MTU unchanged");
+    assert!(ip_addrs_of(ns, "num0", "10.0.0.1").is_empty(), "no address");
+}
+
+#[test]
+fn set_with_nothing_to_change_says_so() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let ns = t.name.as_str();
+    ok(&["add", "same0", "--tun", "--netns", ns, "--mtu", "1400"]);
+    let out = tunctl(&["set", "same0", "--netns", ns, "--mtu", "1400", "--down"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing to change"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "");
+    let link = ip_link(Some(ns), "same0").unwrap();
+    assert_eq!(link["mtu"], 1400);
+    assert!(!ip_flags(&link).contains(&"UP".to_string()));
+}
+
+#[test]
+fn peer_pairs_with_the_address_of_the_same_command() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let ns = t.name.as_str();
+    ok(&[
+        "add",
+        "peer0",
+        "--tun",
+        "--netns",
+        ns,
+        "--addr",
+        "10.63.0.1/16",
+    ]);
+    ok(&[
+        "set",
+        "peer0",
+        "--netns",
+        ns,
+        "--addr",
+        "10.63.5.5/32",
+        "--peer",
+        "10.64.0.1",
+    ]);
+    let check = || {
+        let new = ip_addrs_of(ns, "peer0", "10.63.5.5");
+        assert_eq!(new.len(), 1, "{new:?}");
+        assert_eq!(new[0]["address"], "10.64.0.1", "the peer is on 10.63.5.5");
+        assert_eq!(new[0]["prefixlen"], 32);
+        let old = ip_addrs_of(ns, "peer0", "10.63.0.1");
+        assert_eq!(old.len(), 1, "{old:?}");
+        assert_eq!(old[0]["prefixlen"], 16, "keeps its prefix");
+        assert!(old[0].get("address").is_none(), "and no peer: {old:?}");
+    };
+    check();
+    // Alone, the peer has two IPv4 addresses to choose from: refused, nothing changed.
+    let err = fails(&["set", "peer0", "--netns", ns, "--peer", "10.64.0.9"], 1);
+    assert!(err.contains("several IPv4 addresses"), "{err}");
+    check();
+}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
-use common::{ip_addrs, ip_link, privileged, TestNs};
+use common::{ip_addrs, ip_json, ip_link, privileged, TestNs};
 use tunctl::helper::{self, Reply};
 
 const USER: &str = "tunctl-test";
@@ -73,6 +73,7 @@ impl Install {
             ),
             (bins.join("tunctl"), "tunctl"),
             (bins.join("examples/helper_ping"), "helper_ping"),
+            (bins.join("examples/race_attach"), "race_attach"),
         ] {
             assert!(
                 from.exists(),
@@ -134,6 +135,30 @@ impl Install {
             .unwrap()
     }
 
+    /// `program ARGS` as `user` (or root, with `None`) inside the namespace `ns`, entered
+    /// with nsenter before privileges are dropped.
+    fn command_in(&self, ns: &str, user: Option<&str>, program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{ns}")).arg("--");
+        if let Some(user) = user {
+            let group = if user == "nobody" { "65534" } else { user };
+            cmd.args([
+                "setpriv",
+                "--reuid",
+                user,
+                "--regid",
+                group,
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--",
+            ]);
+        }
+        cmd.arg(self.dir.join(program))
+            .args(args)
+            .env("TUNCTL_HELPER", self.dir.join("tunctl-helper"));
+        cmd
+    }
+
     /// `tunctl --verbose ARGS` as the test user: the helper's log lines are shown.
     fn tunctl(&self, args: &[&str]) -> Output {
         let mut all = vec!["--verbose"];
@@ -175,7 +200,7 @@ kinds = ["tun", "tap"]
 namespaces = ["{ns_pattern}"]
 addresses = ["10.88.0.0/16", "fd00:88::/32"]
 mtu = [1280, 9000]
-flags = ["persist"]
+flags = ["persist", "multi_queue"]
 max_devices = {max}
 "#
     )
@@ -538,5 +563,785 @@ fn malformed_requests_are_refused_and_leak_nothing() {
         (common::links(None), common::open_fds().len()),
         before,
         "no device, no fd left behind"
+    );
+}
+
+/// A small xorshift generator: random kill points and loads without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Rng {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        Rng(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// Busy threads on every core until dropped: the race is tried under CPU load.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn new(threads: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && std::time::Instant::now() < deadline
+                    {
+                        for i in 0..10_000u64 {
+                            x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+                        }
+                        std::hint::black_box(x);
+                    }
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Kills a child on drop (also when the test fails).
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Issue: another local user looping on TUNSETIFF(IFF_MULTI_QUEUE) attached a queue to a
+/// device the helper was creating, before its owner was set, and read its traffic. Now the
+/// device is born in a private namespace with owner and tag and moved in complete: 200
+/// creations through the helper (half multi-queue) and 40 by root with `--owner`, under
+/// CPU load, and the attacker never attaches.
+#[test]
+fn another_user_never_attaches_to_a_device_being_created() {
+    let Some((_s, install, t)) = setup("own", 4) else {
+        return;
+    };
+    let stop_file = Path::new("/run").join("race_attach.stop.ht0");
+    let _ = std::fs::remove_file(&stop_file);
+    let _unstop = RemoveOnDrop(stop_file.clone());
+    let attacker = install
+        .command_in(&t.name, Some("nobody"), "race_attach", &["ht0", "100"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut attacker = KillOnDrop(Some(attacker));
+    let load = Load::new(2);
+    let started = std::time::Instant::now();
+    let mut made = 0;
+    for i in 0..240 {
+        if started.elapsed() > std::time::Duration::from_secs(80) {
+            break;
+        }
+        let mq = i % 2 == 0;
+        let (user, extra): (Option<&str>, &[&str]) = if i < 200 {
+            (Some(USER), &[])
+        } else {
+            (None, &["--owner", USER])
+        };
+        let mut args = vec!["add", "ht0", "--tun"];
+        if mq {
+            args.push("--multi-queue");
+        }
+        args.extend_from_slice(extra);
+        let out = install
+            .command_in(&t.name, user, "tunctl", &args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "creation {i}: {}", text(&out));
+        made += 1;
+        let link = ip_link(Some(&t.name), "ht0").expect("created");
+        assert_eq!(link["linkinfo"]["info_data"]["user"], USER, "creation {i}");
+        if mq {
+            assert_eq!(
+                link["linkinfo"]["info_data"]["numqueues"], 0,
+                "creation {i}: a queue is attached after the creator let go"
+            );
+        }
+        let out = install
+            .command_in(&t.name, user, "tunctl", &["del", "ht0"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "deletion {i}: {}", text(&out));
+    }
+    drop(load);
+    std::fs::write(&stop_file, b"").unwrap();
+    let out = attacker.0.take().unwrap().wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{made} creations; attacker: {report}");
+    let attempts: u64 = report
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(made >= 120, "only {made} creations in time");
+    assert!(attempts > 1000, "the attacker barely ran: {report}");
+    assert!(
+        report.trim_end().ends_with("attached 0"),
+        "the attacker attached: {report} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The pids of running `tunctl-helper` processes of `uid`.
+fn helper_pids(uid: u32) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let owner = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok());
+        if comm.trim() == "tunctl-helper" && owner == Some(uid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Issue: a helper killed by its own caller between creating the device and tagging it
+/// left an untagged device that `max_devices` no longer counted. Killed at random points,
+/// it now leaves no device, or one that is complete (owner and tag).
+#[test]
+fn a_helper_killed_anywhere_leaves_nothing_or_a_complete_device() {
+    let Some((_s, install, t)) = setup("tunctl-ht-*", 100) else {
+        return;
+    };
+    let uid = tunctl::user_id(USER).unwrap();
+    let add = ["add", "ht%d", "--tun", "--multi-queue", "--netns", &t.name];
+    let timed = std::time::Instant::now();
+    let out = install.tunctl(&add);
+    assert!(out.status.success(), "{}", text(&out));
+    let span = timed.elapsed().as_micros() as u64;
+    let mut rng = Rng::new();
+    let (mut none, mut whole) = (0, 0);
+    for i in 0..40 {
+        let before = common::links(Some(&t.name)).len();
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid",
+            USER,
+            "--regid",
+            USER,
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .arg(install.dir.join("tunctl"))
+        .args(add)
+        .env("TUNCTL_HELPER", install.dir.join("tunctl-helper"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        let mut child = KillOnDrop(Some(cmd.spawn().unwrap()));
+        std::thread::sleep(std::time::Duration::from_micros(rng.below(span)));
+        for pid in helper_pids(uid) {
+            // SAFETY: kill(2) on a pid we just read; at worst it has exited (ESRCH).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = child.0.take().unwrap().wait();
+        // The private namespace of a killed helper dies with it; give the kernel a moment.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let after = common::links(Some(&t.name)).len();
+        if after == before {
+            none += 1;
+        } else {
+            whole += 1;
+        }
+        for link in ip_json(Some(&t.name), &["-d", "link", "show"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["linkinfo"]["info_kind"] == "tun")
+        {
+            assert_eq!(
+                link["ifalias"],
+                format!("tunctl-helper uid={uid}"),
+                "kill {i}: an untagged device: {link}"
+            );
+            assert_eq!(
+                link["linkinfo"]["info_data"]["user"], USER,
+                "kill {i}: {link}"
+            );
+        }
+    }
+    eprintln!("killed helpers: {none} left nothing, {whole} a complete device");
+}
+
+/// Issue: with two allowed ranges of different sizes, a peer checked with one prefix was
+/// set with another, and the namespace routed 10.99.0.0/16 into the user's device. Every
+/// route the helper lets the kernel install now lies inside the policy (IPv4 and IPv6).
+#[test]
+fn a_peer_never_routes_outside_the_policy() {
+    let Some((_s, install, t)) = setup("tunctl-ht-*", 4) else {
+        return;
+    };
+    install.policy(&format!(
+        r#"
+[[allow]]
+users = ["{USER}"]
+names = ["ht*"]
+kinds = ["tun"]
+namespaces = ["tunctl-ht-*"]
+addresses = ["10.88.0.0/16", "10.99.0.0/24", "fd00:88::/32", "fd00:99::/64"]
+flags = ["persist"]
+"#
+    ));
+    let ns = t.name.as_str();
+    let run = |args: &[&str]| install.tunctl(args);
+    let out = run(&[
+        "add",
+        "ht0",
+        "--tun",
+        "--netns",
+        ns,
+        "--addr",
+        "10.88.0.1/16",
+        "--addr",
+        "fd00:88::1/32",
+        "--up",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The reported attack, pairing now explicit: the peer goes on 10.88.5.5/32 (a /32 route).
+    let out = run(&[
+        "set",
+        "ht0",
+        "--netns",
+        ns,
+        "--addr",
+        "10.88.5.5/32",
+        "--peer",
+        "10.99.0.1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let addrs = ip_addrs(Some(ns), "ht0");
+    let paired = addrs.iter().find(|a| a["local"] == "10.88.5.5").unwrap();
+    assert_eq!(paired["address"], "10.99.0.1");
+    // A peer that would take a wider prefix is refused, in either family.
+    for (peer, net) in [
+        ("10.99.0.2", "10.99.0.2/16"),
+        ("fd00:99::2", "fd00:99::2/32"),
+    ] {
+        let out = run(&[
+            "set",
+            "ht0",
+            "--netns",
+            ns,
+            "--del-addr",
+            "10.88.5.5/32",
+            "--peer",
+            peer,
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{peer}: {}", text(&out));
+        assert!(
+            text(&out).contains(&format!("{net} is outside")),
+            "{peer}: {}",
+            text(&out)
+        );
+    }
+    // IPv6 twin through an address of its own.
+    let out = run(&[
+        "set",
+        "ht0",
+        "--netns",
+        ns,
+        "--addr",
+        "fd00:88::5/64",
+        "--peer",
+        "fd00:99::1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The independent view: every route through ht0 lies inside the policy's ranges, and
+    // 10.99.200.1 (outside 10.99.0.0/24) is not routed to it.
+    let allowed: Vec<tunctl::Cidr> = [
+        "10.88.0.0/16",
+        "10.99.0.0/24",
+        "fd00:88::/32",
+        "fd00:99::/64",
+    ]
+    .iter()
+    .map(|c| c.parse().unwrap())
+    .collect();
+    for family in ["-4", "-6"] {
+        for route in ip_json(Some(ns), &[family, "route", "show", "dev", "ht0"])
+            .as_array()
+            .unwrap()
+        {
+            let dst = route["dst"].as_str().unwrap();
+            if dst.starts_with("fe80:") || dst.starts_with("ff00:") || dst.starts_with("multicast")
+            {
+                continue;
+            }
+            // A host route prints without a prefix.
+            let dst: tunctl::Cidr = match dst.contains('/') {
+                true => dst.parse().unwrap(),
+                false if dst.contains(':') => format!("{dst}/128").parse().unwrap(),
+                false => format!("{dst}/32").parse().unwrap(),
+            };
+            assert!(
+                allowed.iter().any(|net| net.prefix() <= dst.prefix()
+                    && tunctl::Cidr::new(dst.addr(), net.prefix())
+                        .unwrap()
+                        .network()
+                        == net.network()),
+                "route {dst} through ht0 is outside the policy"
+            );
+        }
+    }
+    let get = Command::new("ip")
+        .args(["-n", ns, "route", "get", "10.99.200.1"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&get.stdout).contains("dev ht0"),
+        "{}",
+        text(&get)
+    );
+}
+
+/// Issue: a `tunctl` copied to a world-writable directory ran an attacker's
+/// `tunctl-helper` from beside it. Helpers in untrusted places are refused (and never run),
+/// whether found beside the program or named by TUNCTL_HELPER.
+#[test]
+fn a_helper_in_an_untrusted_place_is_never_run() {
+    let Some((_s, install, t)) = setup("tunctl-ht-*", 4) else {
+        return;
+    };
+    let evil = Path::new("/run").join(format!("tunctl-evil-{}", std::process::id()));
+    std::fs::create_dir_all(&evil).unwrap();
+    let _cleanup = RemoveDirOnDrop(evil.clone());
+    std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::copy(install.dir.join("tunctl"), evil.join("tunctl")).unwrap();
+    let marker = evil.join("ran");
+    std::fs::write(
+        evil.join("tunctl-helper"),
+        format!("#!/bin/sh\ntouch {}\n", marker.display()),
+    )
+    .unwrap();
+    for f in ["tunctl", "tunctl-helper"] {
+        std::fs::set_permissions(evil.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let attempt = |env_helper: Option<&Path>| {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid",
+            USER,
+            "--regid",
+            USER,
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .arg(evil.join("tunctl"))
+        .args(["add", "ht%d", "--tun", "--netns", &t.name])
+        .env_remove("TUNCTL_HELPER");
+        if let Some(h) = env_helper {
+            cmd.env("TUNCTL_HELPER", h);
+        }
+        cmd.output().unwrap()
+    };
+    for how in [None, Some(evil.join("tunctl-helper"))] {
+        let out = attempt(how.as_deref());
+        assert_eq!(out.status.code(), Some(1), "{how:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("is writable by everyone"),
+            "{how:?}: {}",
+            text(&out)
+        );
+        assert_eq!(text(&out).lines().count(), 1, "one line: {}", text(&out));
+        assert!(!marker.exists(), "{how:?}: the untrusted helper ran");
+    }
+    // A helper owned by another (non-root) user is refused too.
+    std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nobody = tunctl::user_id("nobody").unwrap();
+    std::os::unix::fs::chown(evil.join("tunctl-helper"), Some(nobody), None).unwrap();
+    let out = attempt(Some(&evil.join("tunctl-helper")));
+    assert!(text(&out).contains("belongs to uid"), "{}", text(&out));
+    assert!(!marker.exists());
+    assert_eq!(common::links(Some(&t.name)), vec!["lo".to_string()]);
+}
+
+/// Removes a directory tree on drop.
+struct RemoveDirOnDrop(PathBuf);
+
+impl Drop for RemoveDirOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Issue: without privilege and without a policy, `tunctl add` printed the helper's
+/// internals. Now one line says what is missing and the ways to get it; root never falls
+/// back to the helper (the kernel's refusal is the answer).
+#[test]
+fn without_privilege_one_line_says_what_is_missing() {
+    let Some((_s, install, t)) = setup("tunctl-ht-*", 4) else {
+        return;
+    };
+    let one_line = |out: &Output, what: &str| {
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(out));
+        let t = text(out);
+        assert_eq!(t.lines().count(), 1, "{what}: one line: {t}");
+        for needed in [
+            "needs CAP_NET_ADMIN",
+            "root",
+            "setcap",
+            "tunctl-helper",
+            "Unprivileged use",
+        ] {
+            assert!(t.contains(needed), "{what}: no {needed:?} in {t}");
+        }
+        assert!(!t.contains("closed"), "{what}: helper internals in {t}");
+    };
+    // A helper, but no policy.
+    std::fs::remove_file("/etc/tunctl/helper.toml").unwrap();
+    let out = install.run_as(
+        USER,
+        "tunctl",
+        &["add", "foo0", "--tun", "--netns", &t.name],
+    );
+    one_line(&out, "no policy");
+    assert!(text(&out).contains("helper.toml"), "{}", text(&out));
+    // No helper at all (TUNCTL_HELPER names nothing; none beside, none installed).
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            USER,
+            "--regid",
+            USER,
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .arg(install.dir.join("tunctl"))
+        .args(["add", "foo0", "--tun", "--netns", &t.name])
+        .env("TUNCTL_HELPER", "/nonexistent/tunctl-helper")
+        .output()
+        .unwrap();
+    one_line(&out, "no helper");
+    // Root without capabilities: the kernel's refusal, never the helper's.
+    install.policy(&policy("tunctl-ht-*", 4));
+    let out = Command::new("setpriv")
+        .args(["--inh-caps=-all", "--bounding-set=-all", "--"])
+        .arg(install.dir.join("tunctl"))
+        .args(["--verbose", "add", "ht%d", "--tun", "--netns", &t.name])
+        .env("TUNCTL_HELPER", install.dir.join("tunctl-helper"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!text(&out).contains("tunctl-helper"), "{}", text(&out));
+    assert!(text(&out).contains("EPERM"), "{}", text(&out));
+    assert_eq!(common::links(Some(&t.name)), vec!["lo".to_string()]);
+}
+
+/// A socket pair and the helper on its far end, started as the test user with `env`.
+fn raw_helper(install: &Install, env: &[(&str, &str)]) -> (std::os::fd::OwnedFd, KillOnDrop) {
+    use std::os::fd::FromRawFd;
+    // The helper checks that its socket's peer is the user who ran it: make the pair on a
+    // thread that has taken the user's effective ids (the raw syscalls change only this
+    // thread's credentials, which SO_PEERCRED records at socketpair time).
+    let uid = tunctl::user_id(USER).unwrap();
+    let gid = tunctl::group_id(USER).unwrap();
+    let fds = std::thread::spawn(move || {
+        let mut fds = [0; 2];
+        // SAFETY: plain syscalls on this thread's own credentials; socketpair writes two
+        // fds into `fds`.
+        unsafe {
+            assert_eq!(libc::syscall(libc::SYS_setresgid, -1, gid, -1), 0);
+            assert_eq!(libc::syscall(libc::SYS_setresuid, -1, uid, -1), 0);
+            let rc = libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            );
+            assert_eq!(rc, 0);
+        }
+        fds
+    })
+    .join()
+    .unwrap();
+    // SAFETY: fresh fds owned by nobody else.
+    let (ours, theirs) = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    // Bounded: a helper that never answers fails the test instead of hanging it.
+    let timeout = libc::timeval {
+        tv_sec: 10,
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt reads a timeval of the stated size.
+    unsafe {
+        libc::setsockopt(
+            fds[0],
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        USER,
+        "--regid",
+        USER,
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--",
+    ])
+    .arg(install.dir.join("tunctl-helper"))
+    .env_clear()
+    .envs(env.iter().copied())
+    .stdin(std::process::Stdio::from(theirs))
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let child = cmd.spawn().unwrap();
+    (ours, KillOnDrop(Some(child)))
+}
+
+/// Sends `data` (with `fds` attached) and returns the reply text and how many fds came back.
+fn raw_exchange(sock: &std::os::fd::OwnedFd, data: &[u8], fds: &[i32]) -> (String, usize) {
+    use std::os::fd::AsRawFd;
+    let mut cmsg = vec![0u8; 256];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid; the buffers outlive the call.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if !fds.is_empty() {
+            let payload = std::mem::size_of_val(fds);
+            msg.msg_control = cmsg.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(payload as u32) as _;
+            let hdr = libc::CMSG_FIRSTHDR(&msg);
+            (*hdr).cmsg_level = libc::SOL_SOCKET;
+            (*hdr).cmsg_type = libc::SCM_RIGHTS;
+            (*hdr).cmsg_len = libc::CMSG_LEN(payload as u32) as _;
+            std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(hdr), payload);
+        }
+        assert!(libc::sendmsg(sock.as_raw_fd(), &msg, 0) >= 0);
+        let mut buf = vec![0u8; 4096];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.as_mut_ptr().cast();
+        msg.msg_controllen = cmsg.len() as _;
+        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+        let mut got = 0;
+        let mut hdr = libc::CMSG_FIRSTHDR(&msg);
+        while !hdr.is_null() {
+            if (*hdr).cmsg_type == libc::SCM_RIGHTS {
+                let len = (*hdr).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                got += len / 4;
+                for i in 0..len / 4 {
+                    libc::close(std::ptr::read_unaligned(
+                        libc::CMSG_DATA(hdr).cast::<i32>().add(i),
+                    ));
+                }
+            }
+            hdr = libc::CMSG_NXTHDR(&msg, hdr);
+        }
+        (
+            String::from_utf8_lossy(&buf[..n.max(0) as usize]).into_owned(),
+            got,
+        )
+    }
+}
+
+/// Moves /dev/log aside (if a system logger has it) and listens there; puts it back on drop.
+struct SyslogTap {
+    sock: std::os::unix::net::UnixDatagram,
+    saved: Option<PathBuf>,
+}
+
+impl SyslogTap {
+    fn new() -> SyslogTap {
+        let path = Path::new(tunctl::helper::server::SYSLOG_PATH);
+        let saved = path.exists().then(|| {
+            let aside = PathBuf::from(format!("/dev/log.tunctl-test-{}", std::process::id()));
+            std::fs::rename(path, &aside).unwrap();
+            aside
+        });
+        let sock = std::os::unix::net::UnixDatagram::bind(path).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        SyslogTap { sock, saved }
+    }
+
+    /// Every message received within a short while.
+    fn messages(&self) -> Vec<String> {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = self.sock.recv(&mut buf) {
+            all.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            self.sock
+                .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+                .unwrap();
+        }
+        all
+    }
+}
+
+impl Drop for SyslogTap {
+    fn drop(&mut self) {
+        let path = Path::new(tunctl::helper::server::SYSLOG_PATH);
+        let _ = std::fs::remove_file(path);
+        if let Some(aside) = &self.saved {
+            let _ = std::fs::rename(aside, path);
+        }
+    }
+}
+
+/// The helper's hygiene: every decision goes to syslog (AUTHPRIV) as well as stderr; a
+/// full or closed stderr does not stop it; it reads nothing from its environment; a closed
+/// /dev/net/tun is named as such; numbers are strict; a request carrying fds is refused as
+/// such.
+#[test]
+fn the_helper_logs_to_syslog_and_shrugs_off_a_hostile_caller() {
+    let Some((_s, install, t)) = setup("tunctl-ht-*", 8) else {
+        return;
+    };
+    let tap = SyslogTap::new();
+    let out = install.tunctl(&["add", "ht%d", "--tun", "--netns", &t.name]);
+    assert!(out.status.success(), "{}", text(&out));
+    let logged = tap.messages();
+    let decision = logged
+        .iter()
+        .find(|m| m.contains("allowed by rule 1"))
+        .unwrap_or_else(|| panic!("no decision in syslog: {logged:?}"));
+    // <PRI>: facility AUTHPRIV (10) times 8, plus the severity.
+    let pri: u32 = decision[1..decision.find('>').unwrap()].parse().unwrap();
+    assert_eq!(pri / 8, 10, "{decision}");
+    assert!(decision.contains("tunctl-helper["), "{decision}");
+    assert!(
+        logged.iter().any(|m| m.contains("done -> ht")),
+        "{logged:?}"
+    );
+
+    // stderr a file the caller may not grow (RLIMIT_FSIZE 0), or closed: the helper works.
+    let sh = |script: &str| {
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                USER,
+                "--regid",
+                USER,
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--",
+            ])
+            .args(["sh", "-c", script])
+            .env("TUNCTL_HELPER", install.dir.join("tunctl-helper"))
+            .env("T", install.dir.join("tunctl"))
+            .env("NS", &t.name)
+            .output()
+            .unwrap()
+    };
+    let log = Path::new("/run").join(format!("tunctl-test-fsize-{}", std::process::id()));
+    let _rm = RemoveOnDrop(log.clone());
+    std::fs::write(&log, b"").unwrap();
+    std::os::unix::fs::chown(&log, Some(tunctl::user_id(USER).unwrap()), None).unwrap();
+    let out = sh(&format!(
+        "prlimit --fsize=0 -- \"$T\" --verbose add ht%d --tun --netns \"$NS\" 2>{}",
+        log.display()
+    ));
+    assert!(out.status.success(), "RLIMIT_FSIZE 0: {}", text(&out));
+    let out = sh("\"$T\" --verbose add ht%d --tun --netns \"$NS\" 2>&-");
+    assert!(out.status.success(), "closed stderr: {}", text(&out));
+
+    // A hostile environment is ignored (RUST_MIN_STACK=1 used to crash it).
+    let good = helper::Request::new(helper::Op::Create, "ht%d");
+    let mut req = good.clone();
+    req.netns = helper::Netns::Named(t.name.clone());
+    let (sock, _child) = raw_helper(
+        &install,
+        &[
+            ("RUST_MIN_STACK", "1"),
+            ("RUST_BACKTRACE", "full"),
+            ("MALLOC_PERTURB_", "165"),
+        ],
+    );
+    let (reply, fds) = raw_exchange(&sock, req.encode().as_bytes(), &[]);
+    assert!(reply.starts_with("ok ht"), "{reply}");
+    assert_eq!(fds, 2);
+
+    // A request carrying fds is refused for that.
+    let file = std::fs::File::open("/etc/hostname").unwrap();
+    use std::os::fd::AsRawFd;
+    let (sock, _child) = raw_helper(&install, &[]);
+    let (reply, fds) = raw_exchange(&sock, req.encode().as_bytes(), &[file.as_raw_fd()]);
+    assert!(reply.contains("carries 1 file descriptor"), "{reply}");
+    assert_eq!(fds, 0);
+
+    // Numbers are strict.
+    for (what, bad) in [
+        ("mtu +1400", "mtu +1400\nend\n"),
+        ("mtu 01400", "mtu 01400\nend\n"),
+        ("prefix /024", "addr 10.88.0.1/024\nend\n"),
+    ] {
+        let (sock, _child) = raw_helper(&install, &[]);
+        let text = req.encode().replace("end\n", bad);
+        let (reply, _) = raw_exchange(&sock, text.as_bytes(), &[]);
+        assert!(
+            reply.starts_with("denied") && reply.contains("decimal"),
+            "{what}: {reply}"
+        );
+    }
+
+    // /dev/net/tun closed to the caller (mode 0600): said exactly, with the mode it needs.
+    std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = install.tunctl(&["add", "ht%d", "--tun", "--netns", &t.name]);
+    std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("/dev/net/tun (mode 0600)") && text(&out).contains("chmod 0666"),
+        "{}",
+        text(&out)
     );
 }

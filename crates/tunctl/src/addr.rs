@@ -58,6 +58,35 @@ impl Cidr {
         self.prefix
     }
 
+    /// The network address: the address with the host bits cleared (`10.0.0.0` for
+    /// `10.0.0.1/24`).
+    pub fn network(&self) -> IpAddr {
+        let keep = |bits: u32| u128::MAX.checked_shl(bits).unwrap_or(0);
+        match self.addr {
+            IpAddr::V4(v) => {
+                let mask = keep(32 - u32::from(self.prefix)) as u32;
+                IpAddr::V4(Ipv4Addr::from(u32::from(v) & mask))
+            }
+            IpAddr::V6(v) => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v) & keep(128 - u32::from(self.prefix)),
+            )),
+        }
+    }
+
+    /// Whether the whole network of `other` lies inside this network (same family, a
+    /// prefix at least as long, and the same network bits): what a route to `other`
+    /// covers stays inside `self`.
+    pub fn contains(&self, other: &Cidr) -> bool {
+        self.addr.is_ipv4() == other.addr.is_ipv4()
+            && other.prefix >= self.prefix
+            && Cidr {
+                addr: other.addr,
+                prefix: self.prefix,
+            }
+            .network()
+                == self.network()
+    }
+
     /// The IPv4 broadcast address of the network (`None` for IPv6 and for /31 and /32,
     /// which have none).
     pub fn broadcast(&self) -> Option<Ipv4Addr> {

@@ -26,7 +26,7 @@ const CAP_NET_ADMIN: u32 = 12;
 /// let config = LinkConfig {
 ///     mtu: Some(1400),
 ///     addrs: vec!["10.0.0.1/24".parse()?],
-///     peer: Some("10.0.0.2".parse()?), // pairs with 10.0.0.1/24
+///     peer: Some(tunctl::parse_ip("10.0.0.2")?), // pairs with 10.0.0.1/24
 ///     up: Some(true),
 ///     ..LinkConfig::default()
 /// };

@@ -606,6 +606,22 @@ pub fn is_seqpacket(fd: BorrowedFd<'_>) -> bool {
     rc == 0 && ty == libc::SOCK_SEQPACKET
 }
 
+/// Makes sure fds 1 and 2 are open (on `/dev/null` if the caller closed them), so that
+/// nothing the helper opens later lands on them and receives its log lines.
+#[cfg(feature = "helper-server")]
+pub fn ensure_std_fds() {
+    use std::os::fd::IntoRawFd;
+    for fd in [1, 2] {
+        // SAFETY: F_GETFD only queries the fd.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            // open(2) returns the lowest free fd: this one. Kept open for the process's life.
+            if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+                let _ = null.into_raw_fd();
+            }
+        }
+    }
+}
+
 /// Ignores SIGXFSZ: writing past the caller's RLIMIT_FSIZE then fails with EFBIG instead
 /// of killing the process.
 #[cfg(feature = "helper-server")]

@@ -2,7 +2,6 @@
 //! one request from standard input, decide with the policy in [`POLICY_PATH`], act, answer,
 //! log one line. See the crate README for the policy format.
 
-use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
@@ -77,33 +76,10 @@ fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
-/// Whether the whole network of `c` (address and prefix: what the kernel routes to the
-/// device) lies inside `net`.
-fn contains_net(net: &Cidr, c: &Cidr) -> bool {
-    c.prefix() >= net.prefix() && contains(net, c.addr())
-}
-
 /// The alias that marks a device the helper created for `uid` (changing an alias needs
 /// CAP_NET_ADMIN, so a device's holder cannot forge or remove it).
 fn tag(uid: u32) -> String {
     format!("tunctl-helper uid={uid}")
-}
-
-fn contains(net: &Cidr, addr: IpAddr) -> bool {
-    // Both as 128-bit numbers, IPv4 in the top 32 bits, so one mask serves both families.
-    let bits = |a: IpAddr| -> u128 {
-        match a {
-            IpAddr::V4(v) => u128::from(u32::from(v)) << 96,
-            IpAddr::V6(v) => u128::from(v),
-        }
-    };
-    if net.addr().is_ipv4() != addr.is_ipv4() {
-        return false;
-    }
-    let mask = u128::MAX
-        .checked_shl(128 - u32::from(net.prefix()))
-        .unwrap_or(0);
-    bits(net.addr()) & mask == bits(addr) & mask
 }
 
 impl Policy {
@@ -355,7 +331,7 @@ impl Rule {
         // 10.88.0.1/5 would route 8.0.0.0/5 to it, and a peer routes its own network (with
         // the prefix of the address it pairs with). Removed addresses must be the caller's.
         for c in routes.iter().chain(&req.del_addrs) {
-            if !self.addresses.iter().any(|net| contains_net(net, c)) {
+            if !self.addresses.iter().any(|net| net.contains(c)) {
                 return Err(format!("{c} is outside the allowed ranges"));
             }
         }
@@ -549,9 +525,10 @@ const LOG_AUTHPRIV: u8 = 10 << 3;
 
 impl Log {
     fn new(who: String) -> Log {
+        // Non-blocking: a logger that does not keep up loses lines; it never stalls us.
         let syslog = std::os::unix::net::UnixDatagram::unbound()
             .ok()
-            .filter(|s| s.connect(SYSLOG_PATH).is_ok());
+            .filter(|s| s.connect(SYSLOG_PATH).is_ok() && s.set_nonblocking(true).is_ok());
         Log { who, syslog }
     }
 
@@ -650,6 +627,7 @@ pub fn serve() -> i32 {
     // A caller's RLIMIT_FSIZE must not kill us through a stderr file (EPIPE is already
     // ignored: Rust ignores SIGPIPE).
     sys::ignore_sigxfsz();
+    sys::ensure_std_fds();
     // Nothing the caller left open survives (fd 0 is the request socket; 1 and 2 stay).
     let inherited = std::fs::read_dir("/proc/self/fd")
         .map(|dir| {
@@ -824,13 +802,15 @@ mod tests {
             glob("tun*", "tun%d") && glob("tun*", "tun0") && glob("l?b*", "lab1") && glob("*", "")
         );
         assert!(!glob("tun*", "tap0") && !glob("lab", "lab1"));
-        let net: Cidr = "10.88.0.0/16".parse().unwrap();
-        assert!(contains(&net, "10.88.200.1".parse().unwrap()));
-        assert!(!contains(&net, "10.89.0.1".parse().unwrap()));
-        assert!(!contains(&net, "fd00:88::1".parse().unwrap()));
-        let v6: Cidr = "fd00:88::/32".parse().unwrap();
-        assert!(contains(&v6, "fd00:88:1::1".parse().unwrap()));
-        assert!(!contains(&v6, "fd00:89::1".parse().unwrap()));
+        let c = |s: &str| s.parse::<Cidr>().unwrap();
+        let net = c("10.88.0.0/16");
+        assert!(net.contains(&c("10.88.200.1/32")) && net.contains(&c("10.88.0.0/16")));
+        assert!(!net.contains(&c("10.89.0.1/32")) && !net.contains(&c("10.88.0.1/15")));
+        assert!(!net.contains(&c("fd00:88::1/128")));
+        let v6 = c("fd00:88::/32");
+        assert!(v6.contains(&c("fd00:88:1::1/64")));
+        assert!(!v6.contains(&c("fd00:89::1/128")) && !v6.contains(&c("fd00:88::/31")));
+        assert!(c("0.0.0.0/0").contains(&c("10.0.0.1/8")));
     }
 
     /// What the server passes as `routes` for a new device.
