@@ -117,17 +117,7 @@ impl Install {
 
     /// Runs one of the installed programs as `user` (no capabilities), with TUNCTL_HELPER set.
     fn run_as(&self, user: &str, program: &str, args: &[&str]) -> Output {
-        let group = if user == "nobody" { "65534" } else { user };
-        Command::new("setpriv")
-            .args([
-                "--reuid",
-                user,
-                "--regid",
-                group,
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--",
-            ])
+        as_user(user)
             .arg(self.dir.join(program))
             .args(args)
             .env("TUNCTL_HELPER", self.dir.join("tunctl-helper"))
@@ -141,17 +131,7 @@ impl Install {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net=/run/netns/{ns}")).arg("--");
         if let Some(user) = user {
-            let group = if user == "nobody" { "65534" } else { user };
-            cmd.args([
-                "setpriv",
-                "--reuid",
-                user,
-                "--regid",
-                group,
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--",
-            ]);
+            cmd.arg("setpriv").args(user_args(user));
         }
         cmd.arg(self.dir.join(program))
             .args(args)
@@ -522,13 +502,37 @@ fn every_refusal_creates_nothing() {
     assert!(text(&out).contains("needs CAP_NET_ADMIN"), "{}", text(&out));
 }
 
-/// Removes a file on drop (also when the test fails).
+/// Removes a file or a directory tree on drop (also when the test fails).
 struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if std::fs::remove_file(&self.0).is_err() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
+}
+
+/// `setpriv` that runs what follows as `user` (its own group, no supplementary groups, no
+/// inheritable capabilities): an unprivileged local user.
+fn as_user(user: &str) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(user_args(user));
+    cmd
+}
+
+/// The arguments of [`as_user`]'s `setpriv`.
+fn user_args(user: &str) -> [&str; 7] {
+    let group = if user == "nobody" { "65534" } else { user };
+    [
+        "--reuid",
+        user,
+        "--regid",
+        group,
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--",
+    ]
 }
 
 #[test]
@@ -752,21 +756,12 @@ fn a_helper_killed_anywhere_leaves_nothing_or_a_complete_device() {
     let (mut none, mut whole) = (0, 0);
     for i in 0..40 {
         let before = common::links(Some(&t.name)).len();
-        let mut cmd = Command::new("setpriv");
-        cmd.args([
-            "--reuid",
-            USER,
-            "--regid",
-            USER,
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--",
-        ])
-        .arg(install.dir.join("tunctl"))
-        .args(add)
-        .env("TUNCTL_HELPER", install.dir.join("tunctl-helper"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        let mut cmd = as_user(USER);
+        cmd.arg(install.dir.join("tunctl"))
+            .args(add)
+            .env("TUNCTL_HELPER", install.dir.join("tunctl-helper"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
         let mut child = KillOnDrop(Some(cmd.spawn().unwrap()));
         std::thread::sleep(std::time::Duration::from_micros(rng.below(span)));
         for pid in helper_pids(uid) {
@@ -943,7 +938,7 @@ fn a_helper_in_an_untrusted_place_is_never_run() {
     };
     let evil = Path::new("/run").join(format!("tunctl-evil-{}", std::process::id()));
     std::fs::create_dir_all(&evil).unwrap();
-    let _cleanup = RemoveDirOnDrop(evil.clone());
+    let _cleanup = RemoveOnDrop(evil.clone());
     std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o777)).unwrap();
     std::fs::copy(install.dir.join("tunctl"), evil.join("tunctl")).unwrap();
     let marker = evil.join("ran");
@@ -956,19 +951,10 @@ fn a_helper_in_an_untrusted_place_is_never_run() {
         std::fs::set_permissions(evil.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let attempt = |env_helper: Option<&Path>| {
-        let mut cmd = Command::new("setpriv");
-        cmd.args([
-            "--reuid",
-            USER,
-            "--regid",
-            USER,
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--",
-        ])
-        .arg(evil.join("tunctl"))
-        .args(["add", "ht%d", "--tun", "--netns", &t.name])
-        .env_remove("TUNCTL_HELPER");
+        let mut cmd = as_user(USER);
+        cmd.arg(evil.join("tunctl"))
+            .args(["add", "ht%d", "--tun", "--netns", &t.name])
+            .env_remove("TUNCTL_HELPER");
         if let Some(h) = env_helper {
             cmd.env("TUNCTL_HELPER", h);
         }
@@ -993,15 +979,6 @@ fn a_helper_in_an_untrusted_place_is_never_run() {
     assert!(text(&out).contains("belongs to uid"), "{}", text(&out));
     assert!(!marker.exists());
     assert_eq!(common::links(Some(&t.name)), vec!["lo".to_string()]);
-}
-
-/// Removes a directory tree on drop.
-struct RemoveDirOnDrop(PathBuf);
-
-impl Drop for RemoveDirOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Issue: without privilege and without a policy, `tunctl add` printed the helper's
@@ -1037,16 +1014,7 @@ fn without_privilege_one_line_says_what_is_missing() {
     one_line(&out, "no policy");
     assert!(text(&out).contains("helper.toml"), "{}", text(&out));
     // No helper at all (TUNCTL_HELPER names nothing; none beside, none installed).
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid",
-            USER,
-            "--regid",
-            USER,
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--",
-        ])
+    let out = as_user(USER)
         .arg(install.dir.join("tunctl"))
         .args(["add", "foo0", "--tun", "--netns", &t.name])
         .env("TUNCTL_HELPER", "/nonexistent/tunctl-helper")
@@ -1117,22 +1085,13 @@ fn raw_helper(install: &Install, env: &[(&str, &str)]) -> (std::os::fd::OwnedFd,
             std::mem::size_of::<libc::timeval>() as libc::socklen_t,
         )
     };
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid",
-        USER,
-        "--regid",
-        USER,
-        "--clear-groups",
-        "--inh-caps=-all",
-        "--",
-    ])
-    .arg(install.dir.join("tunctl-helper"))
-    .env_clear()
-    .envs(env.iter().copied())
-    .stdin(std::process::Stdio::from(theirs))
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null());
+    let mut cmd = as_user(USER);
+    cmd.arg(install.dir.join("tunctl-helper"))
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::from(theirs))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
     let child = cmd.spawn().unwrap();
     (ours, KillOnDrop(Some(child)))
 }
@@ -1266,16 +1225,7 @@ fn the_helper_logs_to_syslog_and_shrugs_off_a_hostile_caller() {
 
     // stderr a file the caller may not grow (RLIMIT_FSIZE 0), or closed: the helper works.
     let sh = |script: &str| {
-        Command::new("setpriv")
-            .args([
-                "--reuid",
-                USER,
-                "--regid",
-                USER,
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--",
-            ])
+        as_user(USER)
             .args(["sh", "-c", script])
             .env("TUNCTL_HELPER", install.dir.join("tunctl-helper"))
             .env("T", install.dir.join("tunctl"))

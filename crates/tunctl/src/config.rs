@@ -538,35 +538,32 @@ fn run(link: &Link, tun: Option<BorrowedFd<'_>>, step: &Step, undo: bool) -> Res
                 link.down()
             }
         }
-        Step::Owner(from, to) => {
-            let fd =
-                tun.ok_or_else(|| Error::new(ErrorKind::InvalidInput, "TUNSETOWNER", "no fd"))?;
-            match (undo, from) {
-                (true, None) => Err(Error::new(
-                    ErrorKind::Unsupported,
-                    "TUNSETOWNER",
-                    "the kernel cannot reset an owner to none",
-                )),
-                (true, Some(uid)) => {
-                    sys::tun_set_owner(fd, *uid).map_err(|e| Error::os("TUNSETOWNER", e))
-                }
-                (false, _) => sys::tun_set_owner(fd, *to).map_err(|e| Error::os("TUNSETOWNER", e)),
-            }
-        }
-        Step::Group(from, to) => {
-            let fd =
-                tun.ok_or_else(|| Error::new(ErrorKind::InvalidInput, "TUNSETGROUP", "no fd"))?;
-            match (undo, from) {
-                (true, None) => Err(Error::new(
-                    ErrorKind::Unsupported,
-                    "TUNSETGROUP",
-                    "the kernel cannot reset a group to none",
-                )),
-                (true, Some(gid)) => {
-                    sys::tun_set_group(fd, *gid).map_err(|e| Error::os("TUNSETGROUP", e))
-                }
-                (false, _) => sys::tun_set_group(fd, *to).map_err(|e| Error::os("TUNSETGROUP", e)),
-            }
-        }
+        Step::Owner(from, to) => set_id(tun, "TUNSETOWNER", *from, *to, undo, sys::tun_set_owner),
+        Step::Group(from, to) => set_id(tun, "TUNSETGROUP", *from, *to, undo, sys::tun_set_group),
     }
+}
+
+/// An owner or group step (`set` is the ioctl), or its reverse: the kernel can set an id
+/// but never reset one to "none".
+fn set_id(
+    tun: Option<BorrowedFd<'_>>,
+    op: &str,
+    from: Option<u32>,
+    to: u32,
+    undo: bool,
+    set: fn(BorrowedFd<'_>, u32) -> std::io::Result<()>,
+) -> Result<()> {
+    let fd = tun.ok_or_else(|| Error::new(ErrorKind::InvalidInput, op, "no fd"))?;
+    let id = match (undo, from) {
+        (false, _) => to,
+        (true, Some(id)) => id,
+        (true, None) => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                op,
+                "the kernel cannot reset an owner or group to none",
+            ))
+        }
+    };
+    set(fd, id).map_err(|e| Error::os(op, e))
 }

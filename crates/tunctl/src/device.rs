@@ -1226,11 +1226,18 @@ impl Device {
     }
 
     /// Lets user `uid` attach without CAP_NET_ADMIN (TUNSETOWNER with the uid as the value).
+    ///
+    /// The kernel has no way back to "no owner" (it refuses -1), and any holder of the fd may
+    /// call this. A device with neither owner nor group can be opened by every local user;
+    /// to have the owner in place before anyone can open the device, use
+    /// [`Builder::owner`].
     pub fn set_owner(&self, uid: u32) -> Result<()> {
         self.ioctl("TUNSETOWNER", |fd| sys::tun_set_owner(fd, uid))
     }
 
     /// Lets group `gid` attach without CAP_NET_ADMIN (TUNSETGROUP with the gid as the value).
+    /// As for [`set_owner`](Device::set_owner), there is no way back to "no group"; with
+    /// both set, a user must match both.
     pub fn set_group(&self, gid: u32) -> Result<()> {
         self.ioctl("TUNSETGROUP", |fd| sys::tun_set_group(fd, gid))
     }

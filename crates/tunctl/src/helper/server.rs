@@ -272,6 +272,16 @@ impl Rule {
         })
     }
 
+    /// Whether every network lies inside one of the rule's address ranges.
+    fn within_ranges<'a>(&self, nets: impl IntoIterator<Item = &'a Cidr>) -> Result<(), String> {
+        for c in nets {
+            if !self.addresses.iter().any(|net| net.contains(c)) {
+                return Err(format!("{c} is outside the allowed ranges"));
+            }
+        }
+        Ok(())
+    }
+
     fn names_caller(&self, caller: &Caller) -> bool {
         let user = self
             .users
@@ -330,11 +340,7 @@ impl Rule {
         // Every network the kernel will route to the device must lie in an allowed range:
         // 10.88.0.1/5 would route 8.0.0.0/5 to it, and a peer routes its own network (with
         // the prefix of the address it pairs with). Removed addresses must be the caller's.
-        for c in routes.iter().chain(&req.del_addrs) {
-            if !self.addresses.iter().any(|net| net.contains(c)) {
-                return Err(format!("{c} is outside the allowed ranges"));
-            }
-        }
+        self.within_ranges(routes.iter().chain(&req.del_addrs))?;
         if let Some(mtu) = req.mtu {
             if mtu < self.mtu.0 || mtu > self.mtu.1 {
                 return Err(format!(
@@ -434,9 +440,22 @@ fn execute(caller: &Caller, policy: &Policy, rule: usize, req: &Request) -> (Rep
         let done = if req.op == Op::Delete {
             link.delete()
         } else {
-            link_config(req)
-                .plan(&link)
-                .and_then(|plan| plan.apply(&link, None))
+            // The pairing is decided again on the device as it is now (another request of
+            // the same user may have changed its addresses since the decision), and checked
+            // again: what the kernel is told is what the policy saw.
+            let config = link_config(req);
+            let recheck = link
+                .addresses()
+                .and_then(|now| config.routed_networks(&now))
+                .map_err(|e| e.to_string())
+                .and_then(|routes| match policy.rules.get(rule) {
+                    Some(r) => r.within_ranges(&routes),
+                    None => Err("no such rule".into()),
+                });
+            if let Err(why) = recheck {
+                return (Reply::Denied(why), Vec::new());
+            }
+            config.plan(&link).and_then(|plan| plan.apply(&link, None))
         };
         return match done {
             Ok(()) => (
