@@ -38,6 +38,7 @@ fn forward(args: &[String]) -> Result<(), String> {
     match contender.as_str() {
         "tun-rs" => tunrs::forward(&a, &b, false, &never),
         "tun-rs-offload" => tunrs::forward(&a, &b, true, &never),
+        "tun-rs-async" => tunrs::forward_async(&a, &b),
         "tunctl" => ours::forward(&a, &b, ours::Mode::Passive),
         "tunctl-offload" => ours::forward(&a, &b, ours::Mode::Offload),
         "tunctl-active" => ours::forward(&a, &b, ours::Mode::Active),

@@ -1,6 +1,7 @@
-//! The tun-rs forwarders: the peer library (tun-rs 2.8.16, sync API), driven the way its
+//! The tun-rs forwarders: the peer library (tun-rs 2.8.16), its sync API driven the way its
 //! authors' own benchmark (tun-rs/tun-benchmark2, `tun-rs-sync-normal` and
-//! `tun-rs-sync-gso`) drives it, so that the comparison is honest.
+//! `tun-rs-sync-gso`) drives it, so that the comparison is honest, and its tokio
+//! `AsyncDevice` ([`forward_async`]) in the role of our `tunctl-tokio`.
 //!
 //! - Plain (`offload == false`): `SyncDevice::recv` into one 64 KiB buffer, `send` of the
 //!   same bytes; one packet per system call each way.
@@ -15,14 +16,21 @@
 //! the device and an [`InterruptEvent`] pipe) for at most [`IDLE_WAIT`], then it looks at
 //! `stop` again. A busy forwarder therefore costs one `read` per frame, as with blocking
 //! I/O; the event is triggered only to wake the other direction when one fails.
+//!
+//! - Async ([`forward_async`]): the same attach, then each device wrapped in tun-rs's tokio
+//!   `AsyncDevice` (shared through an `Arc`, as its documentation suggests instead of a
+//!   split), one task per direction `recv().await` then `send().await`, on a two-worker
+//!   multi-thread runtime: exactly the shape of `tunctl-tokio` (`ours.rs`, `Mode::Tokio`).
+//!   It runs until the process is killed.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::ScopedJoinHandle;
 use std::time::Duration;
 
 use tun_rs::{
-    DeviceBuilder, GROTable, InterruptEvent, Layer, SyncDevice, IDEAL_BATCH_SIZE,
+    AsyncDevice, DeviceBuilder, GROTable, InterruptEvent, Layer, SyncDevice, IDEAL_BATCH_SIZE,
     VIRTIO_NET_HDR_LEN,
 };
 
@@ -64,6 +72,64 @@ pub fn forward(a: &Side, b: &Side, offload: bool, stop: &AtomicBool) -> Result<(
         (joined(h_ab), joined(h_ba))
     });
     r_ab.and(r_ba)
+}
+
+/// Forwards packets between `a` and `b` with tun-rs's tokio `AsyncDevice`: one task per
+/// direction on a two-worker runtime, as `tunctl-tokio` does with ours. Prints "ready" once
+/// both devices are attached; never returns unless a direction fails.
+pub fn forward_async(a: &Side, b: &Side) -> Result<(), String> {
+    let (sync_a, _) = attach(a, false)?;
+    let (sync_b, _) = attach(b, false)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        // Registered with this runtime's reactor, so built inside it.
+        let wrap = |dev: SyncDevice, side: &Side| {
+            AsyncDevice::new(dev)
+                .map(Arc::new)
+                .map_err(|e| format!("tun-rs: AsyncDevice::new on {}: {e}", side.dev))
+        };
+        let (da, db) = (wrap(sync_a, a)?, wrap(sync_b, b)?);
+        println!("ready");
+        let t1 = tokio::spawn(async_pump(
+            Arc::clone(&da),
+            Arc::clone(&db),
+            format!("{} -> {}", a.dev, b.dev),
+        ));
+        let t2 = tokio::spawn(async_pump(db, da, format!("{} -> {}", b.dev, a.dev)));
+        // The first direction to fail ends the forwarder (the harness sees it exit).
+        let joined = |t: tokio::task::JoinHandle<Result<(), String>>| async move {
+            t.await
+                .unwrap_or_else(|e| Err(format!("tun-rs forwarding task: {e}")))
+        };
+        tokio::try_join!(joined(t1), joined(t2)).map(|_| ())
+    })
+}
+
+/// One direction of [`forward_async`]: one packet per `recv` / `send`, like
+/// `tunctl-tokio`'s `async_pump`; a failed write drops the packet unless the device is gone.
+async fn async_pump(
+    from: Arc<AsyncDevice>,
+    to: Arc<AsyncDevice>,
+    name: String,
+) -> Result<(), String> {
+    let mut buf = vec![0u8; MAX_PACKET + 1];
+    loop {
+        let n = match from.recv(&mut buf).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("tun-rs forwarding {name}: {e}")),
+        };
+        if n == 0 {
+            continue;
+        }
+        if let Err(e) = to.send(&buf[..n]).await {
+            send_error(e).map_err(|e| format!("tun-rs forwarding {name}: {e}"))?;
+        }
+    }
 }
 
 /// Attaches to the existing tun device `side.dev` from inside `side.ns` and returns it in

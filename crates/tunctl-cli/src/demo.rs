@@ -67,7 +67,8 @@ impl NsGuard {
                 e
             }
         })?;
-        Ok(NsGuard(ns, name))
+        // NsGuard deletes it, reporting a failure.
+        Ok(NsGuard(ns.keep(), name))
     }
 }
 
@@ -110,19 +111,6 @@ fn forward(from: &Device, to: &Device, counters: &Counters) {
     }
 }
 
-/// RFC 1071 Internet checksum.
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for pair in data.chunks(2) {
-        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
-        sum += u32::from(word);
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// Sends `count` ICMP echo requests from inside `ns` to `dst` over a raw socket and returns
 /// the round-trip time of each reply (`None` for a lost one).
 fn ping(ns: &Namespace, dst: Ipv4Addr, count: u32) -> Result<Vec<Option<Duration>>, Error> {
@@ -141,7 +129,7 @@ fn ping(ns: &Namespace, dst: Ipv4Addr, count: u32) -> Result<Vec<Option<Duration
         pkt.extend_from_slice(&ident.to_be_bytes());
         pkt.extend_from_slice(&seq.to_be_bytes());
         pkt.extend(std::iter::repeat_n(0xa5, 56));
-        let sum = checksum(&pkt);
+        let sum = tunctl::offload::internet_checksum(&pkt);
         pkt[2..4].copy_from_slice(&sum.to_be_bytes());
         let sent = Instant::now();
         sock.send_to(&pkt, &target)

@@ -23,6 +23,8 @@ struct Cli {
     /// goes to the system log).
     #[arg(short, long, global = true)]
     verbose: bool,
+    #[command(flatten)]
+    ns: NsArg,
     #[command(subcommand)]
     command: Command,
 }
@@ -43,13 +45,9 @@ enum Command {
         /// Interface name.
         #[arg(value_parser = parse_ifname)]
         name: String,
-        #[command(flatten)]
-        ns: NsArg,
     },
     /// List every TUN/TAP device with the kernel's view of it.
     List {
-        #[command(flatten)]
-        ns: NsArg,
         /// Print JSON (an array of the objects `show --json` prints).
         #[arg(long)]
         json: bool,
@@ -59,8 +57,6 @@ enum Command {
         /// Interface name.
         #[arg(value_parser = parse_ifname)]
         name: String,
-        #[command(flatten)]
-        ns: NsArg,
         /// Print JSON: name, index, kind, flags, tun_flags, persist, owner, group, pi,
         /// vnet_hdr, multi_queue, queues, disabled_queues, mtu, txqueuelen, mac, carrier, up,
         /// state, addresses[{family, address, prefix, peer, broadcast}].
@@ -77,6 +73,14 @@ enum Command {
     /// Two namespaces, a tun device in each, packets forwarded between them by this process:
     /// pings and a 3-second TCP stream cross it; prints a report and removes everything.
     Demo(demo::DemoArgs),
+    /// Print a completion script for a shell, e.g.
+    /// `tunctl completions bash > /etc/bash_completion.d/tunctl`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `tunctl man > /usr/local/share/man/man8/tunctl.8`.
+    Man,
 }
 
 #[derive(Subcommand, Debug)]
@@ -99,8 +103,16 @@ enum NetnsCommand {
 
 #[derive(Args, Debug, Clone)]
 struct NsArg {
-    /// Network namespace: a name under /run/netns, or a path (e.g. /proc/PID/ns/net).
-    #[arg(long, value_name = "NS", value_parser = parse_netns)]
+    /// Network namespace to work in: a name under /run/netns, or a path such as
+    /// /proc/PID/ns/net (as `ip -n`; before or after the command).
+    #[arg(
+        short = 'n',
+        long,
+        visible_alias = "namespace",
+        value_name = "NS",
+        value_parser = parse_netns,
+        global = true
+    )]
     netns: Option<Namespace>,
 }
 
@@ -116,11 +128,14 @@ struct AddArgs {
     #[arg(value_parser = parse_template)]
     name: Option<String>,
     /// A tun device (IP packets).
-    #[arg(long, conflicts_with = "tap")]
+    #[arg(long, conflicts_with_all = ["tap", "mode"])]
     tun: bool,
     /// A tap device (Ethernet frames): the default.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "mode")]
     tap: bool,
+    /// tun or tap, as `ip tuntap add mode tun` says it.
+    #[arg(long, value_name = "tun|tap", value_parser = parse_mode)]
+    mode: Option<Kind>,
     /// Keep the 4-byte packet-information header (default: no_pi).
     #[arg(long)]
     pi: bool,
@@ -139,12 +154,20 @@ struct AddArgs {
     #[arg(long, conflicts_with_all = ["owner", "group"])]
     no_owner: bool,
     #[command(flatten)]
-    ns: NsArg,
-    #[command(flatten)]
     config: ConfigArgs,
     /// Bring the device up.
     #[arg(long)]
     up: bool,
+}
+
+impl AddArgs {
+    fn kind(&self) -> Kind {
+        match (self.mode, self.tun) {
+            (Some(kind), _) => kind,
+            (None, true) => Kind::Tun,
+            (None, false) => Kind::Tap,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -152,8 +175,6 @@ struct SetArgs {
     /// Interface name.
     #[arg(value_parser = parse_ifname)]
     name: String,
-    #[command(flatten)]
-    ns: NsArg,
     /// Bring the device up.
     #[arg(long, conflicts_with = "down")]
     up: bool,
@@ -162,9 +183,10 @@ struct SetArgs {
     down: bool,
     #[command(flatten)]
     config: ConfigArgs,
-    /// Remove an address (repeatable).
-    #[arg(long = "del-addr", value_name = "CIDR", value_parser = parse_cidr)]
-    del_addr: Vec<Cidr>,
+    /// Remove an address (repeatable): CIDR, or a bare address when the device has it with
+    /// one prefix only.
+    #[arg(long = "del-addr", value_name = "CIDR|ADDR", value_parser = parse_del_addr)]
+    del_addr: Vec<DelAddr>,
     /// Carrier on or off.
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     carrier: Option<bool>,
@@ -203,13 +225,13 @@ struct ConfigArgs {
 }
 
 fn parse_ifname(s: &str) -> Result<String, String> {
-    tunctl::validate_name(s, false)
+    tunctl::name::validate(s, false)
         .map(|()| s.to_string())
         .map_err(|e| detail(&e))
 }
 
 fn parse_template(s: &str) -> Result<String, String> {
-    tunctl::validate_name(s, true)
+    tunctl::name::validate(s, true)
         .map(|()| s.to_string())
         .map_err(|e| detail(&e))
 }
@@ -229,7 +251,7 @@ fn parse_cidr(s: &str) -> Result<Cidr, String> {
 }
 
 fn parse_ip(s: &str) -> Result<IpAddr, String> {
-    tunctl::parse_ip(s).map_err(|e| detail(&e))
+    tunctl::addr::parse_ip(s).map_err(|e| detail(&e))
 }
 
 fn parse_ipv4(s: &str) -> Result<Ipv4Addr, String> {
@@ -241,8 +263,85 @@ fn parse_mac(s: &str) -> Result<MacAddr, String> {
     s.parse().map_err(|e: Error| detail(&e))
 }
 
+/// An address to remove: with its prefix, or bare (the device's one address of that value).
+#[derive(Debug, Clone, Copy)]
+enum DelAddr {
+    Cidr(Cidr),
+    Bare(IpAddr),
+}
+
+fn parse_del_addr(s: &str) -> Result<DelAddr, String> {
+    if s.contains('/') {
+        parse_cidr(s).map(DelAddr::Cidr)
+    } else {
+        parse_ip(s).map(DelAddr::Bare)
+    }
+}
+
+/// The addresses of `del`, all given with their prefixes.
+fn resolve_del_prefixed(del: &[DelAddr]) -> Vec<Cidr> {
+    del.iter()
+        .filter_map(|d| match d {
+            DelAddr::Cidr(c) => Some(*c),
+            DelAddr::Bare(_) => None,
+        })
+        .collect()
+}
+
+/// The prefixed addresses `del` names on `link`: a bare address must be there with exactly
+/// one prefix.
+fn resolve_del(link: &Link, del: &[DelAddr]) -> Result<Vec<Cidr>, Error> {
+    let have = if del.iter().any(|d| matches!(d, DelAddr::Bare(_))) {
+        link.addresses()?
+    } else {
+        Vec::new()
+    };
+    del.iter()
+        .map(|d| match *d {
+            DelAddr::Cidr(c) => Ok(c),
+            DelAddr::Bare(ip) => {
+                let found: Vec<Cidr> = have
+                    .iter()
+                    .filter(|a| a.addr == ip)
+                    .map(|a| a.cidr())
+                    .collect();
+                match found.as_slice() {
+                    [one] => Ok(*one),
+                    [] => Err(Error::from_kind(
+                        ErrorKind::NotFound,
+                        "delete address",
+                        format!("{ip} is not assigned"),
+                    )
+                    .with_subject(link.name())),
+                    several => Err(Error::from_kind(
+                        ErrorKind::InvalidInput,
+                        "delete address",
+                        format!(
+                            "{ip} is assigned with several prefixes ({}): name one",
+                            several
+                                .iter()
+                                .map(|c| c.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                    .with_subject(link.name())),
+                }
+            }
+        })
+        .collect()
+}
+
+fn parse_mode(s: &str) -> Result<Kind, String> {
+    match s {
+        "tun" => Ok(Kind::Tun),
+        "tap" => Ok(Kind::Tap),
+        _ => Err(format!("{s:?}: expected tun or tap")),
+    }
+}
+
 fn parse_number(s: &str) -> Result<u32, String> {
-    tunctl::parse_decimal(s).ok_or_else(|| {
+    tunctl::addr::parse_decimal(s).ok_or_else(|| {
         format!("{s:?} is not a plain decimal number (digits only, no sign, no leading zero)")
     })
 }
@@ -255,19 +354,15 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
     }
 }
 
-/// The error's message without its "operation:" prefix, for clap's usage errors.
+/// The error's cause without its operation, for clap's usage errors.
 fn detail(err: &Error) -> String {
-    let text = err.to_string();
-    match text.split_once(": ") {
-        Some((_, rest)) => rest.to_string(),
-        None => text,
-    }
+    err.detail()
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tunctl::helper::show_log(cli.verbose);
-    match run(cli.command) {
+    match run(cli.command, &cli.ns) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("tunctl: {err}");
@@ -312,11 +407,10 @@ fn helper_ns(ns: &Option<Namespace>) -> Result<tunctl::helper::Netns, Error> {
     }
 }
 
-fn run(command: Command) -> Result<(), Error> {
+fn run(command: Command, ns: &NsArg) -> Result<(), Error> {
     match command {
-        Command::Add(args) => add(args),
-        Command::Del { name, ns } => match tun_link(&ns.ns(), &name).and_then(|link| link.delete())
-        {
+        Command::Add(args) => add(args, ns),
+        Command::Del { name } => match tun_link(&ns.ns(), &name).and_then(|link| link.delete()) {
             Err(e) => {
                 unprivileged(e)?;
                 let mut req = tunctl::helper::Request::new(tunctl::helper::Op::Delete, &name);
@@ -325,23 +419,23 @@ fn run(command: Command) -> Result<(), Error> {
             }
             Ok(()) => Ok(()),
         },
-        Command::List { ns, json } => {
+        Command::List { json } => {
             let netlink = tunctl::Netlink::open_in(&ns.ns())?;
             let links = netlink.tun_links()?;
             let addrs = netlink.addresses(None)?;
             output::print_links(&links, &addrs, json);
             Ok(())
         }
-        Command::Show { name, ns, json } => {
+        Command::Show { name, json } => {
             let link = tun_link(&ns.ns(), &name)?;
             let info = link.info()?;
             let addrs = link.addresses()?;
             output::print_link(&info, &addrs, json);
             Ok(())
         }
-        Command::Set(args) => set(args),
+        Command::Set(args) => set(args, ns),
         Command::Netns { action } => match action {
-            NetnsCommand::Add { name } => Namespace::create(&name).map(drop),
+            NetnsCommand::Add { name } => Namespace::create(&name).map(|ns| drop(ns.keep())),
             NetnsCommand::Del { name } => Namespace::delete(&name),
             NetnsCommand::List => {
                 for name in Namespace::list()? {
@@ -351,12 +445,27 @@ fn run(command: Command) -> Result<(), Error> {
             }
         },
         Command::Demo(args) => demo::run(args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "tunctl", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .section("8")
+                .render(&mut page)
+                .map_err(Error::from)?;
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&page);
+            Ok(())
+        }
     }
 }
 
 /// The link `name` in `ns`, refusing anything that is not TUN/TAP.
 fn tun_link(ns: &Namespace, name: &str) -> Result<Link, Error> {
-    let link = Link::by_name(ns, name)?;
+    let link = Link::by_name(ns, name).map_err(|e| elsewhere(e, ns, name))?;
     let info = link.info()?;
     if info.tun.is_none() {
         let kind = info.link_kind.as_deref().unwrap_or("no link kind");
@@ -368,6 +477,36 @@ fn tun_link(ns: &Namespace, name: &str) -> Result<Link, Error> {
         .with_subject(name));
     }
     Ok(link)
+}
+
+/// A "no such device" error gains where the device is, when it is in another named
+/// namespace (as people forget `-n`).
+fn elsewhere(err: Error, ns: &Namespace, name: &str) -> Error {
+    if err.kind() != ErrorKind::NotFound {
+        return err;
+    }
+    let found: Vec<String> = Namespace::list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| Namespace::Named(n.clone()) != *ns)
+        .filter(|n| {
+            Namespace::named(n)
+                .and_then(|other| Link::by_name(&other, name))
+                .is_ok()
+        })
+        .take(3)
+        .collect();
+    let here_is_root = *ns == Namespace::Current;
+    let in_root = !here_is_root && Link::by_name(&Namespace::Current, name).is_ok();
+    match (found.first(), in_root) {
+        (Some(other), _) => err.add_detail(&format!(
+            "{name} exists in namespace {other}: add -n {other}"
+        )),
+        (None, true) => err.add_detail(&format!(
+            "{name} exists in this process's namespace: drop -n"
+        )),
+        (None, false) => err,
+    }
 }
 
 /// Owner and group, resolved before anything is created.
@@ -391,7 +530,7 @@ fn link_config(config: &ConfigArgs) -> LinkConfig {
 }
 
 /// `add` through the privileged helper: the device is created for (and owned by) the caller.
-fn add_via_helper(args: &AddArgs) -> Result<(), Error> {
+fn add_via_helper(args: &AddArgs, ns: &NsArg) -> Result<(), Error> {
     use tunctl::helper::{Op, Request};
     if args.config.owner.is_some()
         || args.config.group.is_some()
@@ -406,7 +545,7 @@ fn add_via_helper(args: &AddArgs) -> Result<(), Error> {
             "without privilege --owner, --group, --no-owner, --mac, --txqueuelen and --broadcast are not available (the helper makes you the owner)",
         ));
     }
-    let kind = if args.tun { Kind::Tun } else { Kind::Tap };
+    let kind = args.kind();
     let default = if kind == Kind::Tun { "tun%d" } else { "tap%d" };
     let mut req = Request::new(Op::Create, args.name.as_deref().unwrap_or(default));
     req.kind = kind;
@@ -414,7 +553,7 @@ fn add_via_helper(args: &AddArgs) -> Result<(), Error> {
     req.vnet_hdr = args.vnet_hdr;
     req.multi_queue = args.multi_queue;
     req.persist = true;
-    req.netns = helper_ns(&args.ns.netns)?;
+    req.netns = helper_ns(&ns.netns)?;
     req.addrs = args.config.addr.clone();
     req.peer = args.config.peer;
     req.mtu = args.config.mtu;
@@ -424,20 +563,20 @@ fn add_via_helper(args: &AddArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn add(args: AddArgs) -> Result<(), Error> {
-    match add_privileged(&args) {
+fn add(args: AddArgs, ns: &NsArg) -> Result<(), Error> {
+    match add_privileged(&args, ns) {
         Err(e) => {
             unprivileged(e)?;
-            add_via_helper(&args)
+            add_via_helper(&args, ns)
         }
         Ok(()) => Ok(()),
     }
 }
 
-fn add_privileged(args: &AddArgs) -> Result<(), Error> {
+fn add_privileged(args: &AddArgs, ns: &NsArg) -> Result<(), Error> {
     let (owner, group) = resolve_ids(&args.config)?;
-    let ns = args.ns.ns();
-    let kind = if args.tun { Kind::Tun } else { Kind::Tap };
+    let ns = ns.ns();
+    let kind = args.kind();
     // Whether the device exists decides the path: an existing one is only reconfigured
     // (and only if persistent); a new one is born complete, and removed again on failure.
     let existing = match args.name.as_deref().filter(|n| !n.contains('%')) {
@@ -520,8 +659,8 @@ fn add_privileged(args: &AddArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn set(args: SetArgs) -> Result<(), Error> {
-    match set_privileged(&args) {
+fn set(args: SetArgs, ns: &NsArg) -> Result<(), Error> {
+    match set_privileged(&args, ns) {
         Err(e) => {
             use tunctl::helper::{Op, Request};
             let c = &args.config;
@@ -536,9 +675,13 @@ fn set(args: SetArgs) -> Result<(), Error> {
             }
             unprivileged(e)?;
             let mut req = Request::new(Op::Set, &args.name);
-            req.netns = helper_ns(&args.ns.netns)?;
+            req.netns = helper_ns(&ns.netns)?;
             req.addrs = c.addr.clone();
-            req.del_addrs = args.del_addr.clone();
+            req.del_addrs = if args.del_addr.iter().any(|d| matches!(d, DelAddr::Bare(_))) {
+                resolve_del(&tun_link(&ns.ns(), &args.name)?, &args.del_addr)?
+            } else {
+                resolve_del_prefixed(&args.del_addr)
+            };
             req.peer = c.peer;
             req.mtu = c.mtu;
             req.up = args.up;
@@ -549,12 +692,12 @@ fn set(args: SetArgs) -> Result<(), Error> {
     }
 }
 
-fn set_privileged(args: &SetArgs) -> Result<(), Error> {
+fn set_privileged(args: &SetArgs, ns: &NsArg) -> Result<(), Error> {
     let (owner, group) = resolve_ids(&args.config)?;
-    let ns = args.ns.ns();
+    let ns = ns.ns();
     let link = tun_link(&ns, &args.name)?;
     let mut config = link_config(&args.config);
-    config.del_addrs = args.del_addr.clone();
+    config.del_addrs = resolve_del(&link, &args.del_addr)?;
     config.carrier = args.carrier;
     config.up = match (args.up, args.down) {
         (true, _) => Some(true),

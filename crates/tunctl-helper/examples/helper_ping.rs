@@ -6,10 +6,7 @@
 use std::time::{Duration, Instant};
 
 use tunctl::helper::{Netns, Op, Request};
-
-fn checksum(data: &[u8]) -> u16 {
-    !tunctl::offload::checksum(data, 0)
-}
+use tunctl::offload::internet_checksum;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ns = std::env::args()
@@ -31,10 +28,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut pkt = vec![
         0x45, 0, 0, 28, 0x12, 0x34, 0x40, 0, 64, 1, 0, 0, 10, 88, 0, 2, 10, 88, 0, 1,
     ];
-    let sum = checksum(&pkt);
+    let sum = internet_checksum(&pkt);
     pkt[10..12].copy_from_slice(&sum.to_be_bytes());
     let mut icmp = vec![8, 0, 0, 0, 0x0b, 0xad, 0, 1];
-    let sum = checksum(&icmp);
+    let sum = internet_checksum(&icmp);
     icmp[2..4].copy_from_slice(&sum.to_be_bytes());
     pkt.extend_from_slice(&icmp);
     dev.send(&pkt)?;

@@ -10,5 +10,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    ExitCode::from(tunctl::helper::server::serve().clamp(0, 255) as u8)
+    ExitCode::from(tunctl_helper::serve().clamp(0, 255) as u8)
 }

@@ -211,7 +211,7 @@ fn setup(
 /// A namespace whose name the policy allows (`tunctl-ht-*`).
 fn allowed_ns() -> TestNs {
     let name = format!("tunctl-ht-{}", common::unique(""));
-    let ns = tunctl::Namespace::create(&name).unwrap();
+    let ns = tunctl::Namespace::create(&name).unwrap().keep();
     TestNs::adopt(name, ns)
 }
 
@@ -1160,7 +1160,7 @@ struct SyslogTap {
 
 impl SyslogTap {
     fn new() -> SyslogTap {
-        let path = Path::new(tunctl::helper::server::SYSLOG_PATH);
+        let path = Path::new(tunctl_helper::SYSLOG_PATH);
         let saved = path.exists().then(|| {
             let aside = PathBuf::from(format!("/dev/log.tunctl-test-{}", std::process::id()));
             std::fs::rename(path, &aside).unwrap();
@@ -1189,7 +1189,7 @@ impl SyslogTap {
 
 impl Drop for SyslogTap {
     fn drop(&mut self) {
-        let path = Path::new(tunctl::helper::server::SYSLOG_PATH);
+        let path = Path::new(tunctl_helper::SYSLOG_PATH);
         let _ = std::fs::remove_file(path);
         if let Some(aside) = &self.saved {
             let _ = std::fs::rename(aside, path);

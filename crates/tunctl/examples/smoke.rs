@@ -1,6 +1,6 @@
 use tunctl::{Device, Namespace};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let ns = Namespace::create("tunctl-smoke")?;
+    let ns = Namespace::create("tunctl-smoke")?; // deleted when `ns` is dropped
     let r = (|| -> Result<(), Box<dyn std::error::Error>> {
         let dev = Device::builder()
             .tun()

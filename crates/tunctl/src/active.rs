@@ -1,11 +1,16 @@
-//! Active mode (the seed's `{active, true}`): packets delivered to the device's owner without
-//! asking, one [`Event`] per packet, with flow control.
+//! Active mode (the Erlang original's `{active, true}`): packets delivered to the device's
+//! owner without asking, one [`Event`] per packet, with flow control.
 //!
 //! [`Device::activate`](crate::Device::activate) starts one reader thread per queue and returns
 //! [`Packets`], the owner's inbox. Moving `Packets` to another thread hands the device over
-//! (the seed's `controlling_process`): only its holder can do that, and packets already in it
-//! move along, none lost or duplicated. Dropping it — the owner going away — destroys a
-//! non-persistent device; a persistent one returns to passive mode.
+//! (the original's `controlling_process`): only its holder can do that, and packets already
+//! in it move along, none lost or duplicated. The inbox and the `Device` are both owners:
+//! dropping the inbox while the `Device` exists returns the device to passive mode; dropping
+//! the `Device` while the inbox exists keeps delivery going; when the last of them goes, a
+//! non-persistent device goes too (a persistent one stays, passive). The inbox ends with one
+//! signal: [`Packets::recv`] fails with [`ErrorKind::Closed`] once the device is destroyed
+//! and every delivered event has been received; an [`Event::Error`] reports only other
+//! causes (e.g. [`ErrorKind::Gone`]).
 //!
 //! **Memory is bounded.** Each reader owns `capacity` packet buffers (64 KiB each) and recycles
 //! them: a buffer returns to its reader when the [`Packet`] is dropped. When the owner holds
@@ -20,15 +25,15 @@
 
 use std::ops::Deref;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::device::Shared;
 use crate::error::{Error, ErrorKind, Result};
+pub use crate::gate::Active;
+use crate::gate::Turn;
+use crate::queue::Shared;
 use crate::sys::{self, Interest, Ready};
-use std::thread::JoinHandle;
 
 /// Size of each packet buffer of a reader: the largest packet a tun device can hand over
 /// (a 64 KiB GSO packet plus virtio-net and packet-information headers).
@@ -37,20 +42,7 @@ pub const PACKET_BUFFER: usize = 65536 + 64;
 /// How often a reader waiting for a free buffer checks for a mode change.
 const BUFFER_WAIT: Duration = Duration::from_millis(20);
 
-/// Delivery mode of an active device (the seed's `{active, Mode}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Active {
-    /// Paused: packets stay in the kernel queue; passive reads work.
-    Off,
-    /// Every packet is delivered.
-    On,
-    /// Deliver one packet, then pause.
-    Once,
-    /// Deliver this many packets, then pause.
-    Count(u32),
-}
-
-/// What the owner receives: a packet, or the error that ended delivery (the seed's
+/// What the owner receives: a packet, or the error that ended delivery (the original's
 /// `{tuntap, Pid, Bin}` and `{tuntap_error, Pid, Reason}`).
 #[derive(Debug)]
 pub enum Event {
@@ -113,218 +105,7 @@ impl Drop for Packet {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Off,
-    On,
-    Count(u32),
-}
-
-impl Mode {
-    fn delivering(self) -> bool {
-        matches!(self, Mode::On | Mode::Count(1..))
-    }
-}
-
-#[derive(Debug)]
-struct State {
-    mode: Mode,
-    /// Readers started and not yet finished.
-    readers: usize,
-    /// Readers holding a turn: between taking it and delivering (or giving it back). A turn
-    /// is taken only once the queue is readable, and the read that follows never waits.
-    busy: usize,
-    stop: bool,
-}
-
-/// Mode and reader bookkeeping of one device, shared by its readers and handles.
-///
-/// A reader waits for its queue to be readable holding nothing; then takes a turn under the
-/// lock (a `Count` is decremented there), reads without waiting, delivers, and gives the turn
-/// back. A mode change therefore only has to wait for readers that hold a turn, which never
-/// block: `set(Off)` returns within one read-and-deliver, and `Count(n)` delivers exactly n
-/// packets whichever queues they arrive on.
-#[derive(Debug)]
-pub(crate) struct Control {
-    state: Mutex<State>,
-    /// Readers wait here while paused.
-    readers_cv: Condvar,
-    /// `set` waits here for busy readers to finish.
-    setter_cv: Condvar,
-    /// Serialises `set` calls.
-    setter: Mutex<()>,
-    /// Readable once delivery stops for good: wakes readers blocked in `poll`.
-    nudge: OwnedFd,
-    delivering: AtomicBool,
-    handles: Mutex<Vec<JoinHandle<()>>>,
-}
-
-enum Turn {
-    Go,
-    Park,
-    Exit,
-}
-
-impl Control {
-    pub(crate) fn new() -> std::io::Result<Control> {
-        Ok(Control {
-            state: Mutex::new(State {
-                mode: Mode::Off,
-                readers: 0,
-                busy: 0,
-                stop: false,
-            }),
-            readers_cv: Condvar::new(),
-            setter_cv: Condvar::new(),
-            setter: Mutex::new(()),
-            nudge: sys::eventfd()?,
-            delivering: AtomicBool::new(false),
-            handles: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether passive reads must be refused: packets go to the owner, or a reader is
-    /// between taking a turn and delivering.
-    pub(crate) fn delivering(&self) -> bool {
-        self.delivering.load(Ordering::Acquire)
-    }
-
-    fn publish(&self, state: &State) {
-        let on = !state.stop && state.readers > 0 && (state.mode.delivering() || state.busy > 0);
-        self.delivering.store(on, Ordering::Release);
-    }
-
-    pub(crate) fn is_active(&self) -> bool {
-        self.lock().readers > 0
-    }
-
-    /// Changes the mode and returns once no reader holds a turn taken under the old one
-    /// (bounded: 5 s, then [`ErrorKind::Busy`]).
-    pub(crate) fn set(&self, active: Active) -> Result<()> {
-        let mode = match active {
-            Active::Off | Active::Count(0) => Mode::Off,
-            Active::On => Mode::On,
-            Active::Once => Mode::Count(1),
-            Active::Count(n) => Mode::Count(n),
-        };
-        let _serial = self.setter.lock().unwrap_or_else(|p| p.into_inner());
-        let mut state = self.lock();
-        state.mode = mode;
-        self.publish(&state);
-        self.readers_cv.notify_all();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !state.stop && state.busy > 0 {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Err(Error::new(
-                    ErrorKind::Busy,
-                    "set_active",
-                    "a reader did not finish its packet within 5 s",
-                ));
-            }
-            state = self
-                .setter_cv
-                .wait_timeout(state, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        Ok(())
-    }
-
-    /// Stops every reader for good (device dropped or destroyed, or owner gone).
-    pub(crate) fn stop(&self) {
-        let mut state = self.lock();
-        state.stop = true;
-        self.publish(&state);
-        let _ = sys::eventfd_signal(self.nudge.as_fd());
-        self.readers_cv.notify_all();
-        self.setter_cv.notify_all();
-    }
-
-    /// Stops the readers and waits for them to finish (they close their fds).
-    pub(crate) fn stop_and_join(&self) {
-        self.stop();
-        let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|p| p.into_inner()));
-        for h in handles {
-            let _ = h.join();
-        }
-    }
-
-    /// A reader with a readable queue asks for a turn.
-    fn take_turn(&self) -> Turn {
-        let mut state = self.lock();
-        if state.stop {
-            return Turn::Exit;
-        }
-        match state.mode {
-            Mode::On => {}
-            Mode::Count(n) if n > 0 => state.mode = Mode::Count(n - 1),
-            _ => return Turn::Park,
-        }
-        state.busy += 1;
-        self.publish(&state);
-        Turn::Go
-    }
-
-    /// Ends a turn; `used == false` returns an unused `Count` turn.
-    fn end_turn(&self, used: bool) {
-        let mut state = self.lock();
-        state.busy -= 1;
-        if !used {
-            if let Mode::Count(n) = state.mode {
-                state.mode = Mode::Count(n.saturating_add(1));
-            }
-        }
-        self.publish(&state);
-        self.setter_cv.notify_all();
-    }
-
-    /// Waits while delivery is paused; `false` once stopped.
-    fn wait_unpaused(&self) -> bool {
-        let mut state = self.lock();
-        while !state.stop && !state.mode.delivering() {
-            state = self
-                .readers_cv
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-        !state.stop
-    }
-
-    fn stopped(&self) -> bool {
-        self.lock().stop
-    }
-
-    /// Registers `n` readers at once, refusing if readers are running.
-    fn register(&self, n: usize) -> bool {
-        let mut state = self.lock();
-        if state.readers > 0 {
-            return false;
-        }
-        state.readers = n;
-        state.busy = 0;
-        state.stop = false;
-        state.mode = Mode::Off;
-        // A nudge left by an earlier stop would wake the new readers forever.
-        let mut buf = [0u8; 8];
-        let _ = sys::read_packet(self.nudge.as_fd(), &mut buf);
-        self.publish(&state);
-        true
-    }
-
-    fn unregister(&self) {
-        let mut state = self.lock();
-        state.readers -= 1;
-        self.publish(&state);
-        self.setter_cv.notify_all();
-    }
-}
-
-/// The owner's inbox of an active device (the seed's owner process). `Send`, not `Clone`:
+/// The owner's inbox of an active device (the original's owner process). `Send`, not `Clone`:
 /// moving it is the hand-over.
 #[derive(Debug)]
 pub struct Packets {
@@ -381,11 +162,16 @@ impl Packets {
 impl Drop for Packets {
     fn drop(&mut self) {
         self.shared.control.stop_and_join();
+        self.shared.control.set_inbox(false);
         if self.shared.is_closed() {
             return;
         }
-        // The owner went away: a non-persistent device goes with it, as in the seed. When
-        // persistence cannot be read, nothing is deleted.
+        // A `Device` or `Queue` still holds the device: it returns to passive mode.
+        if Arc::strong_count(&self.shared) > 1 {
+            return;
+        }
+        // The last owner went away: a non-persistent device goes with it, as in the Erlang
+        // original. When persistence cannot be read, nothing is deleted.
         let persistent = match self.shared.link.info() {
             Ok(info) => info.tun.map(|tun| tun.persist),
             Err(_) => None,
@@ -455,6 +241,7 @@ pub(crate) fn activate(
         }
     }
     shared.control.set(mode)?;
+    shared.control.set_inbox(true);
     Ok(Packets {
         rx,
         shared: Arc::clone(shared),
@@ -480,7 +267,7 @@ impl Reader {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(err) => {
-                    let _ = self.tx.send(Event::Error(err));
+                    self.report(err);
                     break;
                 }
             }
@@ -535,14 +322,20 @@ impl Reader {
                 }
                 Err(e) => {
                     control.end_turn(false);
-                    let _ = self
-                        .tx
-                        .send(Event::Error(self.shared.io_error("active recv", e)));
+                    self.report(self.shared.io_error("active recv", e));
                     break;
                 }
             }
         }
         control.unregister();
+    }
+
+    /// Sends the error that ends delivery, unless it is the device's own destruction: the
+    /// inbox then ends with one signal, [`ErrorKind::Closed`] from `recv`, not two.
+    fn report(&self, err: Error) {
+        if err.kind() != ErrorKind::Closed {
+            let _ = self.tx.send(Event::Error(err));
+        }
     }
 
     /// A free buffer, or `None` once delivery stopped.

@@ -10,7 +10,7 @@ use crate::error::{Error, ErrorKind};
 ///
 /// Parsing is strict: dotted-quad IPv4 only (no octal, hex or short forms, which the Erlang
 /// original accepted), prefixes 0–32 for IPv4 and 0–128 for IPv6. A bare address gets the
-/// seed's defaults: /32 for IPv4, /64 for IPv6.
+/// original's defaults: /32 for IPv4, /64 for IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cidr {
     addr: IpAddr,
@@ -34,7 +34,7 @@ impl Cidr {
         Ok(Cidr { addr, prefix })
     }
 
-    /// The address with the seed's default prefix (/32 for IPv4, /64 for IPv6).
+    /// The address with the original's default prefix (/32 for IPv4, /64 for IPv6).
     pub fn host_default(addr: IpAddr) -> Cidr {
         let prefix = if addr.is_ipv4() { 32 } else { 64 };
         Cidr { addr, prefix }

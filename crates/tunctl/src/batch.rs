@@ -13,10 +13,10 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::device::Queue;
 use crate::error::{Error, ErrorKind, Result};
 use crate::flags::{Flags, Offload};
 use crate::offload::{gso_split, GroTable, OffloadError, VirtioNetHdr};
+use crate::queue::Queue;
 
 /// Room for the largest packet a device hands over.
 const PACKET_ROOM: usize = 65536;

@@ -31,14 +31,16 @@ pub enum ErrorKind {
     FlagMismatch,
     /// The kernel or device does not support the operation.
     Unsupported,
-    /// A passive receive on a device in active mode (the seed's `einval`): nothing was read.
+    /// A passive receive on a device in active mode (the original's `einval`): nothing was read.
     Active,
     /// Any other operating-system error; see [`Error::raw_os_error`].
     Os,
+    /// Something else went wrong without an OS error: an unexpected or malformed answer
+    /// from the kernel or the helper, or a result that is not what was asked for.
+    Other,
 }
 
 /// An error from a device, namespace or netlink operation.
-#[derive(Debug)]
 pub struct Error {
     kind: ErrorKind,
     subject: Option<String>,
@@ -114,6 +116,16 @@ impl Error {
         let now = self.to_string();
         let prefix_len = self.subject.as_ref().map_or(0, |s| s.len() + 2) + self.op.len() + 2;
         now.get(prefix_len..).unwrap_or("").to_string()
+    }
+
+    /// For a refusal for lack of privilege (EPERM/EACCES): says which capability the
+    /// operation needs and why, so the message names what is missing.
+    pub(crate) fn needs(self, capability: &str, why: &str) -> Error {
+        if self.kind == ErrorKind::PermissionDenied {
+            self.and_then_detail(&format!("needs {capability}: {why}"))
+        } else {
+            self
+        }
     }
 
     /// Adds `more` to the detail (after "; "), keeping the OS cause's text.
@@ -218,6 +230,30 @@ impl fmt::Display for Error {
     }
 }
 
+/// Shows the readable message (as `io::Error` and `anyhow` do), so that
+/// `fn main() -> Result<(), tunctl::Error>` prints something an operator can act on.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// An I/O error from the caller's own code (e.g. reading a packet file) joins this error
+/// type, so that `?` works in functions returning [`Result`].
+impl From<io::Error> for Error {
+    fn from(err: io::Error) -> Error {
+        Error::os("I/O", err)
+    }
+}
+
+/// `"10.0.0.2".parse()?` in a function returning [`Result`]: an
+/// [`ErrorKind::InvalidInput`] error.
+impl From<std::net::AddrParseError> for Error {
+    fn from(err: std::net::AddrParseError) -> Error {
+        Error::new(ErrorKind::InvalidInput, "invalid address", err.to_string())
+    }
+}
+
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.source.as_ref().map(|e| e as _)
@@ -237,6 +273,7 @@ impl From<Error> for io::Error {
             ErrorKind::Closed => io::ErrorKind::NotConnected,
             ErrorKind::Truncated => io::ErrorKind::InvalidData,
             ErrorKind::Unsupported => io::ErrorKind::Unsupported,
+            ErrorKind::Other => io::ErrorKind::Other,
             ErrorKind::Os => match err.raw_os_error() {
                 Some(errno) => {
                     return io::Error::new(io::Error::from_raw_os_error(errno).kind(), err)

@@ -1,71 +1,41 @@
 //! TUNSETIFF flags and the device kind.
 
 use std::fmt;
-use std::ops::{BitAnd, BitOr, BitOrAssign, Not};
 
-/// The `ifr_flags` of TUNSETIFF/TUNGETIFF (`IFF_TUN`, `IFF_NO_PI`, ...), as a newtype over the
-/// kernel's 16-bit value. `Debug` and `Display` print the constants' names.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Flags(u16);
+bitflags::bitflags! {
+    /// The `ifr_flags` of TUNSETIFF/TUNGETIFF (`IFF_TUN`, `IFF_NO_PI`, ...), over the
+    /// kernel's 16-bit value. `Debug` prints the constants' names (`Flags(TUN | NO_PI)`),
+    /// `Display` just the names (`TUN | NO_PI`); unknown bits are kept and shown in hex.
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct Flags: u16 {
+        /// `IFF_TUN`: layer-3 device, packets are IP datagrams.
+        const TUN = libc::IFF_TUN as u16;
+        /// `IFF_TAP`: layer-2 device, packets are Ethernet frames.
+        const TAP = libc::IFF_TAP as u16;
+        /// `IFF_NAPI`: receive through NAPI (kernel ≥ 4.15).
+        const NAPI = libc::IFF_NAPI as u16;
+        /// `IFF_NAPI_FRAGS`: NAPI with fragments.
+        const NAPI_FRAGS = libc::IFF_NAPI_FRAGS as u16;
+        /// `IFF_NO_CARRIER`: create the device without carrier (kernel ≥ 5.0).
+        const NO_CARRIER = 0x0040;
+        /// `IFF_MULTI_QUEUE`: one device, several fds (queues).
+        const MULTI_QUEUE = libc::IFF_MULTI_QUEUE as u16;
+        /// `IFF_PERSIST`: reported by TUNGETIFF when the device outlives its fds (read-only
+        /// here).
+        const PERSIST = libc::IFF_PERSIST as u16;
+        /// `IFF_NO_PI`: no 4-byte packet-information header in front of each packet.
+        const NO_PI = libc::IFF_NO_PI as u16;
+        /// `IFF_ONE_QUEUE`: accepted for compatibility; the kernel ignores it since
+        /// Linux 3.8.
+        const ONE_QUEUE = libc::IFF_ONE_QUEUE as u16;
+        /// `IFF_VNET_HDR`: a `virtio_net_hdr` in front of each packet (offload metadata).
+        const VNET_HDR = libc::IFF_VNET_HDR as u16;
+        /// `IFF_TUN_EXCL`: fail with EBUSY instead of attaching when the device exists.
+        const TUN_EXCL = libc::IFF_TUN_EXCL as u16;
+    }
+}
 
 impl Flags {
-    /// `IFF_TUN`: layer-3 device, packets are IP datagrams.
-    pub const TUN: Flags = Flags(libc::IFF_TUN as u16);
-    /// `IFF_TAP`: layer-2 device, packets are Ethernet frames.
-    pub const TAP: Flags = Flags(libc::IFF_TAP as u16);
-    /// `IFF_NAPI`: receive through NAPI (kernel ≥ 4.15).
-    pub const NAPI: Flags = Flags(libc::IFF_NAPI as u16);
-    /// `IFF_NAPI_FRAGS`: NAPI with fragments.
-    pub const NAPI_FRAGS: Flags = Flags(libc::IFF_NAPI_FRAGS as u16);
-    /// `IFF_NO_CARRIER`: create the device without carrier (kernel ≥ 5.0).
-    pub const NO_CARRIER: Flags = Flags(0x0040);
-    /// `IFF_MULTI_QUEUE`: one device, several fds (queues).
-    pub const MULTI_QUEUE: Flags = Flags(libc::IFF_MULTI_QUEUE as u16);
-    /// `IFF_PERSIST`: reported by TUNGETIFF when the device outlives its fds (read-only here).
-    pub const PERSIST: Flags = Flags(libc::IFF_PERSIST as u16);
-    /// `IFF_NO_PI`: no 4-byte packet-information header in front of each packet.
-    pub const NO_PI: Flags = Flags(libc::IFF_NO_PI as u16);
-    /// `IFF_ONE_QUEUE`: accepted for compatibility; the kernel ignores it since Linux 3.8.
-    pub const ONE_QUEUE: Flags = Flags(libc::IFF_ONE_QUEUE as u16);
-    /// `IFF_VNET_HDR`: a `virtio_net_hdr` in front of each packet (offload metadata).
-    pub const VNET_HDR: Flags = Flags(libc::IFF_VNET_HDR as u16);
-    /// `IFF_TUN_EXCL`: fail with EBUSY instead of attaching when the device exists.
-    pub const TUN_EXCL: Flags = Flags(libc::IFF_TUN_EXCL as u16);
-
-    const NAMES: [(Flags, &'static str); 11] = [
-        (Flags::TUN, "TUN"),
-        (Flags::TAP, "TAP"),
-        (Flags::NAPI, "NAPI"),
-        (Flags::NAPI_FRAGS, "NAPI_FRAGS"),
-        (Flags::NO_CARRIER, "NO_CARRIER"),
-        (Flags::MULTI_QUEUE, "MULTI_QUEUE"),
-        (Flags::PERSIST, "PERSIST"),
-        (Flags::NO_PI, "NO_PI"),
-        (Flags::ONE_QUEUE, "ONE_QUEUE"),
-        (Flags::VNET_HDR, "VNET_HDR"),
-        (Flags::TUN_EXCL, "TUN_EXCL"),
-    ];
-
-    /// No flag set.
-    pub const fn empty() -> Flags {
-        Flags(0)
-    }
-
-    /// The raw kernel value.
-    pub const fn bits(self) -> u16 {
-        self.0
-    }
-
-    /// Wraps a raw kernel value, unknown bits included.
-    pub const fn from_bits_retain(bits: u16) -> Flags {
-        Flags(bits)
-    }
-
-    /// Whether every bit of `other` is set in `self`.
-    pub const fn contains(self, other: Flags) -> bool {
-        self.0 & other.0 == other.0
-    }
-
     /// The device kind these flags select (`TUN` wins when both are set, as in the kernel).
     pub fn kind(self) -> Option<Kind> {
         if self.contains(Flags::TUN) {
@@ -79,24 +49,12 @@ impl Flags {
 
     /// The names of the set flags, in kernel bit order (unknown bits as hex).
     pub fn names(self) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut rest = self.0;
-        for (flag, name) in Flags::NAMES {
-            if self.contains(flag) {
-                out.push(name.to_string());
-                rest &= !flag.0;
-            }
-        }
+        let mut out: Vec<String> = self.iter_names().map(|(n, _)| n.to_string()).collect();
+        let rest = self.bits() & !Flags::all().bits();
         if rest != 0 {
             out.push(format!("{rest:#06x}"));
         }
         out
-    }
-}
-
-impl fmt::Debug for Flags {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
     }
 }
 
@@ -111,42 +69,15 @@ impl fmt::Display for Flags {
     }
 }
 
-impl BitOr for Flags {
-    type Output = Flags;
-    fn bitor(self, rhs: Flags) -> Flags {
-        Flags(self.0 | rhs.0)
-    }
-}
-
-impl BitOrAssign for Flags {
-    fn bitor_assign(&mut self, rhs: Flags) {
-        self.0 |= rhs.0;
-    }
-}
-
-impl BitAnd for Flags {
-    type Output = Flags;
-    fn bitand(self, rhs: Flags) -> Flags {
-        Flags(self.0 & rhs.0)
-    }
-}
-
-impl Not for Flags {
-    type Output = Flags;
-    fn not(self) -> Flags {
-        Flags(!self.0)
-    }
-}
-
 impl From<Flags> for u16 {
     fn from(flags: Flags) -> u16 {
-        flags.0
+        flags.bits()
     }
 }
 
 impl From<u16> for Flags {
     fn from(bits: u16) -> Flags {
-        Flags(bits)
+        Flags::from_bits_retain(bits)
     }
 }
 
@@ -183,52 +114,24 @@ impl fmt::Display for Kind {
     }
 }
 
-/// TUNSETOFFLOAD bits (`TUN_F_*`): which offloads the reader of a `vnet_hdr` device accepts.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
-pub struct Offload(u32);
-
-impl Offload {
-    /// `TUN_F_CSUM`: packets may carry a partial checksum.
-    pub const CSUM: Offload = Offload(libc::TUN_F_CSUM);
-    /// `TUN_F_TSO4`: TCP segmentation offload for IPv4.
-    pub const TSO4: Offload = Offload(libc::TUN_F_TSO4);
-    /// `TUN_F_TSO6`: TCP segmentation offload for IPv6.
-    pub const TSO6: Offload = Offload(libc::TUN_F_TSO6);
-    /// `TUN_F_TSO_ECN`: TSO with ECN.
-    pub const TSO_ECN: Offload = Offload(libc::TUN_F_TSO_ECN);
-    /// `TUN_F_UFO`: UDP fragmentation offload (obsolete).
-    pub const UFO: Offload = Offload(libc::TUN_F_UFO);
-    /// `TUN_F_USO4`: UDP segmentation offload for IPv4 (kernel ≥ 6.2).
-    pub const USO4: Offload = Offload(libc::TUN_F_USO4);
-    /// `TUN_F_USO6`: UDP segmentation offload for IPv6 (kernel ≥ 6.2).
-    pub const USO6: Offload = Offload(libc::TUN_F_USO6);
-
-    /// No offload.
-    pub const fn empty() -> Offload {
-        Offload(0)
-    }
-
-    /// The raw kernel value.
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-
-    /// Wraps a raw value.
-    pub const fn from_bits_retain(bits: u32) -> Offload {
-        Offload(bits)
-    }
-}
-
-impl Offload {
-    /// Whether every bit of `other` is set.
-    pub const fn contains(self, other: Offload) -> bool {
-        self.0 & other.0 == other.0
-    }
-}
-
-impl BitOr for Offload {
-    type Output = Offload;
-    fn bitor(self, rhs: Offload) -> Offload {
-        Offload(self.0 | rhs.0)
+bitflags::bitflags! {
+    /// TUNSETOFFLOAD bits (`TUN_F_*`): which offloads the reader of a `vnet_hdr` device
+    /// accepts. `Debug` prints the names (`Offload(CSUM | TSO4 | TSO6)`).
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+    pub struct Offload: u32 {
+        /// `TUN_F_CSUM`: packets may carry a partial checksum.
+        const CSUM = libc::TUN_F_CSUM;
+        /// `TUN_F_TSO4`: TCP segmentation offload for IPv4.
+        const TSO4 = libc::TUN_F_TSO4;
+        /// `TUN_F_TSO6`: TCP segmentation offload for IPv6.
+        const TSO6 = libc::TUN_F_TSO6;
+        /// `TUN_F_TSO_ECN`: TSO with ECN.
+        const TSO_ECN = libc::TUN_F_TSO_ECN;
+        /// `TUN_F_UFO`: UDP fragmentation offload (obsolete).
+        const UFO = libc::TUN_F_UFO;
+        /// `TUN_F_USO4`: UDP segmentation offload for IPv4 (kernel ≥ 6.2).
+        const USO4 = libc::TUN_F_USO4;
+        /// `TUN_F_USO6`: UDP segmentation offload for IPv6 (kernel ≥ 6.2).
+        const USO6 = libc::TUN_F_USO6;
     }
 }

@@ -1,6 +1,6 @@
 //! Create, configure and use Linux TUN/TAP devices.
 //!
-//! `tunctl` re-creates the Erlang project of the same name in Rust: [`Device`] is the seed's
+//! `tunctl` re-creates the Erlang project of the same name in Rust: [`Device`] is the original's
 //! `tuncer` (one owned device), the [`sys`-level ioctls](Device::set_persist) are its `tunctl`
 //! module made safe, and configuration (addresses, peer, broadcast, MTU, MAC, up/down) goes
 //! through rtnetlink ([`Link`]) instead of `ip`, `ifconfig` or `sudo`. Devices can be born
@@ -12,11 +12,11 @@
 //! use tunctl::{Device, Namespace};
 //!
 //! # fn main() -> Result<(), tunctl::Error> {
-//! let ns = Namespace::create("demo-blue")?;
+//! let ns = Namespace::create("demo-blue")?;   // deleted again when `ns` is dropped
 //! let dev = Device::builder()
 //!     .name("tun%d")
 //!     .tun()
-//!     .namespace(ns)
+//!     .namespace(ns.clone())
 //!     .create()?;
 //! dev.add_address("10.99.0.1/24".parse()?)?;
 //! dev.up()?;
@@ -26,7 +26,7 @@
 //!     println!("{}: {n}-byte packet", dev.name());
 //! }
 //! dev.destroy()?;
-//! Namespace::delete("demo-blue")?;
+//! ns.delete()?;                                // or let the guard do it
 //! # Ok(())
 //! # }
 //! ```
@@ -37,33 +37,37 @@
 #![warn(unsafe_op_in_unsafe_fn)]
 
 pub mod active;
-mod addr;
+pub mod addr;
 mod batch;
-mod config;
+mod builder;
+
 mod device;
 mod error;
 mod flags;
+mod gate;
 pub mod helper;
-mod name;
+pub mod name;
 mod netlink;
 mod netns;
 pub mod offload;
 mod pi;
+mod queue;
 mod sys;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
 pub use active::{Active, Event, Packet, Packets};
-pub use addr::{parse_decimal, parse_ip, Cidr, MacAddr};
+pub use addr::{Cidr, MacAddr};
 pub use batch::Batch;
-pub use config::{LinkConfig, Plan, Step};
-pub use device::{is_cloexec, Builder, Device, Queue, MAX_QUEUES};
+
+pub use builder::Builder;
+pub use device::Device;
 pub use error::{Error, ErrorKind, Result};
 pub use flags::{Flags, Kind, Offload};
-pub use name::validate as validate_name;
-pub use netlink::{Address, Link, LinkInfo, Netlink, TunInfo};
-pub use netns::{Namespace, NETNS_RUN_DIR};
+pub use netlink::{Address, Link, LinkConfig, LinkInfo, Netlink, Plan, Step, TunInfo};
+pub use netns::{CreatedNamespace, Namespace, NETNS_RUN_DIR};
 pub use pi::PacketInfo;
+pub use queue::{Queue, MAX_QUEUES};
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.
 #[doc = include_str!("../../../README.md")]
@@ -87,7 +91,7 @@ fn lookup_id(
     what: &str,
     lookup: fn(&str) -> std::io::Result<Option<u32>>,
 ) -> Result<u32> {
-    if let Some(id) = parse_decimal::<u32>(name) {
+    if let Some(id) = addr::parse_decimal::<u32>(name) {
         return Ok(id);
     }
     let op = format!("look up {what}");

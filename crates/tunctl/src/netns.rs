@@ -110,8 +110,11 @@ impl Namespace {
         std::thread::scope(|scope| {
             scope
                 .spawn(move || {
-                    sys::setns_net(fd.as_fd())
-                        .map_err(|e| Error::os("setns", e).on(self.describe()))?;
+                    sys::setns_net(fd.as_fd()).map_err(|e| {
+                        Error::os("setns", e)
+                            .on(self.describe())
+                            .needs("CAP_SYS_ADMIN", "entering another network namespace")
+                    })?;
                     drop(fd);
                     Ok(f())
                 })
@@ -121,13 +124,22 @@ impl Namespace {
     }
 
     /// Creates the named namespace `/run/netns/NAME`, as `ip netns add NAME` does: a new
-    /// network namespace, kept alive by a bind mount. Fails with
-    /// [`ErrorKind::AlreadyExists`] if the name is taken.
-    pub fn create(name: &str) -> Result<Namespace> {
+    /// network namespace, kept alive by a bind mount. The returned guard deletes it again
+    /// when dropped (an early return, a panic, a handled Ctrl-C), unless
+    /// [`keep`](CreatedNamespace::keep) says it should outlive the program; it derefs to
+    /// the [`Namespace`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::AlreadyExists`] if the name is taken, [`ErrorKind::InvalidInput`] for a
+    /// bad name, [`ErrorKind::PermissionDenied`] without CAP_SYS_ADMIN.
+    pub fn create(name: &str) -> Result<CreatedNamespace> {
         validate_name(name)?;
         let ns = Namespace::Named(name.to_string());
         let run_dir = Path::new(NETNS_RUN_DIR);
-        fs::create_dir_all(run_dir).map_err(|e| Error::os("mkdir /run/netns", e))?;
+        fs::create_dir_all(run_dir).map_err(|e| {
+            Error::os("mkdir /run/netns", e).needs("root", "/run/netns belongs to root")
+        })?;
         ensure_shared_mount(run_dir)?;
         let path = run_dir.join(name);
         fs::OpenOptions::new()
@@ -149,14 +161,21 @@ impl Namespace {
         let bound = std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    sys::unshare_net().map_err(|e| Error::os("unshare(CLONE_NEWNET)", e))?;
-                    sys::mount(Path::new("/proc/thread-self/ns/net"), &path, libc::MS_BIND)
-                        .map_err(|e| Error::os("bind mount", e))
+                    sys::unshare_net().map_err(|e| {
+                        Error::os("unshare(CLONE_NEWNET)", e)
+                            .needs("CAP_SYS_ADMIN", "creating a network namespace")
+                    })?;
+                    sys::mount(Path::new("/proc/thread-self/ns/net"), &path, libc::MS_BIND).map_err(
+                        |e| {
+                            Error::os("bind mount", e)
+                                .needs("CAP_SYS_ADMIN", "keeping a namespace by a bind mount")
+                        },
+                    )
                 })
                 .join()
                 .unwrap_or_else(|_| {
                     Err(Error::new(
-                        ErrorKind::Os,
+                        ErrorKind::Other,
                         "create namespace",
                         "helper thread panicked",
                     ))
@@ -166,12 +185,21 @@ impl Namespace {
             let _ = fs::remove_file(&path);
             return Err(err.on(ns.describe()));
         }
-        Ok(ns)
+        Ok(CreatedNamespace {
+            ns,
+            name: name.to_string(),
+            keep: false,
+        })
     }
 
     /// Deletes the named namespace, as `ip netns del NAME` does: unmounts and removes
     /// `/run/netns/NAME`. The namespace itself goes away once no process, socket or device fd
-    /// keeps it alive.
+    /// keeps it alive. The counterpart of [`create`](Namespace::create) for a namespace
+    /// made elsewhere or kept; a [`CreatedNamespace`] has [`delete`](CreatedNamespace::delete).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`] if there is no such namespace.
     pub fn delete(name: &str) -> Result<()> {
         validate_name(name)?;
         let ns = Namespace::Named(name.to_string());
@@ -217,17 +245,21 @@ impl Namespace {
 /// Makes `/run/netns` a shared mount point (bind-mounting it onto itself first if it is not
 /// a mount point), so namespace mounts made here are seen from other mount namespaces: what
 /// `ip netns add` does.
+/// Why namespace mounts need privilege.
+const MOUNT: &str =
+    "named namespaces live as mounts under /run/netns, as `ip netns add` makes them";
+
 fn ensure_shared_mount(dir: &Path) -> Result<()> {
     let shared = libc::MS_SHARED | libc::MS_REC;
     match sys::mount(Path::new("none"), dir, shared) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             sys::mount(dir, dir, libc::MS_BIND | libc::MS_REC)
-                .map_err(|e| Error::os("bind mount /run/netns", e))?;
+                .map_err(|e| Error::os("bind mount /run/netns", e).needs("CAP_SYS_ADMIN", MOUNT))?;
             sys::mount(Path::new("none"), dir, shared)
-                .map_err(|e| Error::os("make /run/netns shared", e))
+                .map_err(|e| Error::os("make /run/netns shared", e).needs("CAP_SYS_ADMIN", MOUNT))
         }
-        Err(e) => Err(Error::os("make /run/netns shared", e)),
+        Err(e) => Err(Error::os("make /run/netns shared", e).needs("CAP_SYS_ADMIN", MOUNT)),
     }
 }
 
@@ -277,5 +309,60 @@ mod tests {
             Namespace::from_arg("blue").unwrap(),
             Namespace::Named("blue".into())
         );
+    }
+}
+
+/// A namespace this program created with [`Namespace::create`]: deleted when dropped,
+/// unless kept. Derefs to the [`Namespace`].
+#[derive(Debug)]
+pub struct CreatedNamespace {
+    ns: Namespace,
+    name: String,
+    keep: bool,
+}
+
+impl CreatedNamespace {
+    /// Lets the namespace outlive this value (and this program), as `ip netns add` does;
+    /// returns it.
+    pub fn keep(mut self) -> Namespace {
+        self.keep = true;
+        self.ns.clone()
+    }
+
+    /// Deletes the namespace now, reporting any failure (dropping deletes it quietly).
+    ///
+    /// # Errors
+    ///
+    /// As [`Namespace::delete`].
+    pub fn delete(mut self) -> Result<()> {
+        self.keep = true;
+        Namespace::delete(&self.name)
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::ops::Deref for CreatedNamespace {
+    type Target = Namespace;
+
+    fn deref(&self) -> &Namespace {
+        &self.ns
+    }
+}
+
+impl From<&CreatedNamespace> for Namespace {
+    fn from(created: &CreatedNamespace) -> Namespace {
+        created.ns.clone()
+    }
+}
+
+impl Drop for CreatedNamespace {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = Namespace::delete(&self.name);
+        }
     }
 }

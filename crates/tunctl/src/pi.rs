@@ -3,7 +3,7 @@
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// `struct tun_pi { __u16 flags; __be16 proto; }`: the seed's `header/1`.
+/// `struct tun_pi { __u16 flags; __be16 proto; }`: the original's `header/1`.
 ///
 /// `flags` is in host byte order; `proto` is the EtherType in network byte order on the wire
 /// and is decoded here to its numeric value (0x0800 for IPv4, 0x86DD for IPv6). The Erlang

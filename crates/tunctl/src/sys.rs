@@ -1,16 +1,26 @@
 //! The only home of system calls and `unsafe` in the crate.
 //!
-//! Each function does one system call (or a tight, documented sequence) and returns
-//! `io::Error::last_os_error()` on failure. Callers add the device name and operation.
-//! Arguments that the kernel reads *by value* (TUNSETPERSIST, TUNSETOWNER, TUNSETGROUP,
-//! TUNSETLINK, TUNSETOFFLOAD) go through [`ioctl_value`]; arguments it reads or writes
-//! *through a pointer* go through [`ioctl_ptr`]. The type of the helper says which, so the
-//! owner-by-pointer bug of other TUN libraries cannot be written here.
+//! System calls go through [`rustix`] wherever it has them; what it lacks is hand-written
+//! with `libc` and says so. Each function does one system call (or a tight, documented
+//! sequence) and returns the `errno` as an [`io::Error`]. Callers add the device name and
+//! operation.
+//!
+//! TUN ioctls are typed: the table of [`Tun`] opcodes says, for each request, whether the
+//! driver takes its argument *by value* (TUNSETPERSIST, TUNSETOWNER, TUNSETGROUP, TUNSETLINK,
+//! TUNSETOFFLOAD: rustix's `IntegerSetter`, through [`ioctl_value`]) or reads and/or writes it
+//! *through a pointer* (`Setter`, `Getter`, `Updater`), and of which type. A by-pointer
+//! helper does not accept a by-value opcode, so the owner-by-pointer bug of other TUN
+//! libraries does not compile here.
 
 use std::ffi::CString;
-use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+#[cfg(feature = "tokio")]
+use std::os::fd::AsRawFd;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
+
+use rustix::ioctl::{opcode, Getter, IntegerSetter, Ioctl, IoctlOutput, Opcode, Setter, Updater};
 
 /// `IFNAMSIZ`: interface names are at most 15 bytes plus a NUL.
 pub const IFNAMSIZ: usize = libc::IFNAMSIZ;
@@ -45,88 +55,279 @@ impl IfReq {
     }
 }
 
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
+fn einval() -> io::Error {
+    io::Error::from_raw_os_error(libc::EINVAL)
+}
+
+// The TUN requests as <linux/if_tun.h> computes them. The size in an opcode is the header's
+// (`int` for TUNSETIFF, which in fact reads a whole ifreq), not the argument's.
+const TUNSETIFF: Opcode = opcode::write::<libc::c_int>(b'T', 202);
+const TUNSETPERSIST: Opcode = opcode::write::<libc::c_int>(b'T', 203);
+const TUNSETOWNER: Opcode = opcode::write::<libc::c_int>(b'T', 204);
+const TUNSETLINK: Opcode = opcode::write::<libc::c_int>(b'T', 205);
+const TUNSETGROUP: Opcode = opcode::write::<libc::c_int>(b'T', 206);
+const TUNGETFEATURES: Opcode = opcode::read::<libc::c_uint>(b'T', 207);
+const TUNSETOFFLOAD: Opcode = opcode::write::<libc::c_uint>(b'T', 208);
+const TUNSETTXFILTER: Opcode = opcode::write::<libc::c_uint>(b'T', 209);
+const TUNGETIFF: Opcode = opcode::read::<libc::c_uint>(b'T', 210);
+const TUNGETSNDBUF: Opcode = opcode::read::<libc::c_int>(b'T', 211);
+const TUNSETSNDBUF: Opcode = opcode::write::<libc::c_int>(b'T', 212);
+const TUNGETVNETHDRSZ: Opcode = opcode::read::<libc::c_int>(b'T', 215);
+const TUNSETVNETHDRSZ: Opcode = opcode::write::<libc::c_int>(b'T', 216);
+const TUNSETQUEUE: Opcode = opcode::write::<libc::c_int>(b'T', 217);
+const TUNSETCARRIER: Opcode = opcode::write::<libc::c_int>(b'T', 226);
+const TUNGETDEVNETNS: Opcode = opcode::none(b'T', 227);
+
+// The same numbers as libc's. (The casts are needed elsewhere: `Opcode` is a `c_ulong` with
+// rustix's libc backend, and `libc::Ioctl` a `c_int` on musl.)
+#[allow(clippy::unnecessary_cast)]
+const _: () = {
+    let ours_and_libc = [
+        (TUNSETIFF, libc::TUNSETIFF),
+        (TUNSETPERSIST, libc::TUNSETPERSIST),
+        (TUNSETOWNER, libc::TUNSETOWNER),
+        (TUNSETLINK, libc::TUNSETLINK),
+        (TUNSETGROUP, libc::TUNSETGROUP),
+        (TUNGETFEATURES, libc::TUNGETFEATURES),
+        (TUNSETOFFLOAD, libc::TUNSETOFFLOAD),
+        (TUNSETTXFILTER, libc::TUNSETTXFILTER),
+        (TUNGETIFF, libc::TUNGETIFF),
+        (TUNGETSNDBUF, libc::TUNGETSNDBUF),
+        (TUNSETSNDBUF, libc::TUNSETSNDBUF),
+        (TUNGETVNETHDRSZ, libc::TUNGETVNETHDRSZ),
+        (TUNSETVNETHDRSZ, libc::TUNSETVNETHDRSZ),
+        (TUNSETQUEUE, libc::TUNSETQUEUE),
+        (TUNSETCARRIER, libc::TUNSETCARRIER),
+        (TUNGETDEVNETNS, libc::TUNGETDEVNETNS),
+    ];
+    let mut i = 0;
+    while i < ours_and_libc.len() {
+        assert!(ours_and_libc[i].0 as u32 == ours_and_libc[i].1 as u32);
+        i += 1;
+    }
+};
+
+/// A TUN request, by opcode. The traits below, implemented for it only in the table after
+/// them, say how the tun driver (`__tun_chr_ioctl` in drivers/net/tun.c) takes the argument:
+/// that table is the safety argument of the helpers that issue the requests.
+struct Tun<const OP: Opcode>;
+
+/// The driver takes the argument by value: the integer itself (rustix's `IntegerSetter`).
+trait ByValue {}
+/// The driver reads an `Arg` through the pointer, and writes nothing (`Setter`).
+trait Reads {
+    type Arg;
+}
+/// On success the driver writes a whole `Arg` through the pointer, and reads nothing
+/// (`Getter`).
+trait Writes {
+    type Arg;
+}
+/// The driver may read an `Arg` through the pointer and write into it (`Updater`).
+trait Updates {
+    type Arg;
+}
+
+impl ByValue for Tun<TUNSETPERSIST> {}
+impl ByValue for Tun<TUNSETOWNER> {}
+impl ByValue for Tun<TUNSETGROUP> {}
+impl ByValue for Tun<TUNSETLINK> {}
+impl ByValue for Tun<TUNSETOFFLOAD> {}
+impl Updates for Tun<TUNSETIFF> {
+    type Arg = IfReq;
+}
+// Only written, but not `Writes`: a 32-bit compat task gets a 32-byte ifreq, fewer bytes
+// than `IfReq` holds, so the rest must be initialised beforehand.
+impl Updates for Tun<TUNGETIFF> {
+    type Arg = IfReq;
+}
+impl Reads for Tun<TUNSETQUEUE> {
+    type Arg = IfReq;
+}
+impl Writes for Tun<TUNGETFEATURES> {
+    type Arg = libc::c_uint;
+}
+impl Writes for Tun<TUNGETSNDBUF> {
+    type Arg = libc::c_int;
+}
+impl Reads for Tun<TUNSETSNDBUF> {
+    type Arg = libc::c_int;
+}
+impl Writes for Tun<TUNGETVNETHDRSZ> {
+    type Arg = libc::c_int;
+}
+impl Reads for Tun<TUNSETVNETHDRSZ> {
+    type Arg = libc::c_int;
+}
+impl Reads for Tun<TUNSETCARRIER> {
+    type Arg = libc::c_int;
+}
+// TUNSETTXFILTER (a variable-length argument) and TUNGETDEVNETNS (an fd as the return value)
+// fit none of these: they are `TxFilter` and `DevNetns` below.
+
+/// Issues a TUN request on `fd`.
+fn tun_ioctl<I: Ioctl>(fd: BorrowedFd<'_>, req: I) -> io::Result<I::Output> {
+    // SAFETY: every `I` used here is one of this module's TUN requests, whose opcode and
+    // argument agree by construction (the helpers below and the `Ioctl` impls say why), and
+    // `fd` is a /dev/net/tun file (or one whose driver does not know these 'T' numbers).
+    unsafe { rustix::ioctl::ioctl(fd, req) }.map_err(Into::into)
+}
+
+/// A TUN request whose argument the driver takes by value.
+fn ioctl_value<const OP: Opcode>(fd: BorrowedFd<'_>, value: usize) -> io::Result<()>
+where
+    Tun<OP>: ByValue,
+{
+    // SAFETY: `Tun<OP>: ByValue`: the driver uses the integer itself; nothing is dereferenced.
+    tun_ioctl(fd, unsafe { IntegerSetter::<OP>::new_usize(value) })
+}
+
+/// A TUN request whose argument the driver reads through a pointer.
+fn ioctl_set<const OP: Opcode>(fd: BorrowedFd<'_>, arg: <Tun<OP> as Reads>::Arg) -> io::Result<()>
+where
+    Tun<OP>: Reads,
+{
+    // SAFETY: `Tun<OP>: Reads`: the driver reads an `Arg` and writes nothing back.
+    tun_ioctl(fd, unsafe { Setter::<OP, _>::new(arg) })
+}
+
+/// A TUN request whose argument the driver writes through a pointer.
+fn ioctl_get<const OP: Opcode>(fd: BorrowedFd<'_>) -> io::Result<<Tun<OP> as Writes>::Arg>
+where
+    Tun<OP>: Writes,
+{
+    // SAFETY: `Tun<OP>: Writes`: on success the driver has written a whole `Arg`.
+    tun_ioctl(fd, unsafe { Getter::<OP, _>::new() })
+}
+
+/// A TUN request whose argument the driver reads and writes through a pointer.
+fn ioctl_update<const OP: Opcode>(
+    fd: BorrowedFd<'_>,
+    arg: &mut <Tun<OP> as Updates>::Arg,
+) -> io::Result<()>
+where
+    Tun<OP>: Updates,
+{
+    // SAFETY: `Tun<OP>: Updates`: the driver reads and writes at most one `Arg`.
+    tun_ioctl(fd, unsafe { Updater::<OP, _>::new(arg) })
+}
+
+/// TUNSETTXFILTER's argument, `struct tun_filter { u16 flags; u16 count; u8 addr[count][6]; }`,
+/// whole: [`TxFilter::new`] is the only way to make one.
+struct TxFilter(Vec<u8>);
+
+impl TxFilter {
+    fn new(all_multicast: bool, macs: &[[u8; 6]]) -> io::Result<TxFilter> {
+        let count = u16::try_from(macs.len()).map_err(|_| einval())?;
+        let mut buf = Vec::with_capacity(4 + 6 * macs.len());
+        buf.extend_from_slice(&(all_multicast as u16).to_ne_bytes());
+        buf.extend_from_slice(&count.to_ne_bytes());
+        for mac in macs {
+            buf.extend_from_slice(mac);
+        }
+        Ok(TxFilter(buf))
     }
 }
 
-fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret as usize)
+// SAFETY: the driver reads a tun_filter header and then `count` addresses from the pointer,
+// and the buffer holds exactly that (see `new`); it writes nothing and returns 0.
+unsafe impl Ioctl for TxFilter {
+    type Output = ();
+    const IS_MUTATING: bool = false;
+
+    fn opcode(&self) -> Opcode {
+        TUNSETTXFILTER
+    }
+
+    fn as_ptr(&mut self) -> *mut std::ffi::c_void {
+        self.0.as_mut_ptr().cast()
+    }
+
+    unsafe fn output_from_ptr(_: IoctlOutput, _: *mut std::ffi::c_void) -> rustix::io::Result<()> {
+        Ok(())
     }
 }
 
-/// An ioctl whose argument the kernel takes as the integer value itself.
-fn ioctl_value(fd: BorrowedFd<'_>, request: libc::Ioctl, value: libc::c_ulong) -> io::Result<()> {
-    // SAFETY: the request takes an integer argument, not a pointer; nothing is dereferenced.
-    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), request, value) }).map(drop)
-}
+/// TUNGETDEVNETNS: no argument; the return value is a new fd.
+struct DevNetns;
 
-/// An ioctl whose argument is a pointer to `T`, read and/or written by the kernel.
-fn ioctl_ptr<T>(fd: BorrowedFd<'_>, request: libc::Ioctl, arg: &mut T) -> io::Result<libc::c_int> {
-    // SAFETY: `arg` is a valid, exclusively borrowed `T` of the size the request expects.
-    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), request, arg as *mut T) })
+// SAFETY: the driver dereferences nothing, and on success returns a fresh close-on-exec fd
+// for the device's network namespace (`open_related_ns`) that nobody else owns.
+unsafe impl Ioctl for DevNetns {
+    type Output = OwnedFd;
+    const IS_MUTATING: bool = false;
+
+    fn opcode(&self) -> Opcode {
+        TUNGETDEVNETNS
+    }
+
+    fn as_ptr(&mut self) -> *mut std::ffi::c_void {
+        std::ptr::null_mut()
+    }
+
+    unsafe fn output_from_ptr(
+        fd: IoctlOutput,
+        _: *mut std::ffi::c_void,
+    ) -> rustix::io::Result<OwnedFd> {
+        // SAFETY: `fd` is the fresh fd a successful TUNGETDEVNETNS returned (see above).
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
 }
 
 /// `open("/dev/net/tun", O_RDWR | O_CLOEXEC)`. The file is bound to the calling thread's
 /// network namespace. It is blocking: a blocking receive is one `readv(2)`, and the calls
 /// that must not wait use `RWF_NOWAIT` ([`read_packet_nowait`], [`write_nowait`]).
 pub fn open_tun() -> io::Result<OwnedFd> {
-    // SAFETY: a valid NUL-terminated path; the returned fd is owned by us alone.
-    let fd = cvt(unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
-    // SAFETY: `fd` was just returned by open and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    use rustix::fs::{Mode, OFlags};
+    Ok(rustix::fs::open(
+        c"/dev/net/tun",
+        OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// TUNSETIFF: create or attach; returns the kernel's name.
 pub fn tun_set_iff(fd: BorrowedFd<'_>, name: &[u8], flags: u16) -> io::Result<String> {
     let mut req = IfReq::new(name, flags);
-    ioctl_ptr(fd, libc::TUNSETIFF, &mut req)?;
+    ioctl_update::<TUNSETIFF>(fd, &mut req)?;
     Ok(req.name())
 }
 
 /// TUNGETIFF: the name and flags of the device this fd is attached to.
 pub fn tun_get_iff(fd: BorrowedFd<'_>) -> io::Result<(String, u16)> {
     let mut req = IfReq::new(b"", 0);
-    ioctl_ptr(fd, libc::TUNGETIFF, &mut req)?;
+    ioctl_update::<TUNGETIFF>(fd, &mut req)?;
     Ok((req.name(), req.flags as u16))
 }
 
 /// TUNGETFEATURES: the TUNSETIFF flags this kernel supports.
 pub fn tun_get_features(fd: BorrowedFd<'_>) -> io::Result<u32> {
-    let mut features: libc::c_uint = 0;
-    ioctl_ptr(fd, libc::TUNGETFEATURES, &mut features)?;
-    Ok(features)
+    ioctl_get::<TUNGETFEATURES>(fd)
 }
 
 /// TUNSETPERSIST (by value).
 pub fn tun_set_persist(fd: BorrowedFd<'_>, persist: bool) -> io::Result<()> {
-    ioctl_value(fd, libc::TUNSETPERSIST, persist as libc::c_ulong)
+    ioctl_value::<TUNSETPERSIST>(fd, persist as usize)
 }
 
 /// TUNSETOWNER (by value: the uid itself).
 pub fn tun_set_owner(fd: BorrowedFd<'_>, uid: u32) -> io::Result<()> {
-    ioctl_value(fd, libc::TUNSETOWNER, uid as libc::c_ulong)
+    ioctl_value::<TUNSETOWNER>(fd, uid as usize)
 }
 
 /// TUNSETGROUP (by value: the gid itself).
 pub fn tun_set_group(fd: BorrowedFd<'_>, gid: u32) -> io::Result<()> {
-    ioctl_value(fd, libc::TUNSETGROUP, gid as libc::c_ulong)
+    ioctl_value::<TUNSETGROUP>(fd, gid as usize)
 }
 
 /// TUNSETLINK (by value: an ARPHRD_* link type; the device must be down).
 pub fn tun_set_link(fd: BorrowedFd<'_>, link_type: u16) -> io::Result<()> {
-    ioctl_value(fd, libc::TUNSETLINK, link_type as libc::c_ulong)
+    ioctl_value::<TUNSETLINK>(fd, link_type as usize)
 }
 
 /// TUNSETOFFLOAD (by value: TUN_F_* bits).
 pub fn tun_set_offload(fd: BorrowedFd<'_>, offload: u32) -> io::Result<()> {
-    ioctl_value(fd, libc::TUNSETOFFLOAD, offload as libc::c_ulong)
+    ioctl_value::<TUNSETOFFLOAD>(fd, offload as usize)
 }
 
 /// TUNSETTXFILTER: `struct tun_filter { u16 flags; u16 count; u8 addr[count][6]; }`.
@@ -135,48 +336,32 @@ pub fn tun_set_tx_filter(
     all_multicast: bool,
     macs: &[[u8; 6]],
 ) -> io::Result<()> {
-    let count =
-        u16::try_from(macs.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let mut buf = Vec::with_capacity(4 + 6 * macs.len());
-    buf.extend_from_slice(&(all_multicast as u16).to_ne_bytes());
-    buf.extend_from_slice(&count.to_ne_bytes());
-    for mac in macs {
-        buf.extend_from_slice(mac);
-    }
-    // SAFETY: the buffer holds a complete tun_filter header followed by `count` addresses.
-    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETTXFILTER, buf.as_ptr()) }).map(drop)
+    tun_ioctl(fd, TxFilter::new(all_multicast, macs)?)
 }
 
 /// TUNSETCARRIER (pointer to int).
 pub fn tun_set_carrier(fd: BorrowedFd<'_>, carrier: bool) -> io::Result<()> {
-    let mut value = carrier as libc::c_int;
-    ioctl_ptr(fd, libc::TUNSETCARRIER, &mut value).map(drop)
+    ioctl_set::<TUNSETCARRIER>(fd, carrier as libc::c_int)
 }
 
 /// TUNGETSNDBUF (pointer to int).
 pub fn tun_get_sndbuf(fd: BorrowedFd<'_>) -> io::Result<i32> {
-    let mut value: libc::c_int = 0;
-    ioctl_ptr(fd, libc::TUNGETSNDBUF, &mut value)?;
-    Ok(value)
+    ioctl_get::<TUNGETSNDBUF>(fd)
 }
 
 /// TUNSETSNDBUF (pointer to int).
 pub fn tun_set_sndbuf(fd: BorrowedFd<'_>, size: i32) -> io::Result<()> {
-    let mut value: libc::c_int = size;
-    ioctl_ptr(fd, libc::TUNSETSNDBUF, &mut value).map(drop)
+    ioctl_set::<TUNSETSNDBUF>(fd, size)
 }
 
 /// TUNGETVNETHDRSZ (pointer to int).
 pub fn tun_get_vnet_hdr_sz(fd: BorrowedFd<'_>) -> io::Result<i32> {
-    let mut value: libc::c_int = 0;
-    ioctl_ptr(fd, libc::TUNGETVNETHDRSZ, &mut value)?;
-    Ok(value)
+    ioctl_get::<TUNGETVNETHDRSZ>(fd)
 }
 
 /// TUNSETVNETHDRSZ (pointer to int).
 pub fn tun_set_vnet_hdr_sz(fd: BorrowedFd<'_>, size: i32) -> io::Result<()> {
-    let mut value: libc::c_int = size;
-    ioctl_ptr(fd, libc::TUNSETVNETHDRSZ, &mut value).map(drop)
+    ioctl_set::<TUNSETVNETHDRSZ>(fd, size)
 }
 
 /// TUNSETQUEUE with IFF_ATTACH_QUEUE or IFF_DETACH_QUEUE.
@@ -186,16 +371,12 @@ pub fn tun_set_queue(fd: BorrowedFd<'_>, attach: bool) -> io::Result<()> {
     } else {
         libc::IFF_DETACH_QUEUE
     };
-    let mut req = IfReq::new(b"", flag as u16);
-    ioctl_ptr(fd, libc::TUNSETQUEUE, &mut req).map(drop)
+    ioctl_set::<TUNSETQUEUE>(fd, IfReq::new(b"", flag as u16))
 }
 
 /// TUNGETDEVNETNS: a new close-on-exec fd for the device's network namespace.
 pub fn tun_get_dev_netns(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    // SAFETY: the request takes no argument and returns a new fd that we own.
-    let ns = cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETDEVNETNS) })?;
-    // SAFETY: `ns` is a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(ns) })
+    tun_ioctl(fd, DevNetns)
 }
 
 /// `readv` into `buf` plus one spare byte: returns the length read and whether the packet was
@@ -208,43 +389,36 @@ pub fn read_packet(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, boo
 /// Like [`read_packet`], never waiting: `preadv2(RWF_NOWAIT)` (EAGAIN when nothing is queued),
 /// whatever the fd's blocking mode.
 pub fn read_packet_nowait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, bool)> {
-    read_packet_flags(fd, buf, Some(libc::RWF_NOWAIT))
+    read_packet_flags(fd, buf, Some(rustix::io::ReadWriteFlags::NOWAIT))
 }
+
+/// The offset `-1` of `preadv2`/`pwritev2`: the file's own position (a tun file has none).
+const CURRENT_POSITION: u64 = u64::MAX;
 
 fn read_packet_flags(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
-    flags: Option<libc::c_int>,
+    flags: Option<rustix::io::ReadWriteFlags>,
 ) -> io::Result<(usize, bool)> {
+    let len = buf.len();
     let mut spare = [0u8; 1];
-    let iov = [
-        libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        },
-        libc::iovec {
-            iov_base: spare.as_mut_ptr().cast(),
-            iov_len: 1,
-        },
-    ];
-    // SAFETY: both iovecs point at live, writable buffers of the stated lengths.
-    let n = cvt_size(unsafe {
-        match flags {
-            None => libc::readv(fd.as_raw_fd(), iov.as_ptr(), 2),
-            Some(f) => libc::preadv2(fd.as_raw_fd(), iov.as_ptr(), 2, -1, f),
-        }
-    })?;
-    Ok((n.min(buf.len()), n > buf.len()))
+    let mut iov = [IoSliceMut::new(buf), IoSliceMut::new(&mut spare)];
+    let n = match flags {
+        None => rustix::io::readv(fd, &mut iov)?,
+        Some(f) => rustix::io::preadv2(fd, &mut iov, CURRENT_POSITION, f)?,
+    };
+    Ok((n.min(len), n > len))
 }
 
 /// `pwritev2(RWF_NOWAIT)`: one packet, never waiting (EAGAIN if the device cannot take it).
 pub fn write_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    let iov = libc::iovec {
-        iov_base: buf.as_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    // SAFETY: the iovec points at a live buffer the kernel only reads.
-    cvt_size(unsafe { libc::pwritev2(fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) })
+    let iov = [IoSlice::new(buf)];
+    Ok(rustix::io::pwritev2(
+        fd,
+        &iov,
+        CURRENT_POSITION,
+        rustix::io::ReadWriteFlags::NOWAIT,
+    )?)
 }
 
 /// Readiness a [`poll2`] call waits for on the first fd.
@@ -273,33 +447,33 @@ pub fn poll(
     wake: &[BorrowedFd<'_>],
     timeout_ms: i32,
 ) -> io::Result<Ready> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
     let events = match interest {
-        Interest::Read => libc::POLLIN,
-        Interest::Write => libc::POLLOUT,
+        Interest::Read => PollFlags::IN,
+        Interest::Write => PollFlags::OUT,
     };
-    let entry = |fd: BorrowedFd<'_>, events| libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events,
-        revents: 0,
-    };
-    let mut fds = [entry(io_fd, events), entry(io_fd, 0), entry(io_fd, 0)];
+    let mut fds = [
+        PollFd::from_borrowed_fd(io_fd, events),
+        PollFd::from_borrowed_fd(io_fd, PollFlags::empty()),
+        PollFd::from_borrowed_fd(io_fd, PollFlags::empty()),
+    ];
     let n = 1 + wake.len().min(2);
     for (slot, fd) in fds[1..n].iter_mut().zip(wake) {
-        *slot = entry(*fd, libc::POLLIN);
+        *slot = PollFd::from_borrowed_fd(*fd, PollFlags::IN);
     }
-    // SAFETY: `fds[..n]` is a valid array of pollfd structures.
-    let ret = unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, timeout_ms) };
-    if ret < 0 {
-        let err = io::Error::last_os_error();
-        return if err.raw_os_error() == Some(libc::EINTR) {
-            Ok(Ready::Timeout)
-        } else {
-            Err(err)
-        };
+    // rustix's poll is ppoll, which takes a timespec (None: forever) instead of milliseconds.
+    let timeout = (timeout_ms >= 0).then(|| Timespec {
+        tv_sec: (timeout_ms / 1000).into(),
+        tv_nsec: (timeout_ms % 1000 * 1_000_000).into(),
+    });
+    match rustix::event::poll(&mut fds[..n], timeout.as_ref()) {
+        Ok(_) => {}
+        Err(rustix::io::Errno::INTR) => return Ok(Ready::Timeout),
+        Err(e) => return Err(e.into()),
     }
-    if let Some(i) = fds[1..n].iter().position(|f| f.revents != 0) {
+    if let Some(i) = fds[1..n].iter().position(|f| !f.revents().is_empty()) {
         Ok(Ready::Wake(i))
-    } else if fds[0].revents != 0 {
+    } else if !fds[0].revents().is_empty() {
         Ok(Ready::Io)
     } else {
         Ok(Ready::Timeout)
@@ -308,86 +482,99 @@ pub fn poll(
 
 /// A close-on-exec, non-blocking eventfd used to wake blocked readers.
 pub fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall; the returned fd is owned by us alone.
-    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
-    // SAFETY: fresh fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    use rustix::event::EventfdFlags;
+    Ok(rustix::event::eventfd(
+        0,
+        EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK,
+    )?)
 }
 
 /// Make an eventfd readable (it stays readable: nobody drains it).
 pub fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let one: u64 = 1;
-    // SAFETY: writes the 8 bytes of `one`.
-    cvt_size(unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) }).map(drop)
+    rustix::io::write(fd, &1u64.to_ne_bytes())?;
+    Ok(())
 }
 
 /// Sets FD_CLOEXEC on an fd adopted from elsewhere. Its blocking mode is left alone (it is a
 /// property of the open file, shared with its other holders); every call copes with both.
 pub fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: F_GETFD/F_SETFD take and return plain integers.
-    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })?;
-    // SAFETY: as above.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags | libc::FD_CLOEXEC) }).map(drop)
+    let flags = rustix::io::fcntl_getfd(fd)?;
+    Ok(rustix::io::fcntl_setfd(
+        fd,
+        flags | rustix::io::FdFlags::CLOEXEC,
+    )?)
 }
 
+#[cfg(test)]
 /// `fcntl(F_GETFD)`: whether the fd has FD_CLOEXEC set.
 pub fn is_cloexec(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    // SAFETY: F_GETFD takes no argument.
-    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })?;
-    Ok(flags & libc::FD_CLOEXEC != 0)
-}
-
-fn cpath(path: &Path) -> io::Result<CString> {
-    use std::os::unix::ffi::OsStrExt;
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+    Ok(rustix::io::fcntl_getfd(fd)?.contains(rustix::io::FdFlags::CLOEXEC))
 }
 
 /// `open(path, O_RDONLY | O_CLOEXEC)`.
 pub fn open_readonly(path: &Path) -> io::Result<OwnedFd> {
-    let c = cpath(path)?;
-    // SAFETY: valid C string; fresh fd.
-    let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
-    // SAFETY: fresh fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    use rustix::fs::{Mode, OFlags};
+    Ok(rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// `setns(fd, CLONE_NEWNET)`: moves the *calling thread* into the network namespace.
 pub fn setns_net(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: plain syscall on a borrowed fd.
-    cvt(unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) }).map(drop)
+    use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
+    Ok(move_into_link_name_space(
+        fd,
+        Some(LinkNameSpaceType::Network),
+    )?)
 }
 
 /// `unshare(CLONE_NEWNET)`: gives the *calling thread* a new network namespace.
 pub fn unshare_net() -> io::Result<()> {
-    // SAFETY: plain syscall.
-    cvt(unsafe { libc::unshare(libc::CLONE_NEWNET) }).map(drop)
+    // SAFETY: the hazard rustix guards against is CLONE_FILES (a private fd table);
+    // CLONE_NEWNET only changes the network namespace of this thread.
+    Ok(unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }?)
 }
 
 /// `mount(source, target, NULL, flags, NULL)`.
 pub fn mount(source: &Path, target: &Path, flags: libc::c_ulong) -> io::Result<()> {
-    let s = cpath(source)?;
-    let t = cpath(target)?;
-    // SAFETY: valid C strings; no data argument.
-    cvt(unsafe {
-        libc::mount(
-            s.as_ptr(),
-            t.as_ptr(),
-            std::ptr::null(),
-            flags,
-            std::ptr::null(),
+    use rustix::mount::{MountFlags, MountPropagationFlags};
+    const PROPAGATION: libc::c_ulong =
+        libc::MS_SHARED | libc::MS_PRIVATE | libc::MS_SLAVE | libc::MS_UNBINDABLE;
+    // Every MS_* flag fits in 32 bits, rustix's width.
+    let bits = libc::c_uint::try_from(flags).map_err(|_| einval())?;
+    let done = if flags & PROPAGATION != 0 {
+        // A propagation change: the kernel ignores the source (rustix passes NULL).
+        rustix::mount::mount_change(target, MountPropagationFlags::from_bits_retain(bits))
+    } else if flags == libc::MS_BIND {
+        rustix::mount::mount_bind(source, target)
+    } else if flags == libc::MS_BIND | libc::MS_REC {
+        rustix::mount::mount_bind_recursive(source, target)
+    } else {
+        // rustix's general mount wants a file system type: "" where the kernel reads none
+        // (bind, move, remount); a new mount, which needs one, fails as before (ENODEV
+        // instead of EINVAL).
+        rustix::mount::mount(
+            source,
+            target,
+            c"",
+            MountFlags::from_bits_retain(bits),
+            None::<&std::ffi::CStr>,
         )
-    })
-    .map(drop)
+    };
+    Ok(done?)
 }
 
 /// `umount2(target, MNT_DETACH)`.
 pub fn umount_detach(target: &Path) -> io::Result<()> {
-    let t = cpath(target)?;
-    // SAFETY: valid C string.
-    cvt(unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) }).map(drop)
+    Ok(rustix::mount::unmount(
+        target,
+        rustix::mount::UnmountFlags::DETACH,
+    )?)
 }
 
+// rustix has no getpwnam_r/getgrnam_r (the user and group databases are libc's NSS).
 /// Calls a `get*nam_r` function, growing the buffer on ERANGE (large LDAP groups).
 fn lookup_r(
     name: &str,
@@ -459,18 +646,37 @@ pub fn register_async<T: AsRawFd>(
 
 /// A connected pair of close-on-exec `SOCK_SEQPACKET` Unix sockets (message boundaries kept).
 pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` has room for the two fds socketpair writes.
-    cvt(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    })?;
-    // SAFETY: both fds are fresh and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// `CMSG_SPACE(len)`, which rustix does not export: a `cmsghdr` and `len` bytes, each
+/// rounded up to a multiple of `size_t`.
+const fn cmsg_space(len: usize) -> usize {
+    const fn align(n: usize) -> usize {
+        let a = std::mem::size_of::<usize>();
+        (n + a - 1) & !(a - 1)
+    }
+    align(std::mem::size_of::<libc::cmsghdr>()) + align(len)
+}
+
+/// A control buffer of exactly `CMSG_SPACE(fds * sizeof(int))` bytes, aligned for a
+/// `cmsghdr`, out of `storage` (so that rustix's own alignment leaves its length alone: the
+/// length decides how many fds the kernel may deliver).
+fn cmsg_buffer(storage: &mut Vec<MaybeUninit<u8>>, fds: usize) -> &mut [MaybeUninit<u8>] {
+    if fds == 0 {
+        return &mut [];
+    }
+    let space = cmsg_space(fds * std::mem::size_of::<libc::c_int>());
+    let align = std::mem::align_of::<libc::cmsghdr>();
+    storage.resize(space + align - 1, MaybeUninit::new(0));
+    let start = storage.as_ptr().align_offset(align);
+    &mut storage[start..start + space]
 }
 
 /// Sends one message with `fds` attached (SCM_RIGHTS).
@@ -479,37 +685,18 @@ pub fn send_with_fds(
     data: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<usize> {
-    let raw: Vec<libc::c_int> = fds.iter().map(|f| f.as_raw_fd()).collect();
-    let payload = std::mem::size_of_val(raw.as_slice());
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
-    let mut cmsg_buf = vec![0u8; space.max(1)];
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    // SAFETY: a zeroed msghdr is valid; fields are set below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if !raw.is_empty() {
-        msg.msg_control = cmsg_buf.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        // SAFETY: msg_control points at `space` bytes, enough for one header and the fds.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(payload as u32) as _;
-            std::ptr::copy_nonoverlapping(
-                raw.as_ptr().cast::<u8>(),
-                libc::CMSG_DATA(cmsg),
-                payload,
-            );
-        }
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let mut storage = Vec::new();
+    let mut control = SendAncillaryBuffer::new(cmsg_buffer(&mut storage, fds.len()));
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(einval());
     }
-    // SAFETY: `msg` describes live buffers.
-    cvt_size(unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })
+    Ok(rustix::net::sendmsg(
+        sock,
+        &[IoSlice::new(data)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?)
 }
 
 /// What of a received message did not fit.
@@ -528,317 +715,141 @@ pub fn recv_with_fds(
     buf: &mut [u8],
     max_fds: usize,
 ) -> io::Result<(usize, Truncation, Vec<OwnedFd>)> {
-    let payload = max_fds * std::mem::size_of::<libc::c_int>();
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
-    let mut cmsg_buf = vec![0u8; space.max(1)];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: a zeroed msghdr is valid; fields are set below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if max_fds > 0 {
-        msg.msg_control = cmsg_buf.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-    }
-    // SAFETY: `msg` describes live, writable buffers.
-    let n = cvt_size(unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) })?;
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
+    let mut storage = Vec::new();
+    // Owns every fd received: those not taken below are closed when it is dropped.
+    let mut control = RecvAncillaryBuffer::new(cmsg_buffer(&mut storage, max_fds));
+    let msg = rustix::net::recvmsg(
+        sock,
+        &mut [IoSliceMut::new(buf)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
     let mut fds = Vec::new();
-    // SAFETY: walking the control messages the kernel wrote into `cmsg_buf`.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let len = ((*cmsg).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
-                let count = len / std::mem::size_of::<libc::c_int>();
-                let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
-                for i in 0..count {
-                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
         }
     }
     let truncated = Truncation {
-        data: msg.msg_flags & libc::MSG_TRUNC != 0,
-        control: msg.msg_flags & libc::MSG_CTRUNC != 0,
+        data: msg.flags.contains(ReturnFlags::TRUNC),
+        control: msg.flags.contains(ReturnFlags::CTRUNC),
     };
-    Ok((n, truncated, fds))
-}
-
-/// The uid, gid and pid of the peer of a Unix socket (SO_PEERCRED).
-#[cfg(feature = "helper-server")]
-pub fn peer_credentials(sock: BorrowedFd<'_>) -> io::Result<(u32, u32, i32)> {
-    // SAFETY: a zeroed ucred is a valid out-parameter of the stated size.
-    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for writing.
-    cvt(unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    })?;
-    Ok((cred.uid, cred.gid, cred.pid))
-}
-
-/// Whether fd is a `SOCK_SEQPACKET` socket.
-#[cfg(feature = "helper-server")]
-pub fn is_seqpacket(fd: BorrowedFd<'_>) -> bool {
-    let mut ty: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `ty` and `len` are valid for writing.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            (&mut ty as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    rc == 0 && ty == libc::SOCK_SEQPACKET
-}
-
-/// Makes sure fds 1 and 2 are open (on `/dev/null` if the caller closed them), so that
-/// nothing the helper opens later lands on them and receives its log lines.
-#[cfg(feature = "helper-server")]
-pub fn ensure_std_fds() {
-    use std::os::fd::IntoRawFd;
-    for fd in [1, 2] {
-        // SAFETY: F_GETFD only queries the fd.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
-            // open(2) returns the lowest free fd: this one. Kept open for the process's life.
-            if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-                let _ = null.into_raw_fd();
-            }
-        }
-    }
-}
-
-/// Ignores SIGXFSZ: writing past the caller's RLIMIT_FSIZE then fails with EFBIG instead
-/// of killing the process.
-#[cfg(feature = "helper-server")]
-pub fn ignore_sigxfsz() {
-    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
-    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-}
-
-/// Takes ownership of standard input (fd 0): the helper's request socket.
-#[cfg(feature = "helper-server")]
-pub fn take_stdin() -> OwnedFd {
-    // SAFETY: fd 0 is open for the life of the process; taking it makes us its only owner
-    // (nothing else in the helper reads standard input).
-    unsafe { OwnedFd::from_raw_fd(0) }
-}
-
-/// Closes every fd from `first` up (`close_range(2)`; before Linux 5.9, each fd listed in
-/// `/proc/self/fd`).
-#[cfg(feature = "helper-server")]
-pub fn close_from(first: u32) {
-    // SAFETY: closing fds we do not use; nothing in this process holds them yet.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
-    if rc != 0 {
-        let fds: Vec<libc::c_int> = std::fs::read_dir("/proc/self/fd")
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for fd in fds.into_iter().filter(|fd| *fd >= first as libc::c_int) {
-            // SAFETY: as above (the directory's own fd is closed already: EBADF, harmless).
-            unsafe { libc::close(fd) };
-        }
-    }
-}
-
-/// Sets a receive timeout on a socket (SO_RCVTIMEO).
-#[cfg(feature = "helper-server")]
-pub fn set_recv_timeout(sock: BorrowedFd<'_>, secs: i64) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: secs as libc::time_t,
-        tv_usec: 0,
-    };
-    // SAFETY: `tv` is a valid timeval of the stated size.
-    cvt(unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    })
-    .map(drop)
+    Ok((msg.bytes, truncated, fds))
 }
 
 /// Whether the effective user is root.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid never fails.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// The real uid: the user who ran this process.
 pub fn real_uid() -> u32 {
-    // SAFETY: getuid never fails.
-    unsafe { libc::getuid() }
+    rustix::process::getuid().as_raw()
 }
 
 /// Whether this thread has `cap` (a `CAP_*` number) in its effective set (capget).
 pub fn has_capability(cap: u32) -> bool {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: libc::c_int,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let mut hdr = Header {
-        version: 0x2008_0522,
-        pid: 0,
-    };
-    let mut data = [Data::default(); 2];
-    // SAFETY: `hdr` and `data` (two elements, as version 3 needs) are valid for the call.
-    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut Header, data.as_mut_ptr()) };
-    let (word, bit) = ((cap / 32) as usize, cap % 32);
-    rc == 0 && word < 2 && data[word].effective & (1 << bit) != 0
+    cap < 64
+        && rustix::thread::capabilities(None)
+            .is_ok_and(|sets| sets.effective.bits() & (1u64 << cap) != 0)
 }
 
 /// Whether this process runs in "secure" mode (setuid, setgid or file capabilities:
 /// `getauxval(AT_SECURE)`), where the environment must not choose what it runs.
 pub fn secure_mode() -> bool {
+    // rustix has no public AT_SECURE.
     // SAFETY: getauxval only reads the auxiliary vector.
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
-}
-
-/// Real and effective uid, real gid, and supplementary groups of this process.
-#[cfg(feature = "helper-server")]
-pub fn ids() -> (u32, u32, u32, Vec<u32>) {
-    // SAFETY: these never fail.
-    let (uid, euid, gid) = unsafe { (libc::getuid(), libc::geteuid(), libc::getgid()) };
-    let mut groups = vec![0 as libc::gid_t; 256];
-    // SAFETY: `groups` has room for 256 gids.
-    let n = unsafe { libc::getgroups(groups.len() as libc::c_int, groups.as_mut_ptr()) };
-    groups.truncate(n.max(0) as usize);
-    (uid, euid, gid, groups)
-}
-
-/// The name of a uid from the user database (`getpwuid_r`).
-#[cfg(feature = "helper-server")]
-pub fn user_name(uid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: zeroed passwd is a valid out-parameter.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: all pointers are valid for the stated sizes.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return None;
-    }
-    // SAFETY: pw_name points into `buf`, NUL-terminated.
-    Some(
-        unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }
-            .to_string_lossy()
-            .into_owned(),
-    )
-}
-
-/// `open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)` of a network namespace file, checked to be
-/// one (`fstatfs` reports nsfs): no symlink, no other kind of file.
-#[cfg(feature = "helper-server")]
-pub fn open_netns_file(path: &Path) -> io::Result<OwnedFd> {
-    let c = cpath(path)?;
-    // SAFETY: valid C string; fresh fd.
-    let fd = cvt(unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-        )
-    })?;
-    // SAFETY: fresh fd owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: a zeroed statfs is a valid out-parameter.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is valid for writing.
-    cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) })?;
-    const NSFS_MAGIC: i64 = 0x6e73_6673;
-    if st.f_type as i64 != NSFS_MAGIC {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    Ok(fd)
-}
-
-/// For a setuid-root helper: become the real user, keeping only CAP_NET_ADMIN and
-/// CAP_SYS_ADMIN (permitted and effective), before reading any request.
-#[cfg(feature = "helper-server")]
-pub fn drop_to_net_admin(uid: u32, gid: u32) -> io::Result<()> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: libc::c_int,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const CAP_V3: u32 = 0x2008_0522;
-    const CAP_NET_ADMIN: u32 = 12;
-    const CAP_SYS_ADMIN: u32 = 21;
-    let keep: u32 = (1 << CAP_NET_ADMIN) | (1 << CAP_SYS_ADMIN);
-    // SAFETY: plain syscalls with valid arguments.
-    unsafe {
-        cvt(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0))?;
-        cvt(libc::setresgid(gid, gid, gid))?;
-        cvt(libc::setresuid(uid, uid, uid))?;
-        let mut hdr = Header {
-            version: CAP_V3,
-            pid: 0,
-        };
-        let data = [
-            Data {
-                effective: keep,
-                permitted: keep,
-                inheritable: 0,
-            },
-            Data {
-                effective: 0,
-                permitted: 0,
-                inheritable: 0,
-            },
-        ];
-        if libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        cvt(libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0))?;
-    }
-    Ok(())
 }
 
 /// Wraps an fd received from elsewhere (the privileged helper) as a netlink socket.
 pub fn netlink_socket_from(fd: OwnedFd) -> netlink_sys::Socket {
     use std::os::fd::IntoRawFd;
+    // netlink-sys has no `From<OwnedFd>`.
     // SAFETY: ownership of the fd moves into the socket, which closes it on drop.
     unsafe { <netlink_sys::Socket as FromRawFd>::from_raw_fd(fd.into_raw_fd()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn fds_pass_close_on_exec_and_truncation_is_reported() {
+        let (a, b) = seqpacket_pair().unwrap();
+        let fds: Vec<OwnedFd> = (0..3).map(|_| eventfd().unwrap()).collect();
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+        let mut buf = [0u8; 16];
+
+        send_with_fds(a.as_fd(), b"hello", &borrowed[..2]).unwrap();
+        let (n, trunc, got) = recv_with_fds(b.as_fd(), &mut buf, 2).unwrap();
+        assert_eq!((&buf[..n], got.len()), (&b"hello"[..], 2));
+        assert_eq!(
+            trunc,
+            Truncation {
+                data: false,
+                control: false
+            }
+        );
+        assert!(got.iter().all(|f| is_cloexec(f.as_fd()).unwrap()));
+
+        // Room for two: the third is dropped by the kernel and reported.
+        send_with_fds(a.as_fd(), b"x", &borrowed).unwrap();
+        let (_, trunc, got) = recv_with_fds(b.as_fd(), &mut buf, 2).unwrap();
+        assert_eq!((got.len(), trunc.control, trunc.data), (2, true, false));
+
+        send_with_fds(a.as_fd(), b"y", &borrowed[..1]).unwrap();
+        let (_, trunc, got) = recv_with_fds(b.as_fd(), &mut buf, 0).unwrap();
+        assert_eq!((got.len(), trunc.control), (0, true));
+
+        send_with_fds(a.as_fd(), b"a longer message", &[]).unwrap();
+        let (n, trunc, got) = recv_with_fds(b.as_fd(), &mut buf[..4], 2).unwrap();
+        assert_eq!(
+            (n, trunc.data, trunc.control, got.len()),
+            (4, true, false, 0)
+        );
+    }
+
+    #[test]
+    fn poll_reports_wake_io_and_timeout() {
+        let (a, b) = seqpacket_pair().unwrap();
+        let wake = eventfd().unwrap();
+        assert_eq!(
+            poll(a.as_fd(), Interest::Read, &[wake.as_fd()], 10).unwrap(),
+            Ready::Timeout
+        );
+        assert_eq!(
+            poll(a.as_fd(), Interest::Write, &[wake.as_fd()], -1).unwrap(),
+            Ready::Io
+        );
+        send_with_fds(b.as_fd(), b"x", &[]).unwrap();
+        eventfd_signal(wake.as_fd()).unwrap();
+        let other = eventfd().unwrap();
+        assert_eq!(
+            poll(a.as_fd(), Interest::Read, &[other.as_fd(), wake.as_fd()], 0).unwrap(),
+            Ready::Wake(1)
+        );
+    }
+
+    #[test]
+    fn cloexec_is_set_and_read_back() {
+        let (a, _b) = seqpacket_pair().unwrap();
+        let dup = rustix::io::dup(&a).unwrap();
+        assert!(!is_cloexec(dup.as_fd()).unwrap());
+        set_cloexec(dup.as_fd()).unwrap();
+        assert!(is_cloexec(dup.as_fd()).unwrap());
+    }
+
+    #[test]
+    fn tx_filter_is_header_then_addresses() {
+        let filter = TxFilter::new(true, &[[1, 2, 3, 4, 5, 6]]).unwrap();
+        let mut want = Vec::new();
+        want.extend_from_slice(&1u16.to_ne_bytes());
+        want.extend_from_slice(&1u16.to_ne_bytes());
+        want.extend_from_slice(&[1, 2, 3, 4, 5, 6]);
+        assert_eq!(filter.0, want);
+        assert!(TxFilter::new(false, &vec![[0; 6]; 70_000]).is_err());
+    }
 }

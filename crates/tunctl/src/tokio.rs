@@ -6,7 +6,6 @@
 
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use ::tokio::io::unix::AsyncFd;
@@ -15,8 +14,9 @@ use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use futures_sink::Sink;
 
-use crate::device::{Device, Queue};
+use crate::device::Device;
 use crate::error::{Error, ErrorKind, Result};
+use crate::queue::Queue;
 use crate::sys;
 
 /// One queue of a device, driven by tokio. It owns the [`Queue`] it registered, so the fd
@@ -76,7 +76,34 @@ impl AsyncQueue {
         }
     }
 
-    fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize>> {
+    /// Waits until the queue has a packet to read (or an error to report: a destroyed or
+    /// deleted device). A following [`poll_recv`](AsyncQueue::poll_recv) or `recv` may still
+    /// find nothing if another task took the packet.
+    pub async fn readable(&self) -> Result<()> {
+        let guard = self
+            .io
+            .ready(Interest::READABLE | Interest::ERROR)
+            .await
+            .map_err(|e| Error::os("poll", e).on(self.queue().device()))?;
+        drop(guard);
+        Ok(())
+    }
+
+    /// Waits until the queue can take a packet.
+    pub async fn writable(&self) -> Result<()> {
+        let guard = self
+            .io
+            .ready(Interest::WRITABLE | Interest::ERROR)
+            .await
+            .map_err(|e| Error::os("poll", e).on(self.queue().device()))?;
+        drop(guard);
+        Ok(())
+    }
+
+    /// Polls for one packet: `Ready(Ok(n))` with the packet in `buf[..n]`, or `Pending`
+    /// with `cx`'s waker registered for the queue's readiness. For hand-written futures and
+    /// `Stream`s; errors as [`recv`](AsyncQueue::recv).
+    pub fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize>> {
         loop {
             let mut guard =
                 ready!(self.io.poll_read_ready(cx)).map_err(|e| Error::os("poll", e))?;
@@ -88,7 +115,9 @@ impl AsyncQueue {
         }
     }
 
-    fn poll_send(&self, cx: &mut Context<'_>, packet: &[u8]) -> Poll<Result<usize>> {
+    /// Polls to send one packet: `Ready(Ok(n))` once the kernel took it, or `Pending` with
+    /// `cx`'s waker registered for room. Errors as [`send`](AsyncQueue::send).
+    pub fn poll_send(&self, cx: &mut Context<'_>, packet: &[u8]) -> Poll<Result<usize>> {
         loop {
             match self.io.get_ref().write_now(packet) {
                 Ok(Some(n)) => return Poll::Ready(Ok(n)),
@@ -148,15 +177,24 @@ impl AsyncDevice {
         self.queues[0].send(packet).await
     }
 
-    /// A [`Stream`] of received packets and a [`Sink`] of packets to send, over the first
-    /// queue. The device stays shared: `destroy` ends the stream with [`ErrorKind::Closed`].
-    /// Must be called inside a tokio runtime.
-    pub fn packets(self: &Arc<Self>) -> Result<PacketStream> {
+    /// Removes the device; see [`Device::destroy`]. Tasks blocked in `recv` wake with
+    /// [`ErrorKind::Closed`] and streams end.
+    pub fn destroy(&self) -> Result<()> {
+        self.device.destroy()
+    }
+
+    /// A [`Stream`] of received packets and a [`Sink`] of packets to send, over a duplicate
+    /// of the first queue (so the stream can move into its own task while this
+    /// `AsyncDevice` stays usable). [`destroy`](AsyncDevice::destroy) ends the stream: it
+    /// then yields `None`. Must be called inside a tokio runtime.
+    pub fn packets(&self) -> Result<PacketStream> {
+        let name = self.device.name();
         let wake = self.device.wake_fd()?;
         let wake = sys::register_async(wake, Interest::READABLE)
-            .map_err(|e| Error::os("register with tokio", e).on(self.device.name()))?;
+            .map_err(|e| Error::os("register with tokio", e).on(name))?;
+        let queue = AsyncQueue::new(self.device.queues()[0].try_clone()?)?;
         Ok(PacketStream {
-            device: Arc::clone(self),
+            queue,
             wake,
             buf: BytesMut::new(),
             pending: None,
@@ -179,7 +217,7 @@ const STREAM_CHUNK: usize = 4 * STREAM_READ;
 /// signals only an error readiness that tokio's poll-based read interest does not include).
 #[derive(Debug)]
 pub struct PacketStream {
-    device: Arc<AsyncDevice>,
+    queue: AsyncQueue,
     /// The device's wake-up eventfd: readable once it is destroyed.
     wake: AsyncFd<OwnedFd>,
     buf: BytesMut,
@@ -201,7 +239,7 @@ impl Stream for PacketStream {
         if this.buf.len() < STREAM_READ {
             this.buf = BytesMut::zeroed(STREAM_CHUNK);
         }
-        match this.device.queues[0].poll_recv(cx, &mut this.buf[..STREAM_READ]) {
+        match this.queue.poll_recv(cx, &mut this.buf[..STREAM_READ]) {
             Poll::Pending => {
                 // A destroyed device's fd never polls readable to tokio: watch the eventfd.
                 if this.wake.poll_read_ready(cx).is_ready() {
@@ -235,7 +273,7 @@ impl Sink<Bytes> for PacketStream {
         // A packet that fits nowhere would block the sink forever: refuse it now.
         if item.is_empty() {
             return Err(Error::new(ErrorKind::InvalidInput, "send", "empty packet")
-                .on(this.device.device.name()));
+                .on(this.queue.queue().device()));
         }
         this.pending = Some(item);
         Ok(())
@@ -244,7 +282,7 @@ impl Sink<Bytes> for PacketStream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
         if let Some(packet) = &this.pending {
-            let sent = ready!(this.device.queues[0].poll_send(cx, packet));
+            let sent = ready!(this.queue.poll_send(cx, packet));
             this.pending = None;
             sent?;
         }

@@ -251,11 +251,26 @@ fn broadcast_mtu_mac_txqueuelen_carrier_and_updown() {
     assert!(ip_flags(&ip_link(Some(&t.name), "cfg0").unwrap()).contains(&"NO-CARRIER".to_string()));
     link.set_carrier(true).unwrap();
     assert!(!ip_flags(&ip_link(Some(&t.name), "cfg0").unwrap()).contains(&"NO-CARRIER".to_string()));
+    dev.set_mtu(1500).unwrap();
+    dev.add_address("fd00:74::1/64".parse().unwrap()).unwrap();
     dev.down().unwrap();
     let flags = ip_flags(&ip_link(Some(&t.name), "cfg0").unwrap());
     assert!(!flags.contains(&"UP".to_string()));
-    // Down keeps IPv4 addresses (the seed's down/1).
-    assert!(find_addr(&ip_addrs(Some(&t.name), "cfg0"), "127.241.174.1").is_some());
+    // Down keeps the addresses of both families (the Erlang original's down/1 promised it
+    // for IPv4; the kernel drops IPv6 ones unless keep_addr_on_down is set).
+    for addr in ["127.241.174.1", "fd00:74::1"] {
+        assert!(
+            find_addr(&ip_addrs(Some(&t.name), "cfg0"), addr).is_some(),
+            "{addr} kept over down"
+        );
+    }
+    dev.up().unwrap();
+    for addr in ["127.241.174.1", "fd00:74::1"] {
+        assert!(
+            find_addr(&ip_addrs(Some(&t.name), "cfg0"), addr).is_some(),
+            "{addr} back after up"
+        );
+    }
 }
 
 #[test]
@@ -318,8 +333,8 @@ fn namespaces_are_created_listed_used_and_deleted_natively() {
         return;
     }
     let name = format!("tunctl-test-{}", common::unique("ns"));
-    let ns = Namespace::create(&name).unwrap();
-    let _cleanup = scopeguard(&name);
+    let created = Namespace::create(&name).unwrap();
+    let ns: Namespace = (&created).into();
     assert!(Namespace::list().unwrap().contains(&name));
     let seen = Command::new("ip").args(["netns", "list"]).output().unwrap();
     assert!(
@@ -372,7 +387,7 @@ fn namespaces_are_created_listed_used_and_deleted_natively() {
     let _ = child.wait();
     assert!(found, "namespace by pid");
     drop(dev);
-    Namespace::delete(&name).unwrap();
+    created.delete().unwrap();
     assert!(!Namespace::list().unwrap().contains(&name));
     assert_eq!(
         Namespace::delete(&name).unwrap_err().kind(),
@@ -394,17 +409,6 @@ fn namespaces_are_created_listed_used_and_deleted_natively() {
             .contains("/run/netns/tunctl-never-there does not exist"),
         "{err}"
     );
-}
-
-/// Deletes the named namespace on drop if the test did not get that far.
-fn scopeguard(name: &str) -> impl Drop + '_ {
-    struct Guard<'a>(&'a str);
-    impl Drop for Guard<'_> {
-        fn drop(&mut self) {
-            let _ = Namespace::delete(self.0);
-        }
-    }
-    Guard(name)
 }
 
 #[test]

@@ -297,13 +297,35 @@ fn hand_over_loses_and_duplicates_nothing() {
     let all: Vec<u32> = first.into_iter().chain(rest).collect();
     assert_eq!(all, (0..100).collect::<Vec<_>>());
     // The last owner goes away: the non-persistent device goes with it.
+    // The inbox and the Device are both owners. Dropping the inbox while the Device exists
+    // returns the device to passive mode: a passive read sees what arrives next.
     let name = dev.name().to_string();
     drop(packets);
     assert!(
-        ip_link(Some(&t.name), &name).is_none(),
-        "device destroyed with its owner"
+        ip_link(Some(&t.name), &name).is_some(),
+        "the Device still owns it"
     );
-    assert_eq!(dev.up().unwrap_err().kind(), ErrorKind::Closed);
+    send_seq(&sock, 7003, 100..101);
+    let mut buf = [0u8; 2048];
+    assert!(dev
+        .recv_timeout(&mut buf, Duration::from_secs(2))
+        .unwrap()
+        .is_some());
+    // Dropping the Device while a new inbox exists keeps delivery going...
+    let packets = dev.activate(64).unwrap();
+    drop(dev);
+    send_seq(&sock, 7003, 101..111);
+    assert_eq!(
+        owner_gets(&packets, 7003, 10, Duration::from_secs(2)),
+        (101..111).collect::<Vec<_>>()
+    );
+    assert!(ip_link(Some(&t.name), &name).is_some());
+    // ...and when the last owner goes, the non-persistent device goes with it.
+    drop(packets);
+    assert!(
+        ip_link(Some(&t.name), &name).is_none(),
+        "device destroyed with its last owner"
+    );
 }
 
 #[test]

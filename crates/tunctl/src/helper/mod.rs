@@ -14,7 +14,7 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -26,8 +26,7 @@ use crate::name;
 use crate::netns::Namespace;
 use crate::sys;
 
-#[cfg(feature = "helper-server")]
-pub mod server;
+pub use crate::sys::Truncation;
 
 /// The largest request or reply, in bytes.
 pub const MAX_REQUEST: usize = 4096;
@@ -458,6 +457,35 @@ pub fn show_log(on: bool) {
     SHOW_LOG.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Sends one message of the wire format on a `SOCK_SEQPACKET` socket with `fds` attached
+/// (SCM_RIGHTS): how the client sends a request and the helper its reply.
+///
+/// # Errors
+///
+/// The OS error of `sendmsg(2)`.
+pub fn send_message(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> std::io::Result<usize> {
+    sys::send_with_fds(sock, data, fds)
+}
+
+/// Receives one message into `buf` with up to `max_fds` attached fds (owned,
+/// close-on-exec): the length, what did not fit, and the fds. More fds than `max_fds` are
+/// closed by the kernel and reported as [`Truncation::control`].
+///
+/// # Errors
+///
+/// The OS error of `recvmsg(2)` (`EAGAIN` after a receive timeout).
+pub fn recv_message(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    max_fds: usize,
+) -> std::io::Result<(usize, Truncation, Vec<OwnedFd>)> {
+    sys::recv_with_fds(sock, buf, max_fds)
+}
+
 /// Sends `request` to a freshly spawned helper and returns its reply and fds.
 pub fn call(request: &Request) -> Result<(Reply, Vec<OwnedFd>)> {
     exchange(request.encode().as_bytes())
@@ -487,7 +515,7 @@ pub fn exchange(request: &[u8]) -> Result<(Reply, Vec<OwnedFd>)> {
     let (n, _, fds) = received.map_err(|e| Error::os("tunctl-helper", e))?;
     if n == 0 {
         return Err(Error::new(
-            ErrorKind::Os,
+            ErrorKind::Other,
             "tunctl-helper",
             "the helper exited without answering (not installed with its capabilities?)",
         ));
@@ -502,8 +530,8 @@ fn refused(request: &Request, reply: Reply) -> Error {
             format!("denied by policy: {why}"),
         ),
         Reply::Unconfigured(why) => (ErrorKind::PermissionDenied, privilege_hint(&why)),
-        Reply::Error(why) => (ErrorKind::Os, why),
-        Reply::Ok { .. } => (ErrorKind::Os, "unexpected reply".to_string()),
+        Reply::Error(why) => (ErrorKind::Other, why),
+        Reply::Ok { .. } => (ErrorKind::Other, "unexpected reply".to_string()),
     };
     Error::new(kind, "tunctl-helper", why).on(&request.name)
 }
@@ -524,22 +552,22 @@ pub fn create(request: &Request) -> Result<Device> {
     };
     if fds.len() != 2 {
         return Err(Error::new(
-            ErrorKind::Os,
+            ErrorKind::Other,
             "tunctl-helper",
             "the helper sent no device fd",
         )
         .on(&name));
     }
-    let netlink = fds.pop().map(sys::netlink_socket_from);
+    let netlink = fds.pop();
     let tun = fds.pop();
     let ns = match &request.netns {
         Netns::Own => Namespace::Current,
         Netns::Named(n) => Namespace::Named(n.clone()),
     };
     match (tun, netlink) {
-        (Some(tun), Some(netlink)) => Device::from_helper(tun, netlink, name, index, ns),
+        (Some(tun), Some(netlink)) => Device::from_parts(tun, netlink, name, index, ns),
         _ => Err(Error::new(
-            ErrorKind::Os,
+            ErrorKind::Other,
             "tunctl-helper",
             "the helper sent no device fd",
         )),

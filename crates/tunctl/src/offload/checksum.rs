@@ -25,6 +25,14 @@ pub fn checksum(data: &[u8], initial: u32) -> u16 {
     sum as u16
 }
 
+/// The Internet checksum of `data` (RFC 1071 §1): the one's complement of its one's-complement
+/// sum, ready to store in a checksum field (an IPv4 header's, an ICMP message's). Compute it
+/// with the field zeroed; over data whose field holds it, it gives zero. TCP and UDP also
+/// cover a pseudo-header: use [`checksum`] with [`pseudo_header_sum`] as `initial` for them.
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    !checksum(data, 0)
+}
+
 /// The pseudo-header sum for a transport segment of `len` bytes of protocol `proto` between
 /// the addresses in `addrs` (source then destination: 8 bytes for IPv4, 32 for IPv6).
 pub fn pseudo_header_sum(addrs: &[u8], proto: u8, len: usize) -> u16 {
@@ -49,6 +57,14 @@ mod tests {
         // Odd length: the last byte is padded with zero.
         assert_eq!(checksum(&[0x01], 0), 0x0100);
         assert_eq!(checksum(&[], 0x1_0001), 0x0002);
+        assert_eq!(internet_checksum(&[0x00, 0x01, 0xf2, 0x03]), !0xf204);
+        // RFC 1071 §1: a header with its checksum in place sums to all ones.
+        let mut hdr = [
+            0x45u8, 0, 0, 20, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        let sum = internet_checksum(&hdr);
+        hdr[10..12].copy_from_slice(&sum.to_be_bytes());
+        assert_eq!(internet_checksum(&hdr), 0);
     }
 
     #[test]

@@ -5,12 +5,15 @@
 //! label, hop limit), TCP options and ACK; in-order sequence numbers; only ACK/PSH flags; all
 //! segments the size of the first but the last; at most 64 KiB.
 
-use super::checksum::{checksum, pseudo_header_sum};
+use super::checksum::checksum;
 use super::hdr::VirtioNetHdr;
-use super::{Ip, OffloadError, PROTO_TCP, PROTO_UDP};
+use super::wire::{
+    IpPacket, IpVersion, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket, IPV4_HEADER_LEN,
+    IPV6_HEADER_LEN, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_CHECKSUM_OFFSET, TCP_PSH,
+    UDP_CHECKSUM_OFFSET, UDP_HEADER_LEN,
+};
+use super::{offload_ip, OffloadError};
 
-const TCP_ACK: u8 = 0x10;
-const TCP_PSH: u8 = 0x08;
 /// Flows tracked per batch; past this, packets go out unmerged.
 const MAX_FLOWS: usize = 128;
 /// Segments per super-packet: the kernel's own GRO limit, and what a batch can split again.
@@ -40,74 +43,71 @@ struct Item {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Key {
-    v6: bool,
+    version: IpVersion,
     proto: u8,
     addrs: [u8; 32],
-    ports: [u8; 4],
+    ports: (u16, u16),
 }
 
-/// What coalescing needs to know of one packet.
-struct Seg {
+/// What coalescing needs to know of one packet: views into it, checked.
+struct Seg<'a> {
     key: Key,
-    ip: Ip,
+    ip: IpPacket<&'a [u8]>,
+    /// The transport header, for TCP.
+    tcp: Option<TcpPacket<&'a [u8]>>,
     l4_len: usize,
-    payload: usize,
+    /// The transport payload.
+    data: &'a [u8],
     seq: u32,
     /// Whether it may start or join a super-packet (flags, checksum, fragments).
     mergeable: bool,
     psh: bool,
 }
 
-fn parse(p: &[u8], udp: bool, trusted: bool) -> Option<Seg> {
-    let ip = Ip::parse(p).ok()?;
-    let l4 = ip.header_len;
+fn parse(p: &[u8], udp: bool, trusted: bool) -> Option<Seg<'_>> {
+    let ip = offload_ip(p).ok()?;
     let mut addrs = [0u8; 32];
-    let a = ip.addrs(p);
+    let a = ip.addrs();
     addrs[..a.len()].copy_from_slice(a);
-    let ports: [u8; 4] = p.get(l4..l4 + 4)?.try_into().ok()?;
-    let key = Key {
-        v6: ip.v6,
-        proto: ip.proto,
+    let (version, proto) = (ip.version(), ip.protocol());
+    let key = move |ports| Key {
+        version,
+        proto,
         addrs,
         ports,
     };
-    match ip.proto {
+    match proto {
         PROTO_TCP => {
-            let thl = usize::from(*p.get(l4 + 12)? >> 4) * 4;
-            if thl < 20 || l4 + thl > ip.total_len {
-                return None;
-            }
-            let flags = p[l4 + 13];
-            let payload = ip.total_len - l4 - thl;
-            let seq = u32::from_be_bytes([p[l4 + 4], p[l4 + 5], p[l4 + 6], p[l4 + 7]]);
-            let mergeable =
-                mergeable_ip(p, &ip, trusted) && payload > 0 && flags & !(TCP_ACK | TCP_PSH) == 0;
+            let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+            let flags = tcp.flags();
+            let data = tcp.payload();
+            let mergeable = mergeable_ip(p, &ip, trusted)
+                && !data.is_empty()
+                && flags & !(TCP_ACK | TCP_PSH) == 0;
             Some(Seg {
-                key,
+                key: key((tcp.src_port(), tcp.dst_port())),
                 ip,
-                l4_len: thl,
-                payload,
-                seq,
+                tcp: Some(tcp),
+                l4_len: tcp.header_len(),
+                data,
+                seq: tcp.seq_number(),
                 mergeable,
                 psh: flags & TCP_PSH != 0,
             })
         }
         PROTO_UDP if udp => {
-            if l4 + 8 > ip.total_len {
-                return None;
-            }
-            let udp_len = usize::from(u16::from_be_bytes([p[l4 + 4], p[l4 + 5]]));
-            let no_csum = p[l4 + 6] == 0 && p[l4 + 7] == 0;
-            let payload = ip.total_len - l4 - 8;
+            let udp = UdpPacket::new_checked(ip.payload()).ok()?;
+            let data = udp.payload();
             let mergeable = mergeable_ip(p, &ip, trusted)
-                && payload > 0
-                && udp_len == ip.total_len - l4
-                && !no_csum;
+                && !data.is_empty()
+                && usize::from(udp.length()) == ip.payload().len()
+                && udp.checksum() != 0;
             Some(Seg {
-                key,
+                key: key((udp.src_port(), udp.dst_port())),
                 ip,
-                l4_len: 8,
-                payload,
+                tcp: None,
+                l4_len: UDP_HEADER_LEN,
+                data,
                 seq: 0,
                 mergeable,
                 psh: false,
@@ -123,27 +123,32 @@ fn parse(p: &[u8], udp: bool, trusted: bool) -> Option<Seg> {
 /// corrupt segment must not slip in).
 ///
 /// `trusted`: the checksum is known to be valid (this code computed it, in `gso_split`).
-fn mergeable_ip(p: &[u8], ip: &Ip, trusted: bool) -> bool {
-    if p.len() != ip.total_len {
+fn mergeable_ip(p: &[u8], ip: &IpPacket<&[u8]>, trusted: bool) -> bool {
+    if p.len() != ip.total_len() {
         return false;
     }
-    if !ip.v6 && (ip.header_len != 20 || p[6] & 0x40 == 0) {
-        return false;
+    if let IpPacket::V4(v4) = ip {
+        if v4.header_len() != IPV4_HEADER_LEN || !v4.dont_frag() {
+            return false;
+        }
     }
-    if trusted {
-        return true;
-    }
-    let l4 = ip.header_len;
-    let pseudo = pseudo_header_sum(ip.addrs(p), ip.proto, ip.total_len - l4);
-    checksum(&p[l4..], u32::from(pseudo)) == 0xffff
+    trusted || checksum(ip.payload(), u32::from(ip.pseudo_header_sum())) == 0xffff
 }
 
-/// Whether the IP headers of two packets of one flow agree where GRO requires it.
-fn same_ip(head: &[u8], p: &[u8], v6: bool) -> bool {
-    if v6 {
-        head[..4] == p[..4] && head[7] == p[7]
-    } else {
-        head[1] == p[1] && head[8] == p[8] && head[6] & 0x40 == p[6] & 0x40
+/// Whether the IP headers of two packets of one flow agree where GRO requires it. `head`
+/// was checked when it began its super-packet, as the same IP version.
+fn same_ip(head: &[u8], ip: &IpPacket<&[u8]>) -> bool {
+    match ip {
+        IpPacket::V4(p) => {
+            let h = Ipv4Packet::new_unchecked(head);
+            h.tos() == p.tos() && h.ttl() == p.ttl() && h.dont_frag() == p.dont_frag()
+        }
+        IpPacket::V6(p) => {
+            let h = Ipv6Packet::new_unchecked(head);
+            h.traffic_class() == p.traffic_class()
+                && h.flow_label() == p.flow_label()
+                && h.hop_limit() == p.hop_limit()
+        }
     }
 }
 
@@ -229,7 +234,7 @@ impl GroTable {
             if let Some(j) = open {
                 let item = &mut self.items[j];
                 let head = before[item.head].as_mut();
-                if seg.mergeable && merge(item, head, &mut lens[item.head], offset, pkt, &seg) {
+                if seg.mergeable && merge(item, head, &mut lens[item.head], offset, &seg) {
                     continue;
                 }
                 // Anything else of this flow ends its super-packet, keeping the order.
@@ -240,11 +245,11 @@ impl GroTable {
                 self.items.push(Item {
                     key: seg.key,
                     head: i,
-                    l4: seg.ip.header_len,
+                    l4: seg.ip.header_len(),
                     l4_len: seg.l4_len,
-                    gso_size: seg.payload,
+                    gso_size: seg.data.len(),
                     segs: 1,
-                    next_seq: seg.seq.wrapping_add(seg.payload as u32),
+                    next_seq: seg.seq.wrapping_add(seg.data.len() as u32),
                     closed: seg.psh,
                 });
             }
@@ -262,48 +267,52 @@ impl GroTable {
     }
 }
 
-/// Appends `pkt`'s payload to the super-packet `head` if the GRO rules allow.
+/// Appends `seg`'s payload to the super-packet `head` if the GRO rules allow.
 fn merge(
     item: &mut Item,
     head: &mut [u8],
     head_len: &mut usize,
     offset: usize,
-    pkt: &[u8],
-    seg: &Seg,
+    seg: &Seg<'_>,
 ) -> bool {
     let (l4, thl) = (item.l4, item.l4_len);
-    if seg.l4_len != thl || seg.payload > item.gso_size || item.segs >= MAX_SEGMENTS {
+    let n = seg.data.len();
+    if seg.l4_len != thl || n > item.gso_size || item.segs >= MAX_SEGMENTS {
         return false;
     }
-    let new_len = *head_len + seg.payload;
-    if new_len - if seg.key.v6 { 40 } else { 0 } > MAX_LEN || offset + new_len > head.len() {
+    let new_len = *head_len + n;
+    let fixed = match seg.key.version {
+        IpVersion::V4 => 0,
+        IpVersion::V6 => IPV6_HEADER_LEN,
+    };
+    if new_len - fixed > MAX_LEN || offset + new_len > head.len() {
         return false;
     }
+    // The head was checked when it began the super-packet; since then it has only grown.
     let h = &head[offset..offset + *head_len];
-    if !same_ip(h, pkt, seg.key.v6) {
+    if !same_ip(h, &seg.ip) {
         return false;
     }
-    if seg.key.proto == PROTO_TCP {
+    if let Some(tcp) = &seg.tcp {
         // Same ACK number and options; in order.
-        if h[l4 + 8..l4 + 12] != pkt[l4 + 8..l4 + 12]
-            || h[l4 + 20..l4 + thl] != pkt[l4 + 20..l4 + thl]
-        {
+        let head_tcp = TcpPacket::new_unchecked(&h[l4..]);
+        if head_tcp.ack_number() != tcp.ack_number() || head_tcp.options() != tcp.options() {
             return false;
         }
         if seg.seq != item.next_seq {
             return false;
         }
     }
-    let start = l4 + thl;
-    head[offset + *head_len..offset + new_len].copy_from_slice(&pkt[start..start + seg.payload]);
+    head[offset + *head_len..offset + new_len].copy_from_slice(seg.data);
     *head_len = new_len;
     item.segs += 1;
-    item.next_seq = item.next_seq.wrapping_add(seg.payload as u32);
-    if seg.payload < item.gso_size {
+    item.next_seq = item.next_seq.wrapping_add(n as u32);
+    if n < item.gso_size {
         item.closed = true;
     }
     if seg.psh {
-        head[offset + l4 + 13] |= TCP_PSH;
+        let mut head_tcp = TcpPacket::new_unchecked(&mut head[offset + l4..offset + new_len]);
+        head_tcp.set_flags(head_tcp.flags() | TCP_PSH);
         item.closed = true;
     }
     true
@@ -314,30 +323,31 @@ fn merge(
 fn finish(item: &Item, p: &mut [u8]) -> VirtioNetHdr {
     let total = p.len();
     let l4 = item.l4;
-    let ip = Ip {
-        v6: item.key.v6,
-        header_len: l4,
-        proto: item.key.proto,
-        total_len: total,
-    };
-    ip.set_len(p, total);
-    let (gso_type, field) = match (item.key.proto, item.key.v6) {
-        (PROTO_TCP, false) => (1, 16),
-        (PROTO_TCP, true) => (4, 16),
+    // The head was checked when it began; its length fields now take in what was appended.
+    let mut ip = IpPacket::new_unchecked(item.key.version, &mut *p);
+    ip.set_total_len(total);
+    let pseudo = ip.pseudo_header_sum();
+    // VIRTIO_NET_HDR_GSO_TCPV4, _TCPV6, _UDP_L4.
+    let (gso_type, csum_offset) = match (item.key.proto, item.key.version) {
+        (PROTO_TCP, version) => {
+            TcpPacket::new_unchecked(&mut p[l4..]).set_checksum(pseudo);
+            let gso_type = if version == IpVersion::V4 { 1 } else { 4 };
+            (gso_type, TCP_CHECKSUM_OFFSET)
+        }
         _ => {
-            p[l4 + 4..l4 + 6].copy_from_slice(&((total - l4) as u16).to_be_bytes());
-            (5, 6)
+            let mut udp = UdpPacket::new_unchecked(&mut p[l4..]);
+            udp.set_length((total - l4) as u16);
+            udp.set_checksum(pseudo);
+            (5, UDP_CHECKSUM_OFFSET)
         }
     };
-    let pseudo = pseudo_header_sum(ip.addrs(p), item.key.proto, total - l4);
-    p[l4 + field..l4 + field + 2].copy_from_slice(&pseudo.to_be_bytes());
     VirtioNetHdr {
         flags: VirtioNetHdr::NEEDS_CSUM,
         gso_type,
         hdr_len: (l4 + item.l4_len) as u16,
         gso_size: item.gso_size as u16,
         csum_start: l4 as u16,
-        csum_offset: field as u16,
+        csum_offset: csum_offset as u16,
     }
 }
 

@@ -2,13 +2,13 @@
 //! larger than the MTU, with correct IP lengths, IDs, TCP sequence numbers and flags, and
 //! complete checksums.
 
-use super::checksum::{checksum, pseudo_header_sum};
+use super::checksum::checksum;
 use super::hdr::{GsoType, VirtioNetHdr};
-use super::{Ip, OffloadError, PROTO_TCP, PROTO_UDP};
-
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_CWR: u8 = 0x80;
+use super::wire::{
+    field, IpPacket, IpVersion, TcpPacket, UdpPacket, PROTO_TCP, PROTO_UDP, TCP_CWR, TCP_FIN,
+    TCP_PSH, UDP_CHECKSUM_OFFSET, UDP_HEADER_LEN,
+};
+use super::{offload_ip, OffloadError};
 
 /// Splits `packet` (what follows the virtio-net header `hdr` in one read from a device) into
 /// segments written to `out[i][offset..]`, their lengths to `sizes[i]`; returns how many.
@@ -44,28 +44,26 @@ pub fn gso_split<B: AsMut<[u8]>>(
         *size = packet.len();
         return Ok(1);
     }
-    let ip = Ip::parse(packet)?;
-    let l4 = ip.header_len;
-    match (gso, ip.v6, ip.proto) {
-        (GsoType::TcpV4, false, PROTO_TCP)
-        | (GsoType::TcpV6, true, PROTO_TCP)
+    let ip = offload_ip(packet)?;
+    let l4 = ip.header_len();
+    let proto = ip.protocol();
+    match (gso, ip.version(), proto) {
+        (GsoType::TcpV4, IpVersion::V4, PROTO_TCP)
+        | (GsoType::TcpV6, IpVersion::V6, PROTO_TCP)
         | (GsoType::UdpL4, _, PROTO_UDP) => {}
         _ => return Err(OffloadError::Unsupported),
     }
     if usize::from(hdr.csum_start) != l4 {
         return Err(OffloadError::BadHeader);
     }
-    let l4_len = if ip.proto == PROTO_TCP {
-        let thl = usize::from(*packet.get(l4 + 12).ok_or(OffloadError::Truncated)? >> 4) * 4;
-        if thl < 20 {
-            return Err(OffloadError::BadHeader);
-        }
-        thl
+    let tcp = if proto == PROTO_TCP {
+        Some(tcp_header(&ip)?)
     } else {
-        8
+        None
     };
+    let l4_len = tcp.map_or(UDP_HEADER_LEN, |t| t.header_len());
     let headers = l4 + l4_len;
-    let end = ip.total_len;
+    let end = ip.total_len();
     if headers >= end {
         return Err(OffloadError::BadHeader);
     }
@@ -73,20 +71,15 @@ pub fn gso_split<B: AsMut<[u8]>>(
     if gso_size == 0 {
         return Err(OffloadError::BadHeader);
     }
-    let payload = &packet[headers..end];
+    let payload = &ip.payload()[l4_len..];
     let count = payload.len().div_ceil(gso_size);
     if count > out.len() || count > sizes.len() {
         return Err(OffloadError::NoRoom);
     }
-    let tcp_seq = (ip.proto == PROTO_TCP).then(|| {
-        u32::from_be_bytes([
-            packet[l4 + 4],
-            packet[l4 + 5],
-            packet[l4 + 6],
-            packet[l4 + 7],
-        ])
-    });
-    let ip_id = u16::from_be_bytes([packet[4], packet[5]]);
+    let ip_id = match ip {
+        IpPacket::V4(v4) => v4.ident(),
+        IpPacket::V6(_) => 0,
+    };
     for (i, chunk) in payload.chunks(gso_size).enumerate() {
         let seg_len = headers + chunk.len();
         let seg = out[i]
@@ -96,52 +89,65 @@ pub fn gso_split<B: AsMut<[u8]>>(
             .ok_or(OffloadError::NoRoom)?;
         seg[..headers].copy_from_slice(&packet[..headers]);
         seg[headers..].copy_from_slice(chunk);
-        if !ip.v6 {
-            seg[4..6].copy_from_slice(&ip_id.wrapping_add(i as u16).to_be_bytes());
+        // The headers are the checked packet's; only the lengths change, to the segment's.
+        let mut seg_ip = IpPacket::new_unchecked(ip.version(), &mut *seg);
+        if let IpPacket::V4(v4) = &mut seg_ip {
+            v4.set_ident(ip_id.wrapping_add(i as u16));
         }
-        ip.set_len(seg, seg_len);
-        let csum_field = match tcp_seq {
-            Some(seq0) => {
-                let seq = seq0.wrapping_add((i * gso_size) as u32);
-                seg[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+        seg_ip.set_total_len(seg_len);
+        let pseudo = seg_ip.pseudo_header_sum();
+        match tcp {
+            Some(first) => {
+                let mut t = TcpPacket::new_unchecked(&mut seg[l4..]);
+                t.set_seq_number(first.seq_number().wrapping_add((i * gso_size) as u32));
+                let mut flags = t.flags();
                 if i + 1 != count {
-                    seg[l4 + 13] &= !(TCP_FIN | TCP_PSH);
+                    flags &= !(TCP_FIN | TCP_PSH);
                 }
                 if i != 0 {
-                    seg[l4 + 13] &= !TCP_CWR;
+                    flags &= !TCP_CWR;
                 }
-                l4 + 16
+                t.set_flags(flags);
+                t.fill_checksum(pseudo);
             }
             None => {
-                seg[l4 + 4..l4 + 6].copy_from_slice(&((seg_len - l4) as u16).to_be_bytes());
-                l4 + 6
+                let mut u = UdpPacket::new_unchecked(&mut seg[l4..]);
+                u.set_length((seg_len - l4) as u16);
+                u.fill_checksum(pseudo);
             }
-        };
-        seg[csum_field..csum_field + 2].copy_from_slice(&[0, 0]);
-        let pseudo = pseudo_header_sum(ip.addrs(seg), ip.proto, seg_len - l4);
-        let mut sum = !checksum(&seg[l4..], u32::from(pseudo));
-        if sum == 0 && ip.proto == PROTO_UDP {
-            sum = 0xffff;
         }
-        seg[csum_field..csum_field + 2].copy_from_slice(&sum.to_be_bytes());
         sizes[i] = seg_len;
     }
     Ok(count)
 }
 
+/// The TCP header of a super-packet, checked against its IP length: a header that does not
+/// fit is [`OffloadError::BadHeader`] (a length field contradicts another), or
+/// [`OffloadError::Truncated`] if the buffer ends before the data offset that gives its
+/// length.
+fn tcp_header<'a>(ip: &IpPacket<&'a [u8]>) -> Result<TcpPacket<&'a [u8]>, OffloadError> {
+    TcpPacket::new_checked(ip.payload()).map_err(|_| {
+        if ip.as_ref().len() <= ip.header_len() + field::tcp::DATA_OFF {
+            OffloadError::Truncated
+        } else {
+            OffloadError::BadHeader
+        }
+    })
+}
+
 /// Completes a partial checksum (`NEEDS_CSUM`): the field at `start + offset` holds the
 /// pseudo-header sum; the checksum covers everything from `start` to the end.
 fn complete_checksum(pkt: &mut [u8], start: usize, offset: usize) -> Result<(), OffloadError> {
-    let field = start.checked_add(offset).ok_or(OffloadError::BadHeader)?;
-    if field + 2 > pkt.len() {
+    let at = start.checked_add(offset).ok_or(OffloadError::BadHeader)?;
+    if at + 2 > pkt.len() {
         return Err(OffloadError::BadHeader);
     }
     let mut sum = !checksum(&pkt[start..], 0);
     // A UDP checksum of zero means "none"; send it as all ones (RFC 768).
-    if sum == 0 && offset == 6 {
+    if sum == 0 && offset == UDP_CHECKSUM_OFFSET {
         sum = 0xffff;
     }
-    pkt[field..field + 2].copy_from_slice(&sum.to_be_bytes());
+    pkt[at..at + 2].copy_from_slice(&sum.to_be_bytes());
     Ok(())
 }
 

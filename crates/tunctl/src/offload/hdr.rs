@@ -2,6 +2,7 @@
 //! writes it in front of each packet on an `IFF_VNET_HDR` device. Fields are in the
 //! device's byte order, which for tun is little-endian unless TUNSETVNETBE was used.
 
+use super::wire::VirtioNetPacket;
 use super::OffloadError;
 
 /// `VIRTIO_NET_HDR_GSO_*`: what kind of super-packet follows the header.
@@ -19,7 +20,7 @@ pub enum GsoType {
     UdpL4,
 }
 
-/// A parsed `virtio_net_hdr`.
+/// A parsed `virtio_net_hdr`: the value of what [`VirtioNetPacket`] views in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct VirtioNetHdr {
     /// `VIRTIO_NET_HDR_F_*`: [`VirtioNetHdr::NEEDS_CSUM`], [`VirtioNetHdr::DATA_VALID`].
@@ -46,29 +47,15 @@ impl VirtioNetHdr {
     /// `VIRTIO_NET_HDR_GSO_ECN`: the super-packet has CWR set.
     pub const GSO_ECN: u8 = 0x80;
 
-    /// Decodes the first 10 bytes of `buf`.
+    /// Decodes the first 10 bytes of `buf` (through [`VirtioNetPacket`]).
     pub fn parse(buf: &[u8]) -> Result<VirtioNetHdr, OffloadError> {
-        let b = buf.get(..Self::LEN).ok_or(OffloadError::Truncated)?;
-        let u = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
-        Ok(VirtioNetHdr {
-            flags: b[0],
-            gso_type: b[1],
-            hdr_len: u(2),
-            gso_size: u(4),
-            csum_start: u(6),
-            csum_offset: u(8),
-        })
+        Ok(VirtioNetPacket::new_checked(buf)?.header())
     }
 
-    /// Encodes into the first 10 bytes of `buf`.
+    /// Encodes into the first 10 bytes of `buf` (through [`VirtioNetPacket`]).
     pub fn write(&self, buf: &mut [u8]) -> Result<(), OffloadError> {
-        let b = buf.get_mut(..Self::LEN).ok_or(OffloadError::NoRoom)?;
-        b[0] = self.flags;
-        b[1] = self.gso_type;
-        b[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
-        b[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
-        b[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
-        b[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+        let mut view = VirtioNetPacket::new_checked(buf).map_err(|_| OffloadError::NoRoom)?;
+        view.set_header(self);
         Ok(())
     }
 

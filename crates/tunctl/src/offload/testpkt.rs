@@ -1,7 +1,8 @@
 //! Packet builders and checkers for the offload tests.
 
-use super::checksum::{checksum, pseudo_header_sum};
-use super::Ip;
+use super::checksum::{checksum, internet_checksum, pseudo_header_sum};
+use super::offload_ip;
+use super::wire::{IpPacket, Ipv4Packet};
 
 pub const ACK: u8 = 0x10;
 
@@ -44,7 +45,7 @@ impl Flow {
             ];
             let total = (20 + l4_len) as u16;
             p[2..4].copy_from_slice(&total.to_be_bytes());
-            let sum = !checksum(&p, 0);
+            let sum = internet_checksum(&p);
             p[10..12].copy_from_slice(&sum.to_be_bytes());
             p
         }
@@ -84,14 +85,16 @@ impl Flow {
     /// Re-finishes a packet after its IP header was edited: IPv4 header checksum, then the
     /// transport checksum.
     pub fn refinish(p: &mut [u8]) {
-        let ip = Ip::parse(p).expect("test packet");
-        if !ip.v6 {
-            p[10..12].fill(0);
-            let sum = !checksum(&p[..20], 0);
-            p[10..12].copy_from_slice(&sum.to_be_bytes());
+        let ip = offload_ip(p).expect("test packet");
+        let (v4, proto, l4) = (
+            matches!(ip, IpPacket::V4(_)),
+            ip.protocol(),
+            ip.header_len(),
+        );
+        if v4 {
+            Ipv4Packet::new_unchecked(&mut *p).fill_checksum();
         }
-        let field = if ip.proto == 6 { 16 } else { 6 };
-        let l4 = ip.header_len;
+        let field = if proto == 6 { 16 } else { 6 };
         p[l4 + field..l4 + field + 2].fill(0);
         finish(p, l4, field, false);
     }
@@ -111,8 +114,8 @@ impl Flow {
 }
 
 fn finish(p: &mut [u8], l4: usize, field: usize, partial: bool) {
-    let ip = Ip::parse(p).expect("test packet");
-    let pseudo = pseudo_header_sum(ip.addrs(p), ip.proto, p.len() - l4);
+    let ip = offload_ip(p).expect("test packet");
+    let pseudo = pseudo_header_sum(ip.addrs(), ip.protocol(), p.len() - l4);
     let value = if partial {
         pseudo
     } else {
@@ -123,11 +126,11 @@ fn finish(p: &mut [u8], l4: usize, field: usize, partial: bool) {
 
 /// Whether the IPv4 header checksum and the transport checksum verify.
 pub fn valid(p: &[u8]) -> bool {
-    let Ok(ip) = Ip::parse(p) else { return false };
-    if !ip.v6 && checksum(&p[..ip.header_len], 0) != 0xffff {
-        return false;
+    let Ok(ip) = offload_ip(p) else { return false };
+    if let IpPacket::V4(v4) = &ip {
+        if !v4.verify_checksum() {
+            return false;
+        }
     }
-    let l4 = ip.header_len;
-    let pseudo = pseudo_header_sum(ip.addrs(p), ip.proto, ip.total_len - l4);
-    checksum(&p[l4..ip.total_len], u32::from(pseudo)) == 0xffff
+    checksum(ip.payload(), u32::from(ip.pseudo_header_sum())) == 0xffff
 }

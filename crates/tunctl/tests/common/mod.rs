@@ -91,7 +91,10 @@ pub struct TestNs {
 impl TestNs {
     pub fn new() -> TestNs {
         let name = format!("tunctl-test-{}", unique(""));
-        let ns = Namespace::create(&name).expect("create test namespace");
+        // TestNs deletes it (after the devices in it are gone): keep the guard's hands off.
+        let ns = Namespace::create(&name)
+            .expect("create test namespace")
+            .keep();
         TestNs {
             name,
             ns,
@@ -233,17 +236,6 @@ pub fn fdinfo_flags(fd: i32) -> u32 {
     u32::from_str_radix(flags.trim(), 8).expect("octal flags")
 }
 
-pub fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// An IPv4/UDP datagram (UDP checksum 0: allowed for IPv4).
 pub fn udp_packet(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let total = 28 + payload.len();
@@ -251,7 +243,7 @@ pub fn udp_packet(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload:
     p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
     p.extend_from_slice(&src.octets());
     p.extend_from_slice(&dst.octets());
-    let sum = ipv4_checksum(&p);
+    let sum = tunctl::offload::internet_checksum(&p);
     p[10..12].copy_from_slice(&sum.to_be_bytes());
     p.extend_from_slice(&sport.to_be_bytes());
     p.extend_from_slice(&dport.to_be_bytes());

@@ -7,9 +7,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::BorrowedFd;
 
+use super::{Address, Link, LinkInfo};
 use crate::addr::{Cidr, MacAddr};
 use crate::error::{Error, ErrorKind, Result};
-use crate::netlink::{Address, Link, LinkInfo};
 use crate::sys;
 
 /// `CAP_NET_ADMIN`, which every rtnetlink change needs.
@@ -26,7 +26,7 @@ const CAP_NET_ADMIN: u32 = 12;
 /// let config = LinkConfig {
 ///     mtu: Some(1400),
 ///     addrs: vec!["10.0.0.1/24".parse()?],
-///     peer: Some(tunctl::parse_ip("10.0.0.2")?), // pairs with 10.0.0.1/24
+///     peer: Some("10.0.0.2".parse()?), // pairs with 10.0.0.1/24
 ///     up: Some(true),
 ///     ..LinkConfig::default()
 /// };

@@ -1,0 +1,184 @@
+//! Carrying out an allowed request: create (born complete in a private namespace, see
+//! `tunctl::Builder::owner`), change or delete a device the helper made for the caller.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+
+use tunctl::helper::{Netns, Op, Reply, Request};
+use tunctl::{Device, Link, LinkConfig, Namespace, Netlink};
+
+use crate::policy::{tag, Caller, Policy};
+use crate::sys;
+
+/// The namespace a request names, with the fd that keeps it reachable.
+pub(crate) fn open_ns(ns: &Netns) -> Result<(Namespace, Option<OwnedFd>), String> {
+    match ns {
+        Netns::Own => Ok((Namespace::Current, None)),
+        Netns::Named(name) => {
+            let path = Path::new(tunctl::NETNS_RUN_DIR).join(name);
+            let fd = sys::open_netns_file(&path).map_err(|e| format!("namespace {name}: {e}"))?;
+            Ok((
+                Namespace::path(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+                Some(fd),
+            ))
+        }
+    }
+}
+
+/// The link configuration a request asks for.
+pub(crate) fn link_config(req: &Request) -> LinkConfig {
+    LinkConfig {
+        mtu: req.mtu,
+        del_addrs: req.del_addrs.clone(),
+        addrs: req.addrs.clone(),
+        peer: req.peer,
+        up: if req.up {
+            Some(true)
+        } else if req.down {
+            Some(false)
+        } else {
+            None
+        },
+        ..LinkConfig::default()
+    }
+}
+
+/// The devices in a namespace that the helper created for `uid`.
+pub(crate) fn count_tagged(netlink: &Netlink, uid: u32) -> Result<usize, String> {
+    let want = tag(uid);
+    netlink
+        .tun_links()
+        .map(|links| {
+            links
+                .iter()
+                .filter(|l| l.alias.as_deref() == Some(want.as_str()))
+                .count()
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// For set and delete: the device, if the helper created it for the caller.
+fn tagged_link(caller: &Caller, ns: &Namespace, req: &Request) -> Result<Link, Reply> {
+    let link = Link::by_name(ns, &req.name).map_err(|e| Reply::Error(e.to_string()))?;
+    match link.info() {
+        Ok(info)
+            if info.tun.is_some() && info.alias.as_deref() == Some(tag(caller.uid).as_str()) =>
+        {
+            Ok(link)
+        }
+        Ok(_) => Err(Reply::Denied(format!(
+            "{} was not created for {}",
+            req.name,
+            caller.describe()
+        ))),
+        Err(e) => Err(Reply::Error(e.to_string())),
+    }
+}
+
+/// Carries out an allowed request.
+pub(crate) fn execute(
+    caller: &Caller,
+    policy: &Policy,
+    rule: usize,
+    req: &Request,
+) -> (Reply, Vec<OwnedFd>) {
+    let err = |e: String| (Reply::Error(e), Vec::new());
+    let (ns, _keep) = match open_ns(&req.netns) {
+        Ok(v) => v,
+        Err(e) => return err(e),
+    };
+    if req.op != Op::Create {
+        let link = match tagged_link(caller, &ns, req) {
+            Ok(l) => l,
+            Err(reply) => return (reply, Vec::new()),
+        };
+        let done = if req.op == Op::Delete {
+            link.delete()
+        } else {
+            // The pairing is decided again on the device as it is now (another request of
+            // the same user may have changed its addresses since the decision), and checked
+            // again: what the kernel is told is what the policy saw.
+            let config = link_config(req);
+            let recheck = link
+                .addresses()
+                .and_then(|now| config.routed_networks(&now))
+                .map_err(|e| e.to_string())
+                .and_then(|routes| match policy.rules.get(rule) {
+                    Some(r) => r.within_ranges(&routes),
+                    None => Err("no such rule".into()),
+                });
+            if let Err(why) = recheck {
+                return (Reply::Denied(why), Vec::new());
+            }
+            config.plan(&link).and_then(|plan| plan.apply(&link, None))
+        };
+        return match done {
+            Ok(()) => (
+                Reply::Ok {
+                    name: req.name.clone(),
+                    index: link.index(),
+                },
+                Vec::new(),
+            ),
+            Err(e) => err(e.to_string()),
+        };
+    }
+    // Born in a private namespace with its owner, tag and persist flag, then moved into the
+    // target: nobody can see it untagged or attach to it there (see Builder::owner).
+    let mut b = Device::builder()
+        .name(&req.name)
+        .kind(req.kind)
+        .packet_info(req.pi)
+        .vnet_hdr(req.vnet_hdr)
+        .exclusive(true)
+        .namespace(ns)
+        .owner(caller.uid)
+        .alias(tag(caller.uid))
+        .persist(req.persist);
+    if req.multi_queue {
+        b = b.multi_queue(1);
+    }
+    let dev = match b.create() {
+        Ok(d) => d,
+        Err(e) => return err(e.to_string()),
+    };
+    let setup = (|| -> Result<(OwnedFd, OwnedFd), String> {
+        if !policy.name_allowed(rule, dev.name()) {
+            return Err(format!(
+                "the kernel chose {}, which no allowed pattern matches",
+                dev.name()
+            ));
+        }
+        let link = dev.link().map_err(|e| e.to_string())?;
+        // Helpers running side by side may each have seen room for one more: count again.
+        if let Some(max) = policy.rules.get(rule).and_then(|r| r.max_devices) {
+            let mine = count_tagged(link.netlink(), caller.uid)?;
+            if mine > max {
+                return Err(format!("{mine} devices with this one, the limit is {max}"));
+            }
+        }
+        link_config(req)
+            .plan(link)
+            .and_then(|plan| plan.apply(link, None))
+            .map_err(|e| e.to_string())?;
+        let tun = dev.queues()[0]
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| e.to_string())?;
+        let nl = link.netlink().socket_fd().map_err(|e| e.to_string())?;
+        Ok((tun, nl))
+    })();
+    match setup {
+        Ok((tun, nl)) => (
+            Reply::Ok {
+                name: dev.name().to_string(),
+                index: dev.index(),
+            },
+            vec![tun, nl],
+        ),
+        Err(e) => {
+            let _ = dev.destroy();
+            err(e)
+        }
+    }
+}

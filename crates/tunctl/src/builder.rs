@@ -1,0 +1,610 @@
+//! [`Builder`]: creates a device, or attaches to an existing one, after checking the
+//! kernel's view of it; makes a [`Device`].
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::device::Device;
+use crate::error::{Error, ErrorKind, Result};
+use crate::flags::{Flags, Kind, Offload};
+use crate::name;
+use crate::netlink::{Link, LinkInfo, Netlink};
+use crate::netns::Namespace;
+use crate::queue::{attach, MAX_QUEUES};
+use crate::sys;
+
+/// How [`Builder`] treats an existing device of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Create, or attach to an existing (persistent) device: TUNSETIFF's own semantics.
+    Create,
+    /// Attach only: the device must exist.
+    Open,
+}
+
+/// Builds a [`Device`]. Defaults follow the Erlang original: tap, no packet-information header,
+/// one queue, in the caller's namespace, name chosen by the kernel.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    name: Option<String>,
+    kind: Kind,
+    packet_info: bool,
+    one_queue: bool,
+    queues: usize,
+    multi_queue: bool,
+    vnet_hdr: bool,
+    offload: Offload,
+    exclusive: bool,
+    namespace: Namespace,
+    helper: bool,
+    owner: Option<u32>,
+    group: Option<u32>,
+    persist: bool,
+    alias: Option<String>,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder {
+            name: None,
+            kind: Kind::Tap,
+            packet_info: false,
+            one_queue: false,
+            queues: 1,
+            multi_queue: false,
+            vnet_hdr: false,
+            offload: Offload::empty(),
+            exclusive: false,
+            namespace: Namespace::Current,
+            helper: false,
+            owner: None,
+            group: None,
+            persist: false,
+            alias: None,
+        }
+    }
+}
+
+impl Device {
+    /// A [`Builder`] with the Erlang original's defaults (tap, no_pi, one queue,
+    /// kernel-chosen name).
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+}
+
+impl Builder {
+    /// The interface name, or a template with one `%d` (`"lab%d"`). Without one, the kernel
+    /// picks `tunN` or `tapN`. Checked when the device is built.
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        let name = name.into();
+        self.name = if name.is_empty() { None } else { Some(name) };
+        self
+    }
+
+    /// A tun (layer 3, IP packets) device. `tun`, `tap` and `kind` set the same option: the
+    /// last call wins.
+    pub fn tun(self) -> Builder {
+        self.kind(Kind::Tun)
+    }
+
+    /// A tap (layer 2, Ethernet frames) device: the default. The last of `tun`, `tap` and
+    /// `kind` wins.
+    pub fn tap(self) -> Builder {
+        self.kind(Kind::Tap)
+    }
+
+    /// tun or tap.
+    pub fn kind(mut self, kind: Kind) -> Builder {
+        self.kind = kind;
+        self
+    }
+
+    /// Whether packets carry the 4-byte [`PacketInfo`](crate::PacketInfo) header (the
+    /// seed's option is the opposite, `no_pi`, which is the default: `false` here).
+    pub fn packet_info(mut self, on: bool) -> Builder {
+        self.packet_info = on;
+        self
+    }
+
+    /// `IFF_ONE_QUEUE`: accepted for compatibility with the Erlang original; the kernel has ignored it
+    /// since Linux 3.8 (the device queue is the qdisc's).
+    pub fn one_queue(mut self, on: bool) -> Builder {
+        self.one_queue = on;
+        self
+    }
+
+    /// `IFF_MULTI_QUEUE` with `queues` fds (1 to 256), one [`Queue`](crate::Queue) each.
+    pub fn multi_queue(mut self, queues: usize) -> Builder {
+        self.multi_queue = true;
+        self.queues = queues;
+        self
+    }
+
+    /// Offloads to ask for (implies [`vnet_hdr`](Builder::vnet_hdr)): the kernel may then hand
+    /// over 64 KiB super-packets with a partial checksum, and take them. Negotiated with
+    /// TUNSETOFFLOAD at creation, dropping what the kernel refuses (USO, then TSO); see
+    /// [`Device::offload`]. A `vnet_hdr` device always gets its mask set, so a stale mask
+    /// left on a persistent device by an earlier user is reset (`Offload::empty()` opts out).
+    pub fn offload(mut self, want: Offload) -> Builder {
+        self.vnet_hdr = true;
+        self.offload = want;
+        self
+    }
+
+    /// `IFF_VNET_HDR`: each packet starts with a `virtio_net_hdr` (offload metadata).
+    pub fn vnet_hdr(mut self, on: bool) -> Builder {
+        self.vnet_hdr = on;
+        self
+    }
+
+    /// `IFF_TUN_EXCL`: refuse to attach to a device that exists already.
+    pub fn exclusive(mut self, on: bool) -> Builder {
+        self.exclusive = on;
+        self
+    }
+
+    /// Create (or open) the device inside `ns`. The device is configured there too (over a
+    /// netlink socket opened inside it); the calling process does not move.
+    pub fn namespace(mut self, ns: Namespace) -> Builder {
+        self.namespace = ns;
+        self
+    }
+
+    /// Whether [`create`](Builder::create) may fall back to the privileged helper
+    /// ([`crate::helper`]) when the kernel refuses TUNSETIFF for lack of privilege. Off by
+    /// default: library code never starts a privileged program unless asked. Even when on,
+    /// a process running as root never falls back (the kernel's refusal is reported), and
+    /// only a helper installed in a trusted place is run ([`crate::helper::find`]).
+    pub fn helper(mut self, on: bool) -> Builder {
+        self.helper = on;
+        self
+    }
+
+    /// The user allowed to attach to the device without CAP_NET_ADMIN (TUNSETOWNER), set
+    /// before anyone else can see the device.
+    ///
+    /// The kernel lets *any* user attach to a device that has neither an owner nor a group,
+    /// and a multi-queue device accepts more queues while it is held. So a new device with an
+    /// owner, a group, an [`alias`](Builder::alias) or [`persist`](Builder::persist) is born
+    /// in a private network namespace, gets all of them there, and is then moved into its
+    /// namespace: nobody can attach to it in between (this needs CAP_SYS_ADMIN for the
+    /// private namespace; without it, a single-queue device is created in place, which is as
+    /// safe since the kernel refuses a second fd while this one holds the only queue, and a
+    /// multi-queue device is refused). On an existing device the settings are applied after
+    /// attaching.
+    pub fn owner(mut self, uid: u32) -> Builder {
+        self.owner = Some(uid);
+        self
+    }
+
+    /// The group allowed to attach without CAP_NET_ADMIN (TUNSETGROUP); see
+    /// [`owner`](Builder::owner) for how it is set. With both an owner and a group, the
+    /// kernel requires a user to match both.
+    pub fn group(mut self, gid: u32) -> Builder {
+        self.group = Some(gid);
+        self
+    }
+
+    /// Make the device persistent (TUNSETPERSIST) before it becomes visible; see
+    /// [`owner`](Builder::owner). A persistent device without an owner or group can be
+    /// opened by any local user: give it one.
+    pub fn persist(mut self, on: bool) -> Builder {
+        self.persist = on;
+        self
+    }
+
+    /// The interface alias (`IFLA_IFALIAS`, which only CAP_NET_ADMIN can change), set
+    /// before the device becomes visible; see [`owner`](Builder::owner). `tunctl-helper`
+    /// marks the devices it makes this way.
+    pub fn alias(mut self, alias: impl Into<String>) -> Builder {
+        self.alias = Some(alias.into());
+        self
+    }
+
+    /// Whether the device gets settings that must be in place before it is visible.
+    fn seals(&self) -> bool {
+        self.owner.is_some() || self.group.is_some() || self.persist || self.alias.is_some()
+    }
+
+    /// The TUNSETIFF flags these options ask for.
+    pub fn flags(&self) -> Flags {
+        let mut flags = self.kind.flag();
+        if !self.packet_info {
+            flags |= Flags::NO_PI;
+        }
+        if self.one_queue {
+            flags |= Flags::ONE_QUEUE;
+        }
+        if self.multi_queue {
+            flags |= Flags::MULTI_QUEUE;
+        }
+        if self.vnet_hdr {
+            flags |= Flags::VNET_HDR;
+        }
+        flags
+    }
+
+    /// Creates the device, or attaches to an existing persistent device of the same name,
+    /// kind and flags (TUNSETIFF's semantics; with [`exclusive`](Builder::exclusive) an
+    /// existing device is an error instead).
+    ///
+    /// Errors, all before anything is created: an invalid name ([`ErrorKind::InvalidInput`]);
+    /// the name taken by a device that is not TUN/TAP, or is TUN/TAP of another kind or flags
+    /// ([`ErrorKind::FlagMismatch`]); a missing namespace ([`ErrorKind::NotFound`]). From
+    /// the kernel: [`ErrorKind::Busy`] (in use, or exists with `exclusive`),
+    /// [`ErrorKind::PermissionDenied`] (needs CAP_NET_ADMIN or ownership).
+    pub fn create(self) -> Result<Device> {
+        match self.clone().build(Mode::Create) {
+            Err(e)
+                if self.helper
+                    && e.kind() == ErrorKind::PermissionDenied
+                    && !sys::is_root()
+                    && self.group.is_none()
+                    && self.alias.is_none()
+                    && self.owner.is_none_or(|uid| uid == sys::real_uid()) =>
+            {
+                self.via_helper(e)
+            }
+            other => other,
+        }
+    }
+
+    /// Creates the device through the privileged helper, which makes the caller its owner.
+    /// Without a trusted helper, the kernel's refusal `denied` is the answer, with what
+    /// would overcome it.
+    fn via_helper(&self, denied: Error) -> Result<Device> {
+        use crate::helper::{Netns, Op, Request};
+        if let Err(why) = crate::helper::find() {
+            return Err(denied.with_detail(crate::helper::privilege_hint(&why)));
+        }
+        let mut req = Request::new(
+            Op::Create,
+            self.name.as_deref().unwrap_or(if self.kind == Kind::Tun {
+                "tun%d"
+            } else {
+                "tap%d"
+            }),
+        );
+        req.kind = self.kind;
+        req.pi = self.packet_info;
+        req.vnet_hdr = self.vnet_hdr;
+        req.multi_queue = self.multi_queue;
+        req.persist = self.persist;
+        req.netns = match &self.namespace {
+            Namespace::Current => Netns::Own,
+            Namespace::Named(n) => Netns::Named(n.clone()),
+            Namespace::Path(p) => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    "tunctl-helper",
+                    format!(
+                        "the helper takes named namespaces only, not {}",
+                        p.display()
+                    ),
+                ))
+            }
+        };
+        crate::helper::create(&req)
+    }
+
+    /// Attaches to an existing device (typically persistent) with these flags. Fails with
+    /// [`ErrorKind::NotFound`] if it does not exist, [`ErrorKind::FlagMismatch`] if its kind or
+    /// flags differ: the kernel would otherwise silently change them for every user.
+    pub fn open(self) -> Result<Device> {
+        self.build(Mode::Open)
+    }
+
+    fn build(self, mode: Mode) -> Result<Device> {
+        let label = self
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}%d", self.kind));
+        if let Some(name) = &self.name {
+            name::validate(name, mode == Mode::Create)?;
+        } else if mode == Mode::Open {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "open",
+                "a name is needed to open an existing device",
+            ));
+        }
+        if self.queues == 0 || self.queues > MAX_QUEUES {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "multi_queue",
+                format!("{} queues: a device has 1 to {MAX_QUEUES}", self.queues),
+            )
+            .on(label));
+        }
+        let flags = self.flags();
+        let ns = self.namespace.clone();
+        let sealed = if mode == Mode::Create && self.seals() {
+            self.create_sealed(flags)
+                .map_err(|e| e.on_default(&label))?
+        } else {
+            None
+        };
+        let (dev, attached) = match sealed {
+            Some((queues, netlink, kname, index)) => (
+                Device::assemble(queues, Link::from_index(netlink, index, kname), flags, None)?,
+                false,
+            ),
+            None => {
+                let (queues, netlink, kname, index) = ns
+                    .run(|| self.attach_all(mode, flags))
+                    .and_then(|r| r)
+                    .map_err(|e| e.on_default(&label))?;
+                let dev =
+                    Device::assemble(queues, Link::from_index(netlink, index, kname), flags, None)?;
+                (dev, true)
+            }
+        };
+        if attached {
+            // An existing device (or one made in place without CAP_SYS_ADMIN, single-queue
+            // and so held by us alone): the settings in the order that never leaves a
+            // persistent device without its owner.
+            self.seal(&dev)?;
+        }
+        if flags.contains(Flags::VNET_HDR) {
+            dev.negotiate_offload(self.offload)?;
+        }
+        Ok(dev)
+    }
+
+    /// Applies owner, group, alias and persist to an attached device, persist last.
+    fn seal(&self, dev: &Device) -> Result<()> {
+        if let Some(uid) = self.owner {
+            dev.set_owner(uid)?;
+        }
+        if let Some(gid) = self.group {
+            dev.set_group(gid)?;
+        }
+        if let Some(alias) = &self.alias {
+            dev.link()?.set_alias(alias)?;
+        }
+        if self.persist {
+            dev.set_persist(true)?;
+        }
+        Ok(())
+    }
+
+    /// Creates a new device in a private network namespace, gives it its owner, group,
+    /// alias and persist flag there, and moves it into the target namespace under the
+    /// requested name (a template is resolved there). Nobody outside this process can see
+    /// or attach to it before it is complete; if this process dies on the way, the private
+    /// namespace dies with it and takes the device along.
+    ///
+    /// `Ok(None)`: use the plain path instead: the named device exists already (attach to
+    /// it), or the private namespace is not allowed (no CAP_SYS_ADMIN) and the device is
+    /// single-queue.
+    #[allow(clippy::type_complexity)]
+    fn create_sealed(&self, flags: Flags) -> Result<Option<(Vec<OwnedFd>, Netlink, String, u32)>> {
+        let target = Netlink::open_in(&self.namespace)?;
+        let request = self
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}%d", self.kind));
+        if !request.contains('%') {
+            match target.link_by_name(&request) {
+                Ok(_) => return Ok(None),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let target_fd = match self.namespace.open()? {
+            Some(fd) => fd,
+            None => sys::open_readonly(std::path::Path::new("/proc/thread-self/ns/net"))
+                .map_err(|e| Error::os("open namespace", e))?,
+        };
+        let made = std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> Result<Option<Vec<OwnedFd>>> {
+                    match sys::unshare_net() {
+                        Ok(()) => {}
+                        Err(e)
+                            if e.raw_os_error() == Some(libc::EPERM) && !self.multi_queue =>
+                        {
+                            return Ok(None)
+                        }
+                        Err(e) => {
+                            let err = Error::os("unshare", e);
+                            return Err(if err.kind() == ErrorKind::PermissionDenied {
+                                err.with_detail(
+                                    "a multi-queue device with an owner, group, alias or persist is made in a private namespace so that nobody can attach before they are set; that needs CAP_SYS_ADMIN (EPERM)",
+                                )
+                            } else {
+                                err
+                            });
+                        }
+                    }
+                    self.populate_private(&request, flags, target_fd.as_fd())
+                        .map(Some)
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })?;
+        let Some(fds) = made else {
+            return Ok(None);
+        };
+        let (kname, _) = sys::tun_get_iff(fds[0].as_fd()).map_err(|e| Error::os("TUNGETIFF", e))?;
+        let info = target.link_by_name(&kname)?;
+        // What arrived must be exactly what was made: our queues, our owner, group and alias.
+        let (queues, owner, group) = info
+            .tun
+            .as_ref()
+            .map_or((None, None, None), |t| (t.queues, t.owner, t.group));
+        let queues_ok =
+            info.tun.is_some() && (!self.multi_queue || queues == Some(fds.len() as u32));
+        if !queues_ok || owner != self.owner || group != self.group || info.alias != self.alias {
+            let _ = target.delete_link(info.index);
+            return Err(Error::new(
+                ErrorKind::Other,
+                "create",
+                format!(
+                    "the device arrived with queues {:?}, owner {:?}, group {:?}, alias {:?}: not as made; removed",
+                    queues, owner, group, info.alias
+                ),
+            )
+            .on(kname));
+        }
+        Ok(Some((fds, target, kname, info.index)))
+    }
+
+    /// Runs on a thread inside a fresh private namespace: creates the device under a
+    /// temporary name, sets everything that must precede visibility, and moves it into
+    /// `target` as `request`. On failure the device is deleted (and would die with the
+    /// namespace anyway).
+    fn populate_private(
+        &self,
+        request: &str,
+        flags: Flags,
+        target: BorrowedFd<'_>,
+    ) -> Result<Vec<OwnedFd>> {
+        use std::hash::{BuildHasher, Hasher};
+        // Unique in the target too, so the move never clashes before the rename.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let temp = format!("tcs{:012x}", h.finish() & 0xffff_ffff_ffff);
+        let (first, _) = attach(&temp, flags | Flags::TUN_EXCL, flags)?;
+        let mut fds = vec![first];
+        for _ in 1..self.queues {
+            fds.push(attach(&temp, flags, flags)?.0);
+        }
+        let netlink = Netlink::open()?;
+        let index = netlink.link_by_name(&temp)?.index;
+        let link = Link::from_index(netlink, index, temp.clone());
+        let done = (|| -> Result<()> {
+            let fd = fds[0].as_fd();
+            if let Some(uid) = self.owner {
+                sys::tun_set_owner(fd, uid).map_err(|e| Error::os("TUNSETOWNER", e))?;
+            }
+            if let Some(gid) = self.group {
+                sys::tun_set_group(fd, gid).map_err(|e| Error::os("TUNSETGROUP", e))?;
+            }
+            if let Some(alias) = &self.alias {
+                link.set_alias(alias)?;
+            }
+            if self.persist {
+                sys::tun_set_persist(fd, true).map_err(|e| Error::os("TUNSETPERSIST", e))?;
+            }
+            link.netlink()
+                .move_link(index, target, request)
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::EEXIST) => Error::new(
+                        ErrorKind::Busy,
+                        "TUNSETIFF",
+                        "a device of that name exists already",
+                    ),
+                    _ => e,
+                })
+        })();
+        if let Err(e) = done {
+            let _ = link.delete();
+            return Err(e.on(request));
+        }
+        Ok(fds)
+    }
+
+    /// Runs inside the target namespace: checks an existing device, opens every queue, and
+    /// opens the netlink socket that will configure the device.
+    fn attach_all(&self, mode: Mode, flags: Flags) -> Result<(Vec<OwnedFd>, Netlink, String, u32)> {
+        let netlink = Netlink::open_here(self.namespace.clone())?;
+        let existing = match &self.name {
+            Some(name) if !name.contains('%') => match netlink.link_by_name(name) {
+                Ok(info) => Some(info),
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            },
+            _ => None,
+        };
+        match (&existing, mode) {
+            (None, Mode::Open) => {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    "open",
+                    format!("no such device in {}", self.namespace.describe()),
+                ))
+            }
+            (Some(info), _) => check_compatible(info, flags, self.exclusive)?,
+            (None, Mode::Create) => {}
+        }
+        let first_flags = if self.exclusive {
+            flags | Flags::TUN_EXCL
+        } else {
+            flags
+        };
+        let request = self
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}%d", self.kind));
+        let (first, kname) = attach(&request, first_flags, flags)?;
+        let mut fds = vec![first];
+        for _ in 1..self.queues {
+            fds.push(attach(&kname, flags, flags)?.0);
+        }
+        let index = netlink.link_by_name(&kname)?.index;
+        if let Some(info) = existing {
+            if info.index != index {
+                // Deleted and re-created between the check and the attach: not the device we
+                // checked. Dropping the fds removes what we just created.
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    "attach",
+                    "the device was replaced while attaching",
+                )
+                .on(&kname));
+            }
+        }
+        Ok((fds, netlink, kname, index))
+    }
+}
+
+/// Refuses, before TUNSETIFF, to attach to a device whose kind or flags differ from those
+/// asked for (the kernel would refuse some with a bare EINVAL and silently apply others to
+/// every user of the device).
+fn check_compatible(info: &LinkInfo, flags: Flags, exclusive: bool) -> Result<()> {
+    let mismatch =
+        |why: String| Err(Error::new(ErrorKind::FlagMismatch, "attach", why).on(&info.name));
+    let Some(tun) = &info.tun else {
+        return mismatch(match info.link_kind.as_deref() {
+            Some(kind) => format!("the name is taken by a {kind} device, which is not TUN/TAP"),
+            None => "the name is taken by a device that is not TUN/TAP".to_string(),
+        });
+    };
+    if exclusive {
+        return Err(Error::new(
+            ErrorKind::Busy,
+            "TUNSETIFF",
+            "exists already and exclusive (tun_excl) was asked for",
+        )
+        .on(&info.name));
+    }
+    let want_kind = flags.kind().unwrap_or(Kind::Tap);
+    if tun.kind != want_kind {
+        return mismatch(format!("exists as a {} device, not {want_kind}", tun.kind));
+    }
+    let checks = [
+        (
+            "multi_queue",
+            tun.multi_queue,
+            flags.contains(Flags::MULTI_QUEUE),
+        ),
+        (
+            "packet information (no_pi off)",
+            tun.pi,
+            !flags.contains(Flags::NO_PI),
+        ),
+        ("vnet_hdr", tun.vnet_hdr, flags.contains(Flags::VNET_HDR)),
+    ];
+    for (what, has, wants) in checks {
+        if has != wants {
+            let state = |b: bool| if b { "on" } else { "off" };
+            return mismatch(format!(
+                "exists with {what} {}, asked for {}",
+                state(has),
+                state(wants)
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,372 @@
+//! [`Link`]: the operations on one interface, over a [`Netlink`] socket.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use netlink_packet_route::link::{LinkAttribute, LinkFlags};
+
+use super::{Address, LinkInfo, Netlink};
+use crate::addr::{Cidr, MacAddr};
+use crate::error::{Error, ErrorKind, Result};
+use crate::name;
+use crate::netns::Namespace;
+
+/// One network interface, identified by index inside a namespace, configured over rtnetlink.
+///
+/// Every method is one or two netlink round trips; errors name the interface.
+#[derive(Debug)]
+pub struct Link {
+    netlink: Netlink,
+    index: u32,
+    name: String,
+}
+
+impl Link {
+    /// Finds the interface `name` in namespace `ns`.
+    pub fn by_name(ns: &Namespace, name: &str) -> Result<Link> {
+        name::validate_existing(name)?;
+        let netlink = Netlink::open_in(ns).map_err(|e| e.on_default(name))?;
+        let info = netlink.link_by_name(name)?;
+        Ok(Link {
+            netlink,
+            index: info.index,
+            name: info.name,
+        })
+    }
+
+    /// A link handle over an open netlink socket.
+    pub fn from_index(netlink: Netlink, index: u32, name: String) -> Link {
+        Link {
+            netlink,
+            index,
+            name,
+        }
+    }
+
+    /// The interface index.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The interface name as known when the handle was made.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The netlink socket (and so the namespace) this link is configured through.
+    pub fn netlink(&self) -> &Netlink {
+        &self.netlink
+    }
+
+    fn named(&self, err: Error) -> Error {
+        err.on_default(&self.name)
+    }
+
+    /// The kernel's current view of the link.
+    pub fn info(&self) -> Result<LinkInfo> {
+        self.netlink
+            .link_by_index(self.index)
+            .map_err(|e| self.named(e))
+    }
+
+    /// Sets `IFF_UP` (RTM_SETLINK).
+    pub fn up(&self) -> Result<()> {
+        self.netlink
+            .set_link("set up", self.index, |m| {
+                m.header.flags = LinkFlags::Up;
+                m.header.change_mask = LinkFlags::Up;
+            })
+            .map_err(|e| self.named(e))
+    }
+
+    /// Clears `IFF_UP` (RTM_SETLINK); addresses stay, IPv6 ones too: the kernel drops IPv6
+    /// addresses of a link going down unless its `keep_addr_on_down` is set, so this sets
+    /// it for the link first (`net.ipv6.conf.NAME.keep_addr_on_down`, written in the
+    /// link's namespace; skipped where the link has no IPv6).
+    ///
+    /// # Errors
+    ///
+    /// The kernel's refusal ([`ErrorKind::PermissionDenied`] without CAP_NET_ADMIN), or
+    /// failing to keep the IPv6 addresses of a link that has some.
+    pub fn down(&self) -> Result<()> {
+        self.keep_addresses_on_down()?;
+        self.netlink
+            .set_link("set down", self.index, |m| {
+                m.header.flags = LinkFlags::empty();
+                m.header.change_mask = LinkFlags::Up;
+            })
+            .map_err(|e| self.named(e))
+    }
+
+    /// Sets `keep_addr_on_down` for this link, if it has IPv6 addresses to keep.
+    fn keep_addresses_on_down(&self) -> Result<()> {
+        let has_v6 = self
+            .addresses()?
+            .iter()
+            .any(|a| a.addr.is_ipv6() && !a.is_link_local());
+        if !has_v6 {
+            return Ok(());
+        }
+        let path = format!("/proc/sys/net/ipv6/conf/{}/keep_addr_on_down", self.name);
+        // /proc/sys/net is the opener's namespace's: open it from inside the link's.
+        self.netlink
+            .namespace()
+            .run(|| std::fs::write(&path, b"1"))?
+            .map_err(|e| {
+                self.named(
+                    Error::os("set keep_addr_on_down", e)
+                        .needs("CAP_NET_ADMIN", "keeping IPv6 addresses over a down"),
+                )
+            })
+    }
+
+    /// The current MTU.
+    pub fn mtu(&self) -> Result<u32> {
+        Ok(self.info()?.mtu)
+    }
+
+    /// Sets the MTU (`IFLA_MTU`), after checking it against the device's own range.
+    pub fn set_mtu(&self, mtu: u32) -> Result<()> {
+        let info = self.info()?;
+        let (min, max) = (info.min_mtu.unwrap_or(68), info.max_mtu.unwrap_or(65535));
+        if mtu < min || mtu > max {
+            return Err(self.named(Error::new(
+                ErrorKind::InvalidInput,
+                "set mtu",
+                format!("MTU {mtu} is outside the device's range {min}..={max}"),
+            )));
+        }
+        self.netlink
+            .set_link("set mtu", self.index, |m| {
+                m.attributes.push(LinkAttribute::Mtu(mtu))
+            })
+            .map_err(|e| self.named(e))
+    }
+
+    /// Sets the link-layer (MAC) address of a tap device (`IFLA_ADDRESS`).
+    pub fn set_mac(&self, mac: MacAddr) -> Result<()> {
+        if !mac.is_valid_unicast() {
+            return Err(self.named(Error::new(
+                ErrorKind::InvalidInput,
+                "set mac",
+                format!("{mac} is a multicast or all-zero address"),
+            )));
+        }
+        let info = self.info()?;
+        if info.mac.is_none() {
+            return Err(self.named(Error::new(
+                ErrorKind::Unsupported,
+                "set mac",
+                "the device has no link-layer address (a tun device; only tap devices have a MAC)",
+            )));
+        }
+        self.netlink
+            .set_link("set mac", self.index, |m| {
+                m.attributes.push(LinkAttribute::Address(mac.0.to_vec()))
+            })
+            .map_err(|e| self.named(e))
+    }
+
+    /// Sets the transmit queue length (`IFLA_TXQLEN`).
+    pub fn set_txqueuelen(&self, len: u32) -> Result<()> {
+        self.netlink
+            .set_link("set txqueuelen", self.index, |m| {
+                m.attributes.push(LinkAttribute::TxQueueLen(len))
+            })
+            .map_err(|e| self.named(e))
+    }
+
+    /// Sets the interface alias (`IFLA_IFALIAS`; changing it needs CAP_NET_ADMIN).
+    pub fn set_alias(&self, alias: &str) -> Result<()> {
+        self.netlink
+            .set_link("set alias", self.index, |m| {
+                m.attributes.push(LinkAttribute::IfAlias(alias.to_string()))
+            })
+            .map_err(|e| self.named(e))
+    }
+
+    /// Sets the most segments the kernel puts in one GSO packet for this device
+    /// (`IFLA_GSO_MAX_SEGS`).
+    pub fn set_gso_max_segs(&self, segs: u32) -> Result<()> {
+        self.netlink
+            .set_link("set gso_max_segs", self.index, |m| {
+                m.attributes.push(LinkAttribute::GsoMaxSegs(segs))
+            })
+            .map_err(|e| self.named(e))
+    }
+
+    /// Sets the carrier (`IFLA_CARRIER`; the tun driver implements it like TUNSETCARRIER).
+    /// The kernel turns the carrier of a TUN/TAP device on only while some process has it
+    /// open (a queue attached); otherwise this fails with [`ErrorKind::PermissionDenied`].
+    pub fn set_carrier(&self, carrier: bool) -> Result<()> {
+        self.netlink
+            .set_link("set carrier", self.index, |m| {
+                m.attributes.push(LinkAttribute::Carrier(carrier as u8))
+            })
+            .map_err(|e| {
+                if carrier && e.raw_os_error() == Some(libc::EPERM) {
+                    e.with_detail(
+                        "carrier on needs a process attached to the device, and none is (EPERM)",
+                    )
+                } else {
+                    e
+                }
+            })
+            .map_err(|e| self.named(e))
+    }
+
+    /// Every address on the link.
+    pub fn addresses(&self) -> Result<Vec<Address>> {
+        self.netlink
+            .addresses(Some(self.index))
+            .map_err(|e| self.named(e))
+    }
+
+    /// Adds an address with its network's default broadcast (IPv4 up to /30). IPv6 needs an
+    /// MTU of at least 1280, which is checked first.
+    pub fn add_address(&self, cidr: Cidr) -> Result<()> {
+        self.add(&Address::new(cidr))
+    }
+
+    /// Adds an address with every attribute of `spec` (peer, broadcast).
+    pub fn add(&self, spec: &Address) -> Result<()> {
+        if spec.addr.is_ipv6() {
+            let mtu = self.mtu()?;
+            if mtu < 1280 {
+                return Err(self.named(Error::new(
+                    ErrorKind::InvalidInput,
+                    "add address",
+                    format!("IPv6 needs an MTU of at least 1280; the device has {mtu}"),
+                )));
+            }
+        }
+        self.netlink
+            .add_address(self.index, spec)
+            .map_err(|e| self.named(e))
+    }
+
+    /// Removes an address (matched by address and prefix).
+    pub fn del_address(&self, cidr: Cidr) -> Result<()> {
+        let found = self
+            .addresses()?
+            .into_iter()
+            .find(|a| a.addr == cidr.addr() && a.prefix == cidr.prefix())
+            .ok_or_else(|| {
+                self.named(Error::new(
+                    ErrorKind::NotFound,
+                    "delete address",
+                    format!("{cidr} is not assigned"),
+                ))
+            })?;
+        self.netlink
+            .del_address(self.index, &found)
+            .map_err(|e| self.named(e))
+    }
+
+    /// The address `local` on this link, with its prefix and attributes.
+    fn local_address(&self, local: IpAddr, op: &str) -> Result<Address> {
+        self.addresses()?
+            .into_iter()
+            .find(|a| a.addr == local)
+            .ok_or_else(|| {
+                self.named(Error::new(
+                    ErrorKind::NotFound,
+                    op.to_string(),
+                    format!("{local} is not an address of this link; add it first"),
+                ))
+            })
+    }
+
+    /// Replaces the address `old` with `new` (delete, then add), e.g. to give it a peer.
+    /// Deleting a primary IPv4 address also deletes its secondaries (unless
+    /// `promote_secondaries` is set): those are put back. If the kernel refuses `new`, the
+    /// old address is restored.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's refusal, saying what could not be restored if anything.
+    pub fn replace_address(&self, old: &Address, new: &Address) -> Result<()> {
+        let before = self.addresses()?;
+        self.netlink
+            .del_address(self.index, old)
+            .map_err(|e| self.named(e))?;
+        let added = self.netlink.add_address(self.index, new);
+        let now = self.addresses()?;
+        let mut lost: Vec<&Address> = before
+            .iter()
+            .filter(|a| *a != old && !now.iter().any(|n| n.addr == a.addr && n.prefix == a.prefix))
+            .collect();
+        if added.is_err() {
+            lost.insert(0, old);
+        }
+        let mut restore_failed = Vec::new();
+        for a in lost {
+            if self.netlink.add_address(self.index, a).is_err() {
+                restore_failed.push(a.cidr().to_string());
+            }
+        }
+        match (added, restore_failed.is_empty()) {
+            (Ok(()), true) => Ok(()),
+            (Ok(()), false) => Err(self.named(Error::new(
+                ErrorKind::Other,
+                "replace address",
+                format!(
+                    "{} set, but could not restore {}",
+                    new.cidr(),
+                    restore_failed.join(", ")
+                ),
+            ))),
+            (Err(e), true) => Err(self.named(e)),
+            (Err(e), false) => Err(self.named(e.with_detail(format!(
+                "refused, and could not restore {}",
+                restore_failed.join(", ")
+            )))),
+        }
+    }
+
+    /// Sets the point-to-point peer (the Erlang original's `dstaddr`) of the address `local`,
+    /// which must be on the link; it keeps its prefix. The kernel then routes the peer's
+    /// network (`peer` with `local`'s prefix, for IPv4; the peer itself for IPv6) to this
+    /// link. On a tun device the link is `POINTOPOINT`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] if `local` and `peer` are of different families,
+    /// [`ErrorKind::NotFound`] if `local` is not on the link; the kernel's refusal
+    /// otherwise, with the old address restored.
+    pub fn set_peer(&self, local: IpAddr, peer: IpAddr) -> Result<()> {
+        if local.is_ipv4() != peer.is_ipv4() {
+            return Err(self.named(Error::new(
+                ErrorKind::InvalidInput,
+                "set peer",
+                format!("{peer} and {local} are of different families"),
+            )));
+        }
+        let old = self.local_address(local, "set peer")?;
+        let new = Address {
+            peer: Some(peer),
+            ..old
+        };
+        self.replace_address(&old, &new)
+    }
+
+    /// Sets the broadcast address of the IPv4 address `local`, which must be on the link.
+    ///
+    /// # Errors
+    ///
+    /// As [`set_peer`](Link::set_peer).
+    pub fn set_broadcast(&self, local: Ipv4Addr, broadcast: Ipv4Addr) -> Result<()> {
+        let old = self.local_address(IpAddr::V4(local), "set broadcast")?;
+        let new = Address {
+            broadcast: Some(broadcast),
+            ..old
+        };
+        self.replace_address(&old, &new)
+    }
+
+    /// Deletes the link (RTM_DELLINK).
+    pub fn delete(&self) -> Result<()> {
+        self.netlink
+            .delete_link(self.index)
+            .map_err(|e| self.named(e))
+    }
+}
