@@ -722,16 +722,11 @@ fn set_privileged(args: &SetArgs, ns: &NsArg) -> Result<(), Error> {
             Error::from_kind(ErrorKind::NotFound, "attach", "the device went away")
                 .with_subject(&args.name)
         })?;
-        let mut builder = Device::builder()
+        let dev = Device::builder()
             .name(&args.name)
-            .kind(tun.kind)
-            .packet_info(tun.pi)
-            .vnet_hdr(tun.vnet_hdr)
-            .namespace(ns.clone());
-        if tun.multi_queue {
-            builder = builder.multi_queue(1);
-        }
-        let dev = builder.open()?;
+            .like(&tun)
+            .namespace(ns.clone())
+            .open()?;
         plan.apply(&link, Some(dev.as_fd()))
     } else {
         plan.apply(&link, None)

@@ -6,26 +6,7 @@ use tunctl::{Address, LinkInfo};
 /// The stable JSON object of one device (documented in README.md).
 pub fn link_json(info: &LinkInfo, addrs: &[Address]) -> Value {
     let tun = info.tun.as_ref();
-    let mut tun_flags: Vec<&str> = Vec::new();
-    if let Some(t) = tun {
-        tun_flags.push(if t.kind == tunctl::Kind::Tun {
-            "TUN"
-        } else {
-            "TAP"
-        });
-        if !t.pi {
-            tun_flags.push("NO_PI");
-        }
-        if t.vnet_hdr {
-            tun_flags.push("VNET_HDR");
-        }
-        if t.multi_queue {
-            tun_flags.push("MULTI_QUEUE");
-        }
-        if t.persist {
-            tun_flags.push("PERSIST");
-        }
-    }
+    let tun_flags: Vec<String> = tun.map(|t| t.flags().names()).unwrap_or_default();
     let addresses: Vec<Value> = addrs
         .iter()
         .filter(|a| a.index == info.index)
@@ -89,10 +70,12 @@ fn link_text(info: &LinkInfo, addrs: &[Address]) -> String {
             extra.push(format!("multi_queue queues {}", t.queues.unwrap_or(0)));
         }
         if let Some(uid) = t.owner {
-            extra.push(format!("owner {uid}"));
+            let name = tunctl::user_name(uid).unwrap_or_else(|| uid.to_string());
+            extra.push(format!("user {name}"));
         }
         if let Some(gid) = t.group {
-            extra.push(format!("group {gid}"));
+            let name = tunctl::group_name(gid).unwrap_or_else(|| gid.to_string());
+            extra.push(format!("group {name}"));
         }
         if !extra.is_empty() {
             out.push_str(&format!("\n    {}", extra.join(" ")));

@@ -136,7 +136,7 @@ pub fn serve() -> i32 {
     groups.push(gid);
     let caller = Caller {
         uid,
-        name: sys::user_name(uid),
+        name: tunctl::user_name(uid),
         groups,
     };
     let log = Log::new(caller.describe());

@@ -48,31 +48,6 @@ pub fn ids() -> (u32, u32, u32, Vec<u32>) {
     )
 }
 
-/// The name of a uid from the user database (`getpwuid_r`).
-pub fn user_name(uid: u32) -> Option<String> {
-    // Neither rustix nor std reads the user database (NSS): libc's getpwuid_r.
-    let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: a zeroed passwd is a valid out-parameter.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the stated size; the strings land in `buf`.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return None;
-    }
-    // SAFETY: pw_name points into `buf`, NUL-terminated by getpwuid_r.
-    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-    Some(name.to_string_lossy().into_owned())
-}
-
 /// Opens a network namespace file without following a symbolic link, checked to be one
 /// (`fstatfs` reports nsfs): no other kind of file passes.
 pub fn open_netns_file(path: &Path) -> io::Result<OwnedFd> {

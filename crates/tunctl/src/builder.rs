@@ -206,6 +206,17 @@ impl Builder {
         self.owner.is_some() || self.group.is_some() || self.persist || self.alias.is_some()
     }
 
+    /// Kind, packet information, vnet_hdr and multi-queue as an existing device has them
+    /// (its kernel view, e.g. from [`Netlink::tun_links`]): what attaching to it needs.
+    pub fn like(mut self, tun: &crate::TunInfo) -> Builder {
+        let flags = tun.flags();
+        self.kind = tun.kind;
+        self.packet_info = !flags.contains(Flags::NO_PI);
+        self.vnet_hdr = flags.contains(Flags::VNET_HDR);
+        self.multi_queue = flags.contains(Flags::MULTI_QUEUE);
+        self
+    }
+
     /// The TUNSETIFF flags these options ask for.
     pub fn flags(&self) -> Flags {
         let mut flags = self.kind.flag();

@@ -62,11 +62,7 @@ impl Device {
         // TUNGETIFF's bit 0x1000 is IFF_NOFILTER there; NO_PI comes from IFLA_TUN_PI.
         let mut flags = Flags::from_bits_retain(flags) & ATTACH_FLAGS;
         match &info.tun {
-            Some(tun) if Some(tun.kind) == flags.kind() => {
-                if !tun.pi {
-                    flags |= Flags::NO_PI;
-                }
-            }
+            Some(tun) if Some(tun.kind) == flags.kind() => flags |= tun.flags() & Flags::NO_PI,
             _ => {
                 return Err(Error::new(
                     ErrorKind::FlagMismatch,
@@ -99,13 +95,8 @@ impl Device {
             sys::tun_get_iff(fd.as_fd()).map_err(|e| Error::os("TUNGETIFF", e).on(&name))?;
         let netlink = Netlink::from_socket(sys::netlink_socket_from(netlink), ns);
         let mut flags = Flags::from_bits_retain(raw) & ATTACH_FLAGS;
-        if netlink
-            .link_by_index(index)
-            .ok()
-            .and_then(|i| i.tun)
-            .is_some_and(|t| !t.pi)
-        {
-            flags |= Flags::NO_PI;
+        if let Some(tun) = netlink.link_by_index(index).ok().and_then(|i| i.tun) {
+            flags |= tun.flags() & Flags::NO_PI;
         }
         Device::assemble(
             vec![fd],
@@ -173,8 +164,8 @@ impl Device {
         let (_, raw) = self.ioctl("TUNGETIFF", sys::tun_get_iff)?;
         let hidden = Flags::NO_PI.bits() | libc::IFF_DETACH_QUEUE as u16;
         let mut flags = Flags::from_bits_retain(raw & !hidden);
-        if self.info()?.tun.is_some_and(|t| !t.pi) {
-            flags |= Flags::NO_PI;
+        if let Some(tun) = self.info()?.tun {
+            flags |= tun.flags() & Flags::NO_PI;
         }
         Ok(flags)
     }
@@ -271,6 +262,75 @@ impl Device {
         let raw: Vec<[u8; 6]> = macs.iter().map(|m| m.0).collect();
         self.ioctl("TUNSETTXFILTER", |fd| {
             sys::tun_set_tx_filter(fd, all_multicast, &raw)
+        })
+    }
+
+    /// Attaches a classic BPF program to every queue of a tap device (TUNATTACHFILTER): the
+    /// kernel then hands over only the frames the program passes; see
+    /// [`filter`](crate::filter) for what it runs on. Replaces a program attached before;
+    /// the kernel keeps it for queues attached later.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for an empty program or one longer than
+    /// [`MAX_INSTRUCTIONS`](crate::filter::MAX_INSTRUCTIONS), or a tun device (the kernel
+    /// takes classic filters on taps only); the kernel's refusal of an invalid program
+    /// (EINVAL).
+    pub fn attach_filter(&self, program: &[crate::filter::Instruction]) -> Result<()> {
+        if program.is_empty() || program.len() > crate::filter::MAX_INSTRUCTIONS {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "TUNATTACHFILTER",
+                format!(
+                    "a program has 1 to {} instructions, not {}",
+                    crate::filter::MAX_INSTRUCTIONS,
+                    program.len()
+                ),
+            )
+            .on(self.name()));
+        }
+        if self.kind() != Kind::Tap {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "TUNATTACHFILTER",
+                "the kernel takes classic filters on tap devices only (use set_filter_ebpf on a tun)",
+            )
+            .on(self.name()));
+        }
+        self.ioctl("TUNATTACHFILTER", |fd| sys::tun_attach_filter(fd, program))
+    }
+
+    /// Detaches the classic filter (TUNDETACHFILTER): every frame reaches the readers again.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's refusal (EINVAL when no filter is attached).
+    pub fn detach_filter(&self) -> Result<()> {
+        self.ioctl("TUNDETACHFILTER", sys::tun_detach_filter)
+    }
+
+    /// Sets an eBPF socket-filter program, by its fd, on the device (TUNSETFILTEREBPF), or
+    /// removes it with `None`. The program stays the caller's: the kernel takes its own
+    /// reference. Works on tun and tap devices.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's refusal: EBADF or EINVAL for an fd that is not a socket-filter program.
+    pub fn set_filter_ebpf(&self, program: Option<BorrowedFd<'_>>) -> Result<()> {
+        let raw = program.map_or(-1, |p| p.as_raw_fd());
+        self.ioctl("TUNSETFILTEREBPF", |fd| sys::tun_set_filter_ebpf(fd, raw))
+    }
+
+    /// Sets an eBPF queue-steering program, by its fd (TUNSETSTEERINGEBPF): it picks the
+    /// queue of a multi-queue device each packet goes to. `None` removes it.
+    ///
+    /// # Errors
+    ///
+    /// As [`set_filter_ebpf`](Device::set_filter_ebpf).
+    pub fn set_steering_ebpf(&self, program: Option<BorrowedFd<'_>>) -> Result<()> {
+        let raw = program.map_or(-1, |p| p.as_raw_fd());
+        self.ioctl("TUNSETSTEERINGEBPF", |fd| {
+            sys::tun_set_steering_ebpf(fd, raw)
         })
     }
 

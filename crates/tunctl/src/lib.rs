@@ -43,6 +43,7 @@ mod builder;
 
 mod device;
 mod error;
+pub mod filter;
 mod flags;
 mod gate;
 pub mod helper;
@@ -111,6 +112,17 @@ fn lookup_id(
         )),
         Err(e) => Err(Error::os(op, e)),
     }
+}
+
+/// The name of a uid in the system's user database (as `ip -d link` shows an owner), or
+/// `None` if it has none.
+pub fn user_name(uid: u32) -> Option<String> {
+    sys::user_name(uid)
+}
+
+/// The name of a gid in the system's group database, or `None` if it has none.
+pub fn group_name(gid: u32) -> Option<String> {
+    sys::group_name(gid)
 }
 
 /// The TUNSETIFF flags this kernel supports (TUNGETFEATURES on a fresh, unattached fd).

@@ -74,7 +74,12 @@ const TUNGETSNDBUF: Opcode = opcode::read::<libc::c_int>(b'T', 211);
 const TUNSETSNDBUF: Opcode = opcode::write::<libc::c_int>(b'T', 212);
 const TUNGETVNETHDRSZ: Opcode = opcode::read::<libc::c_int>(b'T', 215);
 const TUNSETVNETHDRSZ: Opcode = opcode::write::<libc::c_int>(b'T', 216);
+const TUNATTACHFILTER: Opcode = opcode::write::<libc::sock_fprog>(b'T', 213);
+const TUNDETACHFILTER: Opcode = opcode::write::<libc::sock_fprog>(b'T', 214);
 const TUNSETQUEUE: Opcode = opcode::write::<libc::c_int>(b'T', 217);
+// <linux/if_tun.h> declares these two _IOR, though the driver reads the int (an fd).
+const TUNSETSTEERINGEBPF: Opcode = opcode::read::<libc::c_int>(b'T', 224);
+const TUNSETFILTEREBPF: Opcode = opcode::read::<libc::c_int>(b'T', 225);
 const TUNSETCARRIER: Opcode = opcode::write::<libc::c_int>(b'T', 226);
 const TUNGETDEVNETNS: Opcode = opcode::none(b'T', 227);
 
@@ -97,6 +102,10 @@ const _: () = {
         (TUNGETVNETHDRSZ, libc::TUNGETVNETHDRSZ),
         (TUNSETVNETHDRSZ, libc::TUNSETVNETHDRSZ),
         (TUNSETQUEUE, libc::TUNSETQUEUE),
+        (TUNATTACHFILTER, libc::TUNATTACHFILTER),
+        (TUNDETACHFILTER, libc::TUNDETACHFILTER),
+        (TUNSETSTEERINGEBPF, libc::TUNSETSTEERINGEBPF),
+        (TUNSETFILTEREBPF, libc::TUNSETFILTEREBPF),
         (TUNSETCARRIER, libc::TUNSETCARRIER),
         (TUNGETDEVNETNS, libc::TUNGETDEVNETNS),
     ];
@@ -160,6 +169,21 @@ impl Reads for Tun<TUNSETVNETHDRSZ> {
     type Arg = libc::c_int;
 }
 impl Reads for Tun<TUNSETCARRIER> {
+    type Arg = libc::c_int;
+}
+// The program's instructions are read through the pointer inside: `tun_attach_filter` keeps
+// the slice borrowed for the call, and the kernel copies them.
+impl Reads for Tun<TUNATTACHFILTER> {
+    type Arg = libc::sock_fprog;
+}
+// The driver reads nothing for a detach; a zeroed sock_fprog is what the opcode names.
+impl Reads for Tun<TUNDETACHFILTER> {
+    type Arg = libc::sock_fprog;
+}
+impl Reads for Tun<TUNSETSTEERINGEBPF> {
+    type Arg = libc::c_int;
+}
+impl Reads for Tun<TUNSETFILTEREBPF> {
     type Arg = libc::c_int;
 }
 // TUNSETTXFILTER (a variable-length argument) and TUNGETDEVNETNS (an fd as the return value)
@@ -372,6 +396,41 @@ pub fn tun_set_queue(fd: BorrowedFd<'_>, attach: bool) -> io::Result<()> {
         libc::IFF_DETACH_QUEUE
     };
     ioctl_set::<TUNSETQUEUE>(fd, IfReq::new(b"", flag as u16))
+}
+
+/// TUNATTACHFILTER: a classic BPF program on every queue of a tap device (the kernel copies
+/// it; `program` need only live for the call).
+pub fn tun_attach_filter(
+    fd: BorrowedFd<'_>,
+    program: &[crate::filter::Instruction],
+) -> io::Result<()> {
+    let len = u16::try_from(program.len()).map_err(|_| einval())?;
+    let prog = libc::sock_fprog {
+        len,
+        // `Instruction` has sock_filter's layout (asserted in filter.rs); read only.
+        filter: program.as_ptr().cast_mut().cast(),
+    };
+    ioctl_set::<TUNATTACHFILTER>(fd, prog)
+}
+
+/// TUNDETACHFILTER: removes the classic filter.
+pub fn tun_detach_filter(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let none = libc::sock_fprog {
+        len: 0,
+        filter: std::ptr::null_mut(),
+    };
+    ioctl_set::<TUNDETACHFILTER>(fd, none)
+}
+
+/// TUNSETFILTEREBPF (pointer to int): an eBPF socket filter by fd, or -1 to detach.
+pub fn tun_set_filter_ebpf(fd: BorrowedFd<'_>, prog: libc::c_int) -> io::Result<()> {
+    ioctl_set::<TUNSETFILTEREBPF>(fd, prog)
+}
+
+/// TUNSETSTEERINGEBPF (pointer to int): an eBPF queue-steering program by fd, or -1 to
+/// detach.
+pub fn tun_set_steering_ebpf(fd: BorrowedFd<'_>, prog: libc::c_int) -> io::Result<()> {
+    ioctl_set::<TUNSETSTEERINGEBPF>(fd, prog)
 }
 
 /// TUNGETDEVNETNS: a new close-on-exec fd for the device's network namespace.
@@ -610,6 +669,54 @@ pub fn user_id(name: &str) -> io::Result<Option<u32>> {
         };
         (rc, (!result.is_null()).then_some(pwd.pw_uid))
     })
+}
+
+/// The name of a uid, from the system's user database (`getpwuid_r`).
+pub fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: a zeroed passwd is a valid out-parameter.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the stated size; the strings land in `buf`.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name points into `buf`, NUL-terminated by getpwuid_r.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// The name of a gid, from the system's group database (`getgrgid_r`).
+pub fn group_name(gid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: a zeroed group is a valid out-parameter.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the stated size; the strings land in `buf`.
+    let rc = unsafe {
+        libc::getgrgid_r(
+            gid,
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return None;
+    }
+    // SAFETY: gr_name points into `buf`, NUL-terminated by getgrgid_r.
+    let name = unsafe { std::ffi::CStr::from_ptr(grp.gr_name) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 /// The gid of a group name, from the system's group database (`getgrnam_r`).

@@ -10,7 +10,7 @@ use netlink_packet_route::link::{
 };
 
 use crate::addr::{Cidr, MacAddr};
-use crate::flags::Kind;
+use crate::flags::{Flags, Kind};
 
 /// The kernel's view of a TUN/TAP device: the `IFLA_TUN_*` attributes of `ip -d link`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +37,25 @@ pub struct TunInfo {
 }
 
 impl TunInfo {
+    /// The TUNSETIFF flags of the device as the kernel describes it: `TUN` or `TAP`,
+    /// `NO_PI` unless packets carry the header, `VNET_HDR`, `MULTI_QUEUE`, and `PERSIST`.
+    /// The one place the `IFLA_TUN_*` view becomes flags (TUNGETIFF cannot say `NO_PI`: it
+    /// reports that bit as `IFF_NOFILTER`).
+    pub fn flags(&self) -> Flags {
+        let mut flags = self.kind.flag();
+        for (on, flag) in [
+            (!self.pi, Flags::NO_PI),
+            (self.vnet_hdr, Flags::VNET_HDR),
+            (self.multi_queue, Flags::MULTI_QUEUE),
+            (self.persist, Flags::PERSIST),
+        ] {
+            if on {
+                flags |= flag;
+            }
+        }
+        flags
+    }
+
     fn parse(nlas: &[netlink_packet_route::link::InfoTun]) -> Option<TunInfo> {
         let mut info = TunInfo {
             kind: Kind::Tun,
@@ -213,12 +232,22 @@ impl LinkInfo {
     }
 
     /// The names of the set interface flags, as `ip link` prints them.
+    ///
+    /// As `ip link` does, an UP link without carrier also shows `NO-CARRIER`.
     pub fn flag_names(&self) -> Vec<&'static str> {
-        IFF_NAMES
-            .iter()
-            .filter(|(bit, _)| self.flags & bit != 0)
-            .map(|(_, n)| *n)
-            .collect()
+        let up = libc::IFF_UP as u32;
+        let lower_up = 0x10000;
+        let mut names: Vec<&'static str> = Vec::new();
+        if self.flags & up != 0 && self.flags & lower_up == 0 {
+            names.push("NO-CARRIER");
+        }
+        names.extend(
+            IFF_NAMES
+                .iter()
+                .filter(|(bit, _)| self.flags & bit != 0)
+                .map(|(_, n)| *n),
+        );
+        names
     }
 }
 
