@@ -70,9 +70,10 @@ pub use netns::{CreatedNamespace, Namespace, NETNS_RUN_DIR};
 pub use pi::PacketInfo;
 pub use queue::{Queue, MAX_QUEUES};
 
-/// The README's Rust examples, compiled as doctests so they cannot rot.
+/// The README's Rust examples, compiled as doctests so they cannot rot (with the `tokio`
+/// feature, which its async example needs).
 #[doc = include_str!("../../../README.md")]
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "tokio"))]
 pub struct ReadmeDoctests;
 
 /// The uid of a user name or number (`"alice"` or `"1000"`), from the system's user
