@@ -441,3 +441,69 @@ fn lookups_fail_clearly() {
         ErrorKind::NotFound
     );
 }
+
+/// Routes over rtnetlink in the device's namespace (what a tunnel adds for its allowed IPs),
+/// both families, checked with `ip -j route`; and a tap enslaved to a Linux bridge and
+/// released (IFLA_MASTER, what a bridge's uplink needs).
+#[test]
+fn routes_and_bridge_ports_in_the_devices_namespace() {
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let dev = tun(&t, "rt0");
+    dev.add_address("10.76.0.1/24".parse().unwrap()).unwrap();
+    dev.add_address("fd00:76::1/64".parse().unwrap()).unwrap();
+    dev.up().unwrap();
+    let link = dev.link().unwrap();
+    let v4: Cidr = "10.77.0.0/16".parse().unwrap();
+    let v6: Cidr = "fd00:77::/48".parse().unwrap();
+    link.add_route(v4, None).unwrap();
+    link.add_route(v6, None).unwrap();
+    let shown = |family: &str| {
+        common::ip_json(Some(&t.name), &[family, "route", "show", "dev", "rt0"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["dst"].as_str().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        shown("-4").contains(&"10.77.0.0/16".to_string()),
+        "{:?}",
+        shown("-4")
+    );
+    assert!(
+        shown("-6").contains(&"fd00:77::/48".to_string()),
+        "{:?}",
+        shown("-6")
+    );
+    let ours: Vec<Cidr> = link.routes().unwrap().iter().map(|r| r.dst).collect();
+    assert!(ours.contains(&v4) && ours.contains(&v6), "{ours:?}");
+    assert_eq!(
+        link.add_route(v4, None).unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
+    link.del_route(v4).unwrap();
+    link.del_route(v6).unwrap();
+    assert!(!shown("-4").contains(&"10.77.0.0/16".to_string()));
+    assert!(!shown("-6").contains(&"fd00:77::/48".to_string()));
+    assert_eq!(link.del_route(v4).unwrap_err().kind(), ErrorKind::NotFound);
+
+    // A tap as a port of a Linux bridge, and released again.
+    common::ip_ok(&t.name, &["link", "add", "rtbr0", "type", "bridge"]);
+    let bridge = Link::by_name(&t.ns, "rtbr0").unwrap();
+    let port = tap(&t, "rtp0");
+    port.link()
+        .unwrap()
+        .set_master(Some(bridge.index()))
+        .unwrap();
+    assert_eq!(ip_link(Some(&t.name), "rtp0").unwrap()["master"], "rtbr0");
+    assert_eq!(port.info().unwrap().master, Some(bridge.index()));
+    port.link().unwrap().set_master(None).unwrap();
+    assert!(ip_link(Some(&t.name), "rtp0")
+        .unwrap()
+        .get("master")
+        .is_none());
+    assert_eq!(port.info().unwrap().master, None);
+    assert!(port.link().unwrap().set_master(Some(999_999)).is_err());
+}

@@ -363,6 +363,61 @@ impl Link {
         self.replace_address(&old, &new)
     }
 
+    /// Adds a route to `dst` through this link (`ip route add DST dev LINK [via GW]`), in
+    /// the link's namespace.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::AlreadyExists`] if it is there; [`ErrorKind::PermissionDenied`]
+    /// without CAP_NET_ADMIN; the kernel's refusal otherwise (e.g. a gateway it cannot
+    /// reach, ENETUNREACH).
+    pub fn add_route(&self, dst: Cidr, gateway: Option<IpAddr>) -> Result<()> {
+        self.netlink
+            .add_route(self.index, dst, gateway)
+            .map_err(|e| self.named(e))
+    }
+
+    /// Deletes the route to `dst` through this link.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`] if there is none; [`ErrorKind::PermissionDenied`] without
+    /// CAP_NET_ADMIN.
+    pub fn del_route(&self, dst: Cidr) -> Result<()> {
+        self.netlink
+            .del_route(self.index, dst)
+            .map_err(|e| self.named(e))
+    }
+
+    /// The routes of the main table through this link.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's refusal of the dump (rare).
+    pub fn routes(&self) -> Result<Vec<super::Route>> {
+        self.netlink
+            .routes(Some(self.index))
+            .map_err(|e| self.named(e))
+    }
+
+    /// Enslaves the link to the bridge (or other master device) with index `master`
+    /// (`IFLA_MASTER`, as `ip link set LINK master BR`), or releases it with `None`
+    /// (`nomaster`). Both must be in the same namespace.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`] if `master` does not exist; [`ErrorKind::PermissionDenied`]
+    /// without CAP_NET_ADMIN; the kernel's refusal otherwise (e.g. a master that takes no
+    /// ports).
+    pub fn set_master(&self, master: Option<u32>) -> Result<()> {
+        self.netlink
+            .set_link("set master", self.index, |m| {
+                m.attributes
+                    .push(LinkAttribute::Controller(master.unwrap_or(0)))
+            })
+            .map_err(|e| self.named(e))
+    }
+
     /// Deletes the link (RTM_DELLINK).
     pub fn delete(&self) -> Result<()> {
         self.netlink

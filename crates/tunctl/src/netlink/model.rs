@@ -129,6 +129,8 @@ pub struct LinkInfo {
     pub tun: Option<TunInfo>,
     /// The interface alias (`IFLA_IFALIAS`), if set.
     pub alias: Option<String>,
+    /// The master device's index (`IFLA_MASTER`), e.g. the bridge this link is a port of.
+    pub master: Option<u32>,
     /// Whether IPv6 works on the link: `Some(false)` when `disable_ipv6` is set for it,
     /// `None` when the kernel reports no IPv6 state (IPv6 off in the whole kernel).
     pub ipv6: Option<bool>,
@@ -167,6 +169,7 @@ impl LinkInfo {
             link_kind: None,
             tun: None,
             alias: None,
+            master: None,
             ipv6: None,
         };
         for attr in &msg.attributes {
@@ -183,6 +186,7 @@ impl LinkInfo {
                 }
                 LinkAttribute::Carrier(c) => info.carrier = Some(*c != 0),
                 LinkAttribute::IfAlias(a) => info.alias = Some(a.clone()),
+                LinkAttribute::Controller(m) => info.master = Some(*m),
                 LinkAttribute::AfSpecUnspec(specs) => {
                     use netlink_packet_route::link::{AfSpecInet6, AfSpecUnspec};
                     for spec in specs {
@@ -248,6 +252,60 @@ impl LinkInfo {
                 .map(|(_, n)| *n),
         );
         names
+    }
+}
+
+/// A route of the main table (RTM_GETROUTE): destination, the link it goes out of, an
+/// optional gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Route {
+    /// The destination network.
+    pub dst: Cidr,
+    /// The outgoing link's index (0 if the kernel names none, e.g. a multipath route).
+    pub index: u32,
+    /// The next hop, if the route has one.
+    pub gateway: Option<IpAddr>,
+    /// The routing table (254 is main).
+    pub table: u32,
+}
+
+impl Route {
+    pub(super) fn from_message(msg: &netlink_packet_route::route::RouteMessage) -> Option<Route> {
+        use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+        let ip = |a: &RouteAddress| match a {
+            RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
+            RouteAddress::Inet6(v) => Some(IpAddr::V6(*v)),
+            _ => None,
+        };
+        let mut dst = None;
+        let mut route = Route {
+            dst: Cidr::host_default(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            index: 0,
+            gateway: None,
+            table: u32::from(msg.header.table),
+        };
+        for attr in &msg.attributes {
+            match attr {
+                RouteAttribute::Destination(a) => dst = ip(a),
+                RouteAttribute::Oif(i) => route.index = *i,
+                RouteAttribute::Gateway(a) => route.gateway = ip(a),
+                RouteAttribute::Table(t) => route.table = *t,
+                _ => {}
+            }
+        }
+        let unspecified = match msg.header.address_family {
+            netlink_packet_route::AddressFamily::Inet => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            netlink_packet_route::AddressFamily::Inet6 => {
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+            }
+            _ => return None,
+        };
+        route.dst = Cidr::new(
+            dst.unwrap_or(unspecified),
+            msg.header.destination_prefix_length,
+        )
+        .ok()?;
+        Some(route)
     }
 }
 
