@@ -114,8 +114,12 @@ pub struct Packets {
 }
 
 impl Packets {
-    /// The next event, waiting as long as it takes. [`ErrorKind::Closed`] once the device is
-    /// closed and every delivered event has been received.
+    /// The next event, waiting as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] once every reader has stopped (the device was destroyed, or each
+    /// queue ended with an [`Event::Error`]) and every delivered event has been received.
     pub fn recv(&self) -> Result<Event> {
         self.rx
             .recv()
@@ -123,6 +127,10 @@ impl Packets {
     }
 
     /// The next event if one is waiting; `Ok(None)` if not.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Packets::recv).
     pub fn try_recv(&self) -> Result<Option<Event>> {
         match self.rx.try_recv() {
             Ok(event) => Ok(Some(event)),
@@ -134,6 +142,10 @@ impl Packets {
     }
 
     /// The next event, waiting at most `timeout`; `Ok(None)` if none came.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Packets::recv).
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Event>> {
         match self.rx.recv_timeout(timeout) {
             Ok(event) => Ok(Some(event)),
@@ -145,6 +157,11 @@ impl Packets {
     }
 
     /// Changes the delivery mode; see [`Device::set_active`](crate::Device::set_active).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy; [`ErrorKind::Busy`] if a reader does not finish
+    /// its packet within 5 s (the new mode is in force all the same).
     pub fn set_active(&self, mode: Active) -> Result<()> {
         self.shared.check_open("set_active")?;
         self.shared

@@ -18,7 +18,12 @@ pub struct Cidr {
 }
 
 impl Cidr {
-    /// `addr/prefix`; fails if the prefix is longer than the address.
+    /// `addr/prefix`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] if the prefix is longer than the address (over 32 for
+    /// IPv4, over 128 for IPv6).
     pub fn new(addr: IpAddr, prefix: u8) -> Result<Cidr, Error> {
         let max = Cidr::max_prefix(addr);
         if prefix > max {
@@ -156,6 +161,10 @@ pub fn parse_decimal<T: FromStr>(s: &str) -> Option<T> {
 }
 
 /// Parses a plain IP address (no prefix) with a clear error.
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidInput`] for anything but an IPv4 or IPv6 address.
 pub fn parse_ip(s: &str) -> Result<IpAddr, Error> {
     s.parse().map_err(|_| {
         Error::new(

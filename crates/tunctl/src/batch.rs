@@ -112,8 +112,11 @@ impl Batch {
         (0..self.count).map(move |i| self.packet(i))
     }
 
-    /// Appends a copy of `packet`. [`ErrorKind::InvalidInput`] if the batch is full or the
-    /// packet longer than 64 KiB.
+    /// Appends a copy of `packet`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] if the batch is full or the packet longer than 64 KiB.
     pub fn push(&mut self, packet: &[u8]) -> Result<()> {
         let i = self.count;
         if i == self.bufs.len() || packet.len() > PACKET_ROOM {
@@ -135,6 +138,10 @@ impl Batch {
     }
 
     /// Appends packet `i` of `other` (a forwarder moving packets between devices).
+    ///
+    /// # Errors
+    ///
+    /// As [`push`](Batch::push).
     pub fn push_from(&mut self, other: &Batch, i: usize) -> Result<()> {
         self.push(other.packet(i))
     }
@@ -205,7 +212,14 @@ impl Queue {
     /// Receives a batch: waits for the first packet (at most `timeout`; `None`: no limit), then
     /// takes whatever else is queued, without waiting, while the batch has room. On an offload
     /// device each super-packet arrives split into MTU-sized packets. Returns the number of
-    /// packets (0 on timeout). Errors as [`Queue::recv`].
+    /// packets (0 on timeout).
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::recv`]; on a `vnet_hdr` device, [`ErrorKind::Unsupported`] for a tap, packet
+    /// information or a header size other than 10, [`ErrorKind::InvalidInput`] for a batch
+    /// under 64 packets or a malformed super-packet. An error met after some packets were
+    /// read is returned by the next call.
     pub fn recv_batch_timeout(
         &self,
         batch: &mut Batch,
@@ -249,6 +263,10 @@ impl Queue {
     }
 
     /// [`recv_batch_timeout`](Queue::recv_batch_timeout) with no time limit.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_batch_timeout`](Queue::recv_batch_timeout).
     pub fn recv_batch(&self, batch: &mut Batch) -> Result<usize> {
         self.recv_batch_timeout(batch, None)
     }
@@ -256,6 +274,12 @@ impl Queue {
     /// Sends every packet of the batch, in order (one write per packet, or per super-packet:
     /// on an offload device consecutive segments of a flow are coalesced first). Returns the
     /// number of packets of the batch sent. The batch is left coalesced: clear it after.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::send`], at the first packet refused (those before it were sent, and the
+    /// error does not say how many); [`ErrorKind::Unsupported`] on a `vnet_hdr` device as
+    /// for [`recv_batch_timeout`](Queue::recv_batch_timeout).
     pub fn send_batch(&self, batch: &mut Batch) -> Result<usize> {
         if !self.batch_vnet("send_batch")? {
             for i in 0..batch.count {

@@ -239,11 +239,15 @@ impl Builder {
     /// kind and flags (TUNSETIFF's semantics; with [`exclusive`](Builder::exclusive) an
     /// existing device is an error instead).
     ///
-    /// Errors, all before anything is created: an invalid name ([`ErrorKind::InvalidInput`]);
+    /// # Errors
+    ///
+    /// Checked before TUNSETIFF: an invalid name or queue count ([`ErrorKind::InvalidInput`]);
     /// the name taken by a device that is not TUN/TAP, or is TUN/TAP of another kind or flags
     /// ([`ErrorKind::FlagMismatch`]); a missing namespace ([`ErrorKind::NotFound`]). From
     /// the kernel: [`ErrorKind::Busy`] (in use, or exists with `exclusive`),
-    /// [`ErrorKind::PermissionDenied`] (needs CAP_NET_ADMIN or ownership).
+    /// [`ErrorKind::PermissionDenied`] (CAP_NET_ADMIN or ownership for TUNSETIFF; CAP_SYS_ADMIN
+    /// to enter another namespace or to seal a multi-queue device). With
+    /// [`helper`](Builder::helper), that refusal may become [`crate::helper::create`]'s errors.
     pub fn create(self) -> Result<Device> {
         match self.clone().build(Mode::Create) {
             Err(e)
@@ -298,9 +302,15 @@ impl Builder {
         crate::helper::create(&req)
     }
 
-    /// Attaches to an existing device (typically persistent) with these flags. Fails with
-    /// [`ErrorKind::NotFound`] if it does not exist, [`ErrorKind::FlagMismatch`] if its kind or
-    /// flags differ: the kernel would otherwise silently change them for every user.
+    /// Attaches to an existing device (typically persistent) with these flags, which must be
+    /// its own: the kernel would otherwise silently change them for every user.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] without a name or for an invalid one,
+    /// [`ErrorKind::NotFound`] if the device (or the namespace) does not exist,
+    /// [`ErrorKind::FlagMismatch`] if its kind or flags differ; [`ErrorKind::Busy`] and
+    /// [`ErrorKind::PermissionDenied`] as for [`create`](Builder::create) (never the helper).
     pub fn open(self) -> Result<Device> {
         self.build(Mode::Open)
     }

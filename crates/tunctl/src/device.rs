@@ -31,6 +31,13 @@ impl Device {
     /// Adopts an fd already attached to a TUN/TAP device (e.g. received from a privileged
     /// helper, or `getfd` of another program). Reads the name and flags back with TUNGETIFF
     /// and finds the device's namespace with TUNGETDEVNETNS (falling back to the caller's).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Unsupported`] if `fd` is not a TUN/TAP fd, [`ErrorKind::Gone`] if it is
+    /// attached to no device; [`ErrorKind::PermissionDenied`] without CAP_NET_ADMIN
+    /// (TUNGETDEVNETNS) or, for a device in another namespace, CAP_SYS_ADMIN to enter it;
+    /// [`ErrorKind::FlagMismatch`] if the interface of the fd's name there is another device.
     pub fn from_fd(fd: OwnedFd) -> Result<Device> {
         let (kname, flags) = sys::tun_get_iff(fd.as_fd()).map_err(|e| {
             let err = Error::os("TUNGETIFF", e);
@@ -160,6 +167,11 @@ impl Device {
     /// The flags as the kernel reports them now, `PERSIST` included (the original's `flags/1`,
     /// which returned the option list instead). One TUNGETIFF plus one netlink round trip:
     /// TUNGETIFF reports bit 0x1000 as `IFF_NOFILTER`, so `NO_PI` comes from `IFLA_TUN_PI`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after [`destroy`](Device::destroy), [`ErrorKind::Gone`] if the
+    /// device was deleted from outside; a failed netlink read as [`Link::info`].
     pub fn flags(&self) -> Result<Flags> {
         let (_, raw) = self.ioctl("TUNGETIFF", sys::tun_get_iff)?;
         let hidden = Flags::NO_PI.bits() | libc::IFF_DETACH_QUEUE as u16;
@@ -171,11 +183,19 @@ impl Device {
     }
 
     /// Whether the device outlives its fds.
+    ///
+    /// # Errors
+    ///
+    /// As [`flags`](Device::flags).
     pub fn is_persistent(&self) -> Result<bool> {
         Ok(self.flags()?.contains(Flags::PERSIST))
     }
 
     /// The TUNSETIFF flags this kernel supports (TUNGETFEATURES).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy (the kernel answers even for a deleted device).
     pub fn features(&self) -> Result<Flags> {
         self.ioctl("TUNGETFEATURES", sys::tun_get_features)
             .map(|f| Flags::from_bits_retain(f as u16))
@@ -187,36 +207,65 @@ impl Device {
     }
 
     /// Receives one packet on the first queue; see [`Queue::recv`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::recv`].
     pub fn recv(&self, buf: &mut [u8]) -> Result<usize> {
         self.queues[0].recv(buf)
     }
 
     /// Receives one packet if one is queued; see [`Queue::try_recv`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::recv`].
     pub fn try_recv(&self, buf: &mut [u8]) -> Result<Option<usize>> {
         self.queues[0].try_recv(buf)
     }
 
     /// Receives one packet, waiting at most `timeout`; see [`Queue::recv_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::recv`].
     pub fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>> {
         self.queues[0].recv_timeout(buf, timeout)
     }
 
     /// Sends one packet on the first queue; see [`Queue::send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::send`].
     pub fn send(&self, packet: &[u8]) -> Result<usize> {
         self.queues[0].send(packet)
     }
 
     /// Sends one packet without waiting; see [`Queue::try_send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::send`].
     pub fn try_send(&self, packet: &[u8]) -> Result<Option<usize>> {
         self.queues[0].try_send(packet)
     }
 
     /// Sends one packet, waiting at most `timeout` for room; see [`Queue::send_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::send`].
     pub fn send_timeout(&self, packet: &[u8], timeout: Duration) -> Result<Option<usize>> {
         self.queues[0].send_timeout(packet, timeout)
     }
 
     /// Makes the device outlive its fds (TUNSETPERSIST, value by value).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy, [`ErrorKind::Gone`] if the device was deleted
+    /// from outside.
     pub fn set_persist(&self, persist: bool) -> Result<()> {
         self.ioctl("TUNSETPERSIST", |fd| sys::tun_set_persist(fd, persist))
     }
@@ -227,6 +276,12 @@ impl Device {
     /// call this. A device with neither owner nor group can be opened by every local user;
     /// to have the owner in place before anyone can open the device, use
     /// [`Builder::owner`](crate::Builder::owner).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy, [`ErrorKind::Gone`] if the device was deleted
+    /// from outside; [`ErrorKind::Os`] (EINVAL) for a uid the caller's user namespace does
+    /// not map, such as `u32::MAX`.
     pub fn set_owner(&self, uid: u32) -> Result<()> {
         self.ioctl("TUNSETOWNER", |fd| sys::tun_set_owner(fd, uid))
     }
@@ -234,11 +289,20 @@ impl Device {
     /// Lets group `gid` attach without CAP_NET_ADMIN (TUNSETGROUP with the gid as the value).
     /// As for [`set_owner`](Device::set_owner), there is no way back to "no group"; with
     /// both set, a user must match both.
+    ///
+    /// # Errors
+    ///
+    /// As [`set_owner`](Device::set_owner), for a gid.
     pub fn set_group(&self, gid: u32) -> Result<()> {
         self.ioctl("TUNSETGROUP", |fd| sys::tun_set_group(fd, gid))
     }
 
     /// Sets the link type (TUNSETLINK, an `ARPHRD_*` value); the device must be down.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Busy`] while the device is up, [`ErrorKind::Closed`] after destroy,
+    /// [`ErrorKind::Gone`] if the device was deleted from outside.
     pub fn set_link_type(&self, link_type: u16) -> Result<()> {
         self.ioctl("TUNSETLINK", |fd| sys::tun_set_link(fd, link_type))
     }
@@ -249,6 +313,12 @@ impl Device {
     ///
     /// The kernel matches at most 8 unicast addresses exactly (more would silently disable
     /// the filter, so they are refused); multicast addresses go to its hash filter.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for more than 8 unicast addresses (before any system
+    /// call), [`ErrorKind::Closed`] after destroy, [`ErrorKind::Gone`] if the device was
+    /// deleted from outside; EINVAL ([`ErrorKind::Os`]) on a tun device.
     pub fn set_mac_filter(&self, all_multicast: bool, macs: &[MacAddr]) -> Result<()> {
         let unicast = macs.iter().filter(|m| m.0[0] & 1 == 0).count();
         if unicast > 8 {
@@ -335,16 +405,32 @@ impl Device {
     }
 
     /// Sets the carrier (TUNSETCARRIER): without it the link is `NO-CARRIER`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy, [`ErrorKind::Gone`] if the device was deleted
+    /// from outside; [`ErrorKind::PermissionDenied`] turning it on while no queue is
+    /// enabled; EINVAL ([`ErrorKind::Os`]) on a kernel without TUNSETCARRIER.
     pub fn set_carrier(&self, carrier: bool) -> Result<()> {
         self.ioctl("TUNSETCARRIER", |fd| sys::tun_set_carrier(fd, carrier))
     }
 
     /// The send buffer of the device's sockets (TUNGETSNDBUF).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy, [`ErrorKind::Gone`] if the device was deleted
+    /// from outside.
     pub fn sndbuf(&self) -> Result<i32> {
         self.ioctl("TUNGETSNDBUF", sys::tun_get_sndbuf)
     }
 
     /// Sets the send buffer (TUNSETSNDBUF); must be positive.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] if `size` is not positive (before any system call);
+    /// otherwise as [`sndbuf`](Device::sndbuf).
     pub fn set_sndbuf(&self, size: i32) -> Result<()> {
         if size <= 0 {
             return Err(Error::new(
@@ -358,6 +444,12 @@ impl Device {
     }
 
     /// Tells the kernel which offloads the reader handles (TUNSETOFFLOAD, by value).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy, [`ErrorKind::Gone`] if the device was deleted
+    /// from outside; EINVAL ([`ErrorKind::Os`]) if the kernel does not know an offload asked
+    /// for (nothing is changed then).
     pub fn set_offload(&self, offload: Offload) -> Result<()> {
         self.ioctl("TUNSETOFFLOAD", |fd| {
             sys::tun_set_offload(fd, offload.bits())
@@ -367,6 +459,13 @@ impl Device {
     /// Negotiates TUNSETOFFLOAD: asks for `want` (with `CSUM`, which TSO and USO need),
     /// then without USO, then without TSO, and records what the kernel accepted. With
     /// `Offload::empty()` the mask is reset: the kernel hands over plain packets.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy, [`ErrorKind::Gone`] if the device was deleted
+    /// from outside (a refused mask is retried smaller, not an error). Once TSO or USO is
+    /// accepted, `gso_max_segs` is set over rtnetlink: [`ErrorKind::PermissionDenied`]
+    /// without CAP_NET_ADMIN, with the new mask already in force.
     pub fn negotiate_offload(&self, want: Offload) -> Result<Offload> {
         let segmenting =
             Offload::TSO4 | Offload::TSO6 | Offload::TSO_ECN | Offload::USO4 | Offload::USO6;
@@ -403,11 +502,21 @@ impl Device {
     }
 
     /// The virtio-net header size of a `vnet_hdr` device (TUNGETVNETHDRSZ).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy, [`ErrorKind::Gone`] if the device was deleted
+    /// from outside.
     pub fn vnet_hdr_size(&self) -> Result<i32> {
         self.ioctl("TUNGETVNETHDRSZ", sys::tun_get_vnet_hdr_sz)
     }
 
     /// Sets the virtio-net header size (TUNSETVNETHDRSZ; at least 10).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy, [`ErrorKind::Gone`] if the device was deleted
+    /// from outside; EINVAL ([`ErrorKind::Os`]) from the kernel for a size below 10.
     pub fn set_vnet_hdr_size(&self, size: i32) -> Result<()> {
         self.ioctl("TUNSETVNETHDRSZ", |fd| sys::tun_set_vnet_hdr_sz(fd, size))?;
         self.shared.set_vnet_hdr_len(size.max(0) as usize);
@@ -416,55 +525,98 @@ impl Device {
 
     /// A close-on-exec fd for the device's network namespace (TUNGETDEVNETNS; needs
     /// CAP_NET_ADMIN).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::PermissionDenied`] without CAP_NET_ADMIN over the device's namespace,
+    /// [`ErrorKind::Closed`] after destroy, [`ErrorKind::Gone`] if the device was deleted
+    /// from outside; EINVAL ([`ErrorKind::Os`]) on kernels before 5.2.
     pub fn namespace_fd(&self) -> Result<OwnedFd> {
         self.ioctl("TUNGETDEVNETNS", sys::tun_get_dev_netns)
     }
 
     /// The rtnetlink handle of the device, for configuration this type does not wrap.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy.
     pub fn link(&self) -> Result<&Link> {
         self.check_open("configure")?;
         Ok(&self.shared.link)
     }
 
     /// The kernel's view of the device: flags, MTU, MAC, `IFLA_TUN_*` attributes.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy; otherwise as [`Link::info`] (a device deleted
+    /// from outside is [`ErrorKind::NotFound`] there, not [`ErrorKind::Gone`]).
     pub fn info(&self) -> Result<LinkInfo> {
         self.link()?.info()
     }
 
     /// Brings the device up (`IFF_UP`).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy; otherwise as [`Link::up`].
     pub fn up(&self) -> Result<()> {
         self.link()?.up()
     }
 
     /// Brings the device down; its addresses stay (the original's `down/1`).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy; otherwise as [`Link::down`].
     pub fn down(&self) -> Result<()> {
         self.link()?.down()
     }
 
     /// Adds an address; see [`Link::add_address`]. The original's `up(Ref, IP)` is
     /// `add_address(ip)` then `up()`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy; otherwise as [`Link::add_address`].
     pub fn add_address(&self, cidr: Cidr) -> Result<()> {
         self.link()?.add_address(cidr)
     }
 
     /// Removes an address.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy; otherwise as [`Link::del_address`].
     pub fn del_address(&self, cidr: Cidr) -> Result<()> {
         self.link()?.del_address(cidr)
     }
 
     /// The device's addresses.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy; otherwise as [`Link::addresses`].
     pub fn addresses(&self) -> Result<Vec<Address>> {
         self.link()?.addresses()
     }
 
     /// Sets the point-to-point peer of the address `local` (the Erlang original's
     /// `dstaddr/2`, IPv4 and IPv6); see [`Link::set_peer`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy; otherwise as [`Link::set_peer`].
     pub fn set_peer(&self, local: std::net::IpAddr, peer: std::net::IpAddr) -> Result<()> {
         self.link()?.set_peer(local, peer)
     }
 
     /// Sets the broadcast address of the IPv4 address `local` (the Erlang original's
     /// `broadcast/2`); see [`Link::set_broadcast`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy; otherwise as [`Link::set_broadcast`].
     pub fn set_broadcast(
         &self,
         local: std::net::Ipv4Addr,
@@ -474,21 +626,37 @@ impl Device {
     }
 
     /// The MTU.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy; otherwise as [`Link::mtu`].
     pub fn mtu(&self) -> Result<u32> {
         self.link()?.mtu()
     }
 
     /// Sets the MTU.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy; otherwise as [`Link::set_mtu`].
     pub fn set_mtu(&self, mtu: u32) -> Result<()> {
         self.link()?.set_mtu(mtu)
     }
 
     /// Sets a tap's MAC address.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy; otherwise as [`Link::set_mac`].
     pub fn set_mac(&self, mac: MacAddr) -> Result<()> {
         self.link()?.set_mac(mac)
     }
 
     /// Sets the transmit queue length.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy; otherwise as [`Link::set_txqueuelen`].
     pub fn set_txqueuelen(&self, len: u32) -> Result<()> {
         self.link()?.set_txqueuelen(len)
     }
@@ -497,6 +665,12 @@ impl Device {
     /// every thread blocked on its queues with [`ErrorKind::Closed`]. The fds are closed
     /// when the `Device` is dropped. A second call, and every later operation, gives
     /// [`ErrorKind::Closed`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] if already destroyed, [`ErrorKind::Busy`] while another thread
+    /// destroys it; [`ErrorKind::PermissionDenied`] if RTM_DELLINK needs CAP_NET_ADMIN (the
+    /// device, no longer persistent, then goes when the `Device` is dropped).
     pub fn destroy(&self) -> Result<()> {
         self.check_open("destroy")?;
         // Clear persist first: should RTM_DELLINK be refused (no CAP_NET_ADMIN, as for a
@@ -536,6 +710,13 @@ impl Device {
     /// Attaches one more queue to a multi-queue device at run time (TUNSETIFF in the device's
     /// namespace, verified with TUNGETIFF). The returned [`Queue`] is independent of the
     /// `Device` value: move it to its own thread; dropping it detaches it.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy, [`ErrorKind::Busy`] while the device is active,
+    /// [`ErrorKind::Unsupported`] for a single-queue device; from TUNSETIFF,
+    /// [`ErrorKind::PermissionDenied`] (CAP_NET_ADMIN, or the device's owner or group) or
+    /// [`ErrorKind::FlagMismatch`]. Another namespace needs CAP_SYS_ADMIN to enter.
     pub fn attach_queue(&self) -> Result<Queue> {
         self.check_open("attach queue")?;
         if self.shared.control.is_active() {
@@ -563,13 +744,23 @@ impl Device {
     /// Switches to active mode (the original's `{active, true}`): one reader thread per queue
     /// delivers every packet to the returned [`Packets`], the owner's inbox, with `capacity`
     /// recycled 64 KiB buffers per queue bounding memory. See the [`active`](crate::active)
-    /// module for flow control and ownership. [`ErrorKind::Busy`] if already active.
+    /// module for flow control and ownership.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Busy`] if already active, [`ErrorKind::InvalidInput`] for a `capacity`
+    /// outside 1 to 65536, [`ErrorKind::Closed`] after destroy; [`ErrorKind::Os`] if a queue
+    /// fd cannot be duplicated or a reader thread cannot be started.
     pub fn activate(&self, capacity: usize) -> Result<Packets> {
         self.activate_with(capacity, Active::On)
     }
 
     /// Like [`activate`](Device::activate), starting in `mode` (e.g. `Active::Off` to arm the
     /// readers without delivering yet).
+    ///
+    /// # Errors
+    ///
+    /// As [`activate`](Device::activate).
     pub fn activate_with(&self, capacity: usize, mode: Active) -> Result<Packets> {
         self.check_open("activate")?;
         let fds = self
@@ -584,6 +775,12 @@ impl Device {
     /// Changes the active-mode delivery (the original's `setopt(Ref, {active, ...})`): `Off`
     /// pauses and returns once no reader takes packets any more; `On` resumes; `Once` and
     /// `Count(n)` deliver that many packets, then pause. Setting the current mode is a no-op.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] if the device is not active, [`ErrorKind::Closed`] after
+    /// destroy; [`ErrorKind::Busy`] if a reader does not finish its packet within 5 s (the
+    /// new mode is in force all the same).
     pub fn set_active(&self, mode: Active) -> Result<()> {
         self.check_open("set_active")?;
         if !self.shared.control.is_active() {

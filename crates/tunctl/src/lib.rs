@@ -77,13 +77,22 @@ pub use queue::{Queue, MAX_QUEUES};
 pub struct ReadmeDoctests;
 
 /// The uid of a user name or number (`"alice"` or `"1000"`), from the system's user
-/// database. [`ErrorKind::NotFound`] for an unknown name.
+/// database.
+///
+/// # Errors
+///
+/// [`ErrorKind::NotFound`] for an unknown name, [`ErrorKind::InvalidInput`] for an empty
+/// one; [`ErrorKind::Os`] if the user database cannot be read.
 pub fn user_id(user: &str) -> Result<u32> {
     lookup_id(user, "user", sys::user_id)
 }
 
 /// The gid of a group name or number (`"netdev"` or `"100"`), from the system's group
-/// database. [`ErrorKind::NotFound`] for an unknown name.
+/// database.
+///
+/// # Errors
+///
+/// As [`user_id`], for the group database.
 pub fn group_id(group: &str) -> Result<u32> {
     lookup_id(group, "group", sys::group_id)
 }
@@ -127,6 +136,11 @@ pub fn group_name(gid: u32) -> Option<String> {
 }
 
 /// The TUNSETIFF flags this kernel supports (TUNGETFEATURES on a fresh, unattached fd).
+///
+/// # Errors
+///
+/// [`ErrorKind::NotFound`] if `/dev/net/tun` is missing (tun module not loaded),
+/// [`ErrorKind::PermissionDenied`] if the caller may not open it.
 pub fn kernel_features() -> Result<Flags> {
     use std::os::fd::AsFd;
     let fd = sys::open_tun().map_err(|e| Error::os("open /dev/net/tun", e))?;

@@ -6,6 +6,10 @@ use crate::sys::IFNAMSIZ;
 /// Checks an interface name the way the kernel's `dev_valid_name` does, with a clear reason:
 /// 1 to 15 bytes, not `.` or `..`, no `/`, `:`, NUL or whitespace. With `template`, one `%d`
 /// is allowed (the kernel replaces it with the first free number).
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidInput`], naming the rule the name breaks.
 pub fn validate(name: &str, template: bool) -> Result<()> {
     let bad = |why: &str| {
         Err(Error::new(

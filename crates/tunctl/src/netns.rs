@@ -34,6 +34,11 @@ impl Namespace {
     }
 
     /// A named namespace (`/run/netns/NAME`); the name is checked, not its existence.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for a name that is empty, `.`, `..`, longer than 255
+    /// bytes, or holds `/` or NUL.
     pub fn named(name: &str) -> Result<Namespace> {
         validate_name(name)?;
         Ok(Namespace::Named(name.to_string()))
@@ -51,6 +56,10 @@ impl Namespace {
 
     /// Reads a command-line argument the way `tunctl --netns` does: anything containing a
     /// `/` is a path, anything else a name under `/run/netns`.
+    ///
+    /// # Errors
+    ///
+    /// As [`named`](Namespace::named) for a name; a path is not checked.
     pub fn from_arg(arg: &str) -> Result<Namespace> {
         if arg.contains('/') {
             Ok(Namespace::path(arg))
@@ -79,7 +88,11 @@ impl Namespace {
     }
 
     /// Opens the namespace file (close-on-exec). `None` for the current namespace.
-    /// Fails with [`ErrorKind::NotFound`] when the namespace does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`] when the namespace does not exist,
+    /// [`ErrorKind::PermissionDenied`] if its file cannot be opened.
     pub fn open(&self) -> Result<Option<OwnedFd>> {
         let Some(path) = self.file() else {
             return Ok(None);
@@ -99,6 +112,12 @@ impl Namespace {
     /// Runs `f` on a helper thread that has entered this namespace, and returns its result.
     /// For [`Namespace::Current`] `f` runs on the calling thread. Costs a thread spawn and a
     /// `setns(2)` (CAP_SYS_ADMIN is needed to enter another namespace).
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Namespace::open); [`ErrorKind::PermissionDenied`] without CAP_SYS_ADMIN,
+    /// EINVAL ([`ErrorKind::Os`]) for a file that is not a network namespace. `f`'s own
+    /// result is returned inside `Ok`.
     pub fn run<T, F>(&self, f: F) -> Result<T>
     where
         F: FnOnce() -> T + Send,
@@ -222,6 +241,11 @@ impl Namespace {
     }
 
     /// The names of the namespaces under `/run/netns`, sorted.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::PermissionDenied`] or [`ErrorKind::Os`] if `/run/netns` cannot be read;
+    /// a missing `/run/netns` is an empty list, not an error.
     pub fn list() -> Result<Vec<String>> {
         let entries = match fs::read_dir(NETNS_RUN_DIR) {
             Ok(entries) => entries,

@@ -31,7 +31,10 @@ impl PacketInfo {
         PacketInfo { flags: 0, proto }
     }
 
-    /// Splits `packet` into its header and payload. Fails with
+    /// Splits `packet` into its header and payload.
+    ///
+    /// # Errors
+    ///
     /// [`ErrorKind::InvalidInput`] when `packet` is shorter than 4 bytes.
     pub fn parse(packet: &[u8]) -> Result<(PacketInfo, &[u8])> {
         match packet {

@@ -151,9 +151,13 @@ impl Request {
         s
     }
 
-    /// Parses a request. Every deviation is an [`ErrorKind::InvalidInput`] error naming it:
-    /// oversized, not ASCII, missing header or `end`, unknown or repeated key, bad value,
-    /// invalid interface or namespace name, too many addresses.
+    /// Parses a request.
+    ///
+    /// # Errors
+    ///
+    /// Every deviation is an [`ErrorKind::InvalidInput`] error naming it: oversized, not
+    /// ASCII, missing header or `end`, unknown or repeated key, bad value, invalid interface
+    /// or namespace name, too many addresses.
     pub fn parse(bytes: &[u8]) -> Result<Request> {
         let bad = |why: String| Error::new(ErrorKind::InvalidInput, "helper request", why);
         if bytes.len() > MAX_REQUEST {
@@ -316,6 +320,11 @@ impl Reply {
     }
 
     /// Parses a reply.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for a malformed reply: not UTF-8, an unknown first word,
+    /// or `ok` without a name and a decimal index.
     pub fn parse(bytes: &[u8]) -> Result<Reply> {
         let bad = || {
             Error::new(
@@ -487,12 +496,22 @@ pub fn recv_message(
 }
 
 /// Sends `request` to a freshly spawned helper and returns its reply and fds.
+///
+/// # Errors
+///
+/// As [`exchange`].
 pub fn call(request: &Request) -> Result<(Reply, Vec<OwnedFd>)> {
     exchange(request.encode().as_bytes())
 }
 
 /// Sends raw bytes as the request (for tests and tools that probe the helper) and returns
 /// its reply and fds.
+///
+/// # Errors
+///
+/// [`ErrorKind::NotFound`] if no trusted helper is installed ([`find`]); the OS error if it
+/// cannot be started or talked to; [`ErrorKind::Other`] if it exits without answering,
+/// [`ErrorKind::InvalidInput`] for a malformed reply. A refusal is a [`Reply`], not an error.
 pub fn exchange(request: &[u8]) -> Result<(Reply, Vec<OwnedFd>)> {
     let helper = find().map_err(|why| Error::new(ErrorKind::NotFound, "tunctl-helper", why))?;
     let (ours, theirs) = sys::seqpacket_pair().map_err(|e| Error::os("socketpair", e))?;
@@ -538,6 +557,13 @@ fn refused(request: &Request, reply: Reply) -> Error {
 
 /// Creates a device through the helper: the [`Device`] behaves like one created directly
 /// (reads, writes, ioctls on the fd; inspection over the namespace's netlink socket).
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidInput`] for a request that is not [`Op::Create`]; as [`exchange`];
+/// [`ErrorKind::PermissionDenied`] if the policy denies it or the helper is unconfigured;
+/// [`ErrorKind::Other`] for the helper's error (the kernel's refusal, as text) or a reply
+/// without the two fds; as [`Device::from_parts`] for the fds received.
 pub fn create(request: &Request) -> Result<Device> {
     if request.op != Op::Create {
         return Err(Error::new(
@@ -575,6 +601,12 @@ pub fn create(request: &Request) -> Result<Device> {
 }
 
 /// Runs a set or delete request through the helper.
+///
+/// # Errors
+///
+/// As [`exchange`]; [`ErrorKind::PermissionDenied`] if the policy denies it or the helper
+/// is unconfigured; [`ErrorKind::Other`] for the helper's error (the kernel's refusal, as
+/// text).
 pub fn run(request: &Request) -> Result<()> {
     match call(request)?.0 {
         Reply::Ok { .. } => Ok(()),

@@ -169,6 +169,13 @@ impl LinkConfig {
     }
 
     /// [`plan`](LinkConfig::plan) against a view already read.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`], [`ErrorKind::AlreadyExists`] and
+    /// [`ErrorKind::PermissionDenied`] as for [`plan`](LinkConfig::plan); [`ErrorKind::NotFound`]
+    /// for an address to remove that is not there, or a peer or broadcast with no address to
+    /// pair with; [`ErrorKind::Unsupported`] for IPv6 on a kernel without it.
     pub fn plan_for(&self, info: &LinkInfo, current: &[Address]) -> Result<Plan> {
         let fail = |kind, op: &str, why: String| Err(Error::new(kind, op, why).on(&info.name));
         let mut steps = Vec::new();

@@ -22,6 +22,12 @@ pub struct Link {
 
 impl Link {
     /// Finds the interface `name` in namespace `ns`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for an invalid name, [`ErrorKind::NotFound`] if the
+    /// namespace or the interface does not exist, [`ErrorKind::PermissionDenied`] without
+    /// CAP_SYS_ADMIN to enter another namespace.
     pub fn by_name(ns: &Namespace, name: &str) -> Result<Link> {
         name::validate_existing(name)?;
         let netlink = Netlink::open_in(ns).map_err(|e| e.on_default(name))?;
@@ -62,6 +68,11 @@ impl Link {
     }
 
     /// The kernel's current view of the link.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`] if the link no longer exists here (deleted, or moved to
+    /// another namespace).
     pub fn info(&self) -> Result<LinkInfo> {
         self.netlink
             .link_by_index(self.index)
@@ -69,6 +80,11 @@ impl Link {
     }
 
     /// Sets `IFF_UP` (RTM_SETLINK).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::PermissionDenied`] without CAP_NET_ADMIN, [`ErrorKind::NotFound`] if the
+    /// link no longer exists.
     pub fn up(&self) -> Result<()> {
         self.netlink
             .set_link("set up", self.index, |m| {
@@ -120,11 +136,20 @@ impl Link {
     }
 
     /// The current MTU.
+    ///
+    /// # Errors
+    ///
+    /// As [`info`](Link::info).
     pub fn mtu(&self) -> Result<u32> {
         Ok(self.info()?.mtu)
     }
 
     /// Sets the MTU (`IFLA_MTU`), after checking it against the device's own range.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for an MTU outside the device's range (read first,
+    /// nothing changed); otherwise as [`up`](Link::up).
     pub fn set_mtu(&self, mtu: u32) -> Result<()> {
         let info = self.info()?;
         let (min, max) = (info.min_mtu.unwrap_or(68), info.max_mtu.unwrap_or(65535));
@@ -143,6 +168,11 @@ impl Link {
     }
 
     /// Sets the link-layer (MAC) address of a tap device (`IFLA_ADDRESS`).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for a multicast or all-zero MAC (before any system call),
+    /// [`ErrorKind::Unsupported`] for a device without one (tun); otherwise as [`up`](Link::up).
     pub fn set_mac(&self, mac: MacAddr) -> Result<()> {
         if !mac.is_valid_unicast() {
             return Err(self.named(Error::new(
@@ -167,6 +197,10 @@ impl Link {
     }
 
     /// Sets the transmit queue length (`IFLA_TXQLEN`).
+    ///
+    /// # Errors
+    ///
+    /// As [`up`](Link::up).
     pub fn set_txqueuelen(&self, len: u32) -> Result<()> {
         self.netlink
             .set_link("set txqueuelen", self.index, |m| {
@@ -176,6 +210,10 @@ impl Link {
     }
 
     /// Sets the interface alias (`IFLA_IFALIAS`; changing it needs CAP_NET_ADMIN).
+    ///
+    /// # Errors
+    ///
+    /// As [`up`](Link::up); the kernel refuses an alias over 255 bytes ([`ErrorKind::Os`]).
     pub fn set_alias(&self, alias: &str) -> Result<()> {
         self.netlink
             .set_link("set alias", self.index, |m| {
@@ -186,6 +224,10 @@ impl Link {
 
     /// Sets the most segments the kernel puts in one GSO packet for this device
     /// (`IFLA_GSO_MAX_SEGS`).
+    ///
+    /// # Errors
+    ///
+    /// As [`up`](Link::up); the kernel refuses a value over 65535 ([`ErrorKind::Os`]).
     pub fn set_gso_max_segs(&self, segs: u32) -> Result<()> {
         self.netlink
             .set_link("set gso_max_segs", self.index, |m| {
@@ -196,7 +238,12 @@ impl Link {
 
     /// Sets the carrier (`IFLA_CARRIER`; the tun driver implements it like TUNSETCARRIER).
     /// The kernel turns the carrier of a TUN/TAP device on only while some process has it
-    /// open (a queue attached); otherwise this fails with [`ErrorKind::PermissionDenied`].
+    /// open (a queue attached).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::PermissionDenied`] without CAP_NET_ADMIN, or turning the carrier on with
+    /// no queue attached; [`ErrorKind::NotFound`] if the link no longer exists.
     pub fn set_carrier(&self, carrier: bool) -> Result<()> {
         self.netlink
             .set_link("set carrier", self.index, |m| {
@@ -215,6 +262,10 @@ impl Link {
     }
 
     /// Every address on the link.
+    ///
+    /// # Errors
+    ///
+    /// As [`Netlink::links`]; a link that no longer exists has no addresses (not an error).
     pub fn addresses(&self) -> Result<Vec<Address>> {
         self.netlink
             .addresses(Some(self.index))
@@ -223,11 +274,21 @@ impl Link {
 
     /// Adds an address with its network's default broadcast (IPv4 up to /30). IPv6 needs an
     /// MTU of at least 1280, which is checked first.
+    ///
+    /// # Errors
+    ///
+    /// As [`add`](Link::add).
     pub fn add_address(&self, cidr: Cidr) -> Result<()> {
         self.add(&Address::new(cidr))
     }
 
     /// Adds an address with every attribute of `spec` (peer, broadcast).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for IPv6 on a link with an MTU below 1280,
+    /// [`ErrorKind::AlreadyExists`] if the address is there; otherwise as
+    /// [`Netlink::add_address`].
     pub fn add(&self, spec: &Address) -> Result<()> {
         if spec.addr.is_ipv6() {
             let mtu = self.mtu()?;
@@ -245,6 +306,11 @@ impl Link {
     }
 
     /// Removes an address (matched by address and prefix).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`] if no address of that address and prefix is on the link;
+    /// [`ErrorKind::PermissionDenied`] without CAP_NET_ADMIN.
     pub fn del_address(&self, cidr: Cidr) -> Result<()> {
         let found = self
             .addresses()?
@@ -419,6 +485,10 @@ impl Link {
     }
 
     /// Deletes the link (RTM_DELLINK).
+    ///
+    /// # Errors
+    ///
+    /// As [`Netlink::delete_link`].
     pub fn delete(&self) -> Result<()> {
         self.netlink
             .delete_link(self.index)

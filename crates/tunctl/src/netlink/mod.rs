@@ -137,11 +137,20 @@ impl Conn {
 
 impl Netlink {
     /// Opens a close-on-exec rtnetlink socket in the caller's namespace.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Os`] if the socket cannot be made or bound (e.g. EMFILE).
     pub fn open() -> Result<Netlink> {
         Netlink::open_in(&Namespace::Current)
     }
 
     /// Opens an rtnetlink socket inside `ns` (on a helper thread; see [`Namespace::run`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Namespace::run`] ([`ErrorKind::NotFound`] for a missing namespace,
+    /// [`ErrorKind::PermissionDenied`] without CAP_SYS_ADMIN), then as [`open`](Netlink::open).
     pub fn open_in(ns: &Namespace) -> Result<Netlink> {
         ns.run(|| Netlink::open_here(ns.clone()))?
     }
@@ -157,6 +166,10 @@ impl Netlink {
     }
 
     /// A duplicate of the socket's fd (close-on-exec), to hand to another process.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Os`] if `dup(2)` fails (e.g. EMFILE).
     pub fn socket_fd(&self) -> Result<OwnedFd> {
         let conn = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         conn.socket
@@ -229,11 +242,20 @@ impl Netlink {
     }
 
     /// Every link in the namespace (RTM_GETLINK dump).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Os`] if the socket fails; [`ErrorKind::Other`] if the reply never ends
+    /// or the kernel keeps interrupting the dump.
     pub fn links(&self) -> Result<Vec<LinkInfo>> {
         self.links_matching(LinkMessage::default(), true)
     }
 
     /// Every TUN/TAP device in the namespace, with its `IFLA_TUN_*` attributes.
+    ///
+    /// # Errors
+    ///
+    /// As [`links`](Netlink::links).
     pub fn tun_links(&self) -> Result<Vec<LinkInfo>> {
         Ok(self
             .links()?
@@ -242,7 +264,13 @@ impl Netlink {
             .collect())
     }
 
-    /// One link by name. [`ErrorKind::NotFound`] if there is none.
+    /// One link by name.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for an invalid name (a template included, before any
+    /// system call), [`ErrorKind::NotFound`] if there is none; otherwise as
+    /// [`links`](Netlink::links).
     pub fn link_by_name(&self, name: &str) -> Result<LinkInfo> {
         name::validate_existing(name)?;
         let mut msg = LinkMessage::default();
@@ -265,7 +293,11 @@ impl Netlink {
             })
     }
 
-    /// One link by index. [`ErrorKind::NotFound`] if there is none.
+    /// One link by index.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`] if there is none; otherwise as [`links`](Netlink::links).
     pub fn link_by_index(&self, index: u32) -> Result<LinkInfo> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
@@ -300,7 +332,13 @@ impl Netlink {
     /// Moves a link into the namespace `target` (RTM_SETLINK with `IFLA_NET_NS_FD`) and
     /// names it `name` there, which may be a template (`tun%d`): the kernel then picks the
     /// first free name in `target`. The kernel brings the link down and drops its addresses
-    /// on the way. `EEXIST` if `name` is taken there.
+    /// on the way.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::AlreadyExists`] if `name` is taken in `target`, [`ErrorKind::NotFound`]
+    /// for an unknown `index`, [`ErrorKind::PermissionDenied`] without CAP_NET_ADMIN in both
+    /// namespaces; EINVAL ([`ErrorKind::Os`]) for an invalid `name` (it is not checked here).
     pub fn move_link(&self, index: u32, target: BorrowedFd<'_>, name: &str) -> Result<()> {
         use std::os::fd::AsRawFd;
         self.set_link("move to namespace", index, |m| {
@@ -311,6 +349,12 @@ impl Netlink {
     }
 
     /// Deletes a link (RTM_DELLINK). Works for TUN/TAP devices, persistent or not.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`] for an unknown `index`, [`ErrorKind::PermissionDenied`]
+    /// without CAP_NET_ADMIN, [`ErrorKind::Unsupported`] for a link the kernel cannot delete
+    /// (e.g. `lo`).
     pub fn delete_link(&self, index: u32) -> Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
@@ -319,6 +363,10 @@ impl Netlink {
     }
 
     /// The addresses of one link (`index`), or of every link (`None`).
+    ///
+    /// # Errors
+    ///
+    /// As [`links`](Netlink::links); an unknown `index` gives an empty list, not an error.
     pub fn addresses(&self, index: Option<u32>) -> Result<Vec<Address>> {
         let replies = self.request(
             "RTM_GETADDR",
@@ -364,7 +412,13 @@ impl Netlink {
         msg
     }
 
-    /// Adds an address (RTM_NEWADDR with NLM_F_EXCL): [`ErrorKind::AlreadyExists`] if present.
+    /// Adds an address (RTM_NEWADDR with NLM_F_EXCL).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::AlreadyExists`] if present, [`ErrorKind::NotFound`] for an unknown
+    /// `index`, [`ErrorKind::PermissionDenied`] without CAP_NET_ADMIN; the kernel's other
+    /// refusals as [`ErrorKind::Os`], with its message.
     pub fn add_address(&self, index: u32, spec: &Address) -> Result<()> {
         let msg = Netlink::address_message(index, spec);
         self.request(
@@ -384,6 +438,10 @@ impl Netlink {
 
     /// The routes of the main table (IPv4 and IPv6) through link `index`, or through every
     /// link (`None`), as `ip route show` lists them (RTM_GETROUTE dump).
+    ///
+    /// # Errors
+    ///
+    /// As [`links`](Netlink::links); an unknown `index` gives an empty list, not an error.
     pub fn routes(&self, index: Option<u32>) -> Result<Vec<Route>> {
         let mut all = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
@@ -408,7 +466,12 @@ impl Netlink {
 
     /// Adds a route to `dst` through link `index` in the main table (RTM_NEWROUTE, as
     /// `ip route add DST dev LINK [via GATEWAY]`): a link-scope route without a gateway.
-    /// [`ErrorKind::AlreadyExists`] if the same route is there.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::AlreadyExists`] if the same route is there, [`ErrorKind::NotFound`] for
+    /// an unknown `index`, [`ErrorKind::PermissionDenied`] without CAP_NET_ADMIN; the
+    /// kernel's other refusals (e.g. an unreachable gateway) as [`ErrorKind::Os`].
     pub fn add_route(&self, index: u32, dst: Cidr, gateway: Option<IpAddr>) -> Result<()> {
         let msg = Netlink::route_message(index, dst, gateway);
         self.request(
@@ -420,7 +483,11 @@ impl Netlink {
     }
 
     /// Deletes the route to `dst` through link `index` from the main table (RTM_DELROUTE).
-    /// [`ErrorKind::NotFound`] if there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`] if there is none, [`ErrorKind::PermissionDenied`] without
+    /// CAP_NET_ADMIN.
     pub fn del_route(&self, index: u32, dst: Cidr) -> Result<()> {
         let msg = Netlink::route_message(index, dst, None);
         self.request(
@@ -472,6 +539,11 @@ impl Netlink {
     }
 
     /// Removes an address (RTM_DELADDR).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`] if the address is not assigned (or `index` is unknown),
+    /// [`ErrorKind::PermissionDenied`] without CAP_NET_ADMIN.
     pub fn del_address(&self, index: u32, spec: &Address) -> Result<()> {
         let msg = Netlink::address_message(index, spec);
         self.request(

@@ -183,8 +183,12 @@ impl GroTable {
     /// `bufs[i][offset - 10..offset]`, and its index goes to `out`, in order.
     ///
     /// Packets that cannot be merged (other protocols, garbage) are passed through with an
-    /// empty header. Fails only with [`OffloadError::NoRoom`]: `offset` below 10, or a
-    /// `lens[i]` beyond its buffer.
+    /// empty header.
+    ///
+    /// # Errors
+    ///
+    /// Only [`OffloadError::NoRoom`]: `offset` below 10, or a `lens[i]` beyond its buffer
+    /// (checked before anything is changed).
     pub fn coalesce<B: AsMut<[u8]>>(
         &mut self,
         bufs: &mut [B],
@@ -198,6 +202,10 @@ impl GroTable {
     /// Like [`coalesce`](GroTable::coalesce), skipping the checksum check of packet `i` when
     /// `trusted[i]` says its checksum is known to be valid (because [`gso_split`] computed
     /// it). Missing entries count as untrusted.
+    ///
+    /// # Errors
+    ///
+    /// As [`coalesce`](GroTable::coalesce).
     ///
     /// [`gso_split`]: crate::offload::gso_split
     pub fn coalesce_trusted<B: AsMut<[u8]>>(

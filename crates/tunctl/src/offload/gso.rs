@@ -14,8 +14,14 @@ use super::{offload_ip, OffloadError};
 /// segments written to `out[i][offset..]`, their lengths to `sizes[i]`; returns how many.
 ///
 /// A packet that is not a GSO super-packet is copied as one segment, its checksum completed
-/// if the header says `NEEDS_CSUM`. Errors: [`OffloadError::NoRoom`] when `out` or `sizes`
-/// has too few entries or a buffer is too small; the other kinds for malformed input.
+/// if the header says `NEEDS_CSUM`.
+///
+/// # Errors
+///
+/// [`OffloadError::NoRoom`] when `out` or `sizes` has too few entries or a buffer is too
+/// small; [`OffloadError::Unsupported`] for UFO, an IPv4 fragment or a GSO type that does not
+/// match the packet; [`OffloadError::Truncated`] or [`OffloadError::BadHeader`] for malformed
+/// headers.
 pub fn gso_split<B: AsMut<[u8]>>(
     packet: &[u8],
     hdr: VirtioNetHdr,

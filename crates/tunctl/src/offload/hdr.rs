@@ -48,11 +48,19 @@ impl VirtioNetHdr {
     pub const GSO_ECN: u8 = 0x80;
 
     /// Decodes the first 10 bytes of `buf` (through [`VirtioNetPacket`]).
+    ///
+    /// # Errors
+    ///
+    /// [`OffloadError::Truncated`] if `buf` is shorter than 10 bytes.
     pub fn parse(buf: &[u8]) -> Result<VirtioNetHdr, OffloadError> {
         Ok(VirtioNetPacket::new_checked(buf)?.header())
     }
 
     /// Encodes into the first 10 bytes of `buf` (through [`VirtioNetPacket`]).
+    ///
+    /// # Errors
+    ///
+    /// [`OffloadError::NoRoom`] if `buf` is shorter than 10 bytes.
     pub fn write(&self, buf: &mut [u8]) -> Result<(), OffloadError> {
         let mut view = VirtioNetPacket::new_checked(buf).map_err(|_| OffloadError::NoRoom)?;
         view.set_header(self);
@@ -60,6 +68,11 @@ impl VirtioNetHdr {
     }
 
     /// The GSO type, without the ECN bit.
+    ///
+    /// # Errors
+    ///
+    /// [`OffloadError::Unsupported`] for a type other than 0 (none), 1 (TCPv4), 3 (UDP),
+    /// 4 (TCPv6) and 5 (UDP_L4).
     pub fn gso(&self) -> Result<GsoType, OffloadError> {
         match self.gso_type & !Self::GSO_ECN {
             0 => Ok(GsoType::None),

@@ -242,7 +242,11 @@ pub struct EthernetFrame<T> {
 view_common!(EthernetFrame);
 
 impl<T: AsRef<[u8]>> EthernetFrame<T> {
-    /// Wraps `buffer`, which must hold the 14-byte header ([`OffloadError::Truncated`]).
+    /// Wraps `buffer`, which must hold the 14-byte header.
+    ///
+    /// # Errors
+    ///
+    /// [`OffloadError::Truncated`] if it is shorter than 14 bytes.
     pub fn new_checked(buffer: T) -> Result<EthernetFrame<T>, OffloadError> {
         if buffer.as_ref().len() < ETHERNET_HEADER_LEN {
             return Err(OffloadError::Truncated);
@@ -314,10 +318,14 @@ pub struct Ipv4Packet<T> {
 view_common!(Ipv4Packet);
 
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
-    /// Wraps `buffer` after checking it: [`OffloadError::Truncated`] if it is shorter than 20
-    /// bytes, [`OffloadError::Unsupported`] if the version is not 4,
-    /// [`OffloadError::BadHeader`] if the header length is under 20 bytes or over the total
-    /// length, or the total length over the buffer.
+    /// Wraps `buffer` after checking it.
+    ///
+    /// # Errors
+    ///
+    /// [`OffloadError::Truncated`] if it is shorter than 20 bytes,
+    /// [`OffloadError::Unsupported`] if the version is not 4, [`OffloadError::BadHeader`] if
+    /// the header length is under 20 bytes or over the total length, or the total length
+    /// over the buffer.
     pub fn new_checked(buffer: T) -> Result<Ipv4Packet<T>, OffloadError> {
         let b = buffer.as_ref();
         if b.len() < IPV4_HEADER_LEN {
@@ -516,9 +524,13 @@ pub struct Ipv6Packet<T> {
 view_common!(Ipv6Packet);
 
 impl<T: AsRef<[u8]>> Ipv6Packet<T> {
-    /// Wraps `buffer` after checking it: [`OffloadError::Truncated`] if it is shorter than 40
-    /// bytes, [`OffloadError::Unsupported`] if the version is not 6,
-    /// [`OffloadError::BadHeader`] if the payload length reaches past the buffer.
+    /// Wraps `buffer` after checking it.
+    ///
+    /// # Errors
+    ///
+    /// [`OffloadError::Truncated`] if it is shorter than 40 bytes,
+    /// [`OffloadError::Unsupported`] if the version is not 6, [`OffloadError::BadHeader`] if
+    /// the payload length reaches past the buffer.
     pub fn new_checked(buffer: T) -> Result<Ipv6Packet<T>, OffloadError> {
         if buffer.as_ref().len() < IPV6_HEADER_LEN {
             return Err(OffloadError::Truncated);
@@ -692,8 +704,12 @@ impl<T> IpPacket<T> {
 
 impl<T: AsRef<[u8]>> IpPacket<T> {
     /// Wraps `buffer` after checking it as [`Ipv4Packet::new_checked`] or
-    /// [`Ipv6Packet::new_checked`] does, by its version: [`OffloadError::Truncated`] if it is
-    /// empty, [`OffloadError::Unsupported`] if the version is neither 4 nor 6.
+    /// [`Ipv6Packet::new_checked`] does, by its version.
+    ///
+    /// # Errors
+    ///
+    /// [`OffloadError::Truncated`] if it is empty, [`OffloadError::Unsupported`] if the
+    /// version is neither 4 nor 6; otherwise those of the version's own `new_checked`.
     pub fn new_checked(buffer: T) -> Result<IpPacket<T>, OffloadError> {
         match buffer.as_ref().first().map(|b| b >> 4) {
             None => Err(OffloadError::Truncated),
@@ -803,9 +819,12 @@ pub struct TcpPacket<T> {
 view_common!(TcpPacket);
 
 impl<T: AsRef<[u8]>> TcpPacket<T> {
-    /// Wraps `buffer` after checking it: [`OffloadError::Truncated`] if it is shorter than 20
-    /// bytes, [`OffloadError::BadHeader`] if the data offset says less than 20 bytes or more
-    /// than the buffer holds.
+    /// Wraps `buffer` after checking it.
+    ///
+    /// # Errors
+    ///
+    /// [`OffloadError::Truncated`] if it is shorter than 20 bytes, [`OffloadError::BadHeader`]
+    /// if the data offset says less than 20 bytes or more than the buffer holds.
     pub fn new_checked(buffer: T) -> Result<TcpPacket<T>, OffloadError> {
         if buffer.as_ref().len() < TCP_HEADER_LEN {
             return Err(OffloadError::Truncated);
@@ -955,8 +974,11 @@ pub struct UdpPacket<T> {
 view_common!(UdpPacket);
 
 impl<T: AsRef<[u8]>> UdpPacket<T> {
-    /// Wraps `buffer` after checking it: [`OffloadError::Truncated`] if it is shorter than 8
-    /// bytes.
+    /// Wraps `buffer` after checking it.
+    ///
+    /// # Errors
+    ///
+    /// [`OffloadError::Truncated`] if it is shorter than 8 bytes.
     pub fn new_checked(buffer: T) -> Result<UdpPacket<T>, OffloadError> {
         if buffer.as_ref().len() < UDP_HEADER_LEN {
             return Err(OffloadError::Truncated);
@@ -1058,8 +1080,11 @@ pub struct VirtioNetPacket<T> {
 view_common!(VirtioNetPacket);
 
 impl<T: AsRef<[u8]>> VirtioNetPacket<T> {
-    /// Wraps `buffer` after checking it: [`OffloadError::Truncated`] if it is shorter than the
-    /// 10-byte header.
+    /// Wraps `buffer` after checking it.
+    ///
+    /// # Errors
+    ///
+    /// [`OffloadError::Truncated`] if it is shorter than the 10-byte header.
     pub fn new_checked(buffer: T) -> Result<VirtioNetPacket<T>, OffloadError> {
         if buffer.as_ref().len() < VirtioNetHdr::LEN {
             return Err(OffloadError::Truncated);
