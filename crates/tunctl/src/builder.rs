@@ -250,9 +250,12 @@ impl Builder {
     /// [`helper`](Builder::helper), that refusal may become [`crate::helper::create`]'s errors.
     pub fn create(self) -> Result<Device> {
         match self.clone().build(Mode::Create) {
+            // Only the kernel's refusal to create: a refusal after a device was made (and
+            // removed again) is no reason to make a second one through the helper.
             Err(e)
                 if self.helper
                     && e.kind() == ErrorKind::PermissionDenied
+                    && e.operation() == "TUNSETIFF"
                     && !sys::is_root()
                     && self.group.is_none()
                     && self.alias.is_none()
@@ -345,29 +348,41 @@ impl Builder {
         } else {
             None
         };
-        let (dev, attached) = match sealed {
+        let (dev, attached, created) = match sealed {
             Some((queues, netlink, kname, index)) => (
                 Device::assemble(queues, Link::from_index(netlink, index, kname), flags, None)?,
                 false,
+                true,
             ),
             None => {
-                let (queues, netlink, kname, index) = ns
+                let (queues, netlink, kname, index, existed) = ns
                     .run(|| self.attach_all(mode, flags))
                     .and_then(|r| r)
                     .map_err(|e| e.on_default(&label))?;
                 let dev =
                     Device::assemble(queues, Link::from_index(netlink, index, kname), flags, None)?;
-                (dev, true)
+                (dev, true, !existed)
             }
         };
-        if attached {
-            // An existing device (or one made in place without CAP_SYS_ADMIN, single-queue
-            // and so held by us alone): the settings in the order that never leaves a
-            // persistent device without its owner.
-            self.seal(&dev)?;
-        }
-        if flags.contains(Flags::VNET_HDR) {
-            dev.negotiate_offload(self.offload)?;
+        let finish = || -> Result<()> {
+            if attached {
+                // An existing device (or one made in place without CAP_SYS_ADMIN,
+                // single-queue and so held by us alone): the settings in the order that never
+                // leaves a persistent device without its owner.
+                self.seal(&dev)?;
+            }
+            if flags.contains(Flags::VNET_HDR) {
+                dev.negotiate_offload(self.offload)?;
+            }
+            Ok(())
+        };
+        if let Err(e) = finish() {
+            // A device this call made goes again, persistent or not: a failed create leaves
+            // nothing behind.
+            if created {
+                let _ = dev.destroy();
+            }
+            return Err(e);
         }
         Ok(dev)
     }
@@ -528,7 +543,14 @@ impl Builder {
 
     /// Runs inside the target namespace: checks an existing device, opens every queue, and
     /// opens the netlink socket that will configure the device.
-    fn attach_all(&self, mode: Mode, flags: Flags) -> Result<(Vec<OwnedFd>, Netlink, String, u32)> {
+    /// Returns the queues, the netlink socket, the kernel's name, the index, and whether
+    /// the device existed before.
+    #[allow(clippy::type_complexity)]
+    fn attach_all(
+        &self,
+        mode: Mode,
+        flags: Flags,
+    ) -> Result<(Vec<OwnedFd>, Netlink, String, u32, bool)> {
         let netlink = Netlink::open_here(self.namespace.clone())?;
         let existing = match &self.name {
             Some(name) if !name.contains('%') => match netlink.link_by_name(name) {
@@ -564,7 +586,7 @@ impl Builder {
             fds.push(attach(&kname, flags, flags)?.0);
         }
         let index = netlink.link_by_name(&kname)?.index;
-        if let Some(info) = existing {
+        if let Some(info) = &existing {
             if info.index != index {
                 // Deleted and re-created between the check and the attach: not the device we
                 // checked. Dropping the fds removes what we just created.
@@ -576,7 +598,7 @@ impl Builder {
                 .on(&kname));
             }
         }
-        Ok((fds, netlink, kname, index))
+        Ok((fds, netlink, kname, index, existing.is_some()))
     }
 }
 

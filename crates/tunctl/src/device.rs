@@ -59,8 +59,14 @@ impl Device {
                     (Netlink::open_in(&Namespace::path(path))?, Some(nsfd))
                 }
             }
-            // Kernels before 5.2 lack TUNGETDEVNETNS: assume ours, and verify below.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY) | Some(libc::EINVAL)) => {
+            // Kernels before 5.2 lack TUNGETDEVNETNS, and it needs CAP_NET_ADMIN (an fd handed
+            // to an unprivileged program): assume ours, and verify below.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOTTY) | Some(libc::EINVAL) | Some(libc::EPERM)
+                ) =>
+            {
                 (Netlink::open()?, None)
             }
             Err(e) => return Err(Error::os("TUNGETDEVNETNS", e).on(&kname)),
@@ -329,7 +335,14 @@ impl Device {
             )
             .on(self.name()));
         }
-        let raw: Vec<[u8; 6]> = macs.iter().map(|m| m.0).collect();
+        // The kernel matches the first 8 entries exactly and hashes the rest, where a
+        // unicast address would switch the filter off: unicast first.
+        let raw: Vec<[u8; 6]> = macs
+            .iter()
+            .filter(|m| m.0[0] & 1 == 0)
+            .chain(macs.iter().filter(|m| m.0[0] & 1 != 0))
+            .map(|m| m.0)
+            .collect();
         self.ioctl("TUNSETTXFILTER", |fd| {
             sys::tun_set_tx_filter(fd, all_multicast, &raw)
         })
@@ -374,7 +387,7 @@ impl Device {
     ///
     /// # Errors
     ///
-    /// The kernel's refusal (EINVAL when no filter is attached).
+    /// The kernel's refusal (EINVAL on a tun device).
     pub fn detach_filter(&self) -> Result<()> {
         self.ioctl("TUNDETACHFILTER", sys::tun_detach_filter)
     }
@@ -443,7 +456,10 @@ impl Device {
         self.ioctl("TUNSETSNDBUF", |fd| sys::tun_set_sndbuf(fd, size))
     }
 
-    /// Tells the kernel which offloads the reader handles (TUNSETOFFLOAD, by value).
+    /// Tells the kernel which offloads the reader handles (TUNSETOFFLOAD, by value), and
+    /// records the mask for [`offload`](Device::offload) and the batch calls. Prefer
+    /// [`negotiate_offload`](Device::negotiate_offload), which also bounds the kernel's
+    /// super-packets to what a batch splits in one go.
     ///
     /// # Errors
     ///
@@ -453,7 +469,9 @@ impl Device {
     pub fn set_offload(&self, offload: Offload) -> Result<()> {
         self.ioctl("TUNSETOFFLOAD", |fd| {
             sys::tun_set_offload(fd, offload.bits())
-        })
+        })?;
+        self.shared.offload.store(offload.bits(), Ordering::Release);
+        Ok(())
     }
 
     /// Negotiates TUNSETOFFLOAD: asks for `want` (with `CSUM`, which TSO and USO need),
@@ -477,15 +495,23 @@ impl Device {
             Offload::from_bits_retain(want.bits() & !(Offload::USO4 | Offload::USO6).bits());
         let csum_only = Offload::from_bits_retain(want.bits() & Offload::CSUM.bits());
         let mut last = None;
-        for attempt in [want, no_uso, csum_only, Offload::empty()] {
+        // Segmentation offloads need the kernel to send super-packets of at most 64
+        // segments (what a batch splits in one go): `gso_max_segs`, which only CAP_NET_ADMIN
+        // can set. Without it (an unprivileged owner), segmentation is not asked for.
+        let limited = want.bits() & segmenting.bits() == 0
+            || self
+                .link()
+                .and_then(|l| l.set_gso_max_segs(crate::offload::MAX_SEGMENTS as u32))
+                .is_ok();
+        let attempts: &[Offload] = if limited {
+            &[want, no_uso, csum_only, Offload::empty()]
+        } else {
+            &[csum_only, Offload::empty()]
+        };
+        for &attempt in attempts {
             match self.set_offload(attempt) {
                 Ok(()) => {
                     self.shared.offload.store(attempt.bits(), Ordering::Release);
-                    if attempt.bits() & segmenting.bits() != 0 {
-                        // Super-packets of at most 64 segments: what a batch splits in one go.
-                        self.link()?
-                            .set_gso_max_segs(crate::offload::MAX_SEGMENTS as u32)?;
-                    }
                     return Ok(attempt);
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
@@ -738,6 +764,17 @@ impl Device {
         let flags = self.shared.flags();
         let name = self.name();
         let (fd, _) = self.namespace().run(|| attach(name, flags, flags))??;
+        // By name: the device must still be the one this handle owns (not deleted and
+        // re-created from outside meanwhile).
+        let now = self.link()?.netlink().link_by_name(name)?;
+        if now.index != self.index() {
+            return Err(Error::new(
+                ErrorKind::Gone,
+                "attach queue",
+                "the device was deleted and a new one of the same name made meanwhile",
+            )
+            .on(name));
+        }
         Ok(Queue::new(fd, Arc::clone(&self.shared)))
     }
 
