@@ -75,6 +75,64 @@ fn tagged_link(caller: &Caller, ns: &Namespace, req: &Request) -> Result<Link, R
     }
 }
 
+/// The plan for a change, made from one snapshot of the device, with the networks it routes
+/// checked against the rule.
+fn plan_checked(
+    policy: &Policy,
+    rule: usize,
+    link: &Link,
+    req: &Request,
+) -> Result<tunctl::Plan, Reply> {
+    let plan = link
+        .info()
+        .and_then(|info| Ok((info, link.addresses()?)))
+        .and_then(|(info, addrs)| link_config(req).plan_for(&info, &addrs))
+        .map_err(|e| Reply::Error(e.to_string()))?;
+    let routes = plan
+        .routed_networks()
+        .map_err(|e| Reply::Error(e.to_string()))?;
+    match policy.rules.get(rule) {
+        Some(r) => r.within_ranges(&routes).map_err(Reply::Denied)?,
+        None => return Err(Reply::Denied("no such rule".into())),
+    }
+    Ok(plan)
+}
+
+/// What a device's holder must not be able to do through packets it writes: install routes
+/// with IPv6 router advertisements or redirects, or (IPv4) pass spoofed sources. Per-link
+/// sysctls, set after the device arrived in its namespace (a move resets them); with no IPv6
+/// range in the rule, IPv6 is off on the device altogether.
+fn harden(link: &Link, policy: &Policy, rule: usize) -> tunctl::Result<()> {
+    let v6_allowed = policy
+        .rules
+        .get(rule)
+        .is_some_and(|r| r.addresses.iter().any(|c| c.addr().is_ipv6()));
+    for (key, value) in [
+        ("rp_filter", "1"),
+        ("accept_redirects", "0"),
+        ("accept_source_route", "0"),
+    ] {
+        link.set_conf("ipv4", key, value)?;
+    }
+    let v6 = if v6_allowed {
+        &[
+            ("accept_ra", "0"),
+            ("autoconf", "0"),
+            ("accept_redirects", "0"),
+        ][..]
+    } else {
+        &[("disable_ipv6", "1")][..]
+    };
+    for (key, value) in v6 {
+        match link.set_conf("ipv6", key, value) {
+            // IPv6 off in this kernel: nothing to harden.
+            Err(e) if e.kind() == tunctl::ErrorKind::NotFound => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
 /// Carries out an allowed request.
 pub(crate) fn execute(
     caller: &Caller,
@@ -95,22 +153,14 @@ pub(crate) fn execute(
         let done = if req.op == Op::Delete {
             link.delete()
         } else {
-            // The pairing is decided again on the device as it is now (another request of
-            // the same user may have changed its addresses since the decision), and checked
-            // again: what the kernel is told is what the policy saw.
-            let config = link_config(req);
-            let recheck = link
-                .addresses()
-                .and_then(|now| config.routed_networks(&now))
-                .map_err(|e| e.to_string())
-                .and_then(|routes| match policy.rules.get(rule) {
-                    Some(r) => r.within_ranges(&routes),
-                    None => Err("no such rule".into()),
-                });
-            if let Err(why) = recheck {
-                return (Reply::Denied(why), Vec::new());
+            // One snapshot of the device, one plan from it: the networks checked are those
+            // of the very plan applied (another request of the same user may change the
+            // addresses meanwhile; then a step of this plan fails instead of routing what
+            // the policy never saw).
+            match plan_checked(policy, rule, &link, req) {
+                Ok(plan) => plan.apply(&link, None),
+                Err(reply) => return (reply, Vec::new()),
             }
-            config.plan(&link).and_then(|plan| plan.apply(&link, None))
         };
         return match done {
             Ok(()) => (
@@ -123,8 +173,9 @@ pub(crate) fn execute(
             Err(e) => err(e.to_string()),
         };
     }
-    // Born in a private namespace with its owner, tag and persist flag, then moved into the
-    // target: nobody can see it untagged or attach to it there (see Builder::owner).
+    // Born in a private namespace with its owner and tag, then moved into the target: nobody
+    // can see it untagged or attach to it there (see Builder::owner). Persistent only as the
+    // last step, after every check: a helper killed before then leaves nothing.
     let mut b = Device::builder()
         .name(&req.name)
         .kind(req.kind)
@@ -133,8 +184,7 @@ pub(crate) fn execute(
         .exclusive(true)
         .namespace(ns)
         .owner(caller.uid)
-        .alias(tag(caller.uid))
-        .persist(req.persist);
+        .alias(tag(caller.uid));
     if req.multi_queue {
         b = b.multi_queue(1);
     }
@@ -157,10 +207,15 @@ pub(crate) fn execute(
                 return Err(format!("{mine} devices with this one, the limit is {max}"));
             }
         }
-        link_config(req)
-            .plan(link)
-            .and_then(|plan| plan.apply(link, None))
-            .map_err(|e| e.to_string())?;
+        harden(link, policy, rule).map_err(|e| e.to_string())?;
+        let plan = plan_checked(policy, rule, link, req).map_err(|r| match r {
+            Reply::Denied(why) | Reply::Error(why) | Reply::Unconfigured(why) => why,
+            Reply::Ok { .. } => String::new(),
+        })?;
+        plan.apply(link, None).map_err(|e| e.to_string())?;
+        if req.persist {
+            dev.set_persist(true).map_err(|e| e.to_string())?;
+        }
         let tun = dev.queues()[0]
             .as_fd()
             .try_clone_to_owned()

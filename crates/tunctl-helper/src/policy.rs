@@ -33,7 +33,7 @@ pub(crate) struct Rule {
     names: Vec<String>,
     kinds: Vec<Kind>,
     namespaces: Vec<String>,
-    addresses: Vec<Cidr>,
+    pub(crate) addresses: Vec<Cidr>,
     mtu: (u32, u32),
     flags: Vec<String>,
     pub(crate) max_devices: Option<usize>,

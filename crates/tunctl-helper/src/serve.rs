@@ -27,27 +27,37 @@ const LOG_AUTHPRIV: u8 = 10 << 3;
 
 impl Log {
     fn new(who: String) -> Log {
-        // Non-blocking: a logger that does not keep up loses lines; it never stalls us.
+        // A logger that does not keep up holds us at most a second per line; a decision that
+        // cannot be logged is not carried out (see `decision`).
         let syslog = std::os::unix::net::UnixDatagram::unbound()
             .ok()
-            .filter(|s| s.connect(SYSLOG_PATH).is_ok() && s.set_nonblocking(true).is_ok());
+            .filter(|s| {
+                s.connect(SYSLOG_PATH).is_ok()
+                    && s.set_write_timeout(Some(std::time::Duration::from_secs(1)))
+                        .is_ok()
+            });
         Log { who, syslog }
     }
 
-    /// One line; attacker-chosen text is escaped here, once.
-    fn line(&self, severity: u8, text: &str) {
+    /// One line; attacker-chosen text is escaped here, once. Returns whether the system
+    /// log took it (true when there is no system log to take it).
+    fn line(&self, severity: u8, text: &str) -> bool {
         use std::io::Write;
         let text: String = text.escape_debug().collect();
-        if let Some(sock) = &self.syslog {
-            let msg = format!(
-                "<{}>tunctl-helper[{}]: {} {text}",
-                LOG_AUTHPRIV | severity,
-                std::process::id(),
-                self.who
-            );
-            let _ = sock.send(msg.as_bytes());
-        }
+        let logged = match &self.syslog {
+            Some(sock) => {
+                let msg = format!(
+                    "<{}>tunctl-helper[{}]: {} {text}",
+                    LOG_AUTHPRIV | severity,
+                    std::process::id(),
+                    self.who
+                );
+                sock.send(msg.as_bytes()).is_ok()
+            }
+            None => true,
+        };
         let _ = writeln!(std::io::stderr(), "tunctl-helper: {} {text}", self.who);
+        logged
     }
 }
 
@@ -252,15 +262,22 @@ pub fn serve() -> i32 {
         Err(why) => return deny(&what, Reply::Denied(why)),
     };
     // The decision is logged before anything is done.
-    log.line(LOG_INFO, &format!("{what}: allowed by rule {}", rule + 1));
+    if !log.line(LOG_INFO, &format!("{what}: allowed by rule {}", rule + 1)) {
+        // An allowed action must leave its record: a flooded system log stops the helper.
+        answer(
+            Reply::Error("the system log does not take the decision's record; nothing done".into()),
+            &[],
+        );
+        return 1;
+    }
     let (reply, fds) = execute(&caller, &policy, rule, &req);
-    match &reply {
+    let _ = match &reply {
         Reply::Ok { name, .. } => log.line(LOG_INFO, &format!("{what}: done -> {name}")),
         Reply::Denied(why) | Reply::Unconfigured(why) => {
             log.line(LOG_WARNING, &format!("{what}: denied: {why}"))
         }
         Reply::Error(why) => log.line(LOG_ERR, &format!("{what}: failed: {why}")),
-    }
+    };
     answer(reply.clone(), &fds);
     i32::from(!matches!(reply, Reply::Ok { .. }))
 }

@@ -271,6 +271,23 @@ fn unprivileged_user_adds_configures_and_deletes_through_the_helper() {
     let info = &link["linkinfo"]["info_data"];
     assert_eq!(info["persist"], true);
     assert_eq!(info["user"], USER, "owned by the requesting user");
+    // The holder cannot route through packets it writes: no router advertisements, no
+    // redirects, no spoofed sources (read back from /proc/sys inside the namespace).
+    for (conf, want) in [
+        ("ipv6/conf/ht0/accept_ra", "0"),
+        ("ipv6/conf/ht0/autoconf", "0"),
+        ("ipv6/conf/ht0/accept_redirects", "0"),
+        ("ipv4/conf/ht0/rp_filter", "1"),
+        ("ipv4/conf/ht0/accept_redirects", "0"),
+        ("ipv4/conf/ht0/accept_source_route", "0"),
+    ] {
+        let got = Command::new("ip")
+            .args(["netns", "exec", &t.name, "cat"])
+            .arg(format!("/proc/sys/net/{conf}"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), want, "{conf}");
+    }
     assert_eq!(link["mtu"], 1400);
     assert!(ip_addrs(Some(&t.name), "ht0")
         .iter()
@@ -1294,4 +1311,45 @@ fn the_helper_logs_to_syslog_and_shrugs_off_a_hostile_caller() {
         "{}",
         text(&out)
     );
+}
+
+/// Two helpers creating the same fixed name at once: one gets it, the other is refused, and
+/// nothing else is left (no half-made device under another name, no untagged one).
+#[test]
+fn racing_creations_of_one_name_leave_one_complete_device() {
+    let Some((_s, install, t)) = setup("tunctl-ht-*", 100) else {
+        return;
+    };
+    let uid = tunctl::user_id(USER).unwrap();
+    for round in 0..10 {
+        let spawn = || {
+            as_user(USER)
+                .arg(install.dir.join("tunctl"))
+                .args(["add", "ht7", "--tun", "--netns", &t.name])
+                .env("TUNCTL_HELPER", install.dir.join("tunctl-helper"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        let ok = [a, b]
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .filter(|o| o.status.success())
+            .count();
+        assert_eq!(ok, 1, "round {round}: exactly one of them gets the name");
+        let tuns: Vec<_> = ip_json(Some(&t.name), &["-d", "link", "show"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["linkinfo"]["info_kind"] == "tun")
+            .cloned()
+            .collect();
+        assert_eq!(tuns.len(), 1, "round {round}: exactly one device: {tuns:?}");
+        assert_eq!(tuns[0]["ifname"], "ht7");
+        assert_eq!(tuns[0]["ifalias"], format!("tunctl-helper uid={uid}"));
+        let out = install.tunctl(&["del", "ht7", "--netns", &t.name]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
 }

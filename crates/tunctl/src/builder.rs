@@ -12,6 +12,18 @@ use crate::netns::Namespace;
 use crate::queue::{attach, MAX_QUEUES};
 use crate::sys;
 
+/// What the sealed creation did.
+enum Sealed {
+    /// Made in a private namespace and moved in: the queues, the target's netlink socket,
+    /// the name and the index.
+    Made(Vec<OwnedFd>, Netlink, String, u32),
+    /// The name is taken in the target.
+    Exists,
+    /// No private namespace allowed (no CAP_SYS_ADMIN) for a single-queue device: made in
+    /// place, which is as safe (nobody can attach a second queue while it is held).
+    InPlace,
+}
+
 /// How [`Builder`] treats an existing device of the same name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -346,23 +358,35 @@ impl Builder {
             self.create_sealed(flags)
                 .map_err(|e| e.on_default(&label))?
         } else {
-            None
+            Sealed::InPlace
+        };
+        let plain = |mode: Mode| -> Result<(Device, bool, bool)> {
+            let (queues, netlink, kname, index, existed) = ns
+                .run(|| self.attach_all(mode, flags))
+                .and_then(|r| r)
+                .map_err(|e| e.on_default(&label))?;
+            let dev =
+                Device::assemble(queues, Link::from_index(netlink, index, kname), flags, None)?;
+            Ok((dev, true, !existed))
         };
         let (dev, attached, created) = match sealed {
-            Some((queues, netlink, kname, index)) => (
+            Sealed::Made(queues, netlink, kname, index) => (
                 Device::assemble(queues, Link::from_index(netlink, index, kname), flags, None)?,
                 false,
                 true,
             ),
-            None => {
-                let (queues, netlink, kname, index, existed) = ns
-                    .run(|| self.attach_all(mode, flags))
-                    .and_then(|r| r)
-                    .map_err(|e| e.on_default(&label))?;
-                let dev =
-                    Device::assemble(queues, Link::from_index(netlink, index, kname), flags, None)?;
-                (dev, true, !existed)
+            // The name is taken: attach only, never create in its place (it may vanish in
+            // between, and a device created here would be visible before its owner is set).
+            Sealed::Exists if self.exclusive => {
+                return Err(Error::new(
+                    ErrorKind::Busy,
+                    "TUNSETIFF",
+                    "exists already and exclusive (tun_excl) was asked for",
+                )
+                .on(label))
             }
+            Sealed::Exists => plain(Mode::Open)?,
+            Sealed::InPlace => plain(mode)?,
         };
         let finish = || -> Result<()> {
             if attached {
@@ -413,8 +437,7 @@ impl Builder {
     /// `Ok(None)`: use the plain path instead: the named device exists already (attach to
     /// it), or the private namespace is not allowed (no CAP_SYS_ADMIN) and the device is
     /// single-queue.
-    #[allow(clippy::type_complexity)]
-    fn create_sealed(&self, flags: Flags) -> Result<Option<(Vec<OwnedFd>, Netlink, String, u32)>> {
+    fn create_sealed(&self, flags: Flags) -> Result<Sealed> {
         let target = Netlink::open_in(&self.namespace)?;
         let request = self
             .name
@@ -422,7 +445,7 @@ impl Builder {
             .unwrap_or_else(|| format!("{}%d", self.kind));
         if !request.contains('%') {
             match target.link_by_name(&request) {
-                Ok(_) => return Ok(None),
+                Ok(_) => return Ok(Sealed::Exists),
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
@@ -460,7 +483,7 @@ impl Builder {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })?;
         let Some(fds) = made else {
-            return Ok(None);
+            return Ok(Sealed::InPlace);
         };
         let (kname, _) = sys::tun_get_iff(fds[0].as_fd()).map_err(|e| Error::os("TUNGETIFF", e))?;
         let info = target.link_by_name(&kname)?;
@@ -483,13 +506,23 @@ impl Builder {
             )
             .on(kname));
         }
-        Ok(Some((fds, target, kname, info.index)))
+        // Persistent only now, once the device is where it belongs and as made: a process
+        // killed before this leaves nothing (the device goes with its fds).
+        if self.persist {
+            if let Err(e) = sys::tun_set_persist(fds[0].as_fd(), true) {
+                let _ = target.delete_link(info.index);
+                return Err(Error::os("TUNSETPERSIST", e).on(kname));
+            }
+        }
+        Ok(Sealed::Made(fds, target, kname, info.index))
     }
 
-    /// Runs on a thread inside a fresh private namespace: creates the device under a
-    /// temporary name, sets everything that must precede visibility, and moves it into
-    /// `target` as `request`. On failure the device is deleted (and would die with the
-    /// namespace anyway).
+    /// Runs on a thread inside a fresh private namespace: creates the device, sets owner,
+    /// group and alias there, and moves it into `target` as `request`. A fixed name is
+    /// created as itself, so the move fails whole (EEXIST) if the name is taken in the target;
+    /// a template is created under a temporary name that cannot clash there and resolved in
+    /// the same message. On failure the device is deleted (and would die with the namespace
+    /// anyway).
     fn populate_private(
         &self,
         request: &str,
@@ -497,10 +530,14 @@ impl Builder {
         target: BorrowedFd<'_>,
     ) -> Result<Vec<OwnedFd>> {
         use std::hash::{BuildHasher, Hasher};
-        // Unique in the target too, so the move never clashes before the rename.
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        let temp = format!("tcs{:012x}", h.finish() & 0xffff_ffff_ffff);
+        let temp = if request.contains('%') {
+            // Unique in the target too, so the move never clashes before the rename.
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            format!("tcs{:012x}", h.finish() & 0xffff_ffff_ffff)
+        } else {
+            request.to_string()
+        };
         let (first, _) = attach(&temp, flags | Flags::TUN_EXCL, flags)?;
         let mut fds = vec![first];
         for _ in 1..self.queues {
@@ -519,9 +556,6 @@ impl Builder {
             }
             if let Some(alias) = &self.alias {
                 link.set_alias(alias)?;
-            }
-            if self.persist {
-                sys::tun_set_persist(fd, true).map_err(|e| Error::os("TUNSETPERSIST", e))?;
             }
             link.netlink()
                 .move_link(index, target, request)

@@ -378,7 +378,13 @@ pub fn find() -> std::result::Result<PathBuf, String> {
     let secure = sys::secure_mode();
     if let Some(path) = std::env::var_os("TUNCTL_HELPER").filter(|_| !secure) {
         let path = PathBuf::from(path);
-        return trusted(&path).map(|()| path);
+        if !path.is_absolute() {
+            return Err(format!(
+                "TUNCTL_HELPER must be an absolute path, not {}",
+                path.display()
+            ));
+        }
+        return trusted(&path);
     }
     let beside = std::env::current_exe()
         .ok()
@@ -390,7 +396,7 @@ pub fn find() -> std::result::Result<PathBuf, String> {
             continue;
         }
         match trusted(&path) {
-            Ok(()) => return Ok(path),
+            Ok(real) => return Ok(real),
             Err(why) => {
                 refused.get_or_insert(why);
             }
@@ -399,8 +405,9 @@ pub fn find() -> std::result::Result<PathBuf, String> {
     Err(refused.unwrap_or_else(|| "tunctl-helper is not installed".to_string()))
 }
 
-/// Whether `path` may be run as a privileged program; see [`find`].
-fn trusted(path: &std::path::Path) -> std::result::Result<(), String> {
+/// The file `path` resolves to, if it may be run as a privileged program; see [`find`]. The
+/// caller runs the resolved path, the one checked, never the name it started from.
+fn trusted(path: &std::path::Path) -> std::result::Result<PathBuf, String> {
     use std::os::unix::fs::MetadataExt;
     let real = std::fs::canonicalize(path)
         .map_err(|e| format!("tunctl-helper {}: {e}", path.display()))?;
@@ -439,7 +446,7 @@ fn trusted(path: &std::path::Path) -> std::result::Result<(), String> {
         }
         at = p.parent();
     }
-    Ok(())
+    Ok(real)
 }
 
 /// The ways to get the privilege a device operation lacks, in one line, with why the

@@ -362,14 +362,7 @@ impl LinkConfig {
             .collect();
         let adds = self.addrs.iter().map(|c| Address::new(*c)).collect();
         let (adds, replace) = self.pair(adds, &remaining)?;
-        let mut nets = Vec::new();
-        for a in adds.iter().chain(replace.iter().map(|(_, to)| to)) {
-            nets.push(a.cidr());
-            if let Some(peer) = a.peer {
-                nets.push(Cidr::new(peer, a.prefix)?);
-            }
-        }
-        Ok(nets)
+        networks_of(adds.iter().chain(replace.iter().map(|(_, to)| to)))
     }
 
     /// Gives the peer and broadcast to the one address they pair with: one being added,
@@ -457,7 +450,34 @@ impl LinkConfig {
     }
 }
 
+/// The networks the kernel routes to a link for these addresses: each one's own, and a
+/// peer's (the peer with the prefix of the address it pairs with).
+fn networks_of<'a>(addrs: impl Iterator<Item = &'a Address>) -> Result<Vec<Cidr>> {
+    let mut nets = Vec::new();
+    for a in addrs {
+        nets.push(a.cidr());
+        if let Some(peer) = a.peer {
+            nets.push(Cidr::new(peer, a.prefix)?);
+        }
+    }
+    Ok(nets)
+}
+
 impl Plan {
+    /// The networks this plan makes the kernel route to the link (added or changed
+    /// addresses, and their peers): exactly what [`apply`](Plan::apply) will tell it, for
+    /// a policy to check against the same plan it then applies.
+    ///
+    /// # Errors
+    ///
+    /// Never in practice (a peer's prefix always fits its family).
+    pub fn routed_networks(&self) -> Result<Vec<Cidr>> {
+        networks_of(self.steps.iter().filter_map(|s| match s {
+            Step::AddAddress(a) | Step::Replace(_, a) => Some(a),
+            _ => None,
+        }))
+    }
+
     /// The steps, in the order they are applied.
     pub fn steps(&self) -> &[Step] {
         &self.steps

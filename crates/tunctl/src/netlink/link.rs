@@ -122,15 +122,38 @@ impl Link {
         if !has_v6 {
             return Ok(());
         }
-        let path = format!("/proc/sys/net/ipv6/conf/{}/keep_addr_on_down", self.name);
+        self.set_conf("ipv6", "keep_addr_on_down", "1")
+    }
+
+    /// Sets one per-link sysctl, `net.FAMILY.conf.NAME.KEY` (`ipv4` or `ipv6`), in the
+    /// link's namespace, e.g. `set_conf("ipv6", "accept_ra", "0")`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for another family or a key that is not a plain sysctl
+    /// name; [`ErrorKind::NotFound`] for a key the kernel does not have (or IPv6 off);
+    /// [`ErrorKind::PermissionDenied`] without CAP_NET_ADMIN.
+    pub fn set_conf(&self, family: &str, key: &str, value: &str) -> Result<()> {
+        let plain =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        if !matches!(family, "ipv4" | "ipv6") || !plain(key) {
+            return Err(self.named(Error::new(
+                ErrorKind::InvalidInput,
+                "set sysctl",
+                format!("net.{family}.conf.*.{key} is not a per-link sysctl name"),
+            )));
+        }
+        let path = format!("/proc/sys/net/{family}/conf/{}/{key}", self.name);
         // /proc/sys/net is the opener's namespace's: open it from inside the link's.
         self.netlink
             .namespace()
-            .run(|| std::fs::write(&path, b"1"))?
+            .run(|| std::fs::write(&path, value.as_bytes()))?
             .map_err(|e| {
                 self.named(
-                    Error::os("set keep_addr_on_down", e)
-                        .needs("CAP_NET_ADMIN", "keeping IPv6 addresses over a down"),
+                    Error::os(format!("set net.{family}.conf.{}.{key}", self.name), e).needs(
+                        "CAP_NET_ADMIN",
+                        "per-link sysctls take it in the link's namespace",
+                    ),
                 )
             })
     }
