@@ -5,6 +5,7 @@
 
 mod demo;
 mod output;
+mod vpwn;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
@@ -73,6 +74,11 @@ enum Command {
     /// Two namespaces, a tun device in each, packets forwarded between them by this process:
     /// pings and a 3-second TCP stream cross it; prints a report and removes everything.
     Demo(demo::DemoArgs),
+    /// A point-to-point tunnel that speaks WireGuard (keys, `up`).
+    Vpwn {
+        #[command(subcommand)]
+        action: vpwn::VpwnCommand,
+    },
     /// Print a completion script for a shell, e.g.
     /// `tunctl completions bash > /etc/bash_completion.d/tunctl`.
     Completions {
@@ -445,6 +451,7 @@ fn run(command: Command, ns: &NsArg) -> Result<(), Error> {
             }
         },
         Command::Demo(args) => demo::run(args),
+        Command::Vpwn { action } => vpwn::run(action, ns.ns()),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "tunctl", &mut std::io::stdout());

@@ -771,3 +771,190 @@ fn peer_pairs_with_the_address_of_the_same_command() {
     assert!(err.contains("several IPv4 addresses"), "{err}");
     check();
 }
+
+/// `tunctl vpwn`: keys in wg's formats (checked against `wg pubkey` where it is installed),
+/// and two `vpwn up` ends in two namespaces over a veth carrying a datagram, then removing
+/// their devices on SIGTERM.
+#[test]
+fn vpwn_keys_and_a_tunnel_from_the_command_line() {
+    let Some((a, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let b = common::TestNs::new();
+    let private = ok(&["vpwn", "genkey"]).trim().to_string();
+    assert_eq!(private.len(), 44);
+    let public = |key: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tunctl"))
+            .args(["vpwn", "pubkey"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(key.as_bytes())
+            .unwrap();
+        String::from_utf8(child.wait_with_output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    if std::path::Path::new("/usr/bin/wg").exists() {
+        let mut wg = Command::new("wg")
+            .arg("pubkey")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        wg.stdin
+            .take()
+            .unwrap()
+            .write_all(private.as_bytes())
+            .unwrap();
+        let theirs = String::from_utf8(wg.wait_with_output().unwrap().stdout).unwrap();
+        assert_eq!(
+            public(&private),
+            theirs.trim(),
+            "same public key as wg pubkey"
+        );
+    }
+    assert_eq!(ok(&["vpwn", "genpsk"]).trim().len(), 44);
+    assert_eq!(
+        fails(
+            &[
+                "vpwn",
+                "up",
+                "--key-file",
+                "/nonexistent",
+                "--peer-key",
+                "x"
+            ],
+            1
+        )
+        .lines()
+        .count(),
+        1
+    );
+
+    // Two ends over a veth.
+    let (va, vb) = (common::unique("va"), common::unique("vb"));
+    common::ip_ok(
+        &a.name,
+        &[
+            "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns", &b.name,
+        ],
+    );
+    for (ns, dev, addr) in [
+        (&a.name, &va, "10.211.0.1/24"),
+        (&b.name, &vb, "10.211.0.2/24"),
+    ] {
+        common::ip_ok(ns, &["addr", "add", addr, "dev", dev]);
+        common::ip_ok(ns, &["link", "set", dev, "up"]);
+    }
+    let dir = std::env::temp_dir().join(format!("tunctl-cli-vpwn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ka, kb) = (ok(&["vpwn", "genkey"]), ok(&["vpwn", "genkey"]));
+    std::fs::write(dir.join("a.key"), &ka).unwrap();
+    std::fs::write(dir.join("b.key"), &kb).unwrap();
+    let (pa, pb) = (public(&ka), public(&kb));
+    let start =
+        |ns: &str, key: &str, port: &str, peer: &str, peer_key: &str, addr: &str, allowed: &str| {
+            Command::new(env!("CARGO_BIN_EXE_tunctl"))
+                .args(["-n", ns, "vpwn", "up", "vcl%d", "--key-file"])
+                .arg(dir.join(key))
+                .args([
+                    "--listen",
+                    port,
+                    "--peer",
+                    peer,
+                    "--peer-key",
+                    peer_key,
+                    "--address",
+                    addr,
+                ])
+                .args(["--allowed-ips", allowed])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+    let ea = start(
+        &a.name,
+        "a.key",
+        "51921",
+        "10.211.0.2:51922",
+        &pb,
+        "10.212.0.1/24",
+        "10.212.0.2/32",
+    );
+    let eb = start(
+        &b.name,
+        "b.key",
+        "51922",
+        "10.211.0.1:51921",
+        &pa,
+        "10.212.0.2/24",
+        "10.212.0.1/32",
+    );
+    let mut guards = vec![
+        ChildGuard {
+            child: Some(ea),
+            prefix: "never".into(),
+        },
+        ChildGuard {
+            child: Some(eb),
+            prefix: "never".into(),
+        },
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while (common::links(Some(&a.name)).len() < 3 || common::links(Some(&b.name)).len() < 3)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let rx =
+        b.ns.run(|| std::net::UdpSocket::bind("10.212.0.2:7021"))
+            .unwrap()
+            .unwrap();
+    rx.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let tx =
+        a.ns.run(|| std::net::UdpSocket::bind("10.212.0.1:0"))
+            .unwrap()
+            .unwrap();
+    let mut got = false;
+    let mut buf = [0u8; 32];
+    while !got && std::time::Instant::now() < deadline + std::time::Duration::from_secs(5) {
+        let _ = tx.send_to(b"hello", "10.212.0.2:7021");
+        got = rx
+            .recv_from(&mut buf)
+            .is_ok_and(|(n, _)| &buf[..n] == b"hello");
+    }
+    assert!(got, "a datagram crossed the tunnel");
+    // SIGTERM: each end reports its counters and removes its device.
+    for g in &mut guards {
+        let child = g.child.as_mut().unwrap();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    }
+    for g in &mut guards {
+        let out = g.child.take().unwrap().wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(
+            err.contains("public key") && err.contains("down; sent"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        common::links(Some(&a.name)).len(),
+        2,
+        "device removed: {:?}",
+        common::links(Some(&a.name))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,206 @@
+//! `tunctl vpwn`: keys in wg's formats, and a tunnel that speaks WireGuard in the
+//! foreground until SIGINT/SIGTERM.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use tunctl::{Cidr, Error, ErrorKind, Namespace};
+use tunctl_vpwn::{Config, Interface, Key, Options, Peer, Tunnel};
+
+use crate::out;
+
+/// The `vpwn` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum VpwnCommand {
+    /// Print a new private key (as `wg genkey`).
+    Genkey,
+    /// Read a private key on standard input and print its public key (as `wg pubkey`).
+    Pubkey,
+    /// Print a new preshared key (as `wg genpsk`).
+    Genpsk,
+    /// Bring a tunnel up and run it in the foreground until SIGINT or SIGTERM; then the
+    /// device (unless persistent) and its routes are removed.
+    ///
+    /// Prints this end's public key and the command that brings up the other end.
+    Up(Box<UpArgs>),
+}
+
+/// `tunctl vpwn up`.
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Device name or template.
+    #[arg(default_value = "vpwn%d")]
+    name: String,
+    /// A configuration in the wg-quick format ([Interface] PrivateKey, ListenPort, Address,
+    /// MTU; [Peer] PublicKey, PresharedKey, Endpoint, AllowedIPs, PersistentKeepalive).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["key_file", "peer_key"])]
+    config: Option<PathBuf>,
+    /// This end's private key, a file as `wg genkey` writes it.
+    #[arg(long, value_name = "FILE", required_unless_present = "config")]
+    key_file: Option<PathBuf>,
+    /// A preshared key file (as `wg genpsk` writes it), the same on both ends.
+    #[arg(long, value_name = "FILE")]
+    psk_file: Option<PathBuf>,
+    /// UDP port to listen on (default: one the kernel picks).
+    #[arg(long, value_name = "PORT")]
+    listen: Option<u16>,
+    /// Where the other end is, HOST:PORT (without it, this end waits to be contacted).
+    #[arg(long, value_name = "HOST:PORT")]
+    peer: Option<String>,
+    /// The other end's public key.
+    #[arg(long, value_name = "KEY", required_unless_present = "config")]
+    peer_key: Option<String>,
+    /// Networks the other end may send from, and that are routed to it (comma-separated).
+    #[arg(long, value_name = "CIDR,...", value_delimiter = ',')]
+    allowed_ips: Vec<Cidr>,
+    /// Address of this end's device (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    address: Vec<Cidr>,
+    /// MTU of the device (default 1420).
+    #[arg(long, value_name = "N")]
+    mtu: Option<u32>,
+    /// Send a keepalive after this many idle seconds (for NAT).
+    #[arg(long, value_name = "SECONDS")]
+    keepalive: Option<u16>,
+}
+
+fn read_key(path: &PathBuf) -> Result<Key, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::from(e).add_detail(&path.display().to_string()))?;
+    text.parse().map_err(|why: String| {
+        Error::from_kind(ErrorKind::InvalidInput, "read key", why)
+            .with_subject(path.display().to_string())
+    })
+}
+
+fn bad(why: impl Into<String>) -> Error {
+    Error::from_kind(ErrorKind::InvalidInput, "vpwn", why)
+}
+
+/// Runs a `vpwn` subcommand.
+pub fn run(command: VpwnCommand, ns: Namespace) -> Result<(), Error> {
+    match command {
+        VpwnCommand::Genkey => {
+            out(format_args!("{}", Key::generate_private().map_err(bad)?));
+            Ok(())
+        }
+        VpwnCommand::Genpsk => {
+            out(format_args!("{}", Key::generate_preshared().map_err(bad)?));
+            Ok(())
+        }
+        VpwnCommand::Pubkey => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            let key: Key = text.parse().map_err(bad)?;
+            out(format_args!("{}", key.public()));
+            Ok(())
+        }
+        VpwnCommand::Up(args) => up(*args, ns),
+    }
+}
+
+fn up(args: UpArgs, ns: Namespace) -> Result<(), Error> {
+    let config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::from(e).add_detail(&path.display().to_string()))?;
+            let c =
+                Config::parse(&text).map_err(|why| bad(format!("{}: {why}", path.display())))?;
+            if !c.ignored.is_empty() {
+                eprintln!(
+                    "tunctl: vpwn: ignored (wg-quick only): {}",
+                    c.ignored.join(", ")
+                );
+            }
+            c
+        }
+        None => {
+            let (Some(key_file), Some(peer_key)) = (&args.key_file, &args.peer_key) else {
+                return Err(bad("--key-file and --peer-key, or --config"));
+            };
+            Config {
+                interface: Interface {
+                    private_key: read_key(key_file)?,
+                    listen_port: args.listen,
+                    addresses: args.address.clone(),
+                    mtu: args.mtu,
+                },
+                peer: Peer {
+                    public_key: peer_key.parse().map_err(bad)?,
+                    preshared_key: args.psk_file.as_ref().map(read_key).transpose()?,
+                    endpoint: args
+                        .peer
+                        .as_deref()
+                        .map(tunctl_vpwn::config::parse_endpoint)
+                        .transpose()
+                        .map_err(bad)?,
+                    allowed_ips: args.allowed_ips.clone(),
+                    persistent_keepalive: args.keepalive.filter(|k| *k > 0),
+                },
+                ignored: Vec::new(),
+            }
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+    let tunnel = Tunnel::up(Options {
+        name: args.name.clone(),
+        namespace: ns,
+        config: config.clone(),
+    })?;
+    let mine: Vec<String> = config
+        .interface
+        .addresses
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let host = |c: &Cidr| {
+        Cidr::new(c.addr(), if c.addr().is_ipv4() { 32 } else { 128 }).map(|h| h.to_string())
+    };
+    let theirs: Vec<String> = config
+        .interface
+        .addresses
+        .iter()
+        .filter_map(|c| host(c).ok())
+        .collect();
+    eprintln!(
+        "tunctl: vpwn {}: up, listening on UDP {}, public key {}",
+        tunnel.name(),
+        tunnel.port(),
+        tunnel.public_key()
+    );
+    eprintln!(
+        "tunctl: vpwn: on the other host: tunctl vpwn up --key-file THEIR.key --peer THIS_HOST:{} --peer-key {} --allowed-ips {} --address ADDRESS",
+        tunnel.port(),
+        tunnel.public_key(),
+        if theirs.is_empty() { "CIDR".to_string() } else { theirs.join(",") },
+    );
+    if mine.is_empty() {
+        eprintln!("tunctl: vpwn: the device has no address: give one with --address");
+    }
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let c = tunnel.counters();
+    eprintln!(
+        "tunctl: vpwn {}: down; sent {} packets ({} bytes), received {} ({} bytes); dropped: {} auth, {} replay, {} malformed, {} oversized, {} outside allowed IPs, {} without session",
+        tunnel.name(),
+        c.tx_packets,
+        c.tx_bytes,
+        c.rx_packets,
+        c.rx_bytes,
+        c.drop_auth,
+        c.drop_replay,
+        c.drop_malformed,
+        c.drop_oversized,
+        c.drop_not_allowed,
+        c.drop_no_session
+    );
+    tunnel.down();
+    Ok(())
+}
