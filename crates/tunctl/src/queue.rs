@@ -351,6 +351,11 @@ impl Queue {
 
     /// Another handle on the same queue (`dup(2)`, close-on-exec): both read from and write
     /// to the same queue; the queue detaches when the last handle closes.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Os`] if `dup(2)` fails (e.g. EMFILE). A destroyed device's queue is
+    /// cloned all the same; its I/O then gives [`ErrorKind::Closed`].
     pub fn try_clone(&self) -> Result<Queue> {
         let fd = self
             .fd
@@ -364,36 +369,63 @@ impl Queue {
 
     /// Receives one packet, waiting as long as it takes. Returns its length.
     ///
-    /// One `readv(2)` when a packet is queued, plus a `poll(2)` when none is. A packet longer
-    /// than `buf` gives [`ErrorKind::Truncated`] (its head is in `buf`); the device being
-    /// destroyed gives [`ErrorKind::Closed`]; deleted from outside, [`ErrorKind::Gone`].
+    /// One `readv(2)` when a packet is queued, plus a `poll(2)` when none is.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Truncated`] for a packet longer than `buf` (its head is in `buf`),
+    /// [`ErrorKind::InvalidInput`] for a `buf` too small for the packet headers,
+    /// [`ErrorKind::Active`] while active mode delivers, [`ErrorKind::Closed`] once the device
+    /// is destroyed (a blocked call wakes), [`ErrorKind::Gone`] if deleted from outside.
     pub fn recv(&self, buf: &mut [u8]) -> Result<usize> {
         self.recv_until(buf, None).map(|n| n.unwrap_or(0))
     }
 
     /// Receives one packet if one is queued; `Ok(None)` if not. Never waits.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Queue::recv).
     pub fn try_recv(&self, buf: &mut [u8]) -> Result<Option<usize>> {
         self.recv_until(buf, Some(Instant::now()))
     }
 
     /// Receives one packet, waiting at most `timeout` (`Duration::MAX`: no limit); `Ok(None)`
     /// if none came.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Queue::recv).
     pub fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<Option<usize>> {
         self.recv_until(buf, Instant::now().checked_add(timeout))
     }
 
     /// Sends one packet (one `write(2)` is one packet), waiting if the device's send buffer
     /// is full. An invalid packet gives an error for this call only; the device lives on.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for an empty packet (before any system call),
+    /// [`ErrorKind::Closed`] once the device is destroyed, [`ErrorKind::Gone`] if deleted from
+    /// outside; the kernel's refusal of a malformed packet ([`ErrorKind::Os`], EINVAL).
     pub fn send(&self, packet: &[u8]) -> Result<usize> {
         self.send_until(packet, None).map(|n| n.unwrap_or(0))
     }
 
     /// Sends one packet if it can be sent without waiting; `Ok(None)` if not.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Queue::send).
     pub fn try_send(&self, packet: &[u8]) -> Result<Option<usize>> {
         self.send_until(packet, Some(Instant::now()))
     }
 
     /// Sends one packet, waiting at most `timeout` for room; `Ok(None)` on timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Queue::send).
     pub fn send_timeout(&self, packet: &[u8], timeout: Duration) -> Result<Option<usize>> {
         self.send_until(packet, Instant::now().checked_add(timeout))
     }
@@ -401,6 +433,12 @@ impl Queue {
     /// Enables (attaches) or disables (detaches) this queue of a multi-queue device
     /// (TUNSETQUEUE with IFF_ATTACH_QUEUE / IFF_DETACH_QUEUE). A disabled queue gets no
     /// packets and cannot send.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] after destroy; the kernel's refusal otherwise, EINVAL
+    /// ([`ErrorKind::Os`]) on a single-queue device, for a queue already in that state, or
+    /// once the device is deleted from outside.
     pub fn set_enabled(&self, enabled: bool) -> Result<()> {
         self.shared.check_open("TUNSETQUEUE")?;
         sys::tun_set_queue(self.fd.as_fd(), enabled)

@@ -4,12 +4,14 @@
 //!
 //! A task blocked in `recv` wakes with [`ErrorKind::Closed`] when the device is destroyed.
 
+use std::future::poll_fn;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use ::tokio::io::unix::AsyncFd;
 use ::tokio::io::Interest;
+use ::tokio::task::coop;
 use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use futures_sink::Sink;
@@ -18,6 +20,12 @@ use crate::device::Device;
 use crate::error::{Error, ErrorKind, Result};
 use crate::queue::Queue;
 use crate::sys;
+
+/// What `recv` and `readable` wait for. ERROR too: a detached tun fd (destroyed or deleted
+/// device) polls as EPOLLERR only.
+const READ_INTEREST: Interest = Interest::READABLE.add(Interest::ERROR);
+/// What `send` and `writable` wait for.
+const WRITE_INTEREST: Interest = Interest::WRITABLE.add(Interest::ERROR);
 
 /// One queue of a device, driven by tokio. It owns the [`Queue`] it registered, so the fd
 /// stays open for as long as the registration lasts.
@@ -46,30 +54,65 @@ impl AsyncQueue {
 
     /// Receives one packet, waiting (asynchronously) as long as it takes. Errors as
     /// [`Queue::recv`]: [`ErrorKind::Truncated`], [`ErrorKind::Closed`], [`ErrorKind::Gone`].
+    ///
+    /// While packets are queued, each costs one `preadv2` and one unit of the task's
+    /// cooperative budget: no readiness future, no lock, no `poll`, because the readiness
+    /// tokio last reported stands until a read finds the queue empty. A task that receives
+    /// in a loop still yields to the runtime now and then when the queue never runs dry, so
+    /// other tasks and the I/O driver get their turn.
     pub async fn recv(&self, buf: &mut [u8]) -> Result<usize> {
         loop {
-            // ERROR too: a detached tun fd polls as EPOLLERR only (destroyed or deleted).
+            {
+                let coop = poll_fn(coop::poll_proceed).await;
+                if let Some(done) = self.read_if_ready(buf) {
+                    coop.made_progress();
+                    return done;
+                }
+            }
+            // Nothing known to be queued: wait for a packet, or for the error readiness of a
+            // destroyed or deleted device, which the read then reports.
             let mut guard = self
                 .io
-                .ready(Interest::READABLE | Interest::ERROR)
+                .ready(READ_INTEREST)
                 .await
                 .map_err(|e| Error::os("poll", e))?;
-            match self.io.get_ref().read_now(buf)? {
-                Some(n) => return Ok(n),
-                None => guard.clear_ready(),
+            if let Some(done) = self.io.get_ref().read_now(buf).transpose() {
+                return done;
             }
+            guard.clear_ready();
         }
     }
 
-    /// Sends one packet (one packet per write), waiting for room if needed.
+    /// One read if tokio last saw the queue readable (one atomic load, no lock): `None` if it
+    /// did not, or if the queue turned out to be empty (the readiness is then cleared, so
+    /// the next wait is a real one).
+    fn read_if_ready(&self, buf: &mut [u8]) -> Option<Result<usize>> {
+        // READABLE alone: `try_io` needs a single interest. The error readiness of a detached
+        // fd is the slow path's business (`ready(READ_INTEREST)` in `recv`).
+        self.io
+            .try_io(Interest::READABLE, |queue| {
+                queue
+                    .read_now(buf)
+                    .transpose()
+                    .ok_or_else(|| std::io::ErrorKind::WouldBlock.into())
+            })
+            .ok()
+    }
+
+    /// Sends one packet (one packet per write), waiting for room if needed. Like `recv`, it
+    /// costs one unit of the task's cooperative budget.
     pub async fn send(&self, packet: &[u8]) -> Result<usize> {
         loop {
-            if let Some(n) = self.io.get_ref().write_now(packet)? {
-                return Ok(n);
+            {
+                let coop = poll_fn(coop::poll_proceed).await;
+                if let Some(done) = self.io.get_ref().write_now(packet).transpose() {
+                    coop.made_progress();
+                    return done;
+                }
             }
             let mut guard = self
                 .io
-                .ready(Interest::WRITABLE | Interest::ERROR)
+                .ready(WRITE_INTEREST)
                 .await
                 .map_err(|e| Error::os("poll", e))?;
             guard.clear_ready();
@@ -82,7 +125,7 @@ impl AsyncQueue {
     pub async fn readable(&self) -> Result<()> {
         let guard = self
             .io
-            .ready(Interest::READABLE | Interest::ERROR)
+            .ready(READ_INTEREST)
             .await
             .map_err(|e| Error::os("poll", e).on(self.queue().device()))?;
         drop(guard);
@@ -93,7 +136,7 @@ impl AsyncQueue {
     pub async fn writable(&self) -> Result<()> {
         let guard = self
             .io
-            .ready(Interest::WRITABLE | Interest::ERROR)
+            .ready(WRITE_INTEREST)
             .await
             .map_err(|e| Error::os("poll", e).on(self.queue().device()))?;
         drop(guard);
@@ -116,13 +159,14 @@ impl AsyncQueue {
     }
 
     /// Polls to send one packet: `Ready(Ok(n))` once the kernel took it, or `Pending` with
-    /// `cx`'s waker registered for room. Errors as [`send`](AsyncQueue::send).
+    /// `cx`'s waker registered for room (or for a turn, once the task's cooperative budget
+    /// is spent). Errors as [`send`](AsyncQueue::send).
     pub fn poll_send(&self, cx: &mut Context<'_>, packet: &[u8]) -> Poll<Result<usize>> {
+        let coop = ready!(coop::poll_proceed(cx));
         loop {
-            match self.io.get_ref().write_now(packet) {
-                Ok(Some(n)) => return Poll::Ready(Ok(n)),
-                Ok(None) => {}
-                Err(e) => return Poll::Ready(Err(e)),
+            if let Some(done) = self.io.get_ref().write_now(packet).transpose() {
+                coop.made_progress();
+                return Poll::Ready(done);
             }
             let mut guard =
                 ready!(self.io.poll_write_ready(cx)).map_err(|e| Error::os("poll", e))?;

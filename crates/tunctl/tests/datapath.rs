@@ -658,6 +658,57 @@ mod async_tokio {
         });
     }
 
+    /// How many times `op` completes before a task spawned just ahead of the loop gets its
+    /// first turn (at most `limit`): a loop that never has to wait must still yield now and
+    /// then (tokio's cooperative budget), or it starves every other task on its worker,
+    /// the I/O driver included. One `op` runs first, so that its readiness is known and the
+    /// loop never waits.
+    async fn turns_before_a_spawned_task_runs<F: std::future::Future>(
+        limit: usize,
+        mut op: impl FnMut() -> F,
+    ) -> usize {
+        op().await;
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        let other = tokio::spawn(async move { flag.store(true, Ordering::Relaxed) });
+        let mut done = 0;
+        while done < limit && !ran.load(Ordering::Relaxed) {
+            op().await;
+            done += 1;
+        }
+        other.await.unwrap();
+        done
+    }
+
+    #[test]
+    fn recv_and_send_loops_that_never_wait_still_yield() {
+        let Some((t, _g)) = common::privileged_ns() else {
+            return;
+        };
+        let (dev, sock) = p2p(&t, Device::builder().name("tcoop%d"));
+        let port = sock.local_addr().unwrap().port();
+        // Queued before the runtime starts: every recv below finds a packet waiting.
+        send_seq(&sock, 7020, 0..301);
+        runtime().block_on(async {
+            let adev = AsyncDevice::new(dev).unwrap();
+            let received = turns_before_a_spawned_task_runs(300, || async {
+                let mut buf = [0u8; 2048];
+                adev.recv(&mut buf).await.unwrap();
+            })
+            .await;
+            assert!(
+                received < 300,
+                "{received} packets received without a yield"
+            );
+            let reply = common::udp_packet(PEER, LOCAL, 7020, port, b"coop");
+            let sent = turns_before_a_spawned_task_runs(1000, || async {
+                adev.send(&reply).await.unwrap();
+            })
+            .await;
+            assert!(sent < 1000, "{sent} packets sent without a yield");
+        });
+    }
+
     #[test]
     fn outside_a_runtime_is_an_error_not_a_panic() {
         let Some((t, _g)) = common::privileged_ns() else {
