@@ -180,6 +180,10 @@ fn up(args: UpArgs, ns: Namespace) -> Result<(), Error> {
         tunnel.public_key(),
         if theirs.is_empty() { "CIDR".to_string() } else { theirs.join(",") },
     );
+    match tunnel.uapi_error() {
+        None => eprintln!("tunctl: vpwn: `wg show {}` shows it", tunnel.name()),
+        Some(why) => eprintln!("tunctl: vpwn: no UAPI socket for wg show: {why}"),
+    }
     if mine.is_empty() {
         eprintln!("tunctl: vpwn: the device has no address: give one with --address");
     }

@@ -32,6 +32,7 @@ pub mod config;
 pub mod engine;
 pub mod keys;
 pub mod tunnel;
+pub mod uapi;
 
 pub use config::{Config, Interface, Peer};
 pub use keys::Key;

@@ -123,6 +123,9 @@ struct Shared {
     mtu: usize,
     stats: Stats,
     stop: AtomicBool,
+    /// What the UAPI reports that does not change.
+    config: Config,
+    port: u16,
 }
 
 impl Shared {
@@ -175,6 +178,7 @@ pub struct Tunnel {
     threads: Vec<JoinHandle<()>>,
     port: u16,
     public_key: Key,
+    uapi_error: Option<String>,
 }
 
 impl std::fmt::Debug for Tunnel {
@@ -259,6 +263,8 @@ impl Tunnel {
             mtu: mtu as usize,
             stats: Stats::default(),
             stop: AtomicBool::new(false),
+            config: config.clone(),
+            port,
         });
         let device = Arc::new(device);
         let mut threads = Vec::new();
@@ -272,9 +278,16 @@ impl Tunnel {
         threads.push(spawn("tx", Box::new(move || to_network(&d, &s)))?);
         let (d, s) = (Arc::clone(&device), Arc::clone(&shared));
         threads.push(spawn("rx", Box::new(move || to_device(&d, &s)))?);
+        // `wg show NAME` works on the tunnel through the UAPI socket; without it (not root,
+        // or the name served elsewhere) the tunnel runs all the same.
+        let (uapi, uapi_error) = match crate::uapi::Socket::bind(device.name()) {
+            Ok(sock) => (Some(sock), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
         let s = Arc::clone(&shared);
-        threads.push(spawn("timers", Box::new(move || timers(&s)))?);
+        threads.push(spawn("timers", Box::new(move || timers(&s, uapi)))?);
         Ok(Tunnel {
+            uapi_error,
             public_key: config.interface.private_key.public(),
             device,
             shared,
@@ -306,6 +319,12 @@ impl Tunnel {
     /// Time since the last completed handshake.
     pub fn since_handshake(&self) -> Option<Duration> {
         self.shared.engine().since_handshake()
+    }
+
+    /// Why the UAPI socket (`/var/run/wireguard/NAME.sock`, for `wg show`) is not served,
+    /// if it is not.
+    pub fn uapi_error(&self) -> Option<&str> {
+        self.uapi_error.as_deref()
     }
 
     /// The counters.
@@ -433,16 +452,38 @@ fn to_device(device: &Device, shared: &Shared) {
     }
 }
 
-/// The protocol's timers: handshake retries, rekeying, keepalives.
-fn timers(shared: &Shared) {
+/// The protocol's timers (handshake retries, rekeying, keepalives), and the UAPI socket's
+/// requests between ticks.
+fn timers(shared: &Shared, uapi: Option<crate::uapi::Socket>) {
     let mut out = vec![0u8; 256];
+    let state = || {
+        let since = shared.engine().since_handshake();
+        let c = shared.stats.snapshot();
+        crate::uapi::State {
+            private_key: shared.config.interface.private_key,
+            listen_port: shared.port,
+            public_key: shared.config.peer.public_key,
+            preshared_key: shared.config.peer.preshared_key,
+            endpoint: shared.endpoint(),
+            last_handshake: since.and_then(|d| std::time::SystemTime::now().checked_sub(d)),
+            tx_bytes: c.tx_bytes,
+            rx_bytes: c.rx_bytes,
+            keepalive: shared.config.peer.persistent_keepalive.unwrap_or(0),
+            allowed_ips: shared.config.peer.allowed_ips.clone(),
+        }
+    };
     while !shared.stop.load(Ordering::Acquire) {
         std::thread::sleep(TICK);
-        let mut engine = shared.engine();
-        if let Out::Network(datagram) = engine.tick(&mut out) {
-            if let Some(to) = shared.endpoint() {
-                shared.send(datagram, to);
+        {
+            let mut engine = shared.engine();
+            if let Out::Network(datagram) = engine.tick(&mut out) {
+                if let Some(to) = shared.endpoint() {
+                    shared.send(datagram, to);
+                }
             }
+        }
+        if let Some(sock) = &uapi {
+            sock.serve_pending(&state);
         }
     }
 }

@@ -98,7 +98,7 @@ fn pair(na: &TestNs, nb: &TestNs, psk_a: Option<Key>, psk_b: Option<Key>) -> Pai
         Key::generate_private().unwrap(),
     );
     let a = Tunnel::up(Options {
-        name: "vpa%d".into(),
+        name: common::unique("a"),
         namespace: na.ns.clone(),
         config: config(
             ka,
@@ -112,7 +112,7 @@ fn pair(na: &TestNs, nb: &TestNs, psk_a: Option<Key>, psk_b: Option<Key>) -> Pai
     })
     .unwrap();
     let b = Tunnel::up(Options {
-        name: "vpb%d".into(),
+        name: common::unique("b"),
         namespace: nb.ns.clone(),
         config: config(
             kb,
