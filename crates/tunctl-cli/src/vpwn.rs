@@ -22,6 +22,17 @@ pub enum VpwnCommand {
     Pubkey,
     /// Print a new preshared key (as `wg genpsk`).
     Genpsk,
+    /// Show running tunnels (vpwn's, or any userspace WireGuard's) through their UAPI
+    /// sockets: peer, endpoint, allowed IPs, latest handshake, transfer.
+    Show {
+        /// Only this tunnel.
+        name: Option<String>,
+        /// Print JSON: an array of {name, public_key, listen_port, peer, endpoint,
+        /// allowed_ips, latest_handshake (seconds since the epoch, or null), rx_bytes,
+        /// tx_bytes, persistent_keepalive}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Bring a tunnel up and run it in the foreground until SIGINT or SIGTERM; then the
     /// device (unless persistent) and its routes are removed.
     ///
@@ -100,6 +111,7 @@ pub fn run(command: VpwnCommand, ns: Namespace) -> Result<(), Error> {
             Ok(())
         }
         VpwnCommand::Up(args) => up(*args, ns),
+        VpwnCommand::Show { name, json } => show(name, json),
     }
 }
 
@@ -206,5 +218,95 @@ fn up(args: UpArgs, ns: Namespace) -> Result<(), Error> {
         c.drop_no_session
     );
     tunnel.down();
+    Ok(())
+}
+
+/// Base64 of a UAPI hex key, as wg prints keys.
+fn key_of_hex(hex: &str) -> Option<Key> {
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    Some(Key(bytes.try_into().ok()?))
+}
+
+fn show(name: Option<String>, json: bool) -> Result<(), Error> {
+    let (names, only) = match name {
+        Some(n) => (vec![n], true),
+        None => (tunctl_vpwn::uapi::names(), false),
+    };
+    let mut all = Vec::new();
+    for n in names {
+        let pairs = match tunctl_vpwn::uapi::get(&n) {
+            Ok(p) => p,
+            // A socket left by a program that is gone: not a tunnel.
+            Err(e) if !only && e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+            Err(e) => return Err(Error::from(e).add_detail(&format!("tunnel {n}"))),
+        };
+        let get = |k: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        let public = get("private_key")
+            .and_then(|h| key_of_hex(&h))
+            .map(|k| k.public().to_string());
+        let peer = get("public_key")
+            .and_then(|h| key_of_hex(&h))
+            .map(|k| k.to_string());
+        let allowed: Vec<String> = pairs
+            .iter()
+            .filter(|(k, _)| k == "allowed_ip")
+            .map(|(_, v)| v.clone())
+            .collect();
+        let handshake = get("last_handshake_time_sec")
+            .and_then(|s| s.parse::<u64>().ok())
+            .filter(|s| *s > 0);
+        let num = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        all.push(serde_json::json!({
+            "name": n,
+            "public_key": public,
+            "listen_port": num("listen_port"),
+            "peer": peer,
+            "endpoint": get("endpoint"),
+            "allowed_ips": allowed,
+            "latest_handshake": handshake,
+            "rx_bytes": num("rx_bytes"),
+            "tx_bytes": num("tx_bytes"),
+            "persistent_keepalive": num("persistent_keepalive_interval"),
+        }));
+    }
+    if json {
+        out(format_args!("{}", serde_json::Value::Array(all)));
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for t in all {
+        let s = |k: &str| t[k].as_str().unwrap_or("(none)").to_string();
+        out(format_args!("tunnel: {}", s("name")));
+        out(format_args!("  public key: {}", s("public_key")));
+        out(format_args!("  listening port: {}", t["listen_port"]));
+        out(format_args!("  peer: {}", s("peer")));
+        out(format_args!("    endpoint: {}", s("endpoint")));
+        let allowed: Vec<&str> = t["allowed_ips"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        out(format_args!("    allowed ips: {}", allowed.join(", ")));
+        match t["latest_handshake"].as_u64() {
+            Some(at) => out(format_args!(
+                "    latest handshake: {} seconds ago",
+                now.saturating_sub(at)
+            )),
+            None => out(format_args!("    latest handshake: none yet")),
+        }
+        out(format_args!(
+            "    transfer: {} B received, {} B sent",
+            t["rx_bytes"], t["tx_bytes"]
+        ));
+    }
     Ok(())
 }

@@ -861,10 +861,12 @@ fn vpwn_keys_and_a_tunnel_from_the_command_line() {
     std::fs::write(dir.join("a.key"), &ka).unwrap();
     std::fs::write(dir.join("b.key"), &kb).unwrap();
     let (pa, pb) = (public(&ka), public(&kb));
+    // Names are unique: the UAPI socket directory is not per namespace.
     let start =
         |ns: &str, key: &str, port: &str, peer: &str, peer_key: &str, addr: &str, allowed: &str| {
+            let name = common::unique(key.trim_end_matches(".key"));
             Command::new(env!("CARGO_BIN_EXE_tunctl"))
-                .args(["-n", ns, "vpwn", "up", "vcl%d", "--key-file"])
+                .args(["-n", ns, "vpwn", "up", &name, "--key-file"])
                 .arg(dir.join(key))
                 .args([
                     "--listen",
@@ -935,6 +937,22 @@ fn vpwn_keys_and_a_tunnel_from_the_command_line() {
             .is_ok_and(|(n, _)| &buf[..n] == b"hello");
     }
     assert!(got, "a datagram crossed the tunnel");
+    // `tunctl vpwn show`, through the UAPI socket: both ends, with a handshake.
+    let shown: serde_json::Value = serde_json::from_str(&ok(&["vpwn", "show", "--json"])).unwrap();
+    let ours: Vec<&Value> = shown
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["peer"] == pa.as_str() || t["peer"] == pb.as_str())
+        .collect();
+    assert_eq!(ours.len(), 2, "{shown}");
+    for t in ours {
+        assert!(t["latest_handshake"].as_u64().is_some(), "{t}");
+        assert!(
+            t["rx_bytes"].as_u64().unwrap() > 0 || t["tx_bytes"].as_u64().unwrap() > 0,
+            "{t}"
+        );
+    }
     // SIGTERM: each end reports its counters and removes its device.
     for g in &mut guards {
         let child = g.child.as_mut().unwrap();

@@ -139,6 +139,48 @@ fn answer(conn: UnixStream, state: &dyn Fn() -> State) -> std::io::Result<()> {
     }
 }
 
+/// Asks the tunnel `name` (vpwn's or any userspace WireGuard's) for its state: the
+/// `key=value` pairs of its `get=1` answer, in order.
+///
+/// # Errors
+///
+/// No socket for `name`, nobody answering, or an answer with a non-zero `errno`.
+pub fn get(name: &str) -> std::io::Result<Vec<(String, String)>> {
+    let path = Path::new(SOCKET_DIR).join(format!("{name}.sock"));
+    let mut conn = UnixStream::connect(&path)?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    conn.write_all(b"get=1\n\n")?;
+    let mut pairs = Vec::new();
+    for line in BufReader::new(conn).lines() {
+        let line = line?;
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            pairs.push((k.to_string(), v.to_string()));
+        }
+    }
+    match pairs.iter().find(|(k, _)| k == "errno") {
+        Some((_, e)) if e != "0" => Err(std::io::Error::other(format!("{name}: errno={e}"))),
+        _ => Ok(pairs),
+    }
+}
+
+/// The names of the tunnels with a UAPI socket.
+pub fn names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(SOCKET_DIR)
+        .map(|d| {
+            d.filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".sock").map(str::to_string)
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 impl std::ops::Drop for Socket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);

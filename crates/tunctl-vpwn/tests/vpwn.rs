@@ -236,13 +236,23 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Kills a child process on drop.
-struct Child(std::process::Child);
+/// Stops a child process on drop: SIGTERM (so wireguard-go removes its UAPI socket), then,
+/// after a second, SIGKILL.
+struct Child(std::process::Child, Option<std::path::PathBuf>);
 
 impl std::ops::Drop for Child {
     fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if let Some(sock) = &self.1 {
+            let _ = std::fs::remove_file(sock);
+        }
     }
 }
 
@@ -282,7 +292,10 @@ fn vpwn_interoperates_with_wireguard_go() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _daemon = Child(daemon);
+    let _daemon = Child(
+        daemon,
+        Some(Path::new(tunctl_vpwn::uapi::SOCKET_DIR).join(format!("{wg}.sock"))),
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     while common::ip_link(Some(&nb.name), &wg).is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
