@@ -995,6 +995,17 @@ fn a_helper_in_an_untrusted_place_is_never_run() {
     let out = attempt(Some(&evil.join("tunctl-helper")));
     assert!(text(&out).contains("belongs to uid"), "{}", text(&out));
     assert!(!marker.exists());
+    // A relative TUNCTL_HELPER would be checked in one directory and run from the search
+    // path: refused, whatever the working directory holds.
+    let out = as_user(USER)
+        .arg(evil.join("tunctl"))
+        .args(["add", "ht%d", "--tun", "--netns", &t.name])
+        .env("TUNCTL_HELPER", "tunctl-helper")
+        .current_dir(&evil)
+        .output()
+        .unwrap();
+    assert!(text(&out).contains("absolute path"), "{}", text(&out));
+    assert!(!marker.exists());
     assert_eq!(common::links(Some(&t.name)), vec!["lo".to_string()]);
 }
 
@@ -1220,7 +1231,7 @@ impl Drop for SyslogTap {
 /// such.
 #[test]
 fn the_helper_logs_to_syslog_and_shrugs_off_a_hostile_caller() {
-    let Some((_s, install, t)) = setup("tunctl-ht-*", 8) else {
+    let Some((_s, install, t)) = setup("tunctl-ht-*", 20) else {
         return;
     };
     let tap = SyslogTap::new();
@@ -1300,6 +1311,32 @@ fn the_helper_logs_to_syslog_and_shrugs_off_a_hostile_caller() {
             "{what}: {reply}"
         );
     }
+
+    // A flooded system log (any local user can fill /dev/log's queue): an allowed request
+    // whose record the log does not take is not carried out; once the log drains, it is.
+    tap.messages();
+    let flooder = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    flooder.set_nonblocking(true).unwrap();
+    while flooder
+        .send_to(b"<13>flood", tunctl_helper::SYSLOG_PATH)
+        .is_ok()
+    {}
+    let before = common::links(Some(&t.name));
+    let out = install.tunctl(&["add", "ht%d", "--tun", "--netns", &t.name]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("system log does not take"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(common::links(Some(&t.name)), before, "nothing done");
+    tap.messages();
+    let out = install.tunctl(&["add", "ht%d", "--tun", "--netns", &t.name]);
+    assert!(
+        out.status.success(),
+        "after the log drained: {}",
+        text(&out)
+    );
 
     // /dev/net/tun closed to the caller (mode 0600): said exactly, with the mode it needs.
     std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(0o600)).unwrap();

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tunctl::{Cidr, Device, Error, ErrorKind, Namespace};
+use tunctl::{Cidr, Device, Error, ErrorKind, Link, Namespace};
 
 use crate::config::{Config, DEFAULT_MTU};
 use crate::engine::{Boringtun, Drop, Engine, Out};
@@ -170,6 +170,17 @@ fn unwire(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Routes to delete through a link, when dropped with any left.
+struct UndoRoutes(Link, Vec<Cidr>);
+
+impl std::ops::Drop for UndoRoutes {
+    fn drop(&mut self) {
+        for net in &self.1 {
+            let _ = self.0.del_route(*net);
+        }
+    }
+}
+
 /// A running tunnel. Dropping it (or [`down`](Tunnel::down)) stops the threads and removes
 /// the device (unless it is persistent) with its routes.
 pub struct Tunnel {
@@ -222,13 +233,17 @@ impl Tunnel {
             .iter()
             .map(|a| Cidr::new(a.network(), a.prefix()))
             .collect::<Result<_, _>>()?;
+        // Routes this call adds go again if a later step fails (on a persistent device they
+        // would outlive it; a device made here takes its routes along when it goes).
+        let mut undo = UndoRoutes(Link::by_name(&opts.namespace, device.name())?, Vec::new());
         for net in &config.peer.allowed_ips {
             if own.iter().any(|o| o.contains(net)) {
                 continue;
             }
-            match device.link()?.add_route(*net, None) {
+            match undo.0.add_route(*net, None) {
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                other => other?,
+                Err(e) => return Err(e),
+                Ok(()) => undo.1.push(*net),
             }
         }
         let port = config.interface.listen_port.unwrap_or(0);
@@ -286,6 +301,7 @@ impl Tunnel {
         };
         let s = Arc::clone(&shared);
         threads.push(spawn("timers", Box::new(move || timers(&s, uapi)))?);
+        undo.1.clear();
         Ok(Tunnel {
             uapi_error,
             public_key: config.interface.private_key.public(),

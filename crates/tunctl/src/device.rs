@@ -380,7 +380,16 @@ impl Device {
             )
             .on(self.name()));
         }
-        self.ioctl("TUNATTACHFILTER", |fd| sys::tun_attach_filter(fd, program))
+        let program: Vec<libc::sock_filter> = program
+            .iter()
+            .map(|i| libc::sock_filter {
+                code: i.code,
+                jt: i.jt,
+                jf: i.jf,
+                k: i.k,
+            })
+            .collect();
+        self.ioctl("TUNATTACHFILTER", |fd| sys::tun_attach_filter(fd, &program))
     }
 
     /// Detaches the classic filter (TUNDETACHFILTER): every frame reaches the readers again.

@@ -9,7 +9,7 @@
 //! device); a packet it drops never reaches any reader. The Erlang original listed "tun
 //! filtering" as to be done.
 
-/// One classic BPF instruction, laid out as the kernel's `struct sock_filter` (see
+/// One classic BPF instruction, the kernel's `struct sock_filter` (see
 /// `Documentation/networking/filter.rst`). Build programs with [`Instruction::stmt`] and
 /// [`Instruction::jump`] and the `BPF_*` constants below.
 ///
@@ -79,9 +79,3 @@ pub const BPF_ABS: u16 = 0x20;
 pub const BPF_JEQ: u16 = 0x10;
 /// Operand: the constant `k`.
 pub const BPF_K: u16 = 0x00;
-
-// The layout the kernel reads.
-const _: () = {
-    assert!(std::mem::size_of::<Instruction>() == std::mem::size_of::<libc::sock_filter>());
-    assert!(std::mem::align_of::<Instruction>() == std::mem::align_of::<libc::sock_filter>());
-};

@@ -1,6 +1,6 @@
 //! [`Queue`]: one fd of a device, and the state every queue of a device shares (name,
 //! link handle, flags, the wake-up eventfd, the active-mode gate). The lowest room of the
-//! device: [`Device`](crate::Device), the builder and active mode build on it.
+//! device: the `Device`, the builder and active mode build on it.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -200,7 +200,7 @@ impl Shared {
 /// not read it with a plain blocking `read(2)` after a readiness report that another reader
 /// may have consumed: either set `O_NONBLOCK` on it (each queue fd is its own open file, so
 /// no other queue is affected) or read with `RWF_NOWAIT`, as [`try_recv`](Queue::try_recv)
-/// does. [`crate::tokio`] does the latter.
+/// does. The `tokio` module does the latter.
 ///
 /// `&Queue` implements [`std::io::Read`] and [`std::io::Write`], one packet per call (a
 /// packet longer than the buffer is an error, never silently cut).

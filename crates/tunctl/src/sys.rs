@@ -400,15 +400,12 @@ pub fn tun_set_queue(fd: BorrowedFd<'_>, attach: bool) -> io::Result<()> {
 
 /// TUNATTACHFILTER: a classic BPF program on every queue of a tap device (the kernel copies
 /// it; `program` need only live for the call).
-pub fn tun_attach_filter(
-    fd: BorrowedFd<'_>,
-    program: &[crate::filter::Instruction],
-) -> io::Result<()> {
+pub fn tun_attach_filter(fd: BorrowedFd<'_>, program: &[libc::sock_filter]) -> io::Result<()> {
     let len = u16::try_from(program.len()).map_err(|_| einval())?;
     let prog = libc::sock_fprog {
         len,
-        // `Instruction` has sock_filter's layout (asserted in filter.rs); read only.
-        filter: program.as_ptr().cast_mut().cast(),
+        // Read only by the kernel.
+        filter: program.as_ptr().cast_mut(),
     };
     ioctl_set::<TUNATTACHFILTER>(fd, prog)
 }
