@@ -4,8 +4,12 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use boringtun::noise::errors::WireGuardError;
-use boringtun::noise::{Tunn, TunnResult};
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
 
 use crate::keys::Key;
 
@@ -56,29 +60,93 @@ pub trait Engine: Send {
     fn since_handshake(&self) -> Option<Duration>;
 }
 
-/// boringtun's `Tunn`.
-pub struct Boringtun(Tunn);
+/// The handshake rate for the whole tunnel before cookies are asked for (boringtun's
+/// device uses the same figure).
+const HANDSHAKE_RATE_LIMIT: u64 = 100;
 
-impl Boringtun {
-    /// An engine for one peer.
-    pub fn new(private: &Key, peer: &Key, psk: Option<&Key>, keepalive: Option<u16>) -> Boringtun {
-        let index = u32::from_ne_bytes(
-            Key::generate_preshared()
-                .map(|k| [k.0[0], k.0[1], k.0[2], 0])
-                .unwrap_or([1, 0, 0, 0]),
-        ) >> 8;
-        Boringtun(Tunn::new(
-            boringtun::x25519::StaticSecret::from(private.0),
+/// Where a datagram goes, decided before any peer's engine sees it.
+pub enum Dispatch<'a> {
+    /// A handshake initiation from the peer with this public key.
+    Initiation(Key),
+    /// A message for the session with this local index (an engine's `index`).
+    Index(u32),
+    /// Under load: send this cookie reply back, nothing else.
+    Reply(&'a mut [u8]),
+    /// Not for any peer.
+    Dropped(Drop),
+}
+
+/// This end's identity, shared by every peer's engine: the private key, and the rate
+/// limiter (mac1 check, cookies under load) all handshakes pass through.
+pub struct Gate {
+    secret: boringtun::x25519::StaticSecret,
+    public: boringtun::x25519::PublicKey,
+    limiter: Arc<RateLimiter>,
+}
+
+impl Gate {
+    /// The gate of a tunnel with this private key.
+    pub fn new(private: &Key) -> Gate {
+        let secret = boringtun::x25519::StaticSecret::from(private.0);
+        let public = boringtun::x25519::PublicKey::from(&secret);
+        Gate {
+            limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            secret,
+            public,
+        }
+    }
+
+    /// Finds whose a datagram is: checks handshakes' mac1 (and mac2 under load), then reads
+    /// the initiator's static key from an initiation (one Diffie-Hellman), or the receiver
+    /// index from any other message.
+    pub fn dispatch<'a>(&self, from: IpAddr, datagram: &[u8], out: &'a mut [u8]) -> Dispatch<'a> {
+        match self.limiter.verify_packet(Some(from), datagram, out) {
+            Ok(Packet::HandshakeInit(init)) => {
+                match parse_handshake_anon(&self.secret, &self.public, &init) {
+                    Ok(half) => Dispatch::Initiation(Key(half.peer_static_public)),
+                    Err(_) => Dispatch::Dropped(Drop::Auth),
+                }
+            }
+            Ok(Packet::HandshakeResponse(p)) => Dispatch::Index(p.receiver_idx >> 8),
+            Ok(Packet::PacketCookieReply(p)) => Dispatch::Index(p.receiver_idx >> 8),
+            Ok(Packet::PacketData(p)) => Dispatch::Index(p.receiver_idx >> 8),
+            Err(TunnResult::WriteToNetwork(cookie)) => Dispatch::Reply(cookie),
+            Err(r) => match out_of(r) {
+                Out::Dropped(why) => Dispatch::Dropped(why),
+                _ => Dispatch::Dropped(Drop::Malformed),
+            },
+        }
+    }
+
+    /// Runs the limiter's clock: call every ~100 ms.
+    pub fn tick(&self) {
+        self.limiter.reset_count();
+    }
+
+    /// An engine for one peer. `index` (below 2^24) tells its sessions apart from other
+    /// peers': [`Dispatch::Index`] gives it back.
+    pub fn engine(
+        &self,
+        peer: &Key,
+        psk: Option<&Key>,
+        keepalive: Option<u16>,
+        index: u32,
+    ) -> Box<dyn Engine> {
+        Box::new(Boringtun(Tunn::new(
+            self.secret.clone(),
             boringtun::x25519::PublicKey::from(peer.0),
             psk.map(|k| k.0),
             keepalive,
-            index,
-            None,
-        ))
+            index & 0x00ff_ffff,
+            Some(Arc::clone(&self.limiter)),
+        )))
     }
 }
 
-fn out(result: TunnResult<'_>) -> Out<'_> {
+/// boringtun's `Tunn`.
+pub struct Boringtun(Tunn);
+
+fn out_of(result: TunnResult<'_>) -> Out<'_> {
     match result {
         TunnResult::Done => Out::Done,
         TunnResult::WriteToNetwork(p) => Out::Network(p),
@@ -99,7 +167,7 @@ fn out(result: TunnResult<'_>) -> Out<'_> {
 
 impl Engine for Boringtun {
     fn encapsulate<'a>(&mut self, packet: &[u8], buf: &'a mut [u8]) -> Out<'a> {
-        out(self.0.encapsulate(packet, buf))
+        out_of(self.0.encapsulate(packet, buf))
     }
 
     fn decapsulate<'a>(
@@ -108,11 +176,11 @@ impl Engine for Boringtun {
         datagram: &[u8],
         buf: &'a mut [u8],
     ) -> Out<'a> {
-        out(self.0.decapsulate(from, datagram, buf))
+        out_of(self.0.decapsulate(from, datagram, buf))
     }
 
     fn tick<'a>(&mut self, buf: &'a mut [u8]) -> Out<'a> {
-        out(self.0.update_timers(buf))
+        out_of(self.0.update_timers(buf))
     }
 
     fn since_handshake(&self) -> Option<Duration> {

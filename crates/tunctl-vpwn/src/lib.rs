@@ -31,9 +31,11 @@
 pub mod config;
 pub mod engine;
 pub mod keys;
+mod table;
 pub mod tunnel;
 pub mod uapi;
 
 pub use config::{Config, Interface, Peer};
 pub use keys::Key;
 pub use tunnel::{Counters, Options, Tunnel};
+pub use uapi::{DeviceConf, PeerConf};

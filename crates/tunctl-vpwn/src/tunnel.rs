@@ -1,17 +1,19 @@
-//! A running tunnel: a tun device, a UDP socket, the protocol engine, and three threads
-//! (tun → network, network → tun, timers), all in the device's namespace.
+//! A running tunnel: a tun device, a UDP socket, the peers' protocol engines, and four
+//! threads (tun → network, network → tun, timers, UAPI), all in the device's namespace.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tunctl::{Cidr, Device, Error, ErrorKind, Link, Namespace};
 
 use crate::config::{Config, DEFAULT_MTU};
-use crate::engine::{Boringtun, Drop, Engine, Out};
+use crate::engine::{Dispatch, Drop, Out};
 use crate::keys::Key;
+use crate::table::Table;
+use crate::uapi::{DeviceConf, PeerConf, SetError};
 
 /// The largest UDP datagram taken from the network: a WireGuard message is at most the
 /// largest packet plus 32 bytes of overhead; anything longer is dropped and counted.
@@ -53,6 +55,8 @@ pub struct Stats {
     pub drop_not_allowed: AtomicU64,
     /// Packets with nowhere to go: no peer endpoint known yet, or no session.
     pub drop_no_session: AtomicU64,
+    /// Packets from the device to an address no peer's allowed IPs hold.
+    pub drop_no_route: AtomicU64,
 }
 
 /// A plain copy of [`Stats`].
@@ -78,6 +82,8 @@ pub struct Counters {
     pub drop_not_allowed: u64,
     /// See [`Stats::drop_no_session`].
     pub drop_no_session: u64,
+    /// See [`Stats::drop_no_route`].
+    pub drop_no_route: u64,
 }
 
 impl Stats {
@@ -108,44 +114,101 @@ impl Stats {
             drop_oversized: g(&self.drop_oversized),
             drop_not_allowed: g(&self.drop_not_allowed),
             drop_no_session: g(&self.drop_no_session),
+            drop_no_route: g(&self.drop_no_route),
         }
     }
 }
 
-/// What the three threads share.
+/// What the threads share.
 struct Shared {
-    engine: Mutex<Box<dyn Engine>>,
-    socket: UdpSocket,
-    /// Where the peer is: from the configuration, then wherever an authenticated datagram
-    /// came from (roaming).
-    endpoint: Mutex<Option<SocketAddr>>,
-    allowed: Vec<Cidr>,
+    /// The live configuration; the data path takes a reference per packet.
+    table: RwLock<Arc<Table>>,
+    /// Serialises configuration changes (a `set` reads, then swaps, the table).
+    configuring: Mutex<()>,
+    socket: RwLock<Arc<UdpSocket>>,
+    port: AtomicU16,
+    namespace: Namespace,
     mtu: usize,
     stats: Stats,
     stop: AtomicBool,
-    /// What the UAPI reports that does not change.
-    config: Config,
-    port: u16,
+    /// The device went away (deleted from outside): the tunnel ends.
+    closed: AtomicBool,
+    /// The next session index to give a peer's engine.
+    indexes: AtomicU32,
 }
 
 impl Shared {
-    fn engine(&self) -> MutexGuard<'_, Box<dyn Engine>> {
-        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    fn table(&self) -> Arc<Table> {
+        Arc::clone(&self.table.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    fn endpoint(&self) -> Option<SocketAddr> {
-        *self.endpoint.lock().unwrap_or_else(|p| p.into_inner())
+    fn socket(&self) -> Arc<UdpSocket> {
+        Arc::clone(&self.socket.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    fn send(&self, datagram: &[u8], to: SocketAddr) {
-        let _ = self.socket.send_to(datagram, wire(to));
+    /// Applies a whole new configuration: a new listen port or firewall mark first (either
+    /// can fail, and then nothing changed), then the peers.
+    fn configure(&self, conf: DeviceConf) -> Result<(), SetError> {
+        let _one = self.configuring.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.table();
+        let port = self.port.load(Ordering::Relaxed);
+        let rebind = conf.listen_port != 0 && conf.listen_port != port;
+        let socket = if rebind {
+            Arc::new(
+                bind(&self.namespace, conf.listen_port).map_err(|e| SetError {
+                    errno: if e.kind() == ErrorKind::AlreadyExists {
+                        -libc::EADDRINUSE
+                    } else {
+                        -libc::EIO
+                    },
+                    message: e.to_string(),
+                })?,
+            )
+        } else {
+            self.socket()
+        };
+        if rebind || conf.fwmark != old.conf.fwmark {
+            set_mark(&socket, conf.fwmark).map_err(|e| SetError {
+                errno: -e.raw_os_error().unwrap_or(libc::EIO),
+                message: format!("fwmark {}: {e}", conf.fwmark),
+            })?;
+        }
+        let table = Table::build(conf, Some(&old), &self.indexes);
+        if rebind {
+            let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
+            *self.socket.write().unwrap_or_else(|p| p.into_inner()) = socket;
+            self.port.store(port, Ordering::Relaxed);
+        }
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+        Ok(())
+    }
+}
+
+impl crate::uapi::Handler for Shared {
+    fn get(&self) -> String {
+        let t = self.table();
+        crate::uapi::get_response(&t.conf, self.port.load(Ordering::Relaxed), &t.status())
     }
 
-    fn allowed(&self, src: IpAddr) -> bool {
-        self.allowed.iter().any(|net| {
-            Cidr::new(src, if src.is_ipv4() { 32 } else { 128 })
-                .is_ok_and(|host| net.contains(&host))
-        })
+    fn set(&self, lines: &[String]) -> Result<(), SetError> {
+        let conf = crate::uapi::apply_set(&self.table().conf, lines.iter().map(String::as_str))?;
+        self.configure(conf)
+    }
+
+    fn counters(&self) -> String {
+        let c = self.stats.snapshot();
+        format!(
+            "tx_packets={}\nrx_packets={}\ndrop_auth={}\ndrop_replay={}\ndrop_malformed={}\ndrop_oversized={}\ndrop_not_allowed={}\ndrop_no_session={}\ndrop_no_route={}\n",
+            c.tx_packets,
+            c.rx_packets,
+            c.drop_auth,
+            c.drop_replay,
+            c.drop_malformed,
+            c.drop_oversized,
+            c.drop_not_allowed,
+            c.drop_no_session,
+            c.drop_no_route
+        )
     }
 }
 
@@ -170,6 +233,47 @@ fn unwire(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// The UDP socket, dual-stack where IPv6 is on, in the tunnel's namespace.
+fn bind(namespace: &Namespace, port: u16) -> Result<UdpSocket, Error> {
+    let socket = namespace
+        .run(|| {
+            UdpSocket::bind((Ipv6Addr::UNSPECIFIED, port))
+                .or_else(|_| UdpSocket::bind(("0.0.0.0", port)))
+        })?
+        .map_err(|e| {
+            let kind = e.kind();
+            let err = Error::from(e).add_detail(&format!("UDP port {port}"));
+            if kind == std::io::ErrorKind::AddrInUse {
+                Error::from_kind(ErrorKind::AlreadyExists, "bind", err.detail())
+            } else {
+                err
+            }
+        })?;
+    socket.set_read_timeout(Some(TICK))?;
+    Ok(socket)
+}
+
+/// `SO_MARK` on the tunnel's socket (CAP_NET_ADMIN); 0 on a socket without a mark is a
+/// no-op.
+fn set_mark(socket: &UdpSocket, mark: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket, and a u32 option value of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&mark as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 || mark == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Routes to delete through a link, when dropped with any left.
 struct UndoRoutes(Link, Vec<Cidr>);
 
@@ -182,13 +286,12 @@ impl std::ops::Drop for UndoRoutes {
 }
 
 /// A running tunnel. Dropping it (or [`down`](Tunnel::down)) stops the threads and removes
-/// the device (unless it is persistent) with its routes.
+/// the device (unless it is persistent), the routes it added, and its UAPI socket.
 pub struct Tunnel {
     device: Arc<Device>,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
-    port: u16,
-    public_key: Key,
+    routes: Vec<Cidr>,
     uapi_error: Option<String>,
 }
 
@@ -196,8 +299,25 @@ impl std::fmt::Debug for Tunnel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tunnel")
             .field("device", &self.device.name())
-            .field("port", &self.port)
+            .field("port", &self.port())
             .finish()
+    }
+}
+
+impl From<&Config> for DeviceConf {
+    fn from(c: &Config) -> DeviceConf {
+        DeviceConf {
+            private_key: Some(c.interface.private_key),
+            listen_port: c.interface.listen_port.unwrap_or(0),
+            fwmark: 0,
+            peers: vec![PeerConf {
+                public_key: c.peer.public_key,
+                preshared_key: c.peer.preshared_key,
+                endpoint: c.peer.endpoint,
+                keepalive: c.peer.persistent_keepalive.unwrap_or(0),
+                allowed_ips: c.peer.allowed_ips.clone(),
+            }],
+        }
     }
 }
 
@@ -246,43 +366,75 @@ impl Tunnel {
                 Ok(()) => undo.1.push(*net),
             }
         }
-        let port = config.interface.listen_port.unwrap_or(0);
-        let socket = opts
-            .namespace
-            .run(|| {
-                UdpSocket::bind((Ipv6Addr::UNSPECIFIED, port))
-                    .or_else(|_| UdpSocket::bind(("0.0.0.0", port)))
-            })?
-            .map_err(|e| {
-                let kind = e.kind();
-                let err = Error::from(e).add_detail(&format!("UDP port {port}"));
-                if kind == std::io::ErrorKind::AddrInUse {
-                    Error::from_kind(ErrorKind::AlreadyExists, "bind", err.detail())
-                } else {
-                    err
-                }
-            })?;
-        socket.set_read_timeout(Some(TICK))?;
+        let mut tunnel =
+            Tunnel::start(device, opts.namespace, DeviceConf::from(config), mtu, false)?;
+        tunnel.routes = std::mem::take(&mut undo.1);
+        Ok(tunnel)
+    }
+
+    /// What wireguard-go does: creates the tun device `name` (MTU 1420, down, no address)
+    /// and a tunnel with no key and no peer, to be configured through its UAPI socket
+    /// (`wg setconf`, `wg set`, [`configure`](Tunnel::configure)).
+    ///
+    /// # Errors
+    ///
+    /// The device's or the socket's errors; the UAPI socket cannot be served (it is the
+    /// only way in).
+    pub fn serve(name: &str, namespace: Namespace) -> Result<Tunnel, Error> {
+        let device = Device::builder()
+            .tun()
+            .name(name)
+            .namespace(namespace.clone())
+            .create()?;
+        device.set_mtu(DEFAULT_MTU)?;
+        Tunnel::start(device, namespace, DeviceConf::default(), DEFAULT_MTU, true)
+    }
+
+    fn start(
+        device: Device,
+        namespace: Namespace,
+        conf: DeviceConf,
+        mtu: u32,
+        need_uapi: bool,
+    ) -> Result<Tunnel, Error> {
+        let socket = bind(&namespace, conf.listen_port)?;
         let port = socket.local_addr()?.port();
-        let engine: Box<dyn Engine> = Box::new(Boringtun::new(
-            &config.interface.private_key,
-            &config.peer.public_key,
-            config.peer.preshared_key.as_ref(),
-            config.peer.persistent_keepalive,
-        ));
+        let mut seed = [0u8; 4];
+        let _ = getrandom::getrandom(&mut seed);
+        let indexes = AtomicU32::new(u32::from_ne_bytes(seed) & 0x00ff_ffff);
+        let table = Table::build(conf, None, &indexes);
         let shared = Arc::new(Shared {
-            engine: Mutex::new(engine),
-            socket,
-            endpoint: Mutex::new(config.peer.endpoint),
-            allowed: config.peer.allowed_ips.clone(),
+            table: RwLock::new(Arc::new(table)),
+            configuring: Mutex::new(()),
+            socket: RwLock::new(Arc::new(socket)),
+            port: AtomicU16::new(port),
+            namespace,
             mtu: mtu as usize,
             stats: Stats::default(),
             stop: AtomicBool::new(false),
-            config: config.clone(),
-            port,
+            closed: AtomicBool::new(false),
+            indexes,
         });
+        // `wg show NAME` works on the tunnel through the UAPI socket; without it (not root,
+        // or the name served elsewhere) a configured tunnel runs all the same.
+        let (uapi, uapi_error) = match crate::uapi::Socket::bind(device.name()) {
+            Ok(sock) => (Some(sock), None),
+            Err(e) if need_uapi => {
+                return Err(Error::from(e).add_detail(&format!(
+                    "UAPI socket {}",
+                    crate::uapi::socket_path(device.name()).display()
+                )))
+            }
+            Err(e) => (None, Some(e.to_string())),
+        };
         let device = Arc::new(device);
-        let mut threads = Vec::new();
+        let mut tunnel = Tunnel {
+            device: Arc::clone(&device),
+            shared: Arc::clone(&shared),
+            threads: Vec::new(),
+            routes: Vec::new(),
+            uapi_error,
+        };
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(format!("vpwn-{name}"))
@@ -290,26 +442,24 @@ impl Tunnel {
                 .map_err(Error::from)
         };
         let (d, s) = (Arc::clone(&device), Arc::clone(&shared));
-        threads.push(spawn("tx", Box::new(move || to_network(&d, &s)))?);
+        tunnel
+            .threads
+            .push(spawn("tx", Box::new(move || to_network(&d, &s)))?);
         let (d, s) = (Arc::clone(&device), Arc::clone(&shared));
-        threads.push(spawn("rx", Box::new(move || to_device(&d, &s)))?);
-        // `wg show NAME` works on the tunnel through the UAPI socket; without it (not root,
-        // or the name served elsewhere) the tunnel runs all the same.
-        let (uapi, uapi_error) = match crate::uapi::Socket::bind(device.name()) {
-            Ok(sock) => (Some(sock), None),
-            Err(e) => (None, Some(e.to_string())),
-        };
+        tunnel
+            .threads
+            .push(spawn("rx", Box::new(move || to_device(&d, &s)))?);
         let s = Arc::clone(&shared);
-        threads.push(spawn("timers", Box::new(move || timers(&s, uapi)))?);
-        undo.1.clear();
-        Ok(Tunnel {
-            uapi_error,
-            public_key: config.interface.private_key.public(),
-            device,
-            shared,
-            threads,
-            port,
-        })
+        tunnel
+            .threads
+            .push(spawn("timers", Box::new(move || timers(&s)))?);
+        if let Some(sock) = uapi {
+            let s = Arc::clone(&shared);
+            tunnel
+                .threads
+                .push(spawn("uapi", Box::new(move || serve_uapi(&s, sock)))?);
+        }
+        Ok(tunnel)
     }
 
     /// The device's name.
@@ -319,22 +469,47 @@ impl Tunnel {
 
     /// The UDP port this end listens on.
     pub fn port(&self) -> u16 {
-        self.port
+        self.shared.port.load(Ordering::Relaxed)
     }
 
-    /// This end's public key, for the peer's configuration.
+    /// This end's public key, for the peer's configuration (all zeros while the tunnel has
+    /// no private key).
     pub fn public_key(&self) -> Key {
-        self.public_key
+        self.shared
+            .table()
+            .conf
+            .private_key
+            .map_or(Key([0; 32]), |k| k.public())
     }
 
-    /// Where the peer is now (it follows the peer when it roams).
+    /// Where the (first) peer is now: it follows the peer when it roams.
     pub fn endpoint(&self) -> Option<SocketAddr> {
-        self.shared.endpoint()
+        self.shared.table().peers.first().and_then(|p| p.endpoint())
     }
 
-    /// Time since the last completed handshake.
+    /// Time since the (first) peer's last completed handshake.
     pub fn since_handshake(&self) -> Option<Duration> {
-        self.shared.engine().since_handshake()
+        self.shared
+            .table()
+            .peers
+            .first()
+            .and_then(|p| p.engine().since_handshake())
+    }
+
+    /// The configuration now (what `wg showconf` shows).
+    pub fn conf(&self) -> DeviceConf {
+        self.shared.table().conf.clone()
+    }
+
+    /// Replaces the configuration, as a `set=1` with `replace_peers` would: peers that stay
+    /// (same public key) keep their sessions, unless their preshared key or keepalive
+    /// changed.
+    ///
+    /// # Errors
+    ///
+    /// The new port is in use, or the firewall mark cannot be set; nothing changed.
+    pub fn configure(&self, conf: DeviceConf) -> Result<(), SetError> {
+        self.shared.configure(conf)
     }
 
     /// Why the UAPI socket (`/var/run/wireguard/NAME.sock`, for `wg show`) is not served,
@@ -348,8 +523,14 @@ impl Tunnel {
         self.shared.stats.snapshot()
     }
 
-    /// Stops the threads and removes the device (a persistent one stays, with its
-    /// routes removed).
+    /// False once the device is gone (deleted from outside, as `ip link del` or
+    /// `wg-quick down` do); the tunnel has then stopped passing traffic.
+    pub fn is_running(&self) -> bool {
+        !self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Stops the threads and removes the device (a persistent one stays, with the routes
+    /// this tunnel added removed).
     pub fn down(mut self) {
         self.stop();
     }
@@ -359,11 +540,11 @@ impl Tunnel {
         let persistent = self.device.is_persistent().unwrap_or(false);
         if persistent {
             if let Ok(link) = self.device.link() {
-                for net in &self.shared.allowed {
+                for net in &self.routes {
                     let _ = link.del_route(*net);
                 }
             }
-            // Wake the reader without removing the device: it reads with a timeout below.
+            // The reader wakes on its own: it reads with a timeout.
         } else {
             let _ = self.device.destroy();
         }
@@ -381,7 +562,23 @@ impl std::ops::Drop for Tunnel {
     }
 }
 
-/// Device → network: read a packet, pad it to 16 bytes (within the MTU), encrypt, send.
+/// The destination address of an IP packet.
+fn destination(packet: &[u8]) -> Option<IpAddr> {
+    match packet.first()? >> 4 {
+        4 => {
+            let b: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        6 => {
+            let b: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        _ => None,
+    }
+}
+
+/// Device → network: read a packet, find its peer by destination (cryptokey routing), pad
+/// it to 16 bytes (within the MTU), encrypt, send.
 fn to_network(device: &Device, shared: &Shared) {
     let mut packet = vec![0u8; 65536];
     let mut out = vec![0u8; 65536 + 64];
@@ -390,17 +587,27 @@ fn to_network(device: &Device, shared: &Shared) {
             Ok(Some(n)) => n,
             Ok(None) => continue,
             Err(e) if e.kind() == ErrorKind::Truncated => continue,
-            Err(_) => break,
+            Err(_) => {
+                shared.closed.store(true, Ordering::Release);
+                break;
+            }
         };
+        let table = shared.table();
+        let Some(peer) = destination(&packet[..n]).and_then(|d| table.route(d)) else {
+            Stats::add(&shared.stats.drop_no_route, 1);
+            continue;
+        };
+        let peer = &table.peers[peer];
         let padded = (n.div_ceil(16) * 16).min(shared.mtu.max(n));
         packet[n..padded].fill(0);
-        let mut engine = shared.engine();
+        let mut engine = peer.engine();
         match engine.encapsulate(&packet[..padded], &mut out) {
-            Out::Network(datagram) => match shared.endpoint() {
+            Out::Network(datagram) => match peer.endpoint() {
                 Some(to) => {
-                    shared.send(datagram, to);
+                    let _ = shared.socket().send_to(datagram, wire(to));
                     Stats::add(&shared.stats.tx_packets, 1);
                     Stats::add(&shared.stats.tx_bytes, n);
+                    Stats::add(&peer.tx_bytes, datagram.len());
                 }
                 None => Stats::add(&shared.stats.drop_no_session, 1),
             },
@@ -410,13 +617,15 @@ fn to_network(device: &Device, shared: &Shared) {
     }
 }
 
-/// Network → device: receive a datagram, decrypt, check the inner source against the
-/// peer's allowed IPs, write it to the device; answer handshakes; follow the peer's address.
+/// Network → device: receive a datagram, find its peer (by session index, or by the static
+/// key inside a handshake initiation), decrypt, check the inner source against that peer's
+/// allowed IPs, write it to the device; answer handshakes; follow the peer's address.
 fn to_device(device: &Device, shared: &Shared) {
     let mut datagram = vec![0u8; MAX_DATAGRAM + 1];
     let mut out = vec![0u8; 65536 + 64];
     while !shared.stop.load(Ordering::Acquire) {
-        let (n, from) = match shared.socket.recv_from(&mut datagram) {
+        let socket = shared.socket();
+        let (n, from) = match socket.recv_from(&mut datagram) {
             Ok((n, from)) => (n, unwire(from)),
             Err(e)
                 if matches!(
@@ -432,9 +641,33 @@ fn to_device(device: &Device, shared: &Shared) {
             Stats::add(&shared.stats.drop_oversized, 1);
             continue;
         }
-        let mut engine = shared.engine();
+        let table = shared.table();
+        let Some(gate) = &table.gate else {
+            Stats::add(&shared.stats.drop_auth, 1);
+            continue;
+        };
+        let peer = match gate.dispatch(from.ip(), &datagram[..n], &mut out) {
+            Dispatch::Initiation(key) => table.by_key(&key),
+            Dispatch::Index(i) => table.by_index(i),
+            Dispatch::Reply(cookie) => {
+                let _ = socket.send_to(cookie, wire(from));
+                continue;
+            }
+            Dispatch::Dropped(why) => {
+                shared.stats.dropped(why);
+                continue;
+            }
+        };
+        let Some(i) = peer else {
+            // A valid message for no peer of ours: an unknown key or a stale session.
+            Stats::add(&shared.stats.drop_auth, 1);
+            continue;
+        };
+        let peer = &table.peers[i];
+        let mut engine = peer.engine();
         let mut first = true;
-        loop {
+        // A handshake's answer may release the packets queued behind it: bounded.
+        for _ in 0..1024 {
             let result = if first {
                 engine.decapsulate(Some(from.ip()), &datagram[..n], &mut out)
             } else {
@@ -444,13 +677,15 @@ fn to_device(device: &Device, shared: &Shared) {
             match result {
                 // A handshake answer, a cookie, or queued packets after a handshake.
                 Out::Network(reply) => {
-                    shared.send(reply, from);
-                    *shared.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(from);
+                    let _ = socket.send_to(reply, wire(from));
+                    Stats::add(&peer.tx_bytes, reply.len());
+                    peer.set_endpoint(from);
                 }
                 Out::Tunnel(packet, src) => {
                     // Authenticated: the peer is where this came from (roaming).
-                    *shared.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(from);
-                    if !shared.allowed(src) {
+                    peer.set_endpoint(from);
+                    Stats::add(&peer.rx_bytes, n);
+                    if table.route(src) != Some(i) {
                         Stats::add(&shared.stats.drop_not_allowed, 1);
                     } else if device.send(packet).is_ok() {
                         Stats::add(&shared.stats.rx_packets, 1);
@@ -458,7 +693,12 @@ fn to_device(device: &Device, shared: &Shared) {
                     }
                     break;
                 }
-                Out::Done => break,
+                Out::Done => {
+                    // A keepalive or a completed handshake: the peer is there.
+                    peer.set_endpoint(from);
+                    Stats::add(&peer.rx_bytes, n);
+                    break;
+                }
                 Out::Dropped(why) => {
                     shared.stats.dropped(why);
                     break;
@@ -468,38 +708,31 @@ fn to_device(device: &Device, shared: &Shared) {
     }
 }
 
-/// The protocol's timers (handshake retries, rekeying, keepalives), and the UAPI socket's
-/// requests between ticks.
-fn timers(shared: &Shared, uapi: Option<crate::uapi::Socket>) {
+/// The protocol's timers (handshake retries, rekeying, keepalives) of every peer.
+fn timers(shared: &Shared) {
     let mut out = vec![0u8; 256];
-    let state = || {
-        let since = shared.engine().since_handshake();
-        let c = shared.stats.snapshot();
-        crate::uapi::State {
-            private_key: shared.config.interface.private_key,
-            listen_port: shared.port,
-            public_key: shared.config.peer.public_key,
-            preshared_key: shared.config.peer.preshared_key,
-            endpoint: shared.endpoint(),
-            last_handshake: since.and_then(|d| std::time::SystemTime::now().checked_sub(d)),
-            tx_bytes: c.tx_bytes,
-            rx_bytes: c.rx_bytes,
-            keepalive: shared.config.peer.persistent_keepalive.unwrap_or(0),
-            allowed_ips: shared.config.peer.allowed_ips.clone(),
-        }
-    };
     while !shared.stop.load(Ordering::Acquire) {
         std::thread::sleep(TICK);
-        {
-            let mut engine = shared.engine();
+        let table = shared.table();
+        if let Some(gate) = &table.gate {
+            gate.tick();
+        }
+        for peer in &table.peers {
+            let mut engine = peer.engine();
             if let Out::Network(datagram) = engine.tick(&mut out) {
-                if let Some(to) = shared.endpoint() {
-                    shared.send(datagram, to);
+                if let Some(to) = peer.endpoint() {
+                    let _ = shared.socket().send_to(datagram, wire(to));
+                    Stats::add(&peer.tx_bytes, datagram.len());
                 }
             }
         }
-        if let Some(sock) = &uapi {
-            sock.serve_pending(&state);
-        }
+    }
+}
+
+/// The UAPI socket's requests, on their own thread so a slow client never delays a timer.
+fn serve_uapi(shared: &Shared, socket: crate::uapi::Socket) {
+    while !shared.stop.load(Ordering::Acquire) {
+        socket.serve_pending(shared);
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
