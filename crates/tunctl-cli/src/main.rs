@@ -74,7 +74,8 @@ enum Command {
     /// Two namespaces, a tun device in each, packets forwarded between them by this process:
     /// pings and a 3-second TCP stream cross it; prints a report and removes everything.
     Demo(demo::DemoArgs),
-    /// A point-to-point tunnel that speaks WireGuard (keys, `up`).
+    /// A tunnel that speaks WireGuard: keys, `up`, `show`, `down` (and the `tunctl-vpwn`
+    /// command, a drop-in for wireguard-go).
     Vpwn {
         #[command(subcommand)]
         action: vpwn::VpwnCommand,

@@ -23,15 +23,24 @@ pub enum VpwnCommand {
     /// Print a new preshared key (as `wg genpsk`).
     Genpsk,
     /// Show running tunnels (vpwn's, or any userspace WireGuard's) through their UAPI
-    /// sockets: peer, endpoint, allowed IPs, latest handshake, transfer.
+    /// sockets: peer, endpoint, allowed IPs, latest handshake, transfer, and (vpwn's) drops
+    /// by cause.
     Show {
         /// Only this tunnel.
         name: Option<String>,
         /// Print JSON: an array of {name, public_key, listen_port, peer, endpoint,
         /// allowed_ips, latest_handshake (seconds since the epoch, or null), rx_bytes,
-        /// tx_bytes, persistent_keepalive}.
+        /// tx_bytes, persistent_keepalive, drops ({cause: count}: auth, replay, malformed,
+        /// oversized, not_allowed, no_session, no_route; null for other implementations)}.
         #[arg(long)]
         json: bool,
+    },
+    /// Stop the tunnel NAME that `tunctl vpwn up` or `tunctl-vpwn` (or wireguard-go) runs:
+    /// the process serving its UAPI socket gets SIGTERM and removes the device (unless
+    /// persistent), its routes and the socket. Waits up to 5 s for it to be gone.
+    Down {
+        /// The tunnel's device name.
+        name: String,
     },
     /// Bring a tunnel up and run it in the foreground until SIGINT or SIGTERM; then the
     /// device (unless persistent) and its routes are removed.
@@ -112,6 +121,7 @@ pub fn run(command: VpwnCommand, ns: Namespace) -> Result<(), Error> {
         }
         VpwnCommand::Up(args) => up(*args, ns),
         VpwnCommand::Show { name, json } => show(name, json),
+        VpwnCommand::Down { name } => down(&name),
     }
 }
 
@@ -204,7 +214,7 @@ fn up(args: UpArgs, ns: Namespace) -> Result<(), Error> {
     }
     let c = tunnel.counters();
     eprintln!(
-        "tunctl: vpwn {}: down; sent {} packets ({} bytes), received {} ({} bytes); dropped: {} auth, {} replay, {} malformed, {} oversized, {} outside allowed IPs, {} without session",
+        "tunctl: vpwn {}: down; sent {} packets ({} bytes), received {} ({} bytes); dropped: {} auth, {} replay, {} malformed, {} oversized, {} outside allowed IPs, {} without session, {} without route",
         tunnel.name(),
         c.tx_packets,
         c.tx_bytes,
@@ -215,10 +225,47 @@ fn up(args: UpArgs, ns: Namespace) -> Result<(), Error> {
         c.drop_malformed,
         c.drop_oversized,
         c.drop_not_allowed,
-        c.drop_no_session
+        c.drop_no_session,
+        c.drop_no_route
     );
     tunnel.down();
     Ok(())
+}
+
+fn down(name: &str) -> Result<(), Error> {
+    let path = tunctl_vpwn::uapi::socket_path(name);
+    let pid = tunctl_vpwn::uapi::server_pid(name).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such tunnel (no UAPI socket)".to_string(),
+            std::io::ErrorKind::ConnectionRefused => {
+                "its UAPI socket is stale: nothing runs it".to_string()
+            }
+            _ => e.to_string(),
+        };
+        Error::from_kind(ErrorKind::NotFound, "vpwn down", why).with_subject(name)
+    })?;
+    let target = rustix::process::Pid::from_raw(pid as i32)
+        .ok_or_else(|| bad(format!("{name}: no process behind the socket")))?;
+    rustix::process::kill_process(target, rustix::process::Signal::TERM).map_err(|e| {
+        Error::from(std::io::Error::from(e)).add_detail(&format!("signal pid {pid}"))
+    })?;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        if !path.exists() {
+            eprintln!("tunctl: vpwn {name}: down (pid {pid})");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(Error::from_kind(
+        ErrorKind::Os,
+        "vpwn down",
+        format!(
+            "pid {pid} got SIGTERM but still serves {} after 5 s",
+            path.display()
+        ),
+    )
+    .with_subject(name))
 }
 
 /// Base64 of a UAPI hex key, as wg prints keys.
@@ -228,6 +275,33 @@ fn key_of_hex(hex: &str) -> Option<Key> {
         .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
         .collect::<Option<_>>()?;
     Some(Key(bytes.try_into().ok()?))
+}
+
+/// One peer's part of a `get=1` answer, as JSON.
+fn peer_json(pairs: &[(String, String)]) -> serde_json::Value {
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    let num = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let allowed: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| k == "allowed_ip")
+        .map(|(_, v)| v.clone())
+        .collect();
+    serde_json::json!({
+        "public_key": get("public_key").and_then(|h| key_of_hex(&h)).map(|k| k.to_string()),
+        "endpoint": get("endpoint"),
+        "allowed_ips": allowed,
+        "latest_handshake": get("last_handshake_time_sec")
+            .and_then(|s| s.parse::<u64>().ok())
+            .filter(|s| *s > 0),
+        "rx_bytes": num("rx_bytes"),
+        "tx_bytes": num("tx_bytes"),
+        "persistent_keepalive": num("persistent_keepalive_interval"),
+    })
 }
 
 fn show(name: Option<String>, json: bool) -> Result<(), Error> {
@@ -243,38 +317,54 @@ fn show(name: Option<String>, json: bool) -> Result<(), Error> {
             Err(e) if !only && e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
             Err(e) => return Err(Error::from(e).add_detail(&format!("tunnel {n}"))),
         };
+        // The device's lines, then one section per peer, each starting at public_key.
+        let split = pairs
+            .iter()
+            .position(|(k, _)| k == "public_key")
+            .unwrap_or(pairs.len());
+        let (device, rest) = pairs.split_at(split);
+        let mut peers = Vec::new();
+        let mut start = 0;
+        for i in 1..=rest.len() {
+            if i == rest.len() || rest[i].0 == "public_key" {
+                peers.push(peer_json(&rest[start..i]));
+                start = i;
+            }
+        }
         let get = |k: &str| {
-            pairs
+            device
                 .iter()
                 .find(|(key, _)| key == k)
                 .map(|(_, v)| v.clone())
         };
-        let public = get("private_key")
-            .and_then(|h| key_of_hex(&h))
-            .map(|k| k.public().to_string());
-        let peer = get("public_key")
-            .and_then(|h| key_of_hex(&h))
-            .map(|k| k.to_string());
-        let allowed: Vec<String> = pairs
-            .iter()
-            .filter(|(k, _)| k == "allowed_ip")
-            .map(|(_, v)| v.clone())
-            .collect();
-        let handshake = get("last_handshake_time_sec")
-            .and_then(|s| s.parse::<u64>().ok())
-            .filter(|s| *s > 0);
-        let num = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // vpwn's drops by cause; other implementations do not have them.
+        let drops = tunctl_vpwn::uapi::counters(&n).ok().map(|pairs| {
+            let map: serde_json::Map<String, serde_json::Value> = pairs
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    let cause = k.strip_prefix("drop_")?.to_string();
+                    Some((cause, v.parse::<u64>().ok()?.into()))
+                })
+                .collect();
+            serde_json::Value::Object(map)
+        });
+        // The first peer's fields also at the top: a point-to-point tunnel reads simply.
+        let first = peers.first().cloned().unwrap_or(serde_json::json!({}));
         all.push(serde_json::json!({
             "name": n,
-            "public_key": public,
-            "listen_port": num("listen_port"),
-            "peer": peer,
-            "endpoint": get("endpoint"),
-            "allowed_ips": allowed,
-            "latest_handshake": handshake,
-            "rx_bytes": num("rx_bytes"),
-            "tx_bytes": num("tx_bytes"),
-            "persistent_keepalive": num("persistent_keepalive_interval"),
+            "public_key": get("private_key")
+                .and_then(|h| key_of_hex(&h))
+                .map(|k| k.public().to_string()),
+            "listen_port": get("listen_port").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
+            "peer": first["public_key"],
+            "endpoint": first["endpoint"],
+            "allowed_ips": first.get("allowed_ips").cloned().unwrap_or(serde_json::json!([])),
+            "latest_handshake": first["latest_handshake"],
+            "rx_bytes": first.get("rx_bytes").cloned().unwrap_or(0.into()),
+            "tx_bytes": first.get("tx_bytes").cloned().unwrap_or(0.into()),
+            "persistent_keepalive": first.get("persistent_keepalive").cloned().unwrap_or(0.into()),
+            "peers": peers,
+            "drops": drops,
         }));
     }
     if json {
@@ -285,28 +375,45 @@ fn show(name: Option<String>, json: bool) -> Result<(), Error> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     for t in all {
-        let s = |k: &str| t[k].as_str().unwrap_or("(none)").to_string();
-        out(format_args!("tunnel: {}", s("name")));
-        out(format_args!("  public key: {}", s("public_key")));
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or("(none)").to_string();
+        out(format_args!("tunnel: {}", s(&t["name"])));
+        out(format_args!("  public key: {}", s(&t["public_key"])));
         out(format_args!("  listening port: {}", t["listen_port"]));
-        out(format_args!("  peer: {}", s("peer")));
-        out(format_args!("    endpoint: {}", s("endpoint")));
-        let allowed: Vec<&str> = t["allowed_ips"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-            .unwrap_or_default();
-        out(format_args!("    allowed ips: {}", allowed.join(", ")));
-        match t["latest_handshake"].as_u64() {
-            Some(at) => out(format_args!(
-                "    latest handshake: {} seconds ago",
-                now.saturating_sub(at)
-            )),
-            None => out(format_args!("    latest handshake: none yet")),
+        for p in t["peers"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+            out(format_args!("  peer: {}", s(&p["public_key"])));
+            out(format_args!("    endpoint: {}", s(&p["endpoint"])));
+            let allowed: Vec<&str> = p["allowed_ips"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            out(format_args!("    allowed ips: {}", allowed.join(", ")));
+            match p["latest_handshake"].as_u64() {
+                Some(at) => out(format_args!(
+                    "    latest handshake: {} seconds ago",
+                    now.saturating_sub(at)
+                )),
+                None => out(format_args!("    latest handshake: none yet")),
+            }
+            out(format_args!(
+                "    transfer: {} B received, {} B sent",
+                p["rx_bytes"], p["tx_bytes"]
+            ));
         }
-        out(format_args!(
-            "    transfer: {} B received, {} B sent",
-            t["rx_bytes"], t["tx_bytes"]
-        ));
+        if let Some(d) = t["drops"].as_object() {
+            let list: Vec<String> = d
+                .iter()
+                .filter(|(_, v)| v.as_u64() != Some(0))
+                .map(|(k, v)| format!("{} {}", v, k.replace('_', " ")))
+                .collect();
+            out(format_args!(
+                "  dropped: {}",
+                if list.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    list.join(", ")
+                }
+            ));
+        }
     }
     Ok(())
 }

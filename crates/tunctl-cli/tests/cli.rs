@@ -3,6 +3,8 @@
 
 #[path = "../../tunctl/tests/common/mod.rs"]
 mod common;
+#[path = "cli/vpwn_dropin.rs"]
+mod vpwn_dropin;
 
 use std::process::{Command, Output};
 

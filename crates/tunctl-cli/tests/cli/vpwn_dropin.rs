@@ -1,0 +1,277 @@
+//! `tunctl-vpwn`, the drop-in for wireguard-go: wg-quick brings a tunnel up and down with
+//! it (WG_QUICK_USERSPACE_IMPLEMENTATION), `wg setconf`/`wg set` configure it through the
+//! UAPI socket, a bad `set` changes nothing, it exits when its device is deleted, and
+//! `tunctl vpwn down` stops it.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::common::{self, TestNs};
+use super::ok;
+
+const DROPIN: &str = env!("CARGO_BIN_EXE_tunctl-vpwn");
+
+fn socket(name: &str) -> std::path::PathBuf {
+    Path::new("/var/run/wireguard").join(format!("{name}.sock"))
+}
+
+/// The pid serving a tunnel's socket, if it is our drop-in.
+fn server(name: &str) -> Option<u32> {
+    let pid = tunctl_vpwn::uapi::server_pid(name).ok()?;
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    exe.ends_with("tunctl-vpwn").then_some(pid)
+}
+
+fn gone(pid: u32) -> bool {
+    // A zombie is gone for our purpose (its parent, wg-quick's shell, has left).
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
+        .unwrap_or(true)
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what} within {secs} s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn exec(ns: &str, cmd: &[&str]) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd)
+        .env("WG_QUICK_USERSPACE_IMPLEMENTATION", DROPIN)
+        .output()
+        .expect("ip netns exec")
+}
+
+#[track_caller]
+fn exec_ok(ns: &str, cmd: &[&str]) -> String {
+    let out = exec(ns, cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} in {ns}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A datagram from namespace `a` reaches `to` in namespace `b` (retried: the first one
+/// may wait for the handshake).
+fn crosses(a: &TestNs, b: &TestNs, from: &str, to: &str) -> bool {
+    let rx = b.ns.run(|| std::net::UdpSocket::bind(to)).unwrap().unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let tx =
+        a.ns.run(|| std::net::UdpSocket::bind(from))
+            .unwrap()
+            .unwrap();
+    let mut buf = [0u8; 64];
+    for _ in 0..25 {
+        let _ = tx.send_to(b"through vpwn", to);
+        if rx
+            .recv_from(&mut buf)
+            .is_ok_and(|(n, _)| &buf[..n] == b"through vpwn")
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Sends one raw UAPI request and returns the answer.
+fn uapi(name: &str, request: &str) -> String {
+    let mut c = UnixStream::connect(socket(name)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    c.write_all(request.as_bytes()).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn wg_quick_brings_the_drop_in_up_and_down() {
+    let Some((a, _)) = common::privileged_ns() else {
+        return;
+    };
+    let b = TestNs::new();
+    assert!(
+        !Path::new("/sys/module/wireguard").exists(),
+        "the WireGuard kernel module is loaded: wg-quick would use it, not tunctl-vpwn"
+    );
+    let (va, vb) = (common::unique("da"), common::unique("db"));
+    common::ip_ok(
+        &a.name,
+        &[
+            "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns", &b.name,
+        ],
+    );
+    for (ns, dev, addr) in [
+        (&a.name, &va, "10.213.0.1/24"),
+        (&b.name, &vb, "10.213.0.2/24"),
+    ] {
+        common::ip_ok(ns, &["addr", "add", addr, "dev", dev]);
+        common::ip_ok(ns, &["link", "set", dev, "up"]);
+    }
+    let dir = std::env::temp_dir().join(format!("tunctl-dropin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ka, kb) = (ok(&["vpwn", "genkey"]), ok(&["vpwn", "genkey"]));
+    let public = |k: &str| {
+        k.trim()
+            .parse::<tunctl_vpwn::Key>()
+            .unwrap()
+            .public()
+            .to_string()
+    };
+    let (pa, pb) = (public(&ka), public(&kb));
+    let (wa, wb) = (common::unique("wa"), common::unique("wb"));
+
+    // End a: wg-quick up with a wg-quick file; the drop-in goes to the background.
+    let conf = dir.join(format!("{wa}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "[Interface]\nPrivateKey = {}\nListenPort = 51931\nAddress = 10.214.0.1/24\n\n[Peer]\nPublicKey = {pb}\nEndpoint = 10.213.0.2:51932\nAllowedIPs = 10.214.0.2/32\n",
+            ka.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&conf, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let started = Instant::now();
+    exec_ok(&a.name, &["wg-quick", "up", conf.to_str().unwrap()]);
+    let up_time = started.elapsed();
+    let pid_a = server(&wa).expect("wg-quick started tunctl-vpwn (it serves the socket)");
+
+    // End b: in the foreground (WG_PROCESS_FOREGROUND), configured by wg set and ip.
+    let mut fg = Command::new("ip")
+        .args(["netns", "exec", &b.name, DROPIN, &wb])
+        .env("WG_PROCESS_FOREGROUND", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the foreground drop-in serves its socket", 5, || {
+        server(&wb).is_some()
+    });
+    assert!(fg.try_wait().unwrap().is_none(), "stays in the foreground");
+    std::fs::write(dir.join("b.key"), &kb).unwrap();
+    exec_ok(
+        &b.name,
+        &[
+            "wg",
+            "set",
+            &wb,
+            "private-key",
+            dir.join("b.key").to_str().unwrap(),
+            "listen-port",
+            "51932",
+            "peer",
+            &pa,
+            "endpoint",
+            "10.213.0.1:51931",
+            "allowed-ips",
+            "10.214.0.1/32",
+        ],
+    );
+    common::ip_ok(&b.name, &["addr", "add", "10.214.0.2/24", "dev", &wb]);
+    common::ip_ok(&b.name, &["link", "set", &wb, "up"]);
+
+    assert!(crosses(&a, &b, "10.214.0.1:0", "10.214.0.2:7031"), "a → b");
+    assert!(crosses(&b, &a, "10.214.0.2:0", "10.214.0.1:7032"), "b → a");
+    // wg show (wireguard-tools) on both: a handshake and bytes.
+    for (ns, name, peer) in [(&a.name, &wa, &pb), (&b.name, &wb, &pa)] {
+        let dump = exec_ok(ns, &["wg", "show", name, "dump"]);
+        let line = dump.lines().nth(1).expect("a peer line");
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(f[0], peer.as_str(), "{dump}");
+        assert!(f[4].parse::<u64>().unwrap() > 0, "handshake: {dump}");
+        assert!(
+            f[5].parse::<u64>().unwrap() > 0 && f[6].parse::<u64>().unwrap() > 0,
+            "{dump}"
+        );
+    }
+    // wg showconf gives back what wg-quick set.
+    let showconf = exec_ok(&a.name, &["wg", "showconf", &wa]);
+    assert!(showconf.contains("ListenPort = 51931"), "{showconf}");
+    assert!(
+        showconf.contains("AllowedIPs = 10.214.0.2/32"),
+        "{showconf}"
+    );
+
+    // A bad set is refused whole (errno), and changes nothing.
+    let before = uapi(&wa, "get=1\n\n");
+    let answer = uapi(
+        &wa,
+        &format!(
+            "set=1\nlisten_port=51999\npublic_key={}\nallowed_ip=10.9.9.0/33\n\n",
+            "11".repeat(32)
+        ),
+    );
+    assert_eq!(answer, "errno=-22\n\n");
+    let after = uapi(&wa, "get=1\n\n");
+    let stable = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| !l.starts_with("last_handshake") && !l.contains("x_bytes="))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(stable(&before), stable(&after));
+    // A port in use is refused with EADDRINUSE.
+    let _busy =
+        a.ns.run(|| std::net::UdpSocket::bind("[::]:51998"))
+            .unwrap()
+            .unwrap();
+    assert_eq!(
+        uapi(&wa, "set=1\nlisten_port=51998\n\n"),
+        format!("errno={}\n\n", -libc::EADDRINUSE)
+    );
+    // Our drops by cause, through `tunctl vpwn show`.
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&["vpwn", "show", &wa, "--json"])).unwrap();
+    assert!(shown[0]["drops"]["auth"].is_u64(), "{shown}");
+    assert_eq!(
+        shown[0]["peers"].as_array().map(Vec::len),
+        Some(1),
+        "{shown}"
+    );
+
+    // wg-quick down deletes the device: the drop-in sees it and exits, socket removed.
+    exec_ok(&a.name, &["wg-quick", "down", conf.to_str().unwrap()]);
+    wait_until("the drop-in exits after wg-quick down", 5, || gone(pid_a));
+    assert!(!socket(&wa).exists(), "socket removed");
+    assert!(common::ip_link(Some(&a.name), &wa).is_none());
+
+    // tunctl vpwn down stops the foreground one: it exits 0, device and socket gone.
+    let said = ok(&["vpwn", "down", &wb]);
+    assert!(said.is_empty(), "{said}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = fg.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the foreground drop-in exits");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    fg.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("down (signal)"), "{err}");
+    assert!(!socket(&wb).exists());
+    assert!(common::ip_link(Some(&b.name), &wb).is_none());
+    // Nothing to stop any more: a clear error.
+    let out = super::tunctl(&["vpwn", "down", &wb]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        super::stderr(&out).contains("no such tunnel"),
+        "{}",
+        super::stderr(&out)
+    );
+    eprintln!("wg-quick up with tunctl-vpwn took {up_time:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
