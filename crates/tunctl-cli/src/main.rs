@@ -71,8 +71,9 @@ enum Command {
         #[command(subcommand)]
         action: NetnsCommand,
     },
-    /// Two namespaces, a tun device in each, packets forwarded between them by this process:
-    /// pings and a 3-second TCP stream cross it; prints a report and removes everything.
+    /// Two namespaces, a tun device in each, packets forwarded between them by this process;
+    /// then two more joined by a veth, with a vpwn (WireGuard) tunnel between them. Pings
+    /// and a 3-second TCP stream cross each; prints a report and removes everything.
     Demo(demo::DemoArgs),
     /// A tunnel that speaks WireGuard: keys, `up`, `show`, `down` (and the `tunctl-vpwn`
     /// command, a drop-in for wireguard-go).

@@ -86,6 +86,10 @@ pub struct UpArgs {
     /// Send a keepalive after this many idle seconds (for NAT).
     #[arg(long, value_name = "SECONDS")]
     keepalive: Option<u16>,
+    /// Run without parts of the fast path, to measure what each buys or to avoid a kernel
+    /// feature: tun-offload (TSO super-packets on the device), udp-gso, udp-gro.
+    #[arg(long, value_name = "PART,...", value_delimiter = ',', value_parser = ["tun-offload", "udp-gso", "udp-gro"])]
+    without: Vec<String>,
 }
 
 fn read_key(path: &PathBuf) -> Result<Key, Error> {
@@ -170,11 +174,22 @@ fn up(args: UpArgs, ns: Namespace) -> Result<(), Error> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
-    let tunnel = Tunnel::up(Options {
-        name: args.name.clone(),
-        namespace: ns,
-        config: config.clone(),
-    })?;
+    let fast = tunctl_vpwn::FastPath {
+        tun_offload: !args.without.iter().any(|w| w == "tun-offload"),
+        udp_gso: !args.without.iter().any(|w| w == "udp-gso"),
+        udp_gro: !args.without.iter().any(|w| w == "udp-gro"),
+    };
+    let tunnel = Tunnel::up_with(
+        Options {
+            name: args.name.clone(),
+            namespace: ns,
+            config: config.clone(),
+        },
+        fast,
+    )?;
+    for w in tunnel.warnings() {
+        eprintln!("tunctl: vpwn: warning: {w}");
+    }
     let mine: Vec<String> = config
         .interface
         .addresses

@@ -70,6 +70,26 @@ fn fails(args: &[&str], code: i32) -> String {
     stderr(&out)
 }
 
+/// Namespaces and UAPI sockets (`/var/run/wireguard/vpwn-PID-a.sock`) the demo with `pid`
+/// left behind.
+fn demo_leftovers(pid: u32) -> Vec<String> {
+    let prefix = format!("tunctl-demo-{pid}-");
+    let mut left: Vec<String> = tunctl::Namespace::list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    let tag = format!("-{pid}-");
+    if let Ok(dir) = std::fs::read_dir("/var/run/wireguard") {
+        left.extend(
+            dir.filter_map(|e| e.ok())
+                .map(|e| e.path().display().to_string())
+                .filter(|p| p.contains(&tag)),
+        );
+    }
+    left
+}
+
 #[test]
 fn demo_moves_real_traffic_and_cleans_up() {
     if !privileged() {
@@ -81,52 +101,82 @@ fn demo_moves_real_traffic_and_cleans_up() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let prefix = format!("tunctl-demo-{}-", child.id());
+    let pid = child.id();
     let _guard = ChildGuard {
         child: None,
-        prefix: prefix.clone(),
+        prefix: format!("tunctl-demo-{pid}-"),
     };
     let out = child.wait_with_output().unwrap();
     let text = stdout(&out);
     assert!(out.status.success(), "{text}{}", stderr(&out));
-    assert!(text.contains("3/3 replies"), "{text}");
+    // The forwarder stage.
+    assert!(
+        text.contains("ping 10.77.0.1 -> 10.77.0.2: 3/3 replies"),
+        "{text}"
+    );
     assert!(text.contains("Gbit/s"), "{text}");
-    assert!(text.contains("cleaned up"), "{text}");
-    let left: Vec<String> = tunctl::Namespace::list()
-        .unwrap()
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
-    assert!(left.is_empty(), "demo left namespaces behind: {left:?}");
+    assert!(
+        text.contains("cleaned up: both devices and both namespaces removed"),
+        "{text}"
+    );
+    // The tunnel stage: traffic through the encrypted tunnel, a handshake on both ends,
+    // nothing forged or malformed on the wire.
+    assert!(text.contains("tunctl demo: tunnel: "), "{text}");
+    assert!(
+        text.contains("ping 10.79.0.1 -> 10.79.0.2: 3/3 replies"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("through the tunnel:") && l.ends_with("Mbit/s")),
+        "{text}"
+    );
+    for end in ["a", "b"] {
+        let name = format!("vpwn vpwn-{pid}-{end}");
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!("{name}: latest handshake "))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{name} dropped: 0 auth, 0 replay, 0 malformed")),
+            "{text}"
+        );
+    }
+    assert!(
+        text.contains("cleaned up: both tunnels, the veth and both namespaces removed"),
+        "{text}"
+    );
+    let left = demo_leftovers(pid);
+    assert!(left.is_empty(), "demo left behind: {left:?}");
 }
 
-#[test]
-fn demo_cleans_up_on_ctrl_c() {
-    if !privileged() {
-        return;
-    }
+/// Runs the demo with `args`, waits (bounded) until a namespace `tunctl-demo-PID-{stage}`
+/// appears, interrupts it 1.5 s later, and checks that it fails and leaves nothing.
+fn interrupt_demo(args: &[&str], stage: &str) {
     let child = Command::new(env!("CARGO_BIN_EXE_tunctl"))
-        .args(["demo", "--seconds", "20"])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let prefix = format!("tunctl-demo-{}-", child.id());
     let pid = child.id();
+    let prefix = format!("tunctl-demo-{pid}-");
     let mut guard = ChildGuard {
         child: Some(child),
         prefix: prefix.clone(),
     };
-    // Wait (bounded) until the demo has built its namespaces, then interrupt it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let stage = format!("{prefix}{stage}");
+    // Wait (bounded) until the demo has built the stage's namespaces, then interrupt it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !tunctl::Namespace::list()
         .unwrap()
         .iter()
-        .any(|n| n.starts_with(&prefix))
+        .any(|n| n.starts_with(&stage))
     {
         assert!(
             std::time::Instant::now() < deadline,
-            "demo never created its namespaces"
+            "demo never created its namespaces ({stage})"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -141,12 +191,18 @@ fn demo_cleans_up_on_ctrl_c() {
         stderr(&out)
     );
     assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
-    let left: Vec<String> = tunctl::Namespace::list()
-        .unwrap()
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
+    let left = demo_leftovers(pid);
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn demo_cleans_up_on_ctrl_c() {
+    if !privileged() {
+        return;
+    }
+    // In the forwarder stage, then in the tunnel stage (its TCP stream through the tunnel).
+    interrupt_demo(&["demo", "--seconds", "20"], "");
+    interrupt_demo(&["demo", "--seconds", "3", "--pings", "1"], "vpwn-");
 }
 
 #[test]

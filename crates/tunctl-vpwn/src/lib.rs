@@ -34,8 +34,9 @@ pub mod keys;
 mod table;
 pub mod tunnel;
 pub mod uapi;
+mod udp;
 
 pub use config::{Config, Interface, Peer};
 pub use keys::Key;
-pub use tunnel::{Counters, Options, Tunnel};
+pub use tunnel::{Counters, FastPath, Options, Tunnel};
 pub use uapi::{DeviceConf, PeerConf};

@@ -1,13 +1,13 @@
 //! A running tunnel: a tun device, a UDP socket, the peers' protocol engines, and four
 //! threads (tun → network, network → tun, timers, UAPI), all in the device's namespace.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tunctl::{Cidr, Device, Error, ErrorKind, Link, Namespace};
+use tunctl::{Batch, Cidr, Device, Error, ErrorKind, Link, Namespace, Offload};
 
 use crate::config::{Config, DEFAULT_MTU};
 use crate::engine::{Dispatch, Drop, Out};
@@ -125,8 +125,9 @@ struct Shared {
     table: RwLock<Arc<Table>>,
     /// Serialises configuration changes (a `set` reads, then swaps, the table).
     configuring: Mutex<()>,
-    socket: RwLock<Arc<UdpSocket>>,
+    socket: RwLock<Arc<Sock>>,
     port: AtomicU16,
+    fast: FastPath,
     namespace: Namespace,
     mtu: usize,
     stats: Stats,
@@ -142,7 +143,7 @@ impl Shared {
         Arc::clone(&self.table.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    fn socket(&self) -> Arc<UdpSocket> {
+    fn socket(&self) -> Arc<Sock> {
         Arc::clone(&self.socket.read().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -155,7 +156,7 @@ impl Shared {
         let rebind = conf.listen_port != 0 && conf.listen_port != port;
         let socket = if rebind {
             Arc::new(
-                bind(&self.namespace, conf.listen_port).map_err(|e| SetError {
+                Sock::bind(&self.namespace, conf.listen_port, self.fast).map_err(|e| SetError {
                     errno: if e.kind() == ErrorKind::AlreadyExists {
                         -libc::EADDRINUSE
                     } else {
@@ -168,14 +169,14 @@ impl Shared {
             self.socket()
         };
         if rebind || conf.fwmark != old.conf.fwmark {
-            set_mark(&socket, conf.fwmark).map_err(|e| SetError {
+            set_mark(&socket.udp, conf.fwmark).map_err(|e| SetError {
                 errno: -e.raw_os_error().unwrap_or(libc::EIO),
                 message: format!("fwmark {}: {e}", conf.fwmark),
             })?;
         }
         let table = Table::build(conf, Some(&old), &self.indexes);
         if rebind {
-            let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
+            let port = socket.udp.local_addr().map(|a| a.port()).unwrap_or(0);
             *self.socket.write().unwrap_or_else(|p| p.into_inner()) = socket;
             self.port.store(port, Ordering::Relaxed);
         }
@@ -212,45 +213,60 @@ impl crate::uapi::Handler for Shared {
     }
 }
 
-/// A dual-stack socket speaks IPv6: IPv4 peers as v4-mapped addresses.
-fn wire(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V4(v4) => {
-            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+/// What the data path may use; all on by default, each falling back by itself where the
+/// kernel lacks it. Turning one off measures what it buys, and tests the fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FastPath {
+    /// A `vnet_hdr` tun with TSO/USO: TCP super-packets from the device (split here) and to
+    /// it (coalesced here). Off: one packet per read and write.
+    pub tun_offload: bool,
+    /// UDP GSO: one `sendmsg` per run of datagrams to one peer. Off: `sendmmsg`.
+    pub udp_gso: bool,
+    /// UDP GRO: a flow's datagrams arrive coalesced. Off: `recvmmsg` of single datagrams.
+    pub udp_gro: bool,
+}
+
+impl Default for FastPath {
+    fn default() -> FastPath {
+        FastPath {
+            tun_offload: true,
+            udp_gso: true,
+            udp_gro: true,
         }
-        v6 => v6,
     }
 }
 
-/// An address from the socket, v4-mapped ones as IPv4.
-fn unwire(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
-            None => SocketAddr::V6(v6),
-        },
-        v4 => v4,
-    }
+/// The UDP socket and how to batch on it.
+struct Sock {
+    udp: UdpSocket,
+    io: crate::udp::Io,
+    /// Why the socket buffers are smaller than asked, if they are.
+    warning: Option<String>,
 }
 
-/// The UDP socket, dual-stack where IPv6 is on, in the tunnel's namespace.
-fn bind(namespace: &Namespace, port: u16) -> Result<UdpSocket, Error> {
-    let socket = namespace
-        .run(|| {
-            UdpSocket::bind((Ipv6Addr::UNSPECIFIED, port))
-                .or_else(|_| UdpSocket::bind(("0.0.0.0", port)))
-        })?
-        .map_err(|e| {
-            let kind = e.kind();
-            let err = Error::from(e).add_detail(&format!("UDP port {port}"));
-            if kind == std::io::ErrorKind::AddrInUse {
-                Error::from_kind(ErrorKind::AlreadyExists, "bind", err.detail())
-            } else {
-                err
-            }
-        })?;
-    socket.set_read_timeout(Some(TICK))?;
-    Ok(socket)
+impl Sock {
+    /// The UDP socket, dual-stack where IPv6 is on, in the tunnel's namespace, with large
+    /// buffers and UDP GRO/GSO as `fast` allows.
+    fn bind(namespace: &Namespace, port: u16, fast: FastPath) -> Result<Sock, Error> {
+        let udp = namespace
+            .run(|| {
+                UdpSocket::bind((Ipv6Addr::UNSPECIFIED, port))
+                    .or_else(|_| UdpSocket::bind(("0.0.0.0", port)))
+            })?
+            .map_err(|e| {
+                let kind = e.kind();
+                let err = Error::from(e).add_detail(&format!("UDP port {port}"));
+                if kind == std::io::ErrorKind::AddrInUse {
+                    Error::from_kind(ErrorKind::AlreadyExists, "bind", err.detail())
+                } else {
+                    err
+                }
+            })?;
+        udp.set_read_timeout(Some(TICK))?;
+        let warning = crate::udp::size_buffers(&udp);
+        let io = crate::udp::Io::new(&udp, fast.udp_gso, fast.udp_gro);
+        Ok(Sock { udp, io, warning })
+    }
 }
 
 /// `SO_MARK` on the tunnel's socket (CAP_NET_ADMIN); 0 on a socket without a mark is a
@@ -272,6 +288,23 @@ fn set_mark(socket: &UdpSocket, mark: u32) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// The tun device: with `vnet_hdr` and TSO/USO when `fast` allows, its `gso_max_segs`
+/// sized so that one TCP super-packet leaves in one UDP GSO send.
+fn make_device(name: &str, ns: &Namespace, mtu: u32, fast: FastPath) -> Result<Device, Error> {
+    let mut b = Device::builder().tun().name(name).namespace(ns.clone());
+    if fast.tun_offload {
+        b = b.offload(Offload::TSO4 | Offload::TSO6 | Offload::USO4 | Offload::USO6);
+    }
+    let device = b.create()?;
+    device.set_mtu(mtu)?;
+    if device.offload().contains(Offload::TSO4) {
+        let per_send = crate::udp::MAX_GSO_BYTES / (mtu as usize + OVERHEAD + 15);
+        let segs = per_send.clamp(1, crate::udp::MAX_GSO_SEGMENTS) as u32;
+        let _ = device.link().and_then(|l| l.set_gso_max_segs(segs));
+    }
+    Ok(device)
 }
 
 /// Routes to delete through a link, when dropped with any left.
@@ -331,14 +364,19 @@ impl Tunnel {
     /// The device's or the socket's errors (a port in use is [`ErrorKind::AlreadyExists`]),
     /// each naming the step; nothing is left behind.
     pub fn up(opts: Options) -> Result<Tunnel, Error> {
+        Tunnel::up_with(opts, FastPath::default())
+    }
+
+    /// [`up`](Tunnel::up) with parts of the fast path turned off (to measure what each
+    /// buys, or to avoid a kernel feature).
+    ///
+    /// # Errors
+    ///
+    /// As [`up`](Tunnel::up).
+    pub fn up_with(opts: Options, fast: FastPath) -> Result<Tunnel, Error> {
         let config = &opts.config;
         let mtu = config.interface.mtu.unwrap_or(DEFAULT_MTU);
-        let device = Device::builder()
-            .tun()
-            .name(&opts.name)
-            .namespace(opts.namespace.clone())
-            .create()?;
-        device.set_mtu(mtu)?;
+        let device = make_device(&opts.name, &opts.namespace, mtu, fast)?;
         for a in &config.interface.addresses {
             match device.add_address(*a) {
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
@@ -366,8 +404,14 @@ impl Tunnel {
                 Ok(()) => undo.1.push(*net),
             }
         }
-        let mut tunnel =
-            Tunnel::start(device, opts.namespace, DeviceConf::from(config), mtu, false)?;
+        let mut tunnel = Tunnel::start(
+            device,
+            opts.namespace,
+            DeviceConf::from(config),
+            mtu,
+            false,
+            fast,
+        )?;
         tunnel.routes = std::mem::take(&mut undo.1);
         Ok(tunnel)
     }
@@ -381,13 +425,16 @@ impl Tunnel {
     /// The device's or the socket's errors; the UAPI socket cannot be served (it is the
     /// only way in).
     pub fn serve(name: &str, namespace: Namespace) -> Result<Tunnel, Error> {
-        let device = Device::builder()
-            .tun()
-            .name(name)
-            .namespace(namespace.clone())
-            .create()?;
-        device.set_mtu(DEFAULT_MTU)?;
-        Tunnel::start(device, namespace, DeviceConf::default(), DEFAULT_MTU, true)
+        let fast = FastPath::default();
+        let device = make_device(name, &namespace, DEFAULT_MTU, fast)?;
+        Tunnel::start(
+            device,
+            namespace,
+            DeviceConf::default(),
+            DEFAULT_MTU,
+            true,
+            fast,
+        )
     }
 
     fn start(
@@ -396,9 +443,10 @@ impl Tunnel {
         conf: DeviceConf,
         mtu: u32,
         need_uapi: bool,
+        fast: FastPath,
     ) -> Result<Tunnel, Error> {
-        let socket = bind(&namespace, conf.listen_port)?;
-        let port = socket.local_addr()?.port();
+        let socket = Sock::bind(&namespace, conf.listen_port, fast)?;
+        let port = socket.udp.local_addr()?.port();
         let mut seed = [0u8; 4];
         let _ = getrandom::getrandom(&mut seed);
         let indexes = AtomicU32::new(u32::from_ne_bytes(seed) & 0x00ff_ffff);
@@ -408,6 +456,7 @@ impl Tunnel {
             configuring: Mutex::new(()),
             socket: RwLock::new(Arc::new(socket)),
             port: AtomicU16::new(port),
+            fast,
             namespace,
             mtu: mtu as usize,
             stats: Stats::default(),
@@ -518,6 +567,24 @@ impl Tunnel {
         self.uapi_error.as_deref()
     }
 
+    /// What the tunnel runs without that it would want: socket buffers capped below 7 MiB
+    /// (no CAP_NET_ADMIN), no offload on the device, no UDP GSO or GRO in the kernel.
+    pub fn warnings(&self) -> Vec<String> {
+        let sock = self.shared.socket();
+        let mut w: Vec<String> = sock.warning.iter().cloned().collect();
+        let fast = self.shared.fast;
+        if fast.tun_offload && !self.device.offload().contains(Offload::TSO4) {
+            w.push("the device has no TSO (an older kernel, or no CAP_NET_ADMIN to set gso_max_segs): one packet per read".into());
+        }
+        if fast.udp_gro && !sock.io.gro() {
+            w.push("no UDP GRO in this kernel: one datagram per buffer".into());
+        }
+        if fast.udp_gso && !sock.io.gso() {
+            w.push("no UDP GSO in this kernel: sendmmsg instead".into());
+        }
+        w
+    }
+
     /// The counters.
     pub fn counters(&self) -> Counters {
         self.shared.stats.snapshot()
@@ -577,133 +644,281 @@ fn destination(packet: &[u8]) -> Option<IpAddr> {
     }
 }
 
-/// Device → network: read a packet, find its peer by destination (cryptokey routing), pad
-/// it to 16 bytes (within the MTU), encrypt, send.
+/// The WireGuard data message overhead: type, receiver index, counter (16) and tag (16).
+const OVERHEAD: usize = 32;
+
+/// Datagrams of one peer waiting in the send buffer, to leave in one UDP GSO send: all of
+/// `segment` bytes but the last, which may be shorter (and then ends the run).
+struct Run {
+    peer: usize,
+    to: SocketAddr,
+    used: usize,
+    segment: usize,
+    count: usize,
+    closed: bool,
+}
+
+/// Device → network. A batch of packets from the device (a TSO super-packet arrives split
+/// into MTU-sized packets), each routed to its peer by destination (cryptokey routing),
+/// padded to 16 bytes within the MTU, and encrypted into one contiguous buffer; each run of
+/// datagrams to one peer leaves in one `sendmsg` with `UDP_SEGMENT` (or one `sendmmsg`).
 fn to_network(device: &Device, shared: &Shared) {
-    let mut packet = vec![0u8; 65536];
-    let mut out = vec![0u8; 65536 + 64];
+    let Some(queue) = device.queues().first() else {
+        return;
+    };
+    let mut batch = Batch::new(64, 0);
+    // Room for a full GSO send plus one more datagram of any size.
+    let mut out = vec![0u8; crate::udp::MAX_GSO_BYTES + 65536 + 256];
+    let stats = &shared.stats;
     while !shared.stop.load(Ordering::Acquire) {
-        let n = match device.recv_timeout(&mut packet, TICK) {
-            Ok(Some(n)) => n,
-            Ok(None) => continue,
-            Err(e) if e.kind() == ErrorKind::Truncated => continue,
+        match queue.recv_batch_timeout(&mut batch, Some(TICK)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            // A malformed super-packet or an oversized read: that packet is lost, not the
+            // tunnel.
+            Err(e) if matches!(e.kind(), ErrorKind::Truncated | ErrorKind::InvalidInput) => {
+                continue
+            }
             Err(_) => {
                 shared.closed.store(true, Ordering::Release);
                 break;
             }
-        };
+        }
         let table = shared.table();
-        let Some(peer) = destination(&packet[..n]).and_then(|d| table.route(d)) else {
-            Stats::add(&shared.stats.drop_no_route, 1);
-            continue;
-        };
-        let peer = &table.peers[peer];
-        let padded = (n.div_ceil(16) * 16).min(shared.mtu.max(n));
-        packet[n..padded].fill(0);
-        let mut engine = peer.engine();
-        match engine.encapsulate(&packet[..padded], &mut out) {
-            Out::Network(datagram) => match peer.endpoint() {
-                Some(to) => {
-                    let _ = shared.socket().send_to(datagram, wire(to));
-                    Stats::add(&shared.stats.tx_packets, 1);
-                    Stats::add(&shared.stats.tx_bytes, n);
-                    Stats::add(&peer.tx_bytes, datagram.len());
+        let sock = shared.socket();
+        let mut run: Option<Run> = None;
+        let (mut packets, mut bytes) = (0u64, 0u64);
+        let mut engine_of: Option<(
+            usize,
+            std::sync::MutexGuard<'_, Box<dyn crate::engine::Engine>>,
+        )> = None;
+        for i in 0..batch.len() {
+            let n = batch.packet(i).len();
+            let Some(p) = destination(batch.packet(i)).and_then(|d| table.route(d)) else {
+                Stats::add(&stats.drop_no_route, 1);
+                continue;
+            };
+            let peer = &table.peers[p];
+            // A new peer, or a full or closed run: send what is waiting.
+            let padded = (n.div_ceil(16) * 16).min(shared.mtu.max(n));
+            let size = padded + OVERHEAD;
+            let full = run.as_ref().is_some_and(|r| {
+                r.peer != p
+                    || r.closed
+                    || size > r.segment
+                    || r.count == crate::udp::MAX_GSO_SEGMENTS
+                    || r.used + size > crate::udp::MAX_GSO_BYTES
+            });
+            if full {
+                flush(&sock, &out, &mut run, &table);
+            }
+            if engine_of.as_ref().is_none_or(|(q, _)| *q != p) {
+                drop(engine_of.take());
+                engine_of = Some((p, peer.engine()));
+            }
+            let Some((_, engine)) = engine_of.as_mut() else {
+                continue;
+            };
+            let packet = batch.pad_to(i, padded);
+            let at = run.as_ref().map_or(0, |r| r.used);
+            match engine.encapsulate(packet, &mut out[at..]) {
+                Out::Network(datagram) if datagram.len() == size => {
+                    let to = match &run {
+                        Some(r) => Some(r.to),
+                        None => peer.endpoint(),
+                    };
+                    let Some(to) = to else {
+                        Stats::add(&stats.drop_no_session, 1);
+                        continue;
+                    };
+                    let r = run.get_or_insert(Run {
+                        peer: p,
+                        to,
+                        used: 0,
+                        segment: size,
+                        count: 0,
+                        closed: false,
+                    });
+                    r.used += size;
+                    r.count += 1;
+                    r.closed = size < r.segment;
+                    packets += 1;
+                    bytes += n as u64;
                 }
-                None => Stats::add(&shared.stats.drop_no_session, 1),
-            },
-            Out::Dropped(why) => shared.stats.dropped(why),
-            Out::Done | Out::Tunnel(..) => {}
+                // A handshake initiation (the packet waits in the engine's queue).
+                Out::Network(datagram) => {
+                    if let Some(to) = peer.endpoint() {
+                        let _ = sock.io.send(&sock.udp, datagram, 0, to);
+                        Stats::add(&peer.tx_bytes, datagram.len());
+                    } else {
+                        Stats::add(&stats.drop_no_session, 1);
+                    }
+                }
+                Out::Dropped(why) => stats.dropped(why),
+                Out::Done | Out::Tunnel(..) => {}
+            }
+        }
+        drop(engine_of);
+        flush(&sock, &out, &mut run, &table);
+        Stats::add(&stats.tx_packets, packets as usize);
+        Stats::add(&stats.tx_bytes, bytes as usize);
+    }
+}
+
+/// Sends the waiting run, if any.
+fn flush(sock: &Sock, out: &[u8], run: &mut Option<Run>, table: &Table) {
+    if let Some(r) = run.take() {
+        let _ = sock.io.send(&sock.udp, &out[..r.used], r.segment, r.to);
+        if let Some(peer) = table.peers.get(r.peer) {
+            Stats::add(&peer.tx_bytes, r.used);
         }
     }
 }
 
-/// Network → device: receive a datagram, find its peer (by session index, or by the static
-/// key inside a handshake initiation), decrypt, check the inner source against that peer's
-/// allowed IPs, write it to the device; answer handshakes; follow the peer's address.
+/// Network → device. `recvmmsg` takes many buffers at once, each possibly many datagrams of
+/// one flow (UDP GRO); each datagram goes to its peer (by session index, or by the static
+/// key inside a handshake initiation), is decrypted straight into a batch slot, checked
+/// against that peer's allowed IPs, and the batch is written to the device, consecutive
+/// segments of a TCP flow coalesced into super-packets (trusted: they were authenticated).
 fn to_device(device: &Device, shared: &Shared) {
-    let mut datagram = vec![0u8; MAX_DATAGRAM + 1];
-    let mut out = vec![0u8; 65536 + 64];
+    let Some(queue) = device.queues().first() else {
+        return;
+    };
+    const BUFFERS: usize = 8;
+    let mut bufs = vec![vec![0u8; MAX_DATAGRAM + 1]; BUFFERS];
+    let mut got = [crate::udp::Received {
+        len: 0,
+        from: None,
+        segment: 0,
+        truncated: false,
+    }; BUFFERS];
+    let mut batch = Batch::new(64, 0);
+    let mut scratch = vec![0u8; 65536 + 64];
+    let stats = &shared.stats;
     while !shared.stop.load(Ordering::Acquire) {
-        let socket = shared.socket();
-        let (n, from) = match socket.recv_from(&mut datagram) {
-            Ok((n, from)) => (n, unwire(from)),
+        let sock = shared.socket();
+        let n = match sock.io.recv(&sock.udp, &mut bufs, &mut got) {
+            Ok(n) => n,
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) =>
             {
                 continue
             }
             Err(_) => break,
         };
-        if n > MAX_DATAGRAM {
-            Stats::add(&shared.stats.drop_oversized, 1);
-            continue;
-        }
         let table = shared.table();
         let Some(gate) = &table.gate else {
-            Stats::add(&shared.stats.drop_auth, 1);
+            Stats::add(&stats.drop_auth, n);
             continue;
         };
-        let peer = match gate.dispatch(from.ip(), &datagram[..n], &mut out) {
-            Dispatch::Initiation(key) => table.by_key(&key),
-            Dispatch::Index(i) => table.by_index(i),
-            Dispatch::Reply(cookie) => {
-                let _ = socket.send_to(cookie, wire(from));
+        let (mut packets, mut bytes) = (0usize, 0usize);
+        for k in 0..n {
+            let r = got[k];
+            let Some(from) = r.from else { continue };
+            if r.truncated {
+                Stats::add(&stats.drop_oversized, 1);
                 continue;
             }
-            Dispatch::Dropped(why) => {
-                shared.stats.dropped(why);
-                continue;
-            }
-        };
-        let Some(i) = peer else {
-            // A valid message for no peer of ours: an unknown key or a stale session.
-            Stats::add(&shared.stats.drop_auth, 1);
-            continue;
-        };
-        let peer = &table.peers[i];
-        let mut engine = peer.engine();
-        let mut first = true;
-        // A handshake's answer may release the packets queued behind it: bounded.
-        for _ in 0..1024 {
-            let result = if first {
-                engine.decapsulate(Some(from.ip()), &datagram[..n], &mut out)
+            let segment = if r.segment == 0 {
+                r.len.max(1)
             } else {
-                engine.decapsulate(None, &[], &mut out)
+                r.segment
             };
-            first = false;
-            match result {
-                // A handshake answer, a cookie, or queued packets after a handshake.
-                Out::Network(reply) => {
-                    let _ = socket.send_to(reply, wire(from));
-                    Stats::add(&peer.tx_bytes, reply.len());
-                    peer.set_endpoint(from);
-                }
-                Out::Tunnel(packet, src) => {
-                    // Authenticated: the peer is where this came from (roaming).
-                    peer.set_endpoint(from);
-                    Stats::add(&peer.rx_bytes, n);
-                    if table.route(src) != Some(i) {
-                        Stats::add(&shared.stats.drop_not_allowed, 1);
-                    } else if device.send(packet).is_ok() {
-                        Stats::add(&shared.stats.rx_packets, 1);
-                        Stats::add(&shared.stats.rx_bytes, packet.len());
+            // The peer this buffer's datagrams authenticated as, and its engine.
+            let mut held: Option<(
+                usize,
+                std::sync::MutexGuard<'_, Box<dyn crate::engine::Engine>>,
+            )> = None;
+            let mut heard = 0usize;
+            for datagram in bufs[k][..r.len].chunks(segment) {
+                let p = match gate.dispatch(from.ip(), datagram, &mut scratch) {
+                    Dispatch::Initiation(key) => table.by_key(&key),
+                    Dispatch::Index(i) => table.by_index(i),
+                    Dispatch::Reply(cookie) => {
+                        let _ = sock.io.send(&sock.udp, cookie, 0, from);
+                        continue;
                     }
-                    break;
+                    Dispatch::Dropped(why) => {
+                        stats.dropped(why);
+                        continue;
+                    }
+                };
+                let Some(p) = p else {
+                    // A valid message for no peer of ours: an unknown key or a stale session.
+                    Stats::add(&stats.drop_auth, 1);
+                    continue;
+                };
+                if held.as_ref().is_none_or(|(q, _)| *q != p) {
+                    if let Some((q, _)) = held.take() {
+                        settle(&table, q, from, heard);
+                        heard = 0;
+                    }
+                    held = Some((p, table.peers[p].engine()));
                 }
-                Out::Done => {
+                let Some((_, engine)) = held.as_mut() else {
+                    continue;
+                };
+                if batch.spare().is_none() {
+                    let _ = queue.send_batch(&mut batch);
+                    batch.clear();
+                }
+                let Some(slot) = batch.spare() else { continue };
+                match engine.decapsulate(Some(from.ip()), datagram, slot) {
+                    Out::Tunnel(packet, src) => {
+                        heard += datagram.len();
+                        let len = packet.len();
+                        if table.route(src) != Some(p) {
+                            Stats::add(&stats.drop_not_allowed, 1);
+                        } else if batch.commit(len, true).is_ok() {
+                            packets += 1;
+                            bytes += len;
+                        }
+                    }
+                    Out::Network(reply) => {
+                        // A handshake answer; then the packets queued behind the handshake.
+                        heard += datagram.len();
+                        let _ = sock.io.send(&sock.udp, reply, 0, from);
+                        Stats::add(&table.peers[p].tx_bytes, reply.len());
+                        for _ in 0..1024 {
+                            match engine.decapsulate(None, &[], &mut scratch) {
+                                Out::Network(queued) => {
+                                    let _ = sock.io.send(&sock.udp, queued, 0, from);
+                                    Stats::add(&table.peers[p].tx_bytes, queued.len());
+                                }
+                                _ => break,
+                            }
+                        }
+                    }
                     // A keepalive or a completed handshake: the peer is there.
-                    peer.set_endpoint(from);
-                    Stats::add(&peer.rx_bytes, n);
-                    break;
-                }
-                Out::Dropped(why) => {
-                    shared.stats.dropped(why);
-                    break;
+                    Out::Done => heard += datagram.len(),
+                    Out::Dropped(why) => stats.dropped(why),
                 }
             }
+            if let Some((q, _)) = held.take() {
+                settle(&table, q, from, heard);
+            }
+        }
+        if !batch.is_empty() {
+            let _ = queue.send_batch(&mut batch);
+            batch.clear();
+        }
+        Stats::add(&stats.rx_packets, packets);
+        Stats::add(&stats.rx_bytes, bytes);
+    }
+}
+
+/// After `heard` authenticated bytes from `from`: the peer is there (roaming), and its
+/// received bytes grow.
+fn settle(table: &Table, peer: usize, from: SocketAddr, heard: usize) {
+    if heard > 0 {
+        if let Some(p) = table.peers.get(peer) {
+            p.set_endpoint(from);
+            Stats::add(&p.rx_bytes, heard);
         }
     }
 }
@@ -721,7 +936,8 @@ fn timers(shared: &Shared) {
             let mut engine = peer.engine();
             if let Out::Network(datagram) = engine.tick(&mut out) {
                 if let Some(to) = peer.endpoint() {
-                    let _ = shared.socket().send_to(datagram, wire(to));
+                    let sock = shared.socket();
+                    let _ = sock.io.send(&sock.udp, datagram, 0, to);
                     Stats::add(&peer.tx_bytes, datagram.len());
                 }
             }

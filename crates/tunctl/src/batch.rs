@@ -137,6 +137,52 @@ impl Batch {
         Ok(())
     }
 
+    /// Extends packet `i` with zeros to `len` bytes (a tunnel's padding), in place; a
+    /// `len` at or below the packet's length, or past 64 KiB, changes nothing. Returns the
+    /// packet. Panics if `i >= len()`, like slice indexing.
+    pub fn pad_to(&mut self, i: usize, len: usize) -> &[u8] {
+        assert!(i < self.count, "batch packet {i} of {}", self.count);
+        let off = self.offset;
+        if len > self.lens[i] && len <= PACKET_ROOM {
+            self.bufs[i][off + self.lens[i]..off + len].fill(0);
+            self.lens[i] = len;
+            self.verified[i] = false;
+        }
+        &self.bufs[i][off..off + self.lens[i]]
+    }
+
+    /// The next free slot (64 KiB), to write a packet into in place, for example by
+    /// decrypting into it; [`commit`](Batch::commit) then appends it. `None` when the batch
+    /// is full.
+    pub fn spare(&mut self) -> Option<&mut [u8]> {
+        let off = self.offset;
+        self.bufs
+            .get_mut(self.count)
+            .map(|b| &mut b[off..off + PACKET_ROOM])
+    }
+
+    /// Appends the packet of `len` bytes written into [`spare`](Batch::spare). With
+    /// `trusted`, [`Queue::send_batch`] coalesces it without checking its checksum: for
+    /// packets whose integrity is already established (authenticated and decrypted ones).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] if the batch is full or `len` is over 64 KiB.
+    pub fn commit(&mut self, len: usize, trusted: bool) -> Result<()> {
+        let i = self.count;
+        if i == self.bufs.len() || len > PACKET_ROOM {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "batch commit",
+                format!("batch full or {len} bytes over 64 KiB"),
+            ));
+        }
+        self.lens[i] = len;
+        self.verified[i] = trusted;
+        self.count += 1;
+        Ok(())
+    }
+
     /// Appends packet `i` of `other` (a forwarder moving packets between devices).
     ///
     /// # Errors

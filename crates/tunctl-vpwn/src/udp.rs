@@ -1,0 +1,459 @@
+//! The tunnel's UDP socket in batches: one `sendmsg` with `UDP_SEGMENT` for many datagrams
+//! of one size to one peer (UDP GSO), `sendmmsg` where the kernel has no UDP GSO, and
+//! `recvmmsg` with `UDP_GRO` (many datagrams of a flow arrive as one buffer, split here).
+//! Large socket buffers, forced where the process may.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The socket buffers asked for (as wireguard-go does): room for bursts at Gbit/s.
+pub const SOCKET_BUFFER: usize = 7 << 20;
+/// The most segments in one UDP GSO send (the kernel's `UDP_MAX_SEGMENTS` is 64 on older
+/// kernels, 128 on newer).
+pub const MAX_GSO_SEGMENTS: usize = 64;
+/// The most payload bytes in one UDP GSO send (a UDP length is 16 bits).
+pub const MAX_GSO_BYTES: usize = 65507;
+
+/// A dual-stack socket speaks IPv6: IPv4 peers as v4-mapped addresses.
+pub fn wire(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(v4) => {
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+        }
+        v6 => v6,
+    }
+}
+
+/// An address from the socket, v4-mapped ones as IPv4.
+pub fn unwire(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => SocketAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// A socket address in the kernel's form, for the socket's family.
+struct RawAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+impl RawAddr {
+    fn new(addr: SocketAddr, v6_socket: bool) -> RawAddr {
+        // SAFETY: sockaddr_storage is plain data; all zeros is a valid value.
+        let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
+        let addr = if v6_socket { wire(addr) } else { addr };
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(*a.ip()).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_storage is larger than, and aligned for, sockaddr_in.
+                unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin) };
+                size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: a.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
+                    sin6_scope_id: a.scope_id(),
+                };
+                // SAFETY: as above, for sockaddr_in6.
+                unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6) };
+                size_of::<libc::sockaddr_in6>()
+            }
+        };
+        RawAddr {
+            storage,
+            len: len as libc::socklen_t,
+        }
+    }
+}
+
+/// The address the kernel wrote into `storage`, if it is an IP one.
+fn from_raw(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
+            Some(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))),
+                u16::from_be(sin.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6 = unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
+            Some(unwire(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            ))))
+        }
+        _ => None,
+    }
+}
+
+fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: a valid fd and an int option of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const i32).cast(),
+            size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
+    let mut value = 0i32;
+    let mut len = size_of::<i32>() as libc::socklen_t;
+    // SAFETY: a valid fd and an int buffer of the size given.
+    let rc =
+        unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut i32).cast(), &mut len) };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets both socket buffers to [`SOCKET_BUFFER`]: forced past `rmem_max`/`wmem_max` with
+/// CAP_NET_ADMIN, else as far as those allow. Returns a warning when they were capped.
+pub fn size_buffers(socket: &UdpSocket) -> Option<String> {
+    let fd = socket.as_raw_fd();
+    let want = SOCKET_BUFFER as i32;
+    let mut capped = Vec::new();
+    for (force, plain, name) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, "receive"),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, "send"),
+    ] {
+        if setsockopt_int(fd, libc::SOL_SOCKET, force, want).is_err() {
+            let _ = setsockopt_int(fd, libc::SOL_SOCKET, plain, want);
+            // The kernel reports twice what it keeps for its own bookkeeping.
+            let got = getsockopt_int(fd, libc::SOL_SOCKET, plain).unwrap_or(0) / 2;
+            if got < want {
+                capped.push(format!("{name} {} KiB", got / 1024));
+            }
+        }
+    }
+    (!capped.is_empty()).then(|| {
+        format!(
+            "socket buffers capped at {} (no CAP_NET_ADMIN to go past net.core.rmem_max/wmem_max; {} KiB wanted): expect drops at high rates",
+            capped.join(", "),
+            SOCKET_BUFFER / 1024
+        )
+    })
+}
+
+/// Batched sends and receives on one socket, with what the kernel turned out to support.
+pub struct Io {
+    /// UDP GSO is used (until the kernel refuses it once).
+    gso: AtomicBool,
+    /// UDP GRO was accepted.
+    gro: bool,
+}
+
+/// One received buffer: `len` bytes from `from`, made of datagrams of `segment` bytes (the
+/// last may be shorter) when the kernel coalesced them.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    /// Bytes in the buffer.
+    pub len: usize,
+    /// The sender.
+    pub from: Option<SocketAddr>,
+    /// The size of each datagram in it (0: one datagram).
+    pub segment: usize,
+    /// The buffer was too small: the (single) datagram was cut.
+    pub truncated: bool,
+}
+
+/// The largest control message a receive gets (a UDP_GRO segment size).
+const CMSG_ROOM: usize = 64;
+
+impl Io {
+    /// Turns on what is asked and the kernel supports: UDP GRO on the socket (asked with
+    /// `gro`), UDP GSO for sends (`gso`, found out at the first send).
+    pub fn new(socket: &UdpSocket, gso: bool, gro: bool) -> Io {
+        let gro =
+            gro && setsockopt_int(socket.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
+        Io {
+            gso: AtomicBool::new(gso),
+            gro,
+        }
+    }
+
+    /// Whether UDP GSO is in use.
+    pub fn gso(&self) -> bool {
+        self.gso.load(Ordering::Relaxed)
+    }
+
+    /// Whether UDP GRO is in use.
+    pub fn gro(&self) -> bool {
+        self.gro
+    }
+
+    /// Sends `buf`, datagrams of `segment` bytes each (the last may be shorter), to `to`:
+    /// one `sendmsg` with `UDP_SEGMENT`, or (without UDP GSO) one `sendmmsg`.
+    pub fn send(
+        &self,
+        socket: &UdpSocket,
+        buf: &[u8],
+        segment: usize,
+        to: SocketAddr,
+    ) -> io::Result<()> {
+        let v6 = socket.local_addr().map(|a| a.is_ipv6()).unwrap_or(true);
+        let mut addr = RawAddr::new(to, v6);
+        if buf.len() <= segment || segment == 0 {
+            return send_one(socket.as_raw_fd(), buf, &mut addr, None);
+        }
+        if self.gso() {
+            match send_one(socket.as_raw_fd(), buf, &mut addr, Some(segment as u16)) {
+                Ok(()) => return Ok(()),
+                // No UDP GSO here (or not for this route): split from now on.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+                    ) =>
+                {
+                    self.gso.store(false, Ordering::Relaxed)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        send_split(socket.as_raw_fd(), buf, segment, &mut addr)
+    }
+
+    /// Receives into `bufs` (each 64 KiB or more): waits for the first (the socket's read
+    /// timeout), takes what else is queued. Returns how many of `out` are filled.
+    pub fn recv(
+        &self,
+        socket: &UdpSocket,
+        bufs: &mut [Vec<u8>],
+        out: &mut [Received],
+    ) -> io::Result<usize> {
+        let n = bufs.len().min(out.len()).min(64);
+        // SAFETY: plain data, all zeros is valid for each.
+        let mut names: [libc::sockaddr_storage; 64] = unsafe { zeroed() };
+        let mut iovs: [libc::iovec; 64] = unsafe { zeroed() };
+        let mut cmsgs = [[0u64; CMSG_ROOM / 8]; 64];
+        let mut msgs: [libc::mmsghdr; 64] = unsafe { zeroed() };
+        for i in 0..n {
+            iovs[i] = libc::iovec {
+                iov_base: bufs[i].as_mut_ptr().cast(),
+                iov_len: bufs[i].len(),
+            };
+            msgs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+            msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            msgs[i].msg_hdr.msg_iov = &mut iovs[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_control = cmsgs[i].as_mut_ptr().cast();
+            msgs[i].msg_hdr.msg_controllen = CMSG_ROOM as _;
+        }
+        // SAFETY: every header points at live buffers of the lengths given, for n entries.
+        let got = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                n as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if got < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let got = got as usize;
+        for i in 0..got {
+            let hdr = &msgs[i].msg_hdr;
+            let mut segment = 0;
+            // SAFETY: the kernel filled msg_control with msg_controllen bytes of cmsgs.
+            unsafe {
+                let mut c = libc::CMSG_FIRSTHDR(hdr);
+                while !c.is_null() {
+                    if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                        let mut v = 0i32;
+                        std::ptr::copy_nonoverlapping(
+                            libc::CMSG_DATA(c),
+                            (&mut v as *mut i32).cast(),
+                            size_of::<i32>(),
+                        );
+                        segment = v.max(0) as usize;
+                    }
+                    c = libc::CMSG_NXTHDR(hdr, c);
+                }
+            }
+            out[i] = Received {
+                len: msgs[i].msg_len as usize,
+                from: from_raw(&names[i]),
+                segment,
+                truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
+            };
+        }
+        Ok(got)
+    }
+}
+
+fn send_one(fd: RawFd, buf: &[u8], addr: &mut RawAddr, segment: Option<u16>) -> io::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut _,
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 4];
+    // SAFETY: plain data.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_name = (&mut addr.storage as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = addr.len;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if let Some(seg) = segment {
+        // SAFETY: the control buffer is large enough for one u16 cmsg (CMSG_SPACE(2) is 24).
+        unsafe {
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as _;
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_UDP;
+            (*c).cmsg_type = libc::UDP_SEGMENT;
+            (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+            std::ptr::copy_nonoverlapping(
+                (&seg as *const u16).cast(),
+                libc::CMSG_DATA(c),
+                size_of::<u16>(),
+            );
+        }
+    }
+    for _ in 0..3 {
+        // SAFETY: msg points at live buffers for the call.
+        let rc = unsafe { libc::sendmsg(fd, &msg, 0) };
+        if rc >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Err(io::Error::from(io::ErrorKind::Interrupted))
+}
+
+/// Without UDP GSO: the datagrams of `buf` with one `sendmmsg` (64 at a time).
+fn send_split(fd: RawFd, buf: &[u8], segment: usize, addr: &mut RawAddr) -> io::Result<()> {
+    let mut chunks = buf.chunks(segment).peekable();
+    while chunks.peek().is_some() {
+        // SAFETY: plain data.
+        let mut iovs: [libc::iovec; 64] = unsafe { zeroed() };
+        let mut msgs: [libc::mmsghdr; 64] = unsafe { zeroed() };
+        let mut n = 0;
+        while n < 64 {
+            let Some(c) = chunks.next() else { break };
+            iovs[n] = libc::iovec {
+                iov_base: c.as_ptr() as *mut _,
+                iov_len: c.len(),
+            };
+            n += 1;
+        }
+        for i in 0..n {
+            msgs[i].msg_hdr.msg_name = (&mut addr.storage as *mut libc::sockaddr_storage).cast();
+            msgs[i].msg_hdr.msg_namelen = addr.len;
+            msgs[i].msg_hdr.msg_iov = &mut iovs[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        let mut sent = 0;
+        let mut tries = 0;
+        while sent < n && tries < 8 {
+            tries += 1;
+            // SAFETY: the headers point at live buffers, n - sent entries from `sent`.
+            let rc = unsafe { libc::sendmmsg(fd, msgs[sent..].as_mut_ptr(), (n - sent) as u32, 0) };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            sent += rc as usize;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// On loopback: a GSO send of 5 datagrams arrives as 5 datagrams (with GRO, possibly
+    /// coalesced, then split by segment), and the fallback sends the same.
+    #[test]
+    fn gso_and_fallback_send_the_same_datagrams() {
+        for (gso, gro) in [(true, true), (false, false), (true, false), (false, true)] {
+            let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            rx.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let io_tx = Io::new(&tx, gso, false);
+            let io_rx = Io::new(&rx, false, gro);
+            let mut buf = Vec::new();
+            for i in 0..5u8 {
+                buf.extend(std::iter::repeat_n(i, if i == 4 { 300 } else { 1000 }));
+            }
+            io_tx
+                .send(&tx, &buf, 1000, rx.local_addr().unwrap())
+                .unwrap();
+            let mut bufs = vec![vec![0u8; 65536]; 8];
+            let mut out = [Received {
+                len: 0,
+                from: None,
+                segment: 0,
+                truncated: false,
+            }; 8];
+            let mut datagrams = Vec::new();
+            for _ in 0..10 {
+                if datagrams.len() == 5 {
+                    break;
+                }
+                let n = io_rx.recv(&rx, &mut bufs, &mut out).unwrap();
+                for k in 0..n {
+                    let seg = if out[k].segment == 0 {
+                        out[k].len
+                    } else {
+                        out[k].segment
+                    };
+                    for d in bufs[k][..out[k].len].chunks(seg) {
+                        datagrams.push(d.to_vec());
+                    }
+                    assert_eq!(out[k].from, Some(tx.local_addr().unwrap()));
+                }
+            }
+            assert_eq!(datagrams.len(), 5, "gso {gso} gro {gro}");
+            for (i, d) in datagrams.iter().enumerate() {
+                assert!(d.iter().all(|b| *b == i as u8));
+                assert_eq!(d.len(), if i == 4 { 300 } else { 1000 });
+            }
+        }
+    }
+}
