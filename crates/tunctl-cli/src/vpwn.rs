@@ -92,9 +92,30 @@ pub struct UpArgs {
     without: Vec<String>,
 }
 
-fn read_key(path: &PathBuf) -> Result<Key, Error> {
-    let text = std::fs::read_to_string(path)
+/// Reads a file holding a secret: refused if others than its owner may read it (a key
+/// others can read is no longer a secret).
+fn read_secret(path: &PathBuf) -> Result<String, Error> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)
         .map_err(|e| Error::from(e).add_detail(&path.display().to_string()))?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Error::from_kind(
+            ErrorKind::PermissionDenied,
+            "read key",
+            format!(
+                "it holds a secret but others may read it (mode {mode:04o}): chmod 600 {}",
+                path.display()
+            ),
+        )
+        .with_subject(path.display().to_string()));
+    }
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::from(e).add_detail(&path.display().to_string()))
+}
+
+fn read_key(path: &PathBuf) -> Result<Key, Error> {
+    let text = read_secret(path)?;
     text.parse().map_err(|why: String| {
         Error::from_kind(ErrorKind::InvalidInput, "read key", why)
             .with_subject(path.display().to_string())
@@ -132,8 +153,7 @@ pub fn run(command: VpwnCommand, ns: Namespace) -> Result<(), Error> {
 fn up(args: UpArgs, ns: Namespace) -> Result<(), Error> {
     let config = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::from(e).add_detail(&path.display().to_string()))?;
+            let text = read_secret(path)?;
             let c =
                 Config::parse(&text).map_err(|why| bad(format!("{}: {why}", path.display())))?;
             if !c.ignored.is_empty() {

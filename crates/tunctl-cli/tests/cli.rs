@@ -918,6 +918,30 @@ fn vpwn_keys_and_a_tunnel_from_the_command_line() {
     let (ka, kb) = (ok(&["vpwn", "genkey"]), ok(&["vpwn", "genkey"]));
     std::fs::write(dir.join("a.key"), &ka).unwrap();
     std::fs::write(dir.join("b.key"), &kb).unwrap();
+    // A key file others may read is refused, naming the file and the fix.
+    use std::os::unix::fs::PermissionsExt;
+    let key_path = dir.join("a.key");
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = fails(
+        &[
+            "vpwn",
+            "up",
+            "vpwnrefused",
+            "--key-file",
+            key_path.to_str().unwrap(),
+            "--peer-key",
+            &ka.trim().to_string(),
+        ],
+        1,
+    );
+    assert!(
+        err.contains("others may read it (mode 0644): chmod 600"),
+        "{err}"
+    );
+    assert!(common::ip_link(None, "vpwnrefused").is_none());
+    for k in ["a.key", "b.key"] {
+        std::fs::set_permissions(dir.join(k), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let (pa, pb) = (public(&ka), public(&kb));
     // Names are unique: the UAPI socket directory is not per namespace.
     let start =
