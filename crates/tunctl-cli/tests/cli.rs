@@ -5,6 +5,8 @@
 mod common;
 #[path = "cli/vpwn_dropin.rs"]
 mod vpwn_dropin;
+#[path = "cli/vpwn_user.rs"]
+mod vpwn_user;
 
 use std::process::{Command, Output};
 
@@ -930,7 +932,7 @@ fn vpwn_keys_and_a_tunnel_from_the_command_line() {
             "--key-file",
             key_path.to_str().unwrap(),
             "--peer-key",
-            &ka.trim().to_string(),
+            ka.trim(),
         ],
         1,
     );

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tunctl::{Batch, Cidr, Device, Error, ErrorKind, Link, Namespace, Offload};
+use tunctl::{Batch, Cidr, Device, Error, ErrorKind, Link, LinkConfig, Namespace, Offload};
 
 use crate::config::{Config, DEFAULT_MTU};
 use crate::engine::{Dispatch, Drop, Out};
@@ -293,12 +293,20 @@ fn set_mark(socket: &UdpSocket, mark: u32) -> std::io::Result<()> {
 /// The tun device: with `vnet_hdr` and TSO/USO when `fast` allows, its `gso_max_segs`
 /// sized so that one TCP super-packet leaves in one UDP GSO send.
 fn make_device(name: &str, ns: &Namespace, mtu: u32, fast: FastPath) -> Result<Device, Error> {
-    let mut b = Device::builder().tun().name(name).namespace(ns.clone());
-    if fast.tun_offload {
-        b = b.offload(Offload::TSO4 | Offload::TSO6 | Offload::USO4 | Offload::USO6);
-    }
-    let device = b.create()?;
-    device.set_mtu(mtu)?;
+    let plain = || Device::builder().tun().name(name).namespace(ns.clone());
+    let device = if fast.tun_offload {
+        match plain()
+            .offload(Offload::TSO4 | Offload::TSO6 | Offload::USO4 | Offload::USO6)
+            .create()
+        {
+            // A persistent device made without vnet_hdr (`tunctl add` without --vnet-hdr):
+            // use it as it is, one packet per read (`warnings` says so).
+            Err(e) if e.kind() == ErrorKind::FlagMismatch => plain().create()?,
+            other => other?,
+        }
+    } else {
+        plain().create()?
+    };
     if device.offload().contains(Offload::TSO4) {
         let per_send = crate::udp::MAX_GSO_BYTES / (mtu as usize + OVERHEAD + 15);
         let segs = per_send.clamp(1, crate::udp::MAX_GSO_SEGMENTS) as u32;
@@ -377,13 +385,19 @@ impl Tunnel {
         let config = &opts.config;
         let mtu = config.interface.mtu.unwrap_or(DEFAULT_MTU);
         let device = make_device(&opts.name, &opts.namespace, mtu, fast)?;
-        for a in &config.interface.addresses {
-            match device.add_address(*a) {
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                other => other?,
-            }
+        // Only what differs is changed, so a persistent device configured beforehand (by
+        // `tunctl add` or tunctl-helper) needs no privilege here; a change that needs one
+        // says so, and what was done before it is undone.
+        let link = Link::by_name(&opts.namespace, device.name())?;
+        LinkConfig {
+            mtu: Some(mtu),
+            addrs: config.interface.addresses.clone(),
+            up: Some(true),
+            existing_ok: true,
+            ..LinkConfig::default()
         }
-        device.up()?;
+        .plan(&link)?
+        .apply(&link, None)?;
         // The peer's networks go to the device, unless an address's own route covers them.
         let own: Vec<Cidr> = config
             .interface
@@ -393,15 +407,17 @@ impl Tunnel {
             .collect::<Result<_, _>>()?;
         // Routes this call adds go again if a later step fails (on a persistent device they
         // would outlive it; a device made here takes its routes along when it goes).
-        let mut undo = UndoRoutes(Link::by_name(&opts.namespace, device.name())?, Vec::new());
+        let present: Vec<Cidr> = link.routes()?.iter().map(|r| r.dst).collect();
+        let mut undo = UndoRoutes(link, Vec::new());
         for net in &config.peer.allowed_ips {
-            if own.iter().any(|o| o.contains(net)) {
+            let net = Cidr::new(net.network(), net.prefix())?;
+            if own.iter().any(|o| o.contains(&net)) || present.contains(&net) {
                 continue;
             }
-            match undo.0.add_route(*net, None) {
+            match undo.0.add_route(net, None) {
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e),
-                Ok(()) => undo.1.push(*net),
+                Ok(()) => undo.1.push(net),
             }
         }
         let mut tunnel = Tunnel::start(
@@ -427,6 +443,7 @@ impl Tunnel {
     pub fn serve(name: &str, namespace: Namespace) -> Result<Tunnel, Error> {
         let fast = FastPath::default();
         let device = make_device(name, &namespace, DEFAULT_MTU, fast)?;
+        device.set_mtu(DEFAULT_MTU)?;
         Tunnel::start(
             device,
             namespace,
@@ -574,7 +591,11 @@ impl Tunnel {
         let mut w: Vec<String> = sock.warning.iter().cloned().collect();
         let fast = self.shared.fast;
         if fast.tun_offload && !self.device.offload().contains(Offload::TSO4) {
-            w.push("the device has no TSO (an older kernel, or no CAP_NET_ADMIN to set gso_max_segs): one packet per read".into());
+            w.push(if self.device.flags().is_ok_and(|f| f.contains(tunctl::Flags::VNET_HDR)) {
+                "the device has no TSO (an older kernel, or no CAP_NET_ADMIN to set gso_max_segs): one packet per read".into()
+            } else {
+                "the device has no vnet_hdr (create it with `tunctl add --vnet-hdr` for TSO): one packet per read".into()
+            });
         }
         if fast.udp_gro && !sock.io.gro() {
             w.push("no UDP GRO in this kernel: one datagram per buffer".into());

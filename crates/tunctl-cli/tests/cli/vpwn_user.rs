@@ -1,0 +1,224 @@
+//! `tunctl vpwn up` without root: on a persistent device a user owns, configured by root
+//! beforehand (`tunctl add --owner`), a user runs the tunnel on a port ≥ 1024; it warns
+//! about what it lacks (socket buffers, the UAPI socket), carries traffic, and leaves the
+//! device in place when it stops.
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::common::{self, TestNs};
+use super::ok;
+
+const USER: &str = "tunctl-test";
+
+fn ensure_user() -> u32 {
+    tunctl::user_id(USER).unwrap_or_else(|_| {
+        let out = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                USER,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "useradd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tunctl::user_id(USER).unwrap()
+    })
+}
+
+#[test]
+fn a_user_runs_vpwn_on_a_device_it_owns() {
+    let Some((a, _)) = common::privileged_ns() else {
+        return;
+    };
+    let b = TestNs::new();
+    let uid = ensure_user();
+    let tun_mode = std::fs::metadata("/dev/net/tun")
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(
+        tun_mode, 0o666,
+        "/dev/net/tun must be 0666 for users (CI sets it)"
+    );
+    let (va, vb) = (common::unique("ua"), common::unique("ub"));
+    common::ip_ok(
+        &a.name,
+        &[
+            "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns", &b.name,
+        ],
+    );
+    for (ns, dev, addr) in [
+        (&a.name, &va, "10.216.0.1/24"),
+        (&b.name, &vb, "10.216.0.2/24"),
+    ] {
+        common::ip_ok(ns, &["addr", "add", addr, "dev", dev]);
+        common::ip_ok(ns, &["link", "set", dev, "up"]);
+    }
+    // Root prepares the device: persistent, owned by the user, addressed and up.
+    let dev = common::unique("vu");
+    ok(&[
+        "-n",
+        &a.name,
+        "add",
+        &dev,
+        "--tun",
+        "--owner",
+        USER,
+        "--mtu",
+        "1420",
+        "--addr",
+        "10.217.0.1/24",
+        "--up",
+    ]);
+    // The user's key, readable by the user alone.
+    let dir = std::env::temp_dir().join(format!("tunctl-vpwn-user-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ka, kb) = (ok(&["vpwn", "genkey"]), ok(&["vpwn", "genkey"]));
+    let key = dir.join("user.key");
+    std::fs::write(&key, &ka).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&key, Some(uid), None).unwrap();
+    std::fs::write(dir.join("root.key"), &kb).unwrap();
+    std::fs::set_permissions(dir.join("root.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let public = |k: &str| {
+        k.trim()
+            .parse::<tunctl_vpwn::Key>()
+            .unwrap()
+            .public()
+            .to_string()
+    };
+    let (pa, pb) = (public(&ka), public(&kb));
+
+    // The user's end: no capability at all, in namespace a.
+    let mut user = Command::new("ip")
+        .args([
+            "netns", "exec", &a.name, "setpriv", "--reuid", USER, "--regid", USER,
+        ])
+        .args([
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ])
+        .arg(env!("CARGO_BIN_EXE_tunctl"))
+        .args(["vpwn", "up", &dev, "--key-file"])
+        .arg(&key)
+        .args([
+            "--listen",
+            "51941",
+            "--peer",
+            "10.216.0.2:51942",
+            "--peer-key",
+            &pb,
+        ])
+        .args([
+            "--address",
+            "10.217.0.1/24",
+            "--allowed-ips",
+            "10.217.0.2/32",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _kill_user = KillOnDrop(user.id());
+    // Root's end, in namespace b.
+    let rootdev = common::unique("vr");
+    let root = Command::new(env!("CARGO_BIN_EXE_tunctl"))
+        .args(["-n", &b.name, "vpwn", "up", &rootdev, "--key-file"])
+        .arg(dir.join("root.key"))
+        .args([
+            "--listen",
+            "51942",
+            "--peer",
+            "10.216.0.1:51941",
+            "--peer-key",
+            &pa,
+        ])
+        .args([
+            "--address",
+            "10.217.0.2/24",
+            "--allowed-ips",
+            "10.217.0.1/32",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _root = Reap(root);
+
+    // Traffic, bounded: once both ends' addresses exist.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let bind = |ns: &TestNs, addr: &str| loop {
+        if let Ok(s) = ns.ns.run(|| std::net::UdpSocket::bind(addr)).unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "{addr} is usable within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let rx = bind(&b, "10.217.0.2:7041");
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let tx = bind(&a, "10.217.0.1:0");
+    let mut buf = [0u8; 32];
+    let mut got = false;
+    while !got && Instant::now() < deadline {
+        assert!(
+            user.try_wait().unwrap().is_none(),
+            "the user's vpwn keeps running"
+        );
+        let _ = tx.send_to(b"from a user", "10.217.0.2:7041");
+        got = rx
+            .recv_from(&mut buf)
+            .is_ok_and(|(n, _)| &buf[..n] == b"from a user");
+    }
+    assert!(got, "a datagram crossed from the user's tunnel");
+
+    // SIGTERM: the user's vpwn stops; the persistent device stays, still the user's.
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(user.id() as i32, libc::SIGTERM) };
+    let status = user.wait().unwrap();
+    let mut err = String::new();
+    user.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("warning: socket buffers capped"), "{err}");
+    assert!(err.contains("no UAPI socket"), "{err}");
+    let link = common::ip_link(Some(&a.name), &dev).expect("the persistent device stays");
+    assert_eq!(link["linkinfo"]["info_data"]["user"], USER, "{link}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Kills and reaps a child on drop.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// SIGKILLs a process on drop, if it still runs.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2); a pid that is gone gives ESRCH, ignored.
+        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+    }
+}
