@@ -1,10 +1,13 @@
-//! The harness: namespaces A and B, a forwarder (or a veth pair) between them, iperf3 from A
-//! to B, the forwarder's CPU time; repeats interleaved round-robin across contenders;
-//! min/median/max of each figure, ratios of medians, BENCHMARKS.md.
+//! The harness: the groups of contenders (`forward` here, `tunnel` in `tunnel.rs`), their
+//! runs interleaved round-robin across contenders, min/median/max of each figure, ratios of
+//! medians, BENCHMARKS.md; and the `forward` group itself: namespaces A and B, a forwarder (or
+//! a veth pair) between them, iperf3 from A to B, the forwarder's CPU time.
 
+use std::io::Read;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -14,7 +17,8 @@ const ADDR_A: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
 const ADDR_B: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
 const DEV: &str = "fwd0";
 
-/// Every contender, in report order and in the order each round of runs takes them.
+/// The `forward` group's contenders, in report order and in the order each round of runs
+/// takes them.
 pub const CONTENDERS: [&str; 12] = [
     "kernel",
     "c",
@@ -32,6 +36,43 @@ pub const CONTENDERS: [&str; 12] = [
 
 const METRICS: [(&str, &str); 3] = [("tcp1", "Gbit/s"), ("tcp4", "Gbit/s"), ("udp64", "kpps")];
 
+/// A group of contenders measured in one topology: its runs are interleaved among its own
+/// contenders; groups run one after the other.
+pub(crate) struct Group {
+    /// The name on the command line and in BENCHMARKS.md's `## NAME:` heading.
+    pub name: &'static str,
+    /// In report order and in the order each round takes them.
+    pub contenders: &'static [&'static str],
+    /// (metric, unit), in report order; `measure` gets one figure per metric, in this order.
+    pub metrics: &'static [(&'static str, &'static str)],
+    /// One run of one contender: everything set up, measured into the figures, removed.
+    pub measure: fn(&str, &Options, &mut [Figure]) -> Result<(), String>,
+    /// The Markdown table and its notes (smoke warnings included).
+    pub report: fn(&[Figure], &[String], &Options) -> String,
+    /// The BENCHMARKS.md section: heading, what was measured, the machine, the table.
+    pub section: fn(&str, &str) -> String,
+}
+
+/// Every group, in the order `bench/run` (or `all`) runs them.
+pub(crate) const GROUPS: [Group; 2] = [
+    Group {
+        name: "forward",
+        contenders: &CONTENDERS,
+        metrics: &METRICS,
+        measure: measure_once,
+        report,
+        section: forward_section,
+    },
+    Group {
+        name: "tunnel",
+        contenders: &crate::tunnel::CONTENDERS,
+        metrics: &crate::tunnel::METRICS,
+        measure: crate::tunnel::measure_once,
+        report: crate::tunnel::report,
+        section: crate::tunnel::section,
+    },
+];
+
 /// Default runs per contender: at least 3, so that a median and a spread mean something.
 const DEFAULT_REPS: usize = 3;
 const DEFAULT_SECONDS: u32 = 5;
@@ -40,46 +81,60 @@ const QUICK_REPS: usize = 1;
 const QUICK_SECONDS: u32 = 2;
 
 /// What a smoke run's output says about itself (stderr at the start, the report's head).
-const SMOKE_WARNING: &str = "SMOKE RUN, NOT A VERDICT: it only shows that each contender \
+pub(crate) const SMOKE_WARNING: &str =
+    "SMOKE RUN, NOT A VERDICT: it only shows that each contender \
 runs. Too few or too short runs: on a 2-core machine such runs swing by up to 35% (plain \
 forwarding read 0.64x C in one --quick run and 1.04x in a 3-run one). For figures to \
 compare, run without --quick, with 3 or more runs (the default).";
 
-struct Options {
-    quick: bool,
-    json: bool,
-    reps: usize,
-    seconds: u32,
-    only: Vec<String>,
+pub(crate) struct Options {
+    pub quick: bool,
+    pub json: bool,
+    pub reps: usize,
+    pub seconds: u32,
+    pub only: Vec<String>,
+    /// The groups to run, in `GROUPS` order.
+    pub groups: Vec<&'static str>,
 }
 
 impl Options {
     /// `--quick`, or fewer than 3 runs per contender: good for checking that everything runs,
     /// not for comparing.
-    fn smoke(&self) -> bool {
+    pub fn smoke(&self) -> bool {
         self.quick || self.reps < DEFAULT_REPS
     }
 }
 
 /// One run's measurement of one figure.
-struct Sample {
-    value: f64,
-    cpu: Option<f64>,
-    retransmits: Option<u64>,
+pub(crate) struct Sample {
+    pub value: f64,
+    pub cpu: Option<f64>,
+    pub retransmits: Option<u64>,
+}
+
+impl Sample {
+    /// A figure without CPU time or retransmits (a latency, a memory size).
+    pub fn plain(value: f64) -> Sample {
+        Sample {
+            value,
+            cpu: None,
+            retransmits: None,
+        }
+    }
 }
 
 /// One figure (a contender's metric) and its samples, one per run, in run order.
-struct Figure {
-    contender: &'static str,
-    metric: &'static str,
-    unit: &'static str,
-    values: Vec<f64>,
-    cpus: Vec<f64>,
-    retransmits: Vec<f64>,
+pub(crate) struct Figure {
+    pub contender: &'static str,
+    pub metric: &'static str,
+    pub unit: &'static str,
+    pub values: Vec<f64>,
+    pub cpus: Vec<f64>,
+    pub retransmits: Vec<f64>,
 }
 
 impl Figure {
-    fn new(contender: &'static str, metric: &'static str, unit: &'static str) -> Self {
+    pub fn new(contender: &'static str, metric: &'static str, unit: &'static str) -> Self {
         Figure {
             contender,
             metric,
@@ -90,7 +145,7 @@ impl Figure {
         }
     }
 
-    fn push(&mut self, s: Sample) {
+    pub fn push(&mut self, s: Sample) {
         self.values.push(s.value);
         self.cpus.extend(s.cpu);
         self.retransmits.extend(s.retransmits.map(|n| n as f64));
@@ -99,15 +154,15 @@ impl Figure {
 
 /// Minimum, median and maximum of one figure's samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Spread {
-    min: f64,
-    median: f64,
-    max: f64,
+pub(crate) struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
 }
 
 /// The spread of `samples`; `None` if there are none. The median of an even count is the
 /// mean of the middle two.
-fn spread(samples: &[f64]) -> Option<Spread> {
+pub(crate) fn spread(samples: &[f64]) -> Option<Spread> {
     let mut v = samples.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -120,6 +175,103 @@ fn spread(samples: &[f64]) -> Option<Spread> {
         min: v[0],
         median,
         max: v[n - 1],
+    })
+}
+
+/// Set by SIGINT, SIGTERM or SIGHUP: every wait and every round checks it, so that an
+/// interrupted run still stops its processes and removes its namespaces and sockets.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Whether the harness was asked to stop (Ctrl-C, SIGTERM, SIGHUP).
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+fn catch_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(
+                sig,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+    }
+}
+
+/// Runs `cmd` to completion with its output captured, for at most `limit`: killed (and an
+/// error) when the limit passes or the harness is interrupted. stdout and stderr are read on
+/// their own threads, so a child that writes much (iperf3 -J) never blocks on a full pipe.
+pub(crate) fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
+    run_bounded_input(cmd, Stdio::null(), limit)
+}
+
+/// `run_bounded` with `stdin` as the child's standard input.
+pub(crate) fn run_bounded_input(
+    cmd: &mut Command,
+    stdin: Stdio,
+    limit: Duration,
+) -> Result<Output, String> {
+    let what = format!("{:?}", cmd);
+    let mut child = cmd
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{what}: {e}"))?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if interrupted() => break Err("interrupted".to_string()),
+            Ok(None) if Instant::now() > deadline => {
+                break Err(format!("did not finish within {} s", limit.as_secs()))
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => break Err(e.to_string()),
+        }
+    };
+    let status = match status {
+        Ok(s) => s,
+        Err(why) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(if interrupted() {
+                why
+            } else {
+                format!("{what}: {why}")
+            });
+        }
+    };
+    Ok(Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
     })
 }
 
@@ -137,7 +289,7 @@ impl Drop for Topology {
 }
 
 /// Children killed on drop.
-struct Kill(Vec<Child>);
+pub(crate) struct Kill(pub Vec<Child>);
 
 impl Drop for Kill {
     fn drop(&mut self) {
@@ -161,8 +313,12 @@ fn setup(contender: &str) -> Result<Topology, String> {
         b: format!("tb{pid}b"),
     };
     // Kept: the topology's own cleanup deletes them.
-    let na = Namespace::create(&topo.a).map_err(|e| e.to_string())?.keep();
-    let nb = Namespace::create(&topo.b).map_err(|e| e.to_string())?.keep();
+    let na = Namespace::create(&topo.a)
+        .map_err(|e| e.to_string())?
+        .keep();
+    let nb = Namespace::create(&topo.b)
+        .map_err(|e| e.to_string())?
+        .keep();
     for ns in [&na, &nb] {
         Link::by_name(ns, "lo")
             .and_then(|l| l.up())
@@ -201,8 +357,9 @@ fn p2p(link: &Link, local: Ipv4Addr, peer: Ipv4Addr) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-fn run_ok(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+/// Runs `cmd` (at most 20 s) and fails with its stderr unless it succeeds.
+pub(crate) fn run_ok(cmd: &mut Command) -> Result<(), String> {
+    let out = run_bounded(cmd, Duration::from_secs(20))?;
     if out.status.success() {
         Ok(())
     } else {
@@ -213,11 +370,18 @@ fn run_ok(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
-fn bench_dir() -> PathBuf {
+pub(crate) fn bench_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn start_forwarder(contender: &str, topo: &Topology) -> Result<Option<Child>, String> {
+/// Starts a forwarder between the existing tun devices `dev` in namespaces `a` and `b`
+/// (`None` for `kernel`, which has none) and waits until it has attached to both.
+pub(crate) fn start_forwarder(
+    contender: &str,
+    a: &str,
+    b: &str,
+    dev: &str,
+) -> Result<Option<Child>, String> {
     let mut cmd = match contender {
         "kernel" => return Ok(None),
         "c" | "c-offload" => {
@@ -233,7 +397,7 @@ fn start_forwarder(contender: &str, topo: &Topology) -> Result<Option<Child>, St
             c
         }
     };
-    cmd.args([&topo.a, DEV, &topo.b, DEV])
+    cmd.args([a, dev, b, dev])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     // Killed unless it attaches: a stray forwarder must not outlive its run and load the next.
@@ -244,16 +408,19 @@ fn start_forwarder(contender: &str, topo: &Topology) -> Result<Option<Child>, St
     let deadline = Instant::now() + Duration::from_secs(10);
     let carrier = |ns: &str| {
         Namespace::named(ns)
-            .and_then(|ns| Link::by_name(&ns, DEV))
+            .and_then(|ns| Link::by_name(&ns, dev))
             .and_then(|l| l.info())
             .map(|i| i.carrier == Some(true))
             .unwrap_or(false)
     };
-    while !(carrier(&topo.a) && carrier(&topo.b)) {
+    while !(carrier(a) && carrier(b)) {
         if let Ok(Some(status)) = child.0[0].try_wait() {
             return Err(format!(
                 "{contender}: forwarder exited ({status}) before attaching"
             ));
+        }
+        if interrupted() {
+            return Err("interrupted".into());
         }
         if Instant::now() > deadline {
             return Err(format!("{contender}: forwarder did not attach within 10 s"));
@@ -263,8 +430,8 @@ fn start_forwarder(contender: &str, topo: &Topology) -> Result<Option<Child>, St
     Ok(child.0.pop())
 }
 
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> Option<f64> {
+/// utime + stime of a process (all its threads), in seconds.
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -274,20 +441,41 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / hz)
 }
 
-fn iperf(topo: &Topology, metric: &str, seconds: u32) -> Result<Value, String> {
+/// Starts an iperf3 server in namespace `ns` on `addr`; killed with the returned guard.
+pub(crate) fn iperf_server(ns: &str, addr: &str) -> Result<Kill, String> {
+    let server = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "iperf3", "-s", "-p", "5201", "-B", addr,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("iperf3 server: {e}"))?;
+    let guard = Kill(vec![server]);
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(guard)
+}
+
+/// iperf3's JSON report of `metric` from namespace `ns` to `target`: up to 5 tries (the
+/// server may not listen yet), each bounded in time.
+fn iperf(ns: &str, target: &str, metric: &str, seconds: u32) -> Result<Value, String> {
     let secs = seconds.to_string();
     let mut args = vec![
         "netns",
         "exec",
-        &topo.a,
+        ns,
         "iperf3",
         "-c",
-        "10.201.0.2",
+        target,
         "-p",
         "5201",
         "-J",
         "-t",
         &secs,
+        // A path that passes nothing fails in 5 s instead of TCP's two minutes.
+        "--connect-timeout",
+        "5000",
     ];
     match metric {
         "tcp4" => args.extend(["-P", "4"]),
@@ -296,19 +484,72 @@ fn iperf(topo: &Topology, metric: &str, seconds: u32) -> Result<Value, String> {
     }
     let mut last = String::new();
     for _ in 0..5 {
-        let out = Command::new("ip")
-            .args(&args)
-            .output()
-            .map_err(|e| format!("iperf3: {e}"))?;
+        let limit = Duration::from_secs(u64::from(seconds) + 20);
+        let out = run_bounded(Command::new("ip").args(&args), limit)
+            .map_err(|e| format!("iperf3 {metric}: {e}"))?;
         if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
             if v.get("error").is_none() {
                 return Ok(v);
             }
             last = v["error"].to_string();
         }
+        if interrupted() {
+            return Err("interrupted".into());
+        }
         std::thread::sleep(Duration::from_millis(300));
     }
     Err(format!("iperf3 {metric}: {last}"))
+}
+
+/// One iperf3 test (`tcp1`, `tcp4` or `udp64`) from namespace `ns` to `target`: the figure
+/// (Gbit/s received, or thousands of datagrams received per second), the CPU time of `pids`
+/// together over the test's duration (`None` without pids), and TCP retransmits.
+pub(crate) fn traffic(
+    ns: &str,
+    target: &str,
+    metric: &str,
+    seconds: u32,
+    pids: &[u32],
+) -> Result<Sample, String> {
+    let cpu = || -> Option<f64> {
+        if pids.is_empty() {
+            return None;
+        }
+        pids.iter().map(|&p| cpu_seconds(p)).sum()
+    };
+    let cpu0 = cpu();
+    let v = iperf(ns, target, metric, seconds)?;
+    let cpu1 = cpu();
+    let mut retransmits = None;
+    let (value, seconds) = if metric == "udp64" {
+        // The receiver's own count where iperf3 reports it, else sent minus lost.
+        let s = if v["end"]["sum_received"].is_object() {
+            &v["end"]["sum_received"]
+        } else {
+            &v["end"]["sum"]
+        };
+        let packets =
+            s["packets"].as_f64().unwrap_or(0.0) - s["lost_packets"].as_f64().unwrap_or(0.0);
+        let secs = s["seconds"]
+            .as_f64()
+            .filter(|s| *s > 0.0)
+            .ok_or("iperf3 reported no duration")?;
+        (packets / secs / 1e3, secs)
+    } else {
+        let r = &v["end"]["sum_received"];
+        let secs = r["seconds"]
+            .as_f64()
+            .filter(|s| *s > 0.0)
+            .ok_or("iperf3 reported no duration")?;
+        retransmits = v["end"]["sum_sent"]["retransmits"].as_u64();
+        (r["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9, secs)
+    };
+    Ok(Sample {
+        value,
+        // CPU over the test's own duration, not iperf3's start-up.
+        cpu: cpu0.zip(cpu1).map(|(a, b)| (b - a) / seconds * 100.0),
+        retransmits,
+    })
 }
 
 /// One run of `contender`: its own topology and forwarder, each metric measured once into
@@ -316,62 +557,14 @@ fn iperf(topo: &Topology, metric: &str, seconds: u32) -> Result<Value, String> {
 /// fails ends the run; the metrics measured before it keep their samples.
 fn measure_once(contender: &str, opts: &Options, figures: &mut [Figure]) -> Result<(), String> {
     let topo = setup(contender)?;
-    let fwd = start_forwarder(contender, &topo)?;
-    let pid = fwd.as_ref().map(Child::id);
-    let mut children = Kill(fwd.into_iter().collect());
-    let server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &topo.b,
-            "iperf3",
-            "-s",
-            "-p",
-            "5201",
-            "-B",
-            "10.201.0.2",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("iperf3 server: {e}"))?;
-    children.0.push(server);
-    std::thread::sleep(Duration::from_millis(300));
+    let fwd = start_forwarder(contender, &topo.a, &topo.b, DEV)?;
+    let pids: Vec<u32> = fwd.iter().map(Child::id).collect();
+    let children = Kill(fwd.into_iter().collect());
+    let server = iperf_server(&topo.b, "10.201.0.2")?;
     for ((metric, _), figure) in METRICS.iter().zip(figures.iter_mut()) {
-        let cpu0 = pid.and_then(cpu_seconds);
-        let v = iperf(&topo, metric, opts.seconds)?;
-        let cpu1 = pid.and_then(cpu_seconds);
-        let mut retransmits = None;
-        let (value, seconds) = if *metric == "udp64" {
-            // The receiver's own count where iperf3 reports it, else sent minus lost.
-            let s = if v["end"]["sum_received"].is_object() {
-                &v["end"]["sum_received"]
-            } else {
-                &v["end"]["sum"]
-            };
-            let packets =
-                s["packets"].as_f64().unwrap_or(0.0) - s["lost_packets"].as_f64().unwrap_or(0.0);
-            let secs = s["seconds"]
-                .as_f64()
-                .filter(|s| *s > 0.0)
-                .ok_or("iperf3 reported no duration")?;
-            (packets / secs / 1e3, secs)
-        } else {
-            let r = &v["end"]["sum_received"];
-            let secs = r["seconds"]
-                .as_f64()
-                .filter(|s| *s > 0.0)
-                .ok_or("iperf3 reported no duration")?;
-            retransmits = v["end"]["sum_sent"]["retransmits"].as_u64();
-            (r["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9, secs)
-        };
-        figure.push(Sample {
-            value,
-            // CPU over the test's own duration, not iperf3's start-up.
-            cpu: cpu0.zip(cpu1).map(|(a, b)| (b - a) / seconds * 100.0),
-            retransmits,
-        });
+        figure.push(traffic(&topo.a, "10.201.0.2", metric, opts.seconds, &pids)?);
     }
+    drop(server);
     drop(children);
     drop(topo);
     Ok(())
@@ -395,7 +588,7 @@ fn asynchronous(contender: &str) -> bool {
     matches!(contender, "tunctl-tokio" | "tun-rs-async")
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -412,7 +605,7 @@ fn machine() -> String {
 }
 
 /// `x` with `digits` decimals followed by `suffix`, or "–".
-fn cell(x: Option<f64>, digits: usize, suffix: &str) -> String {
+pub(crate) fn cell(x: Option<f64>, digits: usize, suffix: &str) -> String {
     x.map(|x| format!("{x:.digits$}{suffix}"))
         .unwrap_or_else(|| "–".into())
 }
@@ -485,6 +678,13 @@ fn report(figures: &[Figure], failures: &[String], opts: &Options) -> String {
     out
 }
 
+/// The `forward` section of BENCHMARKS.md around its `table`, measured `on` (machine and date).
+fn forward_section(on: &str, table: &str) -> String {
+    format!(
+        "## forward: namespace A ⇄ forwarder ⇄ namespace B\n\nProduced by `bench/run forward` (see bench/README.md) on {on}.\n\nTwo tun devices, one in each namespace, joined by the contender (`kernel`: a veth pair, no forwarder). iperf3 from A to B: `tcp1` one TCP stream, `tcp4` four, `udp64` 64-byte UDP datagrams (thousands received per second). MTU 1500. On a 2-core machine iperf3's client and server and the forwarder share the cores: runs of the same contender differ by up to about 25%, so the runs are interleaved across contenders, each figure is given as min / median / max, and ratios (of medians) are to be compared within one run.\n\n{table}"
+    )
+}
+
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut opts = Options {
         quick: false,
@@ -492,13 +692,18 @@ fn parse(args: &[String]) -> Result<Options, String> {
         reps: DEFAULT_REPS,
         seconds: DEFAULT_SECONDS,
         only: Vec::new(),
+        groups: Vec::new(),
     };
     // An explicit --reps or --seconds wins over --quick's, in any order.
     let (mut reps, mut seconds) = (None, None);
+    let mut all = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "forward" | "all" => {}
+            "all" => all = true,
+            g if GROUPS.iter().any(|x| x.name == g) => opts
+                .groups
+                .extend(GROUPS.iter().map(|x| x.name).filter(|n| *n == g)),
             "--quick" => opts.quick = true,
             "--json" => opts.json = true,
             "--reps" => {
@@ -528,56 +733,75 @@ fn parse(args: &[String]) -> Result<Options, String> {
             other => return Err(format!("unknown argument {other:?}; see bench/README.md")),
         }
     }
+    // No group named, or `all`: every group, in GROUPS order (each named group once).
+    if all || opts.groups.is_empty() {
+        opts.groups = GROUPS.iter().map(|g| g.name).collect();
+    } else {
+        opts.groups = GROUPS
+            .iter()
+            .map(|g| g.name)
+            .filter(|n| opts.groups.contains(n))
+            .collect();
+    }
     if opts.quick {
         opts.reps = QUICK_REPS;
         opts.seconds = QUICK_SECONDS;
     }
     opts.reps = reps.unwrap_or(opts.reps);
     opts.seconds = seconds.unwrap_or(opts.seconds);
-    if let Some(bad) = opts.only.iter().find(|c| !CONTENDERS.contains(&c.as_str())) {
+    let known: Vec<&str> = GROUPS
+        .iter()
+        .filter(|g| opts.groups.contains(&g.name))
+        .flat_map(|g| g.contenders.iter().copied())
+        .collect();
+    if let Some(bad) = opts.only.iter().find(|c| !known.contains(&c.as_str())) {
         return Err(format!(
-            "unknown contender {bad:?}; one of {}",
-            CONTENDERS.join(", ")
+            "unknown contender {bad:?} in {}; one of {}",
+            opts.groups.join(", "),
+            known.join(", ")
         ));
     }
     Ok(opts)
 }
 
-/// `tunctl-bench run [forward|all] [--quick] [--json] [--reps N] [--seconds S] [--only a,b]`.
-pub fn run(args: &[String]) -> ExitCode {
-    let opts = match parse(args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("tunctl-bench: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let selected: Vec<&'static str> = CONTENDERS
-        .into_iter()
+/// The runs of one group: every selected contender `opts.reps` times, round-robin. Returns its
+/// figures (report order) and its failed runs.
+fn run_group(group: &Group, opts: &Options) -> (Vec<Figure>, Vec<String>) {
+    let selected: Vec<&'static str> = group
+        .contenders
+        .iter()
+        .copied()
         .filter(|c| opts.only.is_empty() || opts.only.iter().any(|o| o == c))
         .collect();
-    if opts.smoke() {
-        eprintln!("tunctl-bench: {SMOKE_WARNING}");
-    }
-    // One figure per contender and metric, in report order; figures[i * M + j] is contender
+    let m = group.metrics.len();
+    // One figure per contender and metric, in report order; figures[i * m + j] is contender
     // i's metric j.
     let mut figures: Vec<Figure> = selected
         .iter()
-        .flat_map(|&c| METRICS.iter().map(move |&(m, u)| Figure::new(c, m, u)))
+        .flat_map(|&c| {
+            group
+                .metrics
+                .iter()
+                .map(move |&(me, u)| Figure::new(c, me, u))
+        })
         .collect();
     let mut failures = Vec::new();
+    let name = group.name;
     // Round-robin: run r of every contender before run r + 1 of any, so that the machine's
     // drift (other load, clocks, caches) falls on all of them alike.
-    for rep in 1..=opts.reps {
+    'rounds: for rep in 1..=opts.reps {
         eprintln!(
-            "tunctl-bench: run {rep}/{}, order: {}",
+            "tunctl-bench: {name} run {rep}/{}, order: {}",
             opts.reps,
             selected.join(" ")
         );
         for (i, &contender) in selected.iter().enumerate() {
-            let mine = &mut figures[i * METRICS.len()..(i + 1) * METRICS.len()];
+            if interrupted() {
+                break 'rounds;
+            }
+            let mine = &mut figures[i * m..(i + 1) * m];
             let before: Vec<usize> = mine.iter().map(|f| f.values.len()).collect();
-            let result = measure_once(contender, &opts, mine);
+            let result = (group.measure)(contender, opts, mine);
             let got: Vec<String> = mine
                 .iter()
                 .zip(before)
@@ -594,7 +818,7 @@ pub fn run(args: &[String]) -> ExitCode {
                 })
                 .collect();
             eprintln!(
-                "tunctl-bench: run {rep}/{} {contender}: {}",
+                "tunctl-bench: {name} run {rep}/{} {contender}: {}",
                 opts.reps,
                 if got.is_empty() {
                     "-".into()
@@ -603,48 +827,210 @@ pub fn run(args: &[String]) -> ExitCode {
                 }
             );
             if let Err(e) = result {
-                eprintln!("tunctl-bench: run {rep}/{} {contender}: {e}", opts.reps);
+                eprintln!(
+                    "tunctl-bench: {name} run {rep}/{} {contender}: {e}",
+                    opts.reps
+                );
                 failures.push(format!("run {rep} of {contender}: {e}"));
             }
         }
     }
-    if opts.json {
-        for f in &figures {
-            let (v, cpu, retr) = (spread(&f.values), spread(&f.cpus), spread(&f.retransmits));
-            let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
-            println!(
-                "{}",
-                json!({"scenario": "forward", "contender": f.contender, "metric": f.metric,
-                       "unit": f.unit, "runs": f.values.len(), "smoke": opts.smoke(),
-                       "value": v.map(|s| r3(s.median)),
-                       "min": v.map(|s| r3(s.min)), "max": v.map(|s| r3(s.max)),
-                       "samples": f.values.iter().map(|&x| r3(x)).collect::<Vec<_>>(),
-                       "cpu_percent": cpu.map(|s| s.median.round()),
-                       "cpu_percent_min": cpu.map(|s| s.min.round()),
-                       "cpu_percent_max": cpu.map(|s| s.max.round()),
-                       // Counts, as integers (a median of two may end in .5: rounded).
-                       "retransmits": retr.map(|s| s.median.round() as u64),
-                       "retransmits_min": retr.map(|s| s.min as u64),
-                       "retransmits_max": retr.map(|s| s.max as u64)})
-            );
+    (figures, failures)
+}
+
+/// BENCHMARKS.md with `sections` ((group, text) pairs) put in place of the sections of the
+/// same groups (`## GROUP:` up to the next `## `), or appended; other sections are kept as
+/// they are. The line before the first section names the machine of the old single-group
+/// file; it goes once the `forward` section, which carries its own, is rewritten.
+fn merge_sections(old: &str, sections: &[(&str, String)]) -> String {
+    const PREAMBLE: &str = "# Benchmarks\n\nWritten by `bench/run` (see bench/README.md): a full run of a group (every contender, at least 3 runs, no `--quick`) rewrites its section, which names the machine and the date. Compare figures only within one section.\n\n";
+    // Split into the preamble and (group, text) sections.
+    let mut starts: Vec<usize> = old.match_indices("\n## ").map(|(i, _)| i + 1).collect();
+    if old.starts_with("## ") {
+        starts.insert(0, 0);
+    }
+    let preamble = &old[..starts.first().copied().unwrap_or(old.len())];
+    let mut kept: Vec<(String, String)> = starts
+        .iter()
+        .enumerate()
+        .map(|(k, &at)| {
+            let end = starts.get(k + 1).copied().unwrap_or(old.len());
+            let text = &old[at..end];
+            let group = text[3..]
+                .split(|c: char| c == ':' || c.is_whitespace())
+                .next()
+                .unwrap_or("")
+                .to_string();
+            (group, text.trim_end().to_string() + "\n")
+        })
+        .collect();
+    for (group, text) in sections {
+        let text = text.trim_end().to_string() + "\n";
+        match kept.iter_mut().find(|(g, _)| g == group) {
+            Some(slot) => slot.1 = text,
+            None => kept.push((group.to_string(), text)),
         }
     }
-    let table = report(&figures, &failures, &opts);
-    if !opts.json {
-        println!("{table}");
-    } else if opts.smoke() {
+    let rewrites_forward = sections.iter().any(|(g, _)| *g == "forward");
+    let mut out = if preamble.trim().is_empty() || rewrites_forward {
+        PREAMBLE.to_string()
+    } else {
+        preamble.to_string()
+    };
+    let body: Vec<String> = kept.into_iter().map(|(_, t)| t).collect();
+    out.push_str(&body.join("\n"));
+    out
+}
+
+/// The harness pid in a name this harness makes: `tb<pid>a|b` (forward namespaces),
+/// `tw<pid>n<run>a|b` (tunnel namespaces, devices, UAPI sockets as `<name>.sock`),
+/// `tw<pid>n<run>` (a tunnel run's scratch directory); `None` for any other name.
+fn owner(name: &str) -> Option<u32> {
+    let rest = name
+        .strip_prefix("tb")
+        .or_else(|| name.strip_prefix("tw"))?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let tail = &rest[digits.len()..];
+    let tail = tail.strip_suffix(".sock").unwrap_or(tail);
+    let run = |k: &str| !k.is_empty() && k.chars().all(|c| c.is_ascii_digit());
+    let ours = if name.starts_with("tb") {
+        matches!(tail, "a" | "b")
+    } else {
+        tail.strip_prefix('n')
+            .is_some_and(|t| run(t) || t.strip_suffix(['a', 'b']).is_some_and(run))
+    };
+    if ours {
+        digits.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Whether `pid` is a running harness (not gone, not a zombie, not another program that got
+/// the pid since).
+fn harness_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, s)| s.split_whitespace().next());
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    state != Some("Z") && comm.trim() == "tunctl-bench"
+}
+
+/// Stale leftovers of harness runs that were killed outright (SIGKILL, a crash): namespaces,
+/// UAPI sockets and scratch directories named after a harness process that is gone. A live
+/// harness's are never touched; processes are never touched.
+fn sweep_stale() {
+    let stale = |name: &str| owner(name).is_some_and(|pid| !harness_alive(pid));
+    for ns in Namespace::list().unwrap_or_default() {
+        if stale(&ns) {
+            eprintln!("tunctl-bench: removing namespace {ns} left by an earlier run");
+            let _ = Namespace::delete(&ns);
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(crate::tunnel::UAPI_DIR) {
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with("tw") && name.ends_with(".sock") && stale(&name) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name
+                .strip_prefix(crate::tunnel::SCRATCH_PREFIX)
+                .is_some_and(|n| n.starts_with("tw") && stale(n))
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+/// `tunctl-bench run [forward|tunnel|all] [--quick] [--json] [--reps N] [--seconds S]
+/// [--only a,b]`.
+pub fn run(args: &[String]) -> ExitCode {
+    let opts = match parse(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("tunctl-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    catch_signals();
+    sweep_stale();
+    if opts.smoke() {
         eprintln!("tunctl-bench: {SMOKE_WARNING}");
     }
-    // Only a full, non-smoke run of every contender is a result worth writing down.
-    if !opts.smoke() && opts.only.is_empty() {
-        let doc = format!(
-            "# Benchmarks\n\nProduced by `bench/run` (see bench/README.md) on {} — {}.\n\n## forward: namespace A ⇄ forwarder ⇄ namespace B\n\nTwo tun devices, one in each namespace, joined by the contender (`kernel`: a veth pair, no forwarder). iperf3 from A to B: `tcp1` one TCP stream, `tcp4` four, `udp64` 64-byte UDP datagrams (thousands received per second). MTU 1500. On a 2-core machine iperf3's client and server and the forwarder share the cores: runs of the same contender differ by up to about 25%, so the runs are interleaved across contenders, each figure is given as min / median / max, and ratios (of medians) are to be compared within one run.\n\n{}",
-            machine(),
-            std::process::Command::new("date").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default(),
-            table
-        );
+    let mut sections: Vec<(&str, String)> = Vec::new();
+    for group in GROUPS.iter().filter(|g| opts.groups.contains(&g.name)) {
+        if !group
+            .contenders
+            .iter()
+            .any(|c| opts.only.is_empty() || opts.only.iter().any(|o| o == c))
+        {
+            continue;
+        }
+        if interrupted() {
+            break;
+        }
+        let (figures, failures) = run_group(group, &opts);
+        if opts.json {
+            for f in &figures {
+                let (v, cpu, retr) = (spread(&f.values), spread(&f.cpus), spread(&f.retransmits));
+                let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
+                println!(
+                    "{}",
+                    json!({"scenario": group.name, "contender": f.contender, "metric": f.metric,
+                           "unit": f.unit, "runs": f.values.len(), "smoke": opts.smoke(),
+                           "value": v.map(|s| r3(s.median)),
+                           "min": v.map(|s| r3(s.min)), "max": v.map(|s| r3(s.max)),
+                           "samples": f.values.iter().map(|&x| r3(x)).collect::<Vec<_>>(),
+                           "cpu_percent": cpu.map(|s| s.median.round()),
+                           "cpu_percent_min": cpu.map(|s| s.min.round()),
+                           "cpu_percent_max": cpu.map(|s| s.max.round()),
+                           // Counts, as integers (a median of two may end in .5: rounded).
+                           "retransmits": retr.map(|s| s.median.round() as u64),
+                           "retransmits_min": retr.map(|s| s.min as u64),
+                           "retransmits_max": retr.map(|s| s.max as u64)})
+                );
+            }
+        }
+        let table = (group.report)(&figures, &failures, &opts);
+        if !opts.json {
+            if opts.groups.len() > 1 {
+                println!("## {}\n", group.name);
+            }
+            println!("{table}");
+        }
+        // Only a full, non-smoke, uninterrupted run of every contender is a result worth
+        // writing down.
+        if !opts.smoke() && opts.only.is_empty() && !interrupted() {
+            let date = run_bounded(Command::new("date").arg("-u"), Duration::from_secs(5))
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default();
+            let on = format!("{} — {date}", machine());
+            sections.push((group.name, (group.section)(&on, &table)));
+        }
+    }
+    if opts.json && opts.smoke() {
+        eprintln!("tunctl-bench: {SMOKE_WARNING}");
+    }
+    if interrupted() {
+        eprintln!("tunctl-bench: interrupted; everything started was stopped and removed");
+        return ExitCode::from(130);
+    }
+    if !sections.is_empty() {
         let path = bench_dir().join("../BENCHMARKS.md");
-        if let Err(e) = std::fs::write(&path, doc) {
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Err(e) = std::fs::write(&path, merge_sections(&old, &sections)) {
             eprintln!("tunctl-bench: write {}: {e}", path.display());
         }
     }
@@ -666,6 +1052,56 @@ mod tests {
         assert_eq!((s.min, s.median, s.max), (1.0, 2.0, 3.0));
         let s = spread(&[4.0, 1.0, 3.0, 2.0]).unwrap();
         assert_eq!((s.min, s.median, s.max), (1.0, 2.5, 4.0));
+    }
+
+    #[test]
+    fn owners_of_leftovers() {
+        assert_eq!(owner("tb123a"), Some(123));
+        assert_eq!(owner("tw123n4b"), Some(123));
+        assert_eq!(owner("tw123n45a.sock"), Some(123));
+        assert_eq!(owner("tw123n45"), Some(123));
+        for other in [
+            "tb123",
+            "tb123n4a",
+            "tw123a",
+            "tw123n",
+            "tw123nxa",
+            "wgt30070",
+            "tunctl-test-t1x2",
+        ] {
+            assert_eq!(owner(other), None, "{other}");
+        }
+        assert!(harness_alive(std::process::id()));
+    }
+
+    #[test]
+    fn sections_replaced_or_appended() {
+        let old = "# Benchmarks\n\nProduced by `bench/run` on X.\n\n## forward: f\n\nold f\n\n## other: o\n\nkeep\n";
+        let new = merge_sections(old, &[("tunnel", "## tunnel: t\n\nfigures".into())]);
+        assert!(new.starts_with(
+            "# Benchmarks\n\nProduced by `bench/run` on X.\n\n## forward: f\n\nold f\n"
+        ));
+        assert!(new.contains("## other: o\n\nkeep\n"));
+        assert!(new.ends_with("## tunnel: t\n\nfigures\n"));
+        let again = merge_sections(&new, &[("tunnel", "## tunnel: t\n\nnew".into())]);
+        assert!(again.ends_with("## tunnel: t\n\nnew\n") && !again.contains("figures"));
+        let f = merge_sections(&again, &[("forward", "## forward: f\n\nnew f".into())]);
+        assert!(!f.contains("Produced by `bench/run` on X.") && f.contains("new f\n\n## other"));
+        assert!(merge_sections("", &[("tunnel", "## tunnel: t".into())])
+            .starts_with("# Benchmarks\n\nWritten by"));
+    }
+
+    #[test]
+    fn groups_and_only() {
+        assert_eq!(parse(&args(&[])).unwrap().groups, ["forward", "tunnel"]);
+        assert_eq!(parse(&args(&["tunnel"])).unwrap().groups, ["tunnel"]);
+        assert_eq!(
+            parse(&args(&["tunnel", "forward"])).unwrap().groups,
+            ["forward", "tunnel"]
+        );
+        assert!(parse(&args(&["tunnel", "--only", "vpwn,c-offload"])).is_ok());
+        assert!(parse(&args(&["forward", "--only", "vpwn"])).is_err());
+        assert!(parse(&args(&["--only", "tunctl,vpwn"])).is_ok());
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! `tunctl-bench`: the forwarders under test and the harness that measures them side by side.
 //! See bench/README.md.
 //!
-//! - `tunctl-bench run [forward|all] [--quick] [--json] [--reps N] [--seconds S] [--only a,b]`
+//! - `tunctl-bench run [forward|tunnel|all] [--quick] [--json] [--reps N] [--seconds S]
+//!   [--only a,b]`
 //! - `tunctl-bench forward CONTENDER NS_A DEV_A NS_B DEV_B` (started by the harness)
 
 mod harness;
 mod ours;
+mod tunnel;
 mod tunrs;
 
 use std::process::ExitCode;
@@ -61,8 +63,10 @@ fn main() -> ExitCode {
         },
         Some("run") => harness::run(&args[1..]),
         Some("-h") | Some("--help") | None => {
-            println!("usage: tunctl-bench run [forward|all] [--quick] [--json] [--reps N] [--seconds S] [--only a,b]");
-            println!("contenders: {}", harness::CONTENDERS.join(", "));
+            println!("usage: tunctl-bench run [forward|tunnel|all] [--quick] [--json] [--reps N] [--seconds S] [--only a,b]");
+            for g in &harness::GROUPS {
+                println!("{} contenders: {}", g.name, g.contenders.join(", "));
+            }
             ExitCode::SUCCESS
         }
         Some(_) => harness::run(&args),
