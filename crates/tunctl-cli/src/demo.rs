@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use tunctl::{Address, Cidr, Device, Error, ErrorKind, Link, Namespace};
+use tunctl::{Address, Cidr, Device, Error, ErrorKind, Link, Namespace, Netlink};
 use tunctl_vpwn::{Config, Interface, Key, Options, Peer, Tunnel};
 
 const ADDR_A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -381,45 +381,6 @@ fn forwarder_stage(args: &DemoArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Creates a veth pair with one end in each of two named namespaces, straight in place:
-/// neither end ever exists in this process's namespace.
-///
-/// The tunctl library has no call that creates a veth (its rtnetlink requests cover
-/// existing links, addresses and routes), so this one step runs iproute2's `ip`, as the
-/// tests' underlays do; the rest is configured through the library.
-fn add_veth(ns_a: &str, a: &str, ns_b: &str, b: &str) -> Result<(), Error> {
-    let op = "create veth (ip link add)";
-    let out = std::process::Command::new("ip")
-        .args([
-            "-n", ns_a, "link", "add", a, "type", "veth", "peer", "name", b,
-        ])
-        .args(["netns", ns_b])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| {
-            let detail = if e.kind() == std::io::ErrorKind::NotFound {
-                "`ip` (iproute2) not found; it makes the tunnel stage's veth (or pass --no-tunnel)"
-                    .to_string()
-            } else {
-                format!("running ip: {e}")
-            };
-            Error::from_kind(ErrorKind::Os, op, detail)
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(Error::from_kind(
-            ErrorKind::Os,
-            op,
-            format!(
-                "ip failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ))
-    }
-}
-
 /// A vpwn configuration: this end at `addr`/24, the peer at `peer_addr` (its only allowed
 /// source), a port the kernel picks.
 fn tunnel_config(
@@ -503,16 +464,19 @@ fn handshake(ns: &Namespace, dst: Ipv4Addr, tunnel: &Tunnel) -> Result<Option<Du
 fn tunnel_stage(args: &DemoArgs) -> Result<(), Error> {
     let pid = std::process::id();
     let key_err = |e: String| Error::from_kind(ErrorKind::Os, "generate key", e);
-    // Guards are declared first so they drop last: tunnels go, then the namespaces (and the
-    // veth with them).
+    // Guards are declared first so they drop last: tunnels and the veth's handles go, then
+    // the namespaces (and the veth with them, on an early return).
     let guard_a = NsGuard::create(format!("tunctl-demo-{pid}-vpwn-a"))?;
     let guard_b = NsGuard::create(format!("tunctl-demo-{pid}-vpwn-b"))?;
     let (ns_a, ns_b) = (&guard_a.0, &guard_b.0);
-    add_veth(&guard_a.1, VETH_A, &guard_b.1, VETH_B)?;
-    for (ns, veth, addr) in [(ns_a, VETH_A, UNDER_A), (ns_b, VETH_B, UNDER_B)] {
-        let link = Link::by_name(ns, veth)?;
+    // One RTM_NEWLINK makes both ends, B's born in B: neither is ever in this process's
+    // namespace.
+    let (veth_a, veth_b) = Netlink::open_in(ns_a)?.add_veth(VETH_A, VETH_B, ns_b)?;
+    for (link, addr) in [(&veth_a, UNDER_A), (&veth_b, UNDER_B)] {
         link.add_address(Cidr::new(addr.into(), 24)?)?;
         link.up()?;
+    }
+    for ns in [ns_a, ns_b] {
         Link::by_name(ns, "lo")?.up()?;
     }
     check_interrupted()?;
@@ -563,6 +527,11 @@ fn tunnel_stage(args: &DemoArgs) -> Result<(), Error> {
     // Stops the threads, removes the devices and the UAPI sockets.
     tunnel_a.down();
     tunnel_b.down();
+    // Deleting one end takes the other; the namespaces would take both anyway.
+    if let Err(e) = veth_a.delete() {
+        eprintln!("tunctl: demo cleanup: {e}");
+    }
+    drop((veth_a, veth_b));
     drop((guard_b, guard_a));
     println!("  cleaned up: both tunnels, the veth and both namespaces removed");
     if !replied || tcp_bytes == 0 {

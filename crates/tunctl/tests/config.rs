@@ -507,3 +507,164 @@ fn routes_and_bridge_ports_in_the_devices_namespace() {
     assert_eq!(port.info().unwrap().master, None);
     assert!(port.link().unwrap().set_master(Some(999_999)).is_err());
 }
+
+/// `ip -n NS -j -d link show dev NAME`, which must exist.
+fn shown(ns: &str, name: &str) -> serde_json::Value {
+    ip_link(Some(ns), name).unwrap_or_else(|| panic!("ip sees no {name} in {ns}"))
+}
+
+/// The name `ip -n NS netns list-id` gives the namespace of `nsid` (as seen from `ns`).
+fn nsid_name(ns: &str, nsid: &serde_json::Value) -> Option<String> {
+    common::ip_json(Some(ns), &["netns", "list-id"])
+        .as_array()?
+        .iter()
+        .find(|e| &e["nsid"] == nsid)
+        .and_then(|e| e["name"].as_str().map(str::to_string))
+}
+
+/// Veth pairs made over rtnetlink (one RTM_NEWLINK, the peer born in its namespace):
+/// checked with `ip -j` in both namespaces (kind, each end's peer index, the peer's
+/// namespace); bad names, a taken name and a missing namespace refused with nothing left
+/// behind; deletion of either end, by handle or by name, takes both.
+#[test]
+fn veth_pairs_across_namespaces_are_created_refused_and_deleted() {
+    let Some((a, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let b = TestNs::new();
+    let netlink = Netlink::open_in(&a.ns).unwrap();
+    let names = |t: &TestNs| common::links(Some(&t.name));
+    let lo_only = vec!["lo".to_string()];
+
+    // Refused before anything is sent: bad names on either end, and one name for both ends
+    // in one namespace (named, or by path: the same namespace all the same).
+    let long = "a234567890123456";
+    for (name, peer) in [
+        ("", "vok0"),
+        ("vok0", ""),
+        (long, "vok0"),
+        ("vok0", long),
+        ("a b", "vok0"),
+        ("vok0", "a/b"),
+        ("vok%d", "vok1"),
+        ("vok0", "vok%d"),
+        (".", "vok0"),
+        ("vok0", "a:1"),
+    ] {
+        let err = netlink.add_veth(name, peer, &b.ns).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::InvalidInput,
+            "{name:?} {peer:?}: {err}"
+        );
+        assert!(err.to_string().contains("invalid interface name"), "{err}");
+    }
+    for same in [
+        a.ns.clone(),
+        Namespace::path(format!("/run/netns/{}", a.name)),
+    ] {
+        let err = netlink.add_veth("vdup0", "vdup0", &same).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(
+            err.to_string().contains("both ends are named vdup0"),
+            "{err}"
+        );
+    }
+    let missing = Namespace::named("tunctl-never-there").unwrap();
+    let err = netlink.add_veth("vok0", "vok1", &missing).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(names(&a), lo_only, "nothing created");
+    assert_eq!(names(&b), lo_only, "nothing created");
+
+    // Both ends in one namespace (the caller's, from a thread inside it: Current).
+    let (s0, s1) =
+        a.ns.run(|| {
+            Netlink::open()
+                .unwrap()
+                .add_veth("vsame0", "vsame1", &Namespace::Current)
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!((s0.name(), s1.name()), ("vsame0", "vsame1"));
+    let (j0, j1) = (shown(&a.name, "vsame0"), shown(&a.name, "vsame1"));
+    assert_eq!(j0["linkinfo"]["info_kind"], "veth");
+    assert_eq!(j0["ifindex"], s0.index());
+    assert_eq!(j1["ifindex"], s1.index());
+    // In one namespace, ip names each end's peer (IFLA_LINK) instead of giving its index.
+    assert_eq!(j0["link"], "vsame1", "{j0}");
+    assert_eq!(j1["link"], "vsame0", "{j1}");
+    assert!(j0.get("link_netnsid").is_none(), "same namespace: {j0}");
+
+    // Across namespaces: A's end here, B's end born in B.
+    let (va, vb) = (common::unique("va"), common::unique("vb"));
+    let (la, lb) = netlink.add_veth(&va, &vb, &b.ns).unwrap();
+    assert_eq!((la.name(), lb.name()), (va.as_str(), vb.as_str()));
+    assert_eq!(la.netlink().namespace(), &a.ns);
+    assert_eq!(lb.netlink().namespace(), &b.ns);
+    let (ja, jb) = (shown(&a.name, &va), shown(&b.name, &vb));
+    for (j, ours) in [(&ja, &la), (&jb, &lb)] {
+        assert_eq!(j["linkinfo"]["info_kind"], "veth", "{j}");
+        assert_eq!(j["ifindex"], ours.index(), "{j}");
+    }
+    assert_eq!(ja["link_index"], lb.index(), "A's end points at B's: {ja}");
+    assert_eq!(jb["link_index"], la.index(), "B's end points at A's: {jb}");
+    assert_eq!(
+        nsid_name(&a.name, &ja["link_netnsid"]),
+        Some(b.name.clone())
+    );
+    assert_eq!(
+        nsid_name(&b.name, &jb["link_netnsid"]),
+        Some(a.name.clone())
+    );
+    assert!(
+        ip_link(Some(&a.name), &vb).is_none(),
+        "the peer is only in B"
+    );
+    assert!(
+        ip_link(None, &va).is_none() && ip_link(None, &vb).is_none(),
+        "not in root"
+    );
+    assert_eq!(la.info().unwrap().link_kind.as_deref(), Some("veth"));
+    // The handles configure their ends, each in its namespace.
+    la.up().unwrap();
+    lb.up().unwrap();
+    assert!(ip_flags(&shown(&a.name, &va)).contains(&"UP".to_string()));
+    assert!(ip_flags(&shown(&b.name, &vb)).contains(&"LOWER_UP".to_string()));
+
+    // A name taken on either side: AlreadyExists naming it, and nothing left behind.
+    let before = (names(&a), names(&b));
+    let err = netlink.add_veth(&va, "vnew1", &b.ns).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    assert_eq!(err.subject(), Some(va.as_str()), "{err}");
+    assert!(
+        err.to_string().contains(&format!("netns {}", a.name)),
+        "{err}"
+    );
+    let err = netlink.add_veth("vnew0", &vb, &b.ns).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    assert_eq!(err.subject(), Some(vb.as_str()), "{err}");
+    assert!(
+        err.to_string().contains(&format!("netns {}", b.name)),
+        "{err}"
+    );
+    assert_eq!((names(&a), names(&b)), before, "nothing left behind");
+
+    // Deleting one end deletes both: by handle across namespaces, by name in one.
+    la.delete().unwrap();
+    assert!(ip_link(Some(&a.name), &va).is_none());
+    assert!(ip_link(Some(&b.name), &vb).is_none(), "the peer went too");
+    assert_eq!(lb.info().unwrap_err().kind(), ErrorKind::NotFound);
+    netlink.delete_link_by_name("vsame1").unwrap();
+    assert_eq!(names(&a), lo_only);
+    let err = netlink.delete_link_by_name("vsame1").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!("vsame1: RTM_DELLINK: no device vsame1 in netns {}", a.name)
+    );
+    assert_eq!(
+        netlink.delete_link_by_name("bad name").unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(names(&b), lo_only);
+}

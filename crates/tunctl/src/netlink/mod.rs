@@ -362,6 +362,166 @@ impl Netlink {
             .map(drop)
     }
 
+    /// Deletes the link named `name` (RTM_DELLINK with `IFLA_IFNAME`: one request, no
+    /// lookup first). Deleting either end of a veth deletes both.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for an invalid name (before any system call),
+    /// [`ErrorKind::NotFound`] if there is no such link here; otherwise as
+    /// [`delete_link`](Netlink::delete_link).
+    pub fn delete_link_by_name(&self, name: &str) -> Result<()> {
+        name::validate_existing(name)?;
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.request("RTM_DELLINK", RouteNetlinkMessage::DelLink(msg), NLM_F_ACK)
+            .map(drop)
+            .map_err(|e| {
+                not_found_detail(
+                    e,
+                    &format!("no device {name} in {}", self.namespace.describe()),
+                )
+                .on_default(name)
+            })
+    }
+
+    /// Creates a veth pair: `name` in this socket's namespace, its peer `peer_name` in
+    /// `peer_namespace`, both in one RTM_NEWLINK (`IFLA_LINKINFO` kind `veth`, the peer in
+    /// `VETH_INFO_PEER` with `IFLA_NET_NS_FD`), so the peer never exists anywhere else.
+    /// [`Namespace::Current`] is the caller's namespace. Both ends are down and have no
+    /// addresses; the returned [`Link`]s (this end, then the peer) configure them, each over
+    /// a socket of its own in the end's namespace. Deleting either end
+    /// ([`Link::delete`], [`delete_link_by_name`](Netlink::delete_link_by_name)) deletes
+    /// both, and so does deleting the namespace of either.
+    ///
+    /// ```no_run
+    /// use tunctl::{Namespace, Netlink};
+    ///
+    /// # fn main() -> Result<(), tunctl::Error> {
+    /// let blue = Namespace::create("blue")?;
+    /// let red = Namespace::create("red")?;
+    /// let (b, r) = Netlink::open_in(&blue)?.add_veth("to-red", "to-blue", &red)?;
+    /// b.add_address("10.0.0.1/24".parse()?)?;
+    /// r.add_address("10.0.0.2/24".parse()?)?;
+    /// b.up()?;
+    /// r.up()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for an invalid name (a template included) or for two ends
+    /// of the same name in the same namespace, before anything is sent;
+    /// [`ErrorKind::NotFound`] for a missing `peer_namespace`;
+    /// [`ErrorKind::AlreadyExists`] if `name` is taken here or `peer_name` there (the error
+    /// says which); [`ErrorKind::PermissionDenied`] without CAP_NET_ADMIN in both namespaces
+    /// (or CAP_SYS_ADMIN to open sockets in them); the kernel's other refusals as
+    /// [`ErrorKind::Os`], with its message. On any error no link is left behind.
+    pub fn add_veth(
+        &self,
+        name: &str,
+        peer_name: &str,
+        peer_namespace: &Namespace,
+    ) -> Result<(Link, Link)> {
+        use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkInfo as NlLinkInfo};
+        use std::os::fd::AsRawFd;
+        const OP: &str = "create veth";
+        // Fixed names only: with a template the kernel's choice would have to be guessed.
+        let check = |n: &str, end: &str| {
+            name::validate_existing(n).map_err(|e| {
+                let e = if n.contains('%') {
+                    e.with_detail(format!("{n:?}: a veth takes fixed names, not templates"))
+                } else {
+                    e
+                };
+                e.and_then_detail(&format!("for {end}"))
+            })
+        };
+        check(name, "this end")?;
+        check(peer_name, "the peer")?;
+        let peer_fd = namespace_fd(peer_namespace)?;
+        if name == peer_name && same_namespace(&namespace_fd(&self.namespace)?, &peer_fd)? {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                OP,
+                format!(
+                    "both ends are named {name} in {}: one namespace cannot hold two",
+                    self.namespace.describe()
+                ),
+            )
+            .on(name));
+        }
+        // Both sockets first: failing to open one leaves nothing behind.
+        let here = Netlink::open_in(&self.namespace).map_err(|e| e.on_default(name))?;
+        let there = Netlink::open_in(peer_namespace).map_err(|e| e.on_default(peer_name))?;
+
+        let mut peer = LinkMessage::default();
+        peer.attributes
+            .push(LinkAttribute::IfName(peer_name.to_string()));
+        peer.attributes
+            .push(LinkAttribute::NetNsFd(peer_fd.as_raw_fd()));
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            NlLinkInfo::Kind(InfoKind::Veth),
+            NlLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+        ]));
+        let created = self.request(
+            OP,
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        );
+        drop(peer_fd);
+        if let Err(e) = created {
+            return Err(self.explain_veth_refusal(e, name, &there, peer_name));
+        }
+
+        // Find both ends where they now live; if either cannot be found (deleted or renamed
+        // by someone else meanwhile), remove the pair rather than leave half of it.
+        let vanished = |e: Error, subject: &str| {
+            Error::new(
+                ErrorKind::Other,
+                OP,
+                format!("created, then not found ({e}); the pair is removed"),
+            )
+            .on(subject)
+        };
+        match (self.link_by_name(name), there.link_by_name(peer_name)) {
+            (Ok(l), Ok(r)) => Ok((
+                Link::from_index(here, l.index, l.name),
+                Link::from_index(there, r.index, r.name),
+            )),
+            (Ok(l), Err(e)) => {
+                let _ = self.delete_link(l.index);
+                Err(vanished(e, peer_name))
+            }
+            (Err(e), Ok(r)) => {
+                let _ = there.delete_link(r.index);
+                Err(vanished(e, name))
+            }
+            (Err(e), Err(_)) => Err(vanished(e, name)),
+        }
+    }
+
+    /// Says which end's name is taken when the kernel refuses a veth with EEXIST.
+    fn explain_veth_refusal(&self, err: Error, name: &str, there: &Netlink, peer: &str) -> Error {
+        if err.kind() != ErrorKind::AlreadyExists {
+            return err.on_default(name);
+        }
+        let (subject, ns) = if self.link_by_name(name).is_ok() {
+            (name, &self.namespace)
+        } else if there.link_by_name(peer).is_ok() {
+            (peer, &there.namespace)
+        } else {
+            return err.on_default(name);
+        };
+        err.with_detail(format!(
+            "a device named {subject} exists already in {}",
+            ns.describe()
+        ))
+        .on(subject)
+    }
+
     /// The addresses of one link (`index`), or of every link (`None`).
     ///
     /// # Errors
@@ -564,6 +724,25 @@ impl Netlink {
             }
         })
     }
+}
+
+/// An fd of `ns`'s namespace file; for [`Namespace::Current`], the calling thread's.
+fn namespace_fd(ns: &Namespace) -> Result<OwnedFd> {
+    match ns.open()? {
+        Some(fd) => Ok(fd),
+        None => crate::sys::open_readonly(std::path::Path::new("/proc/thread-self/ns/net"))
+            .map_err(|e| Error::os("open namespace", e).on(ns.describe())),
+    }
+}
+
+/// Whether two namespace fds are the same namespace (same nsfs inode).
+fn same_namespace(a: &OwnedFd, b: &OwnedFd) -> Result<bool> {
+    let stat = |fd: &OwnedFd| {
+        rustix::fs::fstat(fd)
+            .map(|s| (s.st_dev, s.st_ino))
+            .map_err(|e| Error::os("fstat namespace", e.into()))
+    };
+    Ok(stat(a)? == stat(b)?)
 }
 
 /// Turns an ENODEV/ENOENT from a lookup into a readable "not found" message.
