@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tunctl::Cidr;
 
@@ -23,6 +23,13 @@ pub(crate) struct PeerState {
     pub(crate) index: u32,
     pub(crate) tx_bytes: AtomicU64,
     pub(crate) rx_bytes: AtomicU64,
+    /// The local index of the last session known to work (0: none yet), and when it was
+    /// confirmed: by an accepted handshake response (we initiated), or by the first
+    /// datagram decrypted under it (the peer initiated). boringtun's own clock starts when
+    /// a responder answers, before the initiator proves it holds the keys (a wrong
+    /// preshared key would look like a handshake).
+    session: AtomicU32,
+    confirmed: Mutex<Option<Instant>>,
 }
 
 impl PeerState {
@@ -41,11 +48,26 @@ impl PeerState {
         }
     }
 
+    /// Records that the session with local index `index` works (see `session`).
+    pub(crate) fn confirm(&self, index: u32) {
+        if self.session.load(Ordering::Relaxed) != index {
+            self.session.store(index, Ordering::Relaxed);
+            *self.confirmed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        }
+    }
+
+    /// Time since the last confirmed handshake.
+    pub(crate) fn since_handshake(&self) -> Option<Duration> {
+        self.confirmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed())
+    }
+
     pub(crate) fn status(&self) -> PeerStatus {
         PeerStatus {
             endpoint: self.endpoint(),
             last_handshake: self
-                .engine()
                 .since_handshake()
                 .and_then(|d| SystemTime::now().checked_sub(d)),
             tx_bytes: self.tx_bytes.load(Ordering::Relaxed),
@@ -246,6 +268,10 @@ fn new_peer(
         index,
         tx_bytes: AtomicU64::new(load(|s| &s.tx_bytes)),
         rx_bytes: AtomicU64::new(load(|s| &s.rx_bytes)),
+        session: AtomicU32::new(0),
+        confirmed: Mutex::new(
+            prev.and_then(|s| *s.confirmed.lock().unwrap_or_else(|p| p.into_inner())),
+        ),
     }
 }
 

@@ -559,7 +559,7 @@ impl Tunnel {
             .table()
             .peers
             .first()
-            .and_then(|p| p.engine().since_handshake())
+            .and_then(|p| p.since_handshake())
     }
 
     /// The configuration now (what `wg showconf` shows).
@@ -766,17 +766,25 @@ fn to_network(device: &Device, shared: &Shared) {
                     packets += 1;
                     bytes += n as u64;
                 }
-                // A handshake initiation (the packet waits in the engine's queue).
+                // A handshake initiation: the packet waits in the engine's queue, and leaves
+                // when the handshake completes.
                 Out::Network(datagram) => {
                     if let Some(to) = peer.endpoint() {
                         let _ = sock.io.send(&sock.udp, datagram, 0, to);
                         Stats::add(&peer.tx_bytes, datagram.len());
+                        packets += 1;
+                        bytes += n as u64;
                     } else {
                         Stats::add(&stats.drop_no_session, 1);
                     }
                 }
+                // Queued behind a handshake under way.
+                Out::Done => {
+                    packets += 1;
+                    bytes += n as u64;
+                }
                 Out::Dropped(why) => stats.dropped(why),
-                Out::Done | Out::Tunnel(..) => {}
+                Out::Tunnel(..) => {}
             }
         }
         drop(engine_of);
@@ -889,8 +897,20 @@ fn to_device(device: &Device, shared: &Shared) {
                     batch.clear();
                 }
                 let Some(slot) = batch.spare() else { continue };
+                // The receiver index of a data message or a handshake response: the
+                // session it proves once it authenticates.
+                let session = match datagram.first() {
+                    Some(2) => datagram.get(8..12),
+                    Some(4) => datagram.get(4..8),
+                    _ => None,
+                }
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_le_bytes);
                 match engine.decapsulate(Some(from.ip()), datagram, slot) {
                     Out::Tunnel(packet, src) => {
+                        if let Some(i) = session {
+                            table.peers[p].confirm(i);
+                        }
                         heard += datagram.len();
                         let len = packet.len();
                         if table.route(src) != Some(p) {
@@ -902,6 +922,9 @@ fn to_device(device: &Device, shared: &Shared) {
                     }
                     Out::Network(reply) => {
                         // A handshake answer; then the packets queued behind the handshake.
+                        if let (Some(2), Some(i)) = (datagram.first(), session) {
+                            table.peers[p].confirm(i);
+                        }
                         heard += datagram.len();
                         let _ = sock.io.send(&sock.udp, reply, 0, from);
                         Stats::add(&table.peers[p].tx_bytes, reply.len());
@@ -916,7 +939,12 @@ fn to_device(device: &Device, shared: &Shared) {
                         }
                     }
                     // A keepalive or a completed handshake: the peer is there.
-                    Out::Done => heard += datagram.len(),
+                    Out::Done => {
+                        if let Some(i) = session {
+                            table.peers[p].confirm(i);
+                        }
+                        heard += datagram.len();
+                    }
                     Out::Dropped(why) => stats.dropped(why),
                 }
             }
