@@ -142,6 +142,16 @@ struct Pair {
 }
 
 fn pair(na: &TestNs, nb: &TestNs, psk_a: Option<Key>, psk_b: Option<Key>) -> Pair {
+    pair_with(na, nb, psk_a, psk_b, tunctl_vpwn::FastPath::default())
+}
+
+fn pair_with(
+    na: &TestNs,
+    nb: &TestNs,
+    psk_a: Option<Key>,
+    psk_b: Option<Key>,
+    fast: tunctl_vpwn::FastPath,
+) -> Pair {
     let (ka, kb) = (
         Key::generate_private().unwrap(),
         Key::generate_private().unwrap(),
@@ -150,33 +160,39 @@ fn pair(na: &TestNs, nb: &TestNs, psk_a: Option<Key>, psk_b: Option<Key>) -> Pai
     // lost first initiation is only retried after REKEY_TIMEOUT (5 s). (At 5a2acc2 A sent
     // the kernel's IPv6 traffic as soon as it was up; see
     // `an_idle_tunnel_sends_nothing_outside_the_allowed_ips`.)
-    let b = Tunnel::up(Options {
-        name: common::unique("b"),
-        namespace: nb.ns.clone(),
-        config: config(
-            kb,
-            "10.204.0.2/24",
-            ka.public(),
-            None,
-            "10.204.0.1/32",
-            51902,
-            psk_b,
-        ),
-    })
+    let b = Tunnel::up_with(
+        Options {
+            name: common::unique("b"),
+            namespace: nb.ns.clone(),
+            config: config(
+                kb,
+                "10.204.0.2/24",
+                ka.public(),
+                None,
+                "10.204.0.1/32",
+                51902,
+                psk_b,
+            ),
+        },
+        fast,
+    )
     .unwrap();
-    let a = Tunnel::up(Options {
-        name: common::unique("a"),
-        namespace: na.ns.clone(),
-        config: config(
-            ka,
-            "10.204.0.1/24",
-            kb.public(),
-            Some("10.201.0.2:51902"),
-            "10.204.0.2/32",
-            51901,
-            psk_a,
-        ),
-    })
+    let a = Tunnel::up_with(
+        Options {
+            name: common::unique("a"),
+            namespace: na.ns.clone(),
+            config: config(
+                ka,
+                "10.204.0.1/24",
+                kb.public(),
+                Some("10.201.0.2:51902"),
+                "10.204.0.2/32",
+                51901,
+                psk_a,
+            ),
+        },
+        fast,
+    )
     .unwrap();
     Pair { a, b }
 }
@@ -1741,4 +1757,68 @@ fn an_idle_tunnel_sends_nothing_outside_the_allowed_ips() {
          allowed IPs (the kernel's IPv6 router solicitation, 10.99.0.5): {c:?}"
     );
     assert!(c.drop_no_route >= 1, "refused and counted: {c:?}");
+}
+
+/// The fast path and each of its fallbacks (no TSO on the device: one packet per read; no
+/// UDP GSO: sendmmsg; no UDP GRO: recvmmsg of single datagrams; none at all) carry TCP both
+/// ways, byte for byte; what the kernel here supports raises no warning.
+#[test]
+fn the_fast_path_and_each_fallback_carry_tcp() {
+    let Some((na, nb)) = underlay() else {
+        return;
+    };
+    let on = tunctl_vpwn::FastPath::default();
+    let cases = [
+        ("everything", on),
+        (
+            "no tun offload",
+            tunctl_vpwn::FastPath {
+                tun_offload: false,
+                ..on
+            },
+        ),
+        (
+            "no UDP GSO",
+            tunctl_vpwn::FastPath {
+                udp_gso: false,
+                ..on
+            },
+        ),
+        (
+            "no UDP GRO",
+            tunctl_vpwn::FastPath {
+                udp_gro: false,
+                ..on
+            },
+        ),
+        (
+            "nothing",
+            tunctl_vpwn::FastPath {
+                tun_offload: false,
+                udp_gso: false,
+                udp_gro: false,
+            },
+        ),
+    ];
+    for (i, (what, fast)) in cases.into_iter().enumerate() {
+        let p = pair_with(&na, &nb, None, None, fast);
+        for t in [&p.a, &p.b] {
+            assert_eq!(t.warnings(), Vec::<String>::new(), "{what}");
+        }
+        let port = 7300 + 2 * i as u16;
+        tcp_echo(&na, &nb, "10.204.0.2", port, 4 << 20);
+        tcp_echo(&nb, &na, "10.204.0.1", port + 1, 1 << 20);
+        let c = p.a.counters();
+        assert_eq!(
+            (
+                c.drop_auth,
+                c.drop_replay,
+                c.drop_malformed,
+                c.drop_not_allowed
+            ),
+            (0, 0, 0, 0),
+            "{what}: {c:?}"
+        );
+        drop(p);
+    }
 }
