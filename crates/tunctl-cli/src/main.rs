@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 a failed operation (one line `tunctl: DEVICE: OPERATION: cause`),
 //! 2 a usage error.
 
+mod br;
 mod demo;
 mod output;
 mod vpwn;
@@ -80,6 +81,12 @@ enum Command {
     Vpwn {
         #[command(subcommand)]
         action: vpwn::VpwnCommand,
+    },
+    /// A userspace learning bridge of tap devices (`up`, `show`, `down`): ports in any
+    /// namespace, an uplink into a Linux bridge, bounded learning, GSO frames whole.
+    Br {
+        #[command(subcommand)]
+        action: br::BrCommand,
     },
     /// Print a completion script for a shell, e.g.
     /// `tunctl completions bash > /etc/bash_completion.d/tunctl`.
@@ -454,6 +461,7 @@ fn run(command: Command, ns: &NsArg) -> Result<(), Error> {
         },
         Command::Demo(args) => demo::run(args),
         Command::Vpwn { action } => vpwn::run(action, ns.ns()),
+        Command::Br { action } => br::run(action),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "tunctl", &mut std::io::stdout());
@@ -752,4 +760,49 @@ pub(crate) fn out(line: std::fmt::Arguments<'_>) {
             std::process::exit(1);
         }
     }
+}
+
+/// The process serving the unix socket at `path` (the kernel's word: SO_PEERCRED).
+fn server_pid(path: &std::path::Path) -> std::io::Result<u32> {
+    let conn = std::os::unix::net::UnixStream::connect(path)?;
+    let cred = rustix::net::sockopt::socket_peercred(&conn)?;
+    Ok(cred.pid.as_raw_nonzero().get() as u32)
+}
+
+/// Stops the program serving the control socket `path` of `name` (SIGTERM), and waits up
+/// to 5 s for it to remove the socket (the last thing it does).
+fn stop_server(op: &str, name: &str, path: &std::path::Path, missing: &str) -> Result<(), Error> {
+    let pid = server_pid(path).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => missing.to_string(),
+            std::io::ErrorKind::ConnectionRefused => {
+                "its socket is stale: nothing runs it".to_string()
+            }
+            _ => e.to_string(),
+        };
+        Error::from_kind(ErrorKind::NotFound, op, why).with_subject(name)
+    })?;
+    let target = rustix::process::Pid::from_raw(pid as i32).ok_or_else(|| {
+        Error::from_kind(ErrorKind::Os, op, "no process behind the socket").with_subject(name)
+    })?;
+    rustix::process::kill_process(target, rustix::process::Signal::TERM).map_err(|e| {
+        Error::from(std::io::Error::from(e)).add_detail(&format!("signal pid {pid}"))
+    })?;
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(5) {
+        if !path.exists() {
+            eprintln!("tunctl: {name}: down (pid {pid})");
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Err(Error::from_kind(
+        ErrorKind::Os,
+        op,
+        format!(
+            "pid {pid} got SIGTERM but still serves {} after 5 s",
+            path.display()
+        ),
+    )
+    .with_subject(name))
 }

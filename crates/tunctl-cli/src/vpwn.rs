@@ -146,7 +146,12 @@ pub fn run(command: VpwnCommand, ns: Namespace) -> Result<(), Error> {
         }
         VpwnCommand::Up(args) => up(*args, ns),
         VpwnCommand::Show { name, json } => show(name, json),
-        VpwnCommand::Down { name } => down(&name),
+        VpwnCommand::Down { name } => crate::stop_server(
+            "vpwn down",
+            &name,
+            &tunctl_vpwn::uapi::socket_path(&name),
+            "no such tunnel (no UAPI socket)",
+        ),
     }
 }
 
@@ -267,51 +272,6 @@ fn up(args: UpArgs, ns: Namespace) -> Result<(), Error> {
     Ok(())
 }
 
-fn down(name: &str) -> Result<(), Error> {
-    let path = tunctl_vpwn::uapi::socket_path(name);
-    let pid = tunctl_vpwn::uapi::server_pid(name).map_err(|e| {
-        let why = match e.kind() {
-            std::io::ErrorKind::NotFound => "no such tunnel (no UAPI socket)".to_string(),
-            std::io::ErrorKind::ConnectionRefused => {
-                "its UAPI socket is stale: nothing runs it".to_string()
-            }
-            _ => e.to_string(),
-        };
-        Error::from_kind(ErrorKind::NotFound, "vpwn down", why).with_subject(name)
-    })?;
-    let target = rustix::process::Pid::from_raw(pid as i32)
-        .ok_or_else(|| bad(format!("{name}: no process behind the socket")))?;
-    rustix::process::kill_process(target, rustix::process::Signal::TERM).map_err(|e| {
-        Error::from(std::io::Error::from(e)).add_detail(&format!("signal pid {pid}"))
-    })?;
-    let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_secs(5) {
-        if !path.exists() {
-            eprintln!("tunctl: vpwn {name}: down (pid {pid})");
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Err(Error::from_kind(
-        ErrorKind::Os,
-        "vpwn down",
-        format!(
-            "pid {pid} got SIGTERM but still serves {} after 5 s",
-            path.display()
-        ),
-    )
-    .with_subject(name))
-}
-
-/// Base64 of a UAPI hex key, as wg prints keys.
-fn key_of_hex(hex: &str) -> Option<Key> {
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect::<Option<_>>()?;
-    Some(Key(bytes.try_into().ok()?))
-}
-
 /// One peer's part of a `get=1` answer, as JSON.
 fn peer_json(pairs: &[(String, String)]) -> serde_json::Value {
     let get = |k: &str| {
@@ -327,7 +287,7 @@ fn peer_json(pairs: &[(String, String)]) -> serde_json::Value {
         .map(|(_, v)| v.clone())
         .collect();
     serde_json::json!({
-        "public_key": get("public_key").and_then(|h| key_of_hex(&h)).map(|k| k.to_string()),
+        "public_key": get("public_key").and_then(|h| tunctl_vpwn::uapi::parse_hex_key(&h).ok()).map(|k| k.to_string()),
         "endpoint": get("endpoint"),
         "allowed_ips": allowed,
         "latest_handshake": get("last_handshake_time_sec")
@@ -388,7 +348,7 @@ fn show(name: Option<String>, json: bool) -> Result<(), Error> {
         all.push(serde_json::json!({
             "name": n,
             "public_key": get("private_key")
-                .and_then(|h| key_of_hex(&h))
+                .and_then(|h| tunctl_vpwn::uapi::parse_hex_key(&h).ok())
                 .map(|k| k.public().to_string()),
             "listen_port": get("listen_port").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
             "peer": first["public_key"],

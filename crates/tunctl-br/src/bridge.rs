@@ -1,0 +1,626 @@
+//! A running bridge: tap ports (each in its own namespace if asked), one thread per port
+//! reading its frames and writing each to where the table says, a housekeeping thread
+//! (ageing sweep, the control socket), counters per port and per cause.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tunctl::offload::{gso_split, VirtioNetHdr, MAX_SEGMENTS};
+use tunctl::{Device, Error, ErrorKind, Link, Namespace, Offload};
+
+use crate::fdb::{Fdb, Learned};
+use crate::frame::{self, Refusal};
+
+/// How long a port's read waits before it looks at the stop flag.
+const TICK: Duration = Duration::from_millis(100);
+/// The largest frame read: a 64 KiB GSO frame and its Ethernet header.
+const FRAME_ROOM: usize = 65536 + 64;
+
+/// A port to make or attach: a tap's name, and the namespace it is in (or is born in).
+#[derive(Debug, Clone)]
+pub struct PortSpec {
+    /// The tap's name.
+    pub name: String,
+    /// Its namespace.
+    pub namespace: Namespace,
+}
+
+impl std::str::FromStr for PortSpec {
+    type Err = Error;
+
+    /// `NAME` or `NAME@NS`, NS a name under /run/netns or a path.
+    fn from_str(s: &str) -> Result<PortSpec, Error> {
+        let (name, ns) = match s.split_once('@') {
+            Some((n, ns)) => (n, Namespace::from_arg(ns)?),
+            None => (s, Namespace::current()),
+        };
+        tunctl::name::validate(name, false)?;
+        Ok(PortSpec {
+            name: name.to_string(),
+            namespace: ns,
+        })
+    }
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The bridge's name: its control socket is `/run/tunctl/br/NAME.sock`.
+    pub name: String,
+    /// The ports, at least two.
+    pub ports: Vec<PortSpec>,
+    /// The port (by name, one of `ports`) to enslave to `master`, if any.
+    pub uplink: Option<String>,
+    /// A Linux bridge, and its namespace, to enslave the uplink to (`ip link set UPLINK
+    /// master BR`); released when the bridge stops.
+    pub master: Option<(String, Namespace)>,
+    /// How long an idle address stays learned (the Linux bridge's 300 s by default);
+    /// zero floods every frame (the Erlang original's hub).
+    pub ageing: Duration,
+    /// The most addresses learned (the table's capacity).
+    pub max_macs: usize,
+    /// Print every frame to standard error (the Erlang original logged each one).
+    pub trace: bool,
+}
+
+impl Options {
+    /// Defaults: ageing 300 s, 8192 addresses, no trace, no uplink.
+    pub fn new(name: &str, ports: Vec<PortSpec>) -> Options {
+        Options {
+            name: name.to_string(),
+            ports,
+            uplink: None,
+            master: None,
+            ageing: Duration::from_secs(300),
+            max_macs: 8192,
+            trace: false,
+        }
+    }
+}
+
+/// Per-port counters (ingress figures count frames read from the port).
+#[derive(Debug, Default)]
+struct PortStats {
+    rx_frames: AtomicU64,
+    rx_bytes: AtomicU64,
+    tx_frames: AtomicU64,
+    tx_bytes: AtomicU64,
+    forwarded: AtomicU64,
+    flooded: AtomicU64,
+    drop_runt: AtomicU64,
+    drop_invalid_source: AtomicU64,
+    drop_link_local: AtomicU64,
+    drop_oversize: AtomicU64,
+    drop_same_port: AtomicU64,
+    drop_write: AtomicU64,
+    drop_malformed_gso: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// One port.
+struct Port {
+    name: String,
+    namespace: String,
+    device: Device,
+    vnet: bool,
+    /// Made by the bridge (removed when it stops), not attached.
+    created: bool,
+    alive: AtomicBool,
+    /// Largest frame without GSO: the MTU plus the Ethernet header.
+    max_frame: usize,
+    stats: PortStats,
+    /// The Linux bridge it was enslaved to (the uplink), to release.
+    master: Option<Link>,
+}
+
+struct Shared {
+    name: String,
+    ports: Vec<Port>,
+    fdb: Mutex<Fdb>,
+    uplink: Option<usize>,
+    ageing: Duration,
+    start: Instant,
+    stop: AtomicBool,
+    trace: bool,
+}
+
+impl Shared {
+    fn fdb(&self) -> MutexGuard<'_, Fdb> {
+        self.fdb.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// A port is gone (deleted from outside): no more frames to or from it, its addresses
+    /// forgotten.
+    fn lose(&self, i: usize) {
+        if self.ports[i].alive.swap(false, Ordering::AcqRel) {
+            self.fdb().flush_port(i);
+            eprintln!(
+                "br {}: port {} is gone; its addresses are flushed",
+                self.name, self.ports[i].name
+            );
+        }
+    }
+}
+
+/// A running bridge. Dropping it (or [`down`](Bridge::down)) stops it, removes the ports it
+/// created (in every namespace) and releases the uplink.
+pub struct Bridge {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge")
+            .field("name", &self.shared.name)
+            .finish()
+    }
+}
+
+/// The offloads a port asks for: the kernel then hands over GSO frames, which cross the
+/// bridge whole.
+const PORT_OFFLOAD: Offload = Offload::TSO4
+    .union(Offload::TSO6)
+    .union(Offload::TSO_ECN)
+    .union(Offload::USO4)
+    .union(Offload::USO6);
+
+fn open_port(spec: &PortSpec) -> Result<Port, Error> {
+    let existed = Link::by_name(&spec.namespace, &spec.name).is_ok();
+    let plain = || {
+        Device::builder()
+            .tap()
+            .name(&spec.name)
+            .namespace(spec.namespace.clone())
+    };
+    let device = match plain().offload(PORT_OFFLOAD).create() {
+        // A persistent tap made without vnet_hdr: used as it is (its frames get split).
+        Err(e) if e.kind() == ErrorKind::FlagMismatch => plain().create()?,
+        other => other?,
+    };
+    if existed && !device.is_persistent().unwrap_or(false) {
+        return Err(Error::from_kind(
+            ErrorKind::Busy,
+            "br port",
+            "the name belongs to a device in use that is not a persistent tap",
+        )
+        .with_subject(spec.name.clone()));
+    }
+    let link = device.link()?;
+    link.up()?;
+    let mtu = link.mtu()? as usize;
+    Ok(Port {
+        name: device.name().to_string(),
+        namespace: spec.namespace.describe(),
+        vnet: device.vnet_hdr_size().is_ok_and(|n| n > 0),
+        created: !existed,
+        alive: AtomicBool::new(true),
+        max_frame: mtu + 18,
+        stats: PortStats::default(),
+        master: None,
+        device,
+    })
+}
+
+impl Bridge {
+    /// Creates (or attaches) the ports, enslaves the uplink, and starts forwarding.
+    ///
+    /// # Errors
+    ///
+    /// Fewer than two ports, a port named twice, an uplink that is not a port or without a
+    /// master (or the reverse), a port's or the master's error; nothing is left behind.
+    pub fn up(opts: Options) -> Result<Bridge, Error> {
+        let bad = |why: String| Error::from_kind(ErrorKind::InvalidInput, "br up", why);
+        if opts.ports.len() < 2 {
+            return Err(bad("a bridge needs at least two ports".into()));
+        }
+        for (i, p) in opts.ports.iter().enumerate() {
+            if opts.ports[..i]
+                .iter()
+                .any(|q| q.name == p.name && q.namespace.describe() == p.namespace.describe())
+            {
+                return Err(bad(format!("port {} given twice", p.name)));
+            }
+        }
+        let uplink = match (&opts.uplink, &opts.master) {
+            (None, None) => None,
+            (Some(u), Some(_)) => Some(
+                opts.ports
+                    .iter()
+                    .position(|p| &p.name == u)
+                    .ok_or_else(|| bad(format!("the uplink {u} is not one of the ports")))?,
+            ),
+            (Some(_), None) => return Err(bad("--uplink needs --master".into())),
+            (None, Some(_)) => return Err(bad("--master needs --uplink".into())),
+        };
+        let mut ports = Vec::with_capacity(opts.ports.len());
+        for spec in &opts.ports {
+            // A port that fails takes the ports made before it along (their Drop).
+            ports.push(open_port(spec)?);
+        }
+        if let (Some(u), Some((master, ns))) = (uplink, &opts.master) {
+            let bridge = Link::by_name(ns, master)
+                .map_err(|e| e.add_detail(&format!("the master bridge {master}")))?;
+            let link = Link::by_name(ns, &ports[u].name).map_err(|e| {
+                e.add_detail(&format!(
+                    "the uplink must be in the master's namespace ({})",
+                    ns.describe()
+                ))
+            })?;
+            link.set_master(Some(bridge.index()))?;
+            ports[u].master = Some(link);
+        }
+        let ageing_ms = opts.ageing.as_millis() as u64;
+        let shared = Arc::new(Shared {
+            name: opts.name.clone(),
+            fdb: Mutex::new(Fdb::new(opts.max_macs, ageing_ms, ports.len(), uplink)),
+            ports,
+            uplink,
+            ageing: opts.ageing,
+            start: Instant::now(),
+            stop: AtomicBool::new(false),
+            trace: opts.trace,
+        });
+        let control = crate::control::Socket::bind(&opts.name);
+        let mut bridge = Bridge {
+            shared: Arc::clone(&shared),
+            threads: Vec::new(),
+        };
+        for i in 0..shared.ports.len() {
+            let s = Arc::clone(&shared);
+            let t = std::thread::Builder::new()
+                .name(format!("br-{}", shared.ports[i].name))
+                .spawn(move || port_loop(&s, i))
+                .map_err(Error::from)?;
+            bridge.threads.push(t);
+        }
+        let s = Arc::clone(&shared);
+        let control = control.ok();
+        let t = std::thread::Builder::new()
+            .name("br-house".into())
+            .spawn(move || housekeeping(&s, control))
+            .map_err(Error::from)?;
+        bridge.threads.push(t);
+        Ok(bridge)
+    }
+
+    /// The bridge's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Where its control socket is (for `tunctl br show`).
+    pub fn control_path(&self) -> PathBuf {
+        crate::control::socket_path(&self.shared.name)
+    }
+
+    /// The state as JSON: ports with their namespaces and counters, the table.
+    pub fn status(&self) -> serde_json::Value {
+        status(&self.shared)
+    }
+
+    /// Stops forwarding, removes the ports it created and releases the uplink.
+    pub fn down(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        for p in &self.shared.ports {
+            if let Some(link) = &p.master {
+                let _ = link.set_master(None);
+            }
+            if p.created {
+                let _ = p.device.destroy();
+            }
+        }
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.stop();
+        }
+    }
+}
+
+/// The state as JSON.
+fn status(s: &Shared) -> serde_json::Value {
+    let now = s.now();
+    let fdb = s.fdb();
+    let figures = fdb.figures().to_vec();
+    let entries = fdb.entries(now);
+    let (len, cap) = (fdb.len(), fdb.capacity());
+    drop(fdb);
+    let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let ports: Vec<serde_json::Value> = s
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let f = figures.get(i).copied().unwrap_or_default();
+            let st = &p.stats;
+            serde_json::json!({
+                "name": p.name,
+                "namespace": p.namespace,
+                "vnet_hdr": p.vnet,
+                "alive": p.alive.load(Ordering::Relaxed),
+                "uplink": s.uplink == Some(i),
+                "created": p.created,
+                "rx_frames": g(&st.rx_frames),
+                "rx_bytes": g(&st.rx_bytes),
+                "tx_frames": g(&st.tx_frames),
+                "tx_bytes": g(&st.tx_bytes),
+                "forwarded": g(&st.forwarded),
+                "flooded": g(&st.flooded),
+                "entries": f.entries,
+                "learned": f.learned,
+                "moved": f.moved,
+                "aged": f.aged,
+                "evicted": f.evicted,
+                "dropped": {
+                    "runt": g(&st.drop_runt),
+                    "invalid_source": g(&st.drop_invalid_source),
+                    "link_local": g(&st.drop_link_local),
+                    "oversize": g(&st.drop_oversize),
+                    "same_port": g(&st.drop_same_port),
+                    "malformed_gso": g(&st.drop_malformed_gso),
+                    "write": g(&st.drop_write),
+                },
+            })
+        })
+        .collect();
+    let fdb: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "mac": e.mac.to_string(),
+                "port": s.ports.get(e.port).map(|p| p.name.as_str()),
+                "idle_ms": e.idle_ms,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "name": s.name,
+        "pid": std::process::id(),
+        "ageing_s": s.ageing.as_secs_f64(),
+        "flood": s.ageing.is_zero(),
+        "max_macs": cap,
+        "entries": len,
+        "ports": ports,
+        "fdb": fdb,
+    })
+}
+
+/// Scratch for splitting a GSO frame for a port without vnet_hdr.
+struct Split {
+    bufs: Vec<Vec<u8>>,
+    sizes: Vec<usize>,
+}
+
+impl Split {
+    fn new() -> Split {
+        Split {
+            bufs: (0..MAX_SEGMENTS).map(|_| vec![0u8; FRAME_ROOM]).collect(),
+            sizes: vec![0; MAX_SEGMENTS],
+        }
+    }
+}
+
+/// Where a frame goes.
+enum Out {
+    One(usize),
+    Flood,
+}
+
+/// One port's reader: read a frame, learn its source, forward or flood it.
+fn port_loop(s: &Shared, i: usize) {
+    let me = &s.ports[i];
+    // [virtio-net header][frame]; a port without vnet_hdr reads after an empty header, so
+    // every frame is handled the same way.
+    let mut buf = vec![0u8; VirtioNetHdr::LEN + FRAME_ROOM];
+    let mut split: Option<Split> = None;
+    let hdr_len = VirtioNetHdr::LEN;
+    while !s.stop.load(Ordering::Acquire) && me.alive.load(Ordering::Acquire) {
+        let start = if me.vnet { 0 } else { hdr_len };
+        let n = match me.device.recv_timeout(&mut buf[start..], TICK) {
+            Ok(Some(n)) => n,
+            Ok(None) => continue,
+            Err(e) if e.kind() == ErrorKind::Truncated => {
+                add(&me.stats.drop_oversize, 1);
+                continue;
+            }
+            Err(_) => {
+                s.lose(i);
+                break;
+            }
+        };
+        if !me.vnet {
+            buf[..hdr_len].fill(0);
+        }
+        let end = start + n;
+        if end < hdr_len {
+            add(&me.stats.drop_runt, 1);
+            continue;
+        }
+        add(&me.stats.rx_frames, 1);
+        add(&me.stats.rx_bytes, (end - hdr_len) as u64);
+        let Ok(vh) = VirtioNetHdr::parse(&buf[..hdr_len]) else {
+            add(&me.stats.drop_malformed_gso, 1);
+            continue;
+        };
+        let gso = vh.gso_type != 0;
+        let frame = &buf[hdr_len..end];
+        let h = match frame::parse(frame) {
+            Ok(h) => h,
+            Err(why) => {
+                add(
+                    match why {
+                        Refusal::Runt => &me.stats.drop_runt,
+                        Refusal::InvalidSource => &me.stats.drop_invalid_source,
+                        Refusal::LinkLocal => &me.stats.drop_link_local,
+                    },
+                    1,
+                );
+                if s.trace {
+                    eprintln!(
+                        "br {}: {} in: {} bytes dropped: {why:?}",
+                        s.name,
+                        me.name,
+                        frame.len()
+                    );
+                }
+                continue;
+            }
+        };
+        if !gso && frame.len() > me.max_frame {
+            add(&me.stats.drop_oversize, 1);
+            continue;
+        }
+        let now = s.now();
+        let out = {
+            let mut fdb = s.fdb();
+            let _: Learned = fdb.learn(h.src, i, now);
+            if h.dst.is_multicast() {
+                Out::Flood
+            } else {
+                match fdb.lookup(&h.dst, now) {
+                    Some(d) => Out::One(d),
+                    None => Out::Flood,
+                }
+            }
+        };
+        if s.trace {
+            let to = match out {
+                Out::One(d) => s.ports.get(d).map_or("?".to_string(), |p| p.name.clone()),
+                Out::Flood => "flood".to_string(),
+            };
+            eprintln!(
+                "br {}: {} in: {} > {} type {:04x} {} bytes{} -> {to}",
+                s.name,
+                me.name,
+                h.src,
+                h.dst,
+                h.ethertype,
+                frame.len(),
+                if gso { " (GSO)" } else { "" }
+            );
+        }
+        match out {
+            Out::One(d) if d == i => add(&me.stats.drop_same_port, 1),
+            Out::One(d) => {
+                if s.ports[d].alive.load(Ordering::Acquire) {
+                    add(&me.stats.forwarded, 1);
+                    deliver(s, d, &buf[..end], vh, h.len, &mut split, me);
+                } else {
+                    add(&me.stats.drop_write, 1);
+                }
+            }
+            Out::Flood => {
+                add(&me.stats.flooded, 1);
+                for d in 0..s.ports.len() {
+                    if d != i && s.ports[d].alive.load(Ordering::Acquire) {
+                        deliver(s, d, &buf[..end], vh, h.len, &mut split, me);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes `whole` ([virtio-net header][frame]) to port `d`: as it is to a vnet_hdr port;
+/// to a port without, the frame alone, a GSO frame split into segments and a partial
+/// checksum completed.
+fn deliver(
+    s: &Shared,
+    d: usize,
+    whole: &[u8],
+    vh: VirtioNetHdr,
+    eth_len: usize,
+    split: &mut Option<Split>,
+    from: &Port,
+) {
+    let port = &s.ports[d];
+    let hdr_len = VirtioNetHdr::LEN;
+    let frame = &whole[hdr_len..];
+    let needs_work = vh.gso_type != 0 || vh.flags & VirtioNetHdr::NEEDS_CSUM != 0;
+    let result = if port.vnet {
+        port.device.send(whole).map(|_| (1, frame.len()))
+    } else if !needs_work {
+        port.device.send(frame).map(|_| (1, frame.len()))
+    } else {
+        let sp = split.get_or_insert_with(Split::new);
+        let mut h = vh;
+        let Some(start) = usize::from(h.csum_start).checked_sub(eth_len) else {
+            add(&from.stats.drop_malformed_gso, 1);
+            return;
+        };
+        h.csum_start = start as u16;
+        match gso_split(&frame[eth_len..], h, &mut sp.bufs, &mut sp.sizes, eth_len) {
+            Ok(k) => {
+                let mut sent = Ok((0, 0));
+                for j in 0..k {
+                    sp.bufs[j][..eth_len].copy_from_slice(&frame[..eth_len]);
+                    let seg = &sp.bufs[j][..eth_len + sp.sizes[j]];
+                    match port.device.send(seg) {
+                        Ok(_) => {
+                            if let Ok((f, b)) = &mut sent {
+                                *f += 1;
+                                *b += seg.len();
+                            }
+                        }
+                        Err(e) => {
+                            sent = Err(e);
+                            break;
+                        }
+                    }
+                }
+                sent
+            }
+            Err(_) => {
+                add(&from.stats.drop_malformed_gso, 1);
+                return;
+            }
+        }
+    };
+    match result {
+        Ok((frames, bytes)) => {
+            add(&port.stats.tx_frames, frames);
+            add(&port.stats.tx_bytes, bytes as u64);
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::Gone | ErrorKind::Closed) => s.lose(d),
+        Err(_) => add(&port.stats.drop_write, 1),
+    }
+}
+
+/// The ageing sweep (every quarter of the ageing time, at most every second) and the
+/// control socket.
+fn housekeeping(s: &Shared, control: Option<crate::control::Socket>) {
+    let every = (s.ageing / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut last = Instant::now();
+    while !s.stop.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(50));
+        if last.elapsed() >= every {
+            last = Instant::now();
+            let now = s.now();
+            s.fdb().sweep(now);
+        }
+        if let Some(c) = &control {
+            c.serve_pending(&|| status(s));
+        }
+    }
+}
