@@ -150,8 +150,14 @@ fn out_of(result: TunnResult<'_>) -> Out<'_> {
     match result {
         TunnResult::Done => Out::Done,
         TunnResult::WriteToNetwork(p) => Out::Network(p),
-        TunnResult::WriteToTunnelV4(p, src) => Out::Tunnel(p, IpAddr::V4(src)),
-        TunnResult::WriteToTunnelV6(p, src) => Out::Tunnel(p, IpAddr::V6(src)),
+        TunnResult::WriteToTunnelV4(p, src) if p.len() >= 20 => Out::Tunnel(p, IpAddr::V4(src)),
+        TunnResult::WriteToTunnelV6(p, src) if p.len() >= 40 => Out::Tunnel(p, IpAddr::V6(src)),
+        // boringtun cuts a packet to the length in its header, even below the header itself
+        // (an IPv4 total length under 20, down to an empty packet, which the device refuses
+        // and with it the rest of the batch): not a packet, and its source is not in it.
+        TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {
+            Out::Dropped(Drop::Malformed)
+        }
         TunnResult::Err(e) => Out::Dropped(match e {
             WireGuardError::InvalidAeadTag
             | WireGuardError::InvalidMac
@@ -185,5 +191,62 @@ impl Engine for Boringtun {
 
     fn since_handshake(&self) -> Option<Duration> {
         self.0.time_since_last_handshake()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer's packet whose IPv4 total length is under a header is dropped, not delivered
+    /// cut to that length (found by fuzz/fuzz_targets/vpwn_wire.rs).
+    #[test]
+    fn a_packet_shorter_than_its_header_is_malformed() {
+        let ours = Key([0x11; 32]);
+        let theirs = Key([0x21; 32]);
+        let gate = Gate::new(&ours);
+        let mut engine = gate.engine(&theirs.public(), None, None, 1);
+        let mut remote = Tunn::new(
+            boringtun::x25519::StaticSecret::from(theirs.0),
+            boringtun::x25519::PublicKey::from(ours.public().0),
+            None,
+            None,
+            2,
+            None,
+        );
+        let from = Some(IpAddr::from([192, 0, 2, 1]));
+        let (mut a, mut b) = (vec![0u8; 2048], vec![0u8; 2048]);
+        let TunnResult::WriteToNetwork(init) = remote.format_handshake_initiation(&mut a, false)
+        else {
+            panic!("no initiation");
+        };
+        let Out::Network(response) = engine.decapsulate(from, init, &mut b) else {
+            panic!("no response");
+        };
+        let TunnResult::WriteToNetwork(keepalive) = remote.decapsulate(None, response, &mut a)
+        else {
+            panic!("no keepalive");
+        };
+        assert!(matches!(
+            engine.decapsulate(from, keepalive, &mut b),
+            Out::Done
+        ));
+        let mut packet = [0u8; 20];
+        packet[0] = 0x45;
+        packet[12..16].copy_from_slice(&[10, 0, 0, 2]);
+        for (total, delivered) in [(0u16, false), (19, false), (20, true)] {
+            packet[2..4].copy_from_slice(&total.to_be_bytes());
+            let TunnResult::WriteToNetwork(datagram) = remote.encapsulate(&packet, &mut a) else {
+                panic!("no datagram");
+            };
+            match engine.decapsulate(from, datagram, &mut b) {
+                Out::Tunnel(p, src) => {
+                    assert!(delivered, "total length {total} delivered");
+                    assert_eq!((p.len(), src), (20, IpAddr::from([10, 0, 0, 2])));
+                }
+                Out::Dropped(Drop::Malformed) => assert!(!delivered, "total length {total}"),
+                _ => panic!("total length {total}: neither delivered nor malformed"),
+            }
+        }
     }
 }

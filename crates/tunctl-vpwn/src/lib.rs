@@ -30,6 +30,8 @@
 
 pub mod config;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 mod table;
 pub mod tunnel;

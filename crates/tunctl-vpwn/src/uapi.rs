@@ -220,6 +220,11 @@ pub fn apply_set<'a>(
                     }
                 }
                 "allowed_ip" => {
+                    // A prefix is required (as wireguard-go does): `fd00::1` alone would
+                    // otherwise read as a whole /64.
+                    if !value.contains('/') {
+                        return Err(invalid(line, "an allowed IP needs its prefix length"));
+                    }
                     let net = network_of(
                         value
                             .parse::<Cidr>()
@@ -415,7 +420,7 @@ fn read_line(reader: &mut impl BufRead) -> std::io::Result<Option<String>> {
 }
 
 /// Serves one connection: requests until the client closes it (as wireguard-go does).
-fn serve(conn: UnixStream, handler: &dyn Handler) -> std::io::Result<()> {
+pub(crate) fn serve(conn: UnixStream, handler: &dyn Handler) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut conn = conn;
     for _ in 0..64 {
@@ -675,6 +680,8 @@ mod tests {
         let e = apply_set(&base, [pk.as_str(), "protocol_version=2"]).unwrap_err();
         assert_eq!(e.errno, -libc::EPROTO);
         let e = apply_set(&base, [pk.as_str(), "allowed_ip=10.0.0.0/33"]).unwrap_err();
+        assert_eq!(e.errno, -libc::EINVAL);
+        let e = apply_set(&base, [pk.as_str(), "allowed_ip=fd00::1"]).unwrap_err();
         assert_eq!(e.errno, -libc::EINVAL);
         let e = apply_set(&base, [pk.as_str(), "listen_port=1"]).unwrap_err();
         assert_eq!(e.errno, -libc::EINVAL);
