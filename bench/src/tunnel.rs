@@ -27,8 +27,14 @@ use crate::harness::{
 };
 
 /// The tunnel contenders, in report order and in the order each round takes them.
-pub const CONTENDERS: [&str; 7] = [
+pub const CONTENDERS: [&str; 11] = [
     "vpwn",
+    // vpwn without one part of its fast path each (`vpwn up --without`), and without all
+    // three: what each part buys.
+    "vpwn-no-tso",
+    "vpwn-no-gso",
+    "vpwn-no-gro",
+    "vpwn-plain",
     "wireguard-go-new",
     "wireguard-go",
     "boringtun",
@@ -185,10 +191,10 @@ struct EndConfig<'a> {
     allowed: String,
 }
 
-/// A running process of a run (a tunnel end, the C forwarder): its output kept (the last
-/// lines, for the error when it fails); on drop SIGTERM, up to 3 s to exit, then SIGKILL, and
-/// its UAPI socket removed if it left one.
-struct End {
+/// A running process of a run (a tunnel end, the C forwarder, a bridge of the `bridge` group):
+/// its output kept (the last lines, for the error when it fails); on drop SIGTERM, up to 3 s to
+/// exit, then SIGKILL, and its UAPI socket removed if it left one.
+pub(crate) struct End {
     label: String,
     child: Child,
     /// The device, for the UAPI socket; `None` for the C forwarder.
@@ -197,7 +203,7 @@ struct End {
 }
 
 impl End {
-    fn spawn(label: &str, mut cmd: Command, dev: Option<String>) -> Result<End, String> {
+    pub(crate) fn spawn(label: &str, mut cmd: Command, dev: Option<String>) -> Result<End, String> {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -236,12 +242,12 @@ impl End {
         })
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// `Err` (with its last output) if the process has exited.
-    fn alive(&mut self) -> Result<(), String> {
+    pub(crate) fn alive(&mut self) -> Result<(), String> {
         match self.child.try_wait() {
             Ok(None) => Ok(()),
             Ok(Some(status)) => {
@@ -264,7 +270,7 @@ impl End {
     }
 
     /// Peak resident set (VmHWM) in MiB, while the process runs.
-    fn peak_rss(&self) -> Option<f64> {
+    pub(crate) fn peak_rss(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
         let kb: f64 = status
             .lines()
@@ -306,7 +312,7 @@ fn socket(dev: &str) -> PathBuf {
 
 /// A program the harness runs: `$VAR` if set, else `default`; an error naming what builds it
 /// when it is missing.
-fn program(var: &str, default: PathBuf, built_by: &str) -> Result<PathBuf, String> {
+pub(crate) fn program(var: &str, default: PathBuf, built_by: &str) -> Result<PathBuf, String> {
     let path = std::env::var_os(var).map(PathBuf::from).unwrap_or(default);
     if path.as_os_str().is_empty() || !path.is_file() {
         return Err(format!("{} not found (${var}; {built_by})", path.display()));
@@ -328,7 +334,11 @@ fn start_end(contender: &str, end: &EndConfig) -> Result<End, String> {
         )
     };
     match contender {
-        "vpwn" => vpwn(end),
+        "vpwn" => vpwn(end, None),
+        "vpwn-no-tso" => vpwn(end, Some("tun-offload")),
+        "vpwn-no-gso" => vpwn(end, Some("udp-gso")),
+        "vpwn-no-gro" => vpwn(end, Some("udp-gro")),
+        "vpwn-plain" => vpwn(end, Some("tun-offload,udp-gso,udp-gro")),
         "wireguard-go-new" => wg_style(
             contender,
             &program(
@@ -368,7 +378,7 @@ fn start_end(contender: &str, end: &EndConfig) -> Result<End, String> {
 /// vpwn: `tunctl vpwn up` with every setting on its command line; it creates, addresses and
 /// raises the device itself. With `TUNCTL_VPWN_DROPIN=PATH`, a wireguard-go drop-in started and
 /// configured as wireguard-go is.
-fn vpwn(end: &EndConfig) -> Result<End, String> {
+fn vpwn(end: &EndConfig, without: Option<&str>) -> Result<End, String> {
     if let Some(dropin) = std::env::var_os("TUNCTL_VPWN_DROPIN") {
         let path = program(
             "TUNCTL_VPWN_DROPIN",
@@ -403,6 +413,9 @@ fn vpwn(end: &EndConfig) -> Result<End, String> {
             "--mtu",
             MTU,
         ]);
+    if let Some(w) = without {
+        cmd.args(["--without", w]);
+    }
     let mut e = End::spawn("vpwn", cmd, Some(end.dev.clone()))?;
     wait_ready(&mut e, end)?;
     Ok(e)
@@ -560,7 +573,7 @@ fn start_c_offload(topo: &Topology) -> Result<End, String> {
 
 /// Milliseconds from `since` until a ping from namespace `ns` to `target` is answered:
 /// pings every 5 ms until a reply, retried (every 5 ms) while the path does not exist yet.
-fn first_reply(ns: &str, target: &str, since: Instant) -> Result<f64, String> {
+pub(crate) fn first_reply(ns: &str, target: &str, since: Instant) -> Result<f64, String> {
     let deadline = since + UP_LIMIT;
     // Bounded in count too: each try lasts at least a few ms.
     for _ in 0..3000 {
