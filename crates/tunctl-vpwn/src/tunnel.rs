@@ -687,7 +687,9 @@ fn to_network(device: &Device, shared: &Shared) {
     let Some(queue) = device.queues().first() else {
         return;
     };
-    let mut batch = Batch::new(64, 0);
+    // 128 slots: a read needs 64 free (a super-packet splits into up to 64), so the batch
+    // keeps draining small packets until it holds 64 or more (one send for all of them).
+    let mut batch = Batch::new(128, 0);
     // Room for a full GSO send plus one more datagram of any size.
     let mut out = vec![0u8; crate::udp::MAX_GSO_BYTES + 65536 + 256];
     let stats = &shared.stats;

@@ -173,6 +173,8 @@ pub fn size_buffers(socket: &UdpSocket) -> Option<String> {
 pub struct Io {
     /// UDP GSO is used (until the kernel refuses it once).
     gso: AtomicBool,
+    /// The socket is IPv6 (dual-stack): destinations go v4-mapped.
+    v6: bool,
     /// UDP GRO was accepted.
     gro: bool,
 }
@@ -202,6 +204,7 @@ impl Io {
             gro && setsockopt_int(socket.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
         Io {
             gso: AtomicBool::new(gso),
+            v6: socket.local_addr().map(|a| a.is_ipv6()).unwrap_or(true),
             gro,
         }
     }
@@ -225,8 +228,7 @@ impl Io {
         segment: usize,
         to: SocketAddr,
     ) -> io::Result<()> {
-        let v6 = socket.local_addr().map(|a| a.is_ipv6()).unwrap_or(true);
-        let mut addr = RawAddr::new(to, v6);
+        let mut addr = RawAddr::new(to, self.v6);
         if buf.len() <= segment || segment == 0 {
             return send_one(socket.as_raw_fd(), buf, &mut addr, None);
         }
