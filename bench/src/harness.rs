@@ -1,10 +1,12 @@
-//! The harness: the groups of contenders (`forward` here, `tunnel` in `tunnel.rs`), their
+//! The harness: the groups of contenders (`forward` here, `tunnel` in `tunnel.rs`, `bridge`
+//! in `bridge.rs`), their
 //! runs interleaved round-robin across contenders, min/median/max of each figure, ratios of
 //! medians, BENCHMARKS.md; and the `forward` group itself: namespaces A and B, a forwarder (or
 //! a veth pair) between them, iperf3 from A to B, the forwarder's CPU time.
 
 use std::io::Read;
 use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,7 +56,7 @@ pub(crate) struct Group {
 }
 
 /// Every group, in the order `bench/run` (or `all`) runs them.
-pub(crate) const GROUPS: [Group; 2] = [
+pub(crate) const GROUPS: [Group; 3] = [
     Group {
         name: "forward",
         contenders: &CONTENDERS,
@@ -70,6 +72,14 @@ pub(crate) const GROUPS: [Group; 2] = [
         measure: crate::tunnel::measure_once,
         report: crate::tunnel::report,
         section: crate::tunnel::section,
+    },
+    Group {
+        name: "bridge",
+        contenders: &crate::bridge::CONTENDERS,
+        metrics: &crate::bridge::METRICS,
+        measure: crate::bridge::measure_once,
+        report: crate::bridge::report,
+        section: crate::bridge::section,
     },
 ];
 
@@ -204,7 +214,7 @@ fn catch_signals() {
 }
 
 /// Runs `cmd` to completion with its output captured, for at most `limit`: killed (and an
-/// error) when the limit passes or the harness is interrupted. stdout and stderr are read on
+/// error) when the limit passes or the harness is interrupted (SIGTERM if it dies). stdout and stderr are read on
 /// their own threads, so a child that writes much (iperf3 -J) never blocks on a full pipe.
 pub(crate) fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
     run_bounded_input(cmd, Stdio::null(), limit)
@@ -217,7 +227,7 @@ pub(crate) fn run_bounded_input(
     limit: Duration,
 ) -> Result<Output, String> {
     let what = format!("{:?}", cmd);
-    let mut child = cmd
+    let mut child = die_with_harness(cmd)
         .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -441,12 +451,28 @@ pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / hz)
 }
 
+/// `cmd`, set to get SIGTERM when the harness dies (the thread that starts it: the main one),
+/// so that a harness killed outright (SIGKILL) leaves no server or bridge running. Kept
+/// across `ip netns exec`, which execs its command.
+pub(crate) fn die_with_harness(cmd: &mut Command) -> &mut Command {
+    // SAFETY: prctl is async-signal-safe, as a pre_exec hook must be.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Starts an iperf3 server in namespace `ns` on `addr`; killed with the returned guard.
 pub(crate) fn iperf_server(ns: &str, addr: &str) -> Result<Kill, String> {
-    let server = Command::new("ip")
-        .args([
-            "netns", "exec", ns, "iperf3", "-s", "-p", "5201", "-B", addr,
-        ])
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns", "exec", ns, "iperf3", "-s", "-p", "5201", "-B", addr,
+    ]);
+    let server = die_with_harness(&mut cmd)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -884,17 +910,22 @@ fn merge_sections(old: &str, sections: &[(&str, String)]) -> String {
 
 /// The harness pid in a name this harness makes: `tb<pid>a|b` (forward namespaces),
 /// `tw<pid>n<run>a|b` (tunnel namespaces, devices, UAPI sockets as `<name>.sock`),
-/// `tw<pid>n<run>` (a tunnel run's scratch directory); `None` for any other name.
+/// `tw<pid>n<run>` (a tunnel run's scratch directory), `tg<pid>n<run>a|b|c|x` (bridge
+/// namespaces), `tg<pid>n<run>.sock` (a `tunctl br` control socket); `None` for any other name.
 fn owner(name: &str) -> Option<u32> {
     let rest = name
         .strip_prefix("tb")
-        .or_else(|| name.strip_prefix("tw"))?;
+        .or_else(|| name.strip_prefix("tw"))
+        .or_else(|| name.strip_prefix(crate::bridge::PREFIX))?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     let tail = &rest[digits.len()..];
     let tail = tail.strip_suffix(".sock").unwrap_or(tail);
     let run = |k: &str| !k.is_empty() && k.chars().all(|c| c.is_ascii_digit());
     let ours = if name.starts_with("tb") {
         matches!(tail, "a" | "b")
+    } else if name.starts_with(crate::bridge::PREFIX) {
+        tail.strip_prefix('n')
+            .is_some_and(|t| run(t) || t.strip_suffix(['a', 'b', 'c', 'x']).is_some_and(run))
     } else {
         tail.strip_prefix('n')
             .is_some_and(|t| run(t) || t.strip_suffix(['a', 'b']).is_some_and(run))
@@ -941,6 +972,20 @@ fn sweep_stale() {
             }
         }
     }
+    // A `tunctl br` control socket nobody serves any more (the bridge gets SIGTERM when its
+    // harness dies and removes its own; this is for one killed outright too).
+    if let Ok(dir) = std::fs::read_dir(crate::bridge::CONTROL_DIR) {
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with(crate::bridge::PREFIX)
+                && name.ends_with(".sock")
+                && stale(&name)
+                && std::os::unix::net::UnixStream::connect(entry.path()).is_err()
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
     if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
         for entry in dir.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
@@ -954,7 +999,7 @@ fn sweep_stale() {
     }
 }
 
-/// `tunctl-bench run [forward|tunnel|all] [--quick] [--json] [--reps N] [--seconds S]
+/// `tunctl-bench run [forward|tunnel|bridge|all] [--quick] [--json] [--reps N] [--seconds S]
 /// [--only a,b]`.
 pub fn run(args: &[String]) -> ExitCode {
     let opts = match parse(args) {
@@ -1060,6 +1105,9 @@ mod tests {
         assert_eq!(owner("tw123n4b"), Some(123));
         assert_eq!(owner("tw123n45a.sock"), Some(123));
         assert_eq!(owner("tw123n45"), Some(123));
+        assert_eq!(owner("tg123n4c"), Some(123));
+        assert_eq!(owner("tg123n4x"), Some(123));
+        assert_eq!(owner("tg123n45.sock"), Some(123));
         for other in [
             "tb123",
             "tb123n4a",
@@ -1068,6 +1116,9 @@ mod tests {
             "tw123nxa",
             "wgt30070",
             "tunctl-test-t1x2",
+            "tg123n4d",
+            "tg123c",
+            "tw123n4c",
         ] {
             assert_eq!(owner(other), None, "{other}");
         }
@@ -1093,7 +1144,13 @@ mod tests {
 
     #[test]
     fn groups_and_only() {
-        assert_eq!(parse(&args(&[])).unwrap().groups, ["forward", "tunnel"]);
+        assert_eq!(
+            parse(&args(&[])).unwrap().groups,
+            ["forward", "tunnel", "bridge"]
+        );
+        assert_eq!(parse(&args(&["bridge"])).unwrap().groups, ["bridge"]);
+        assert!(parse(&args(&["bridge", "--only", "br,c-learn-offload,kernel"])).is_ok());
+        assert!(parse(&args(&["tunnel", "--only", "br"])).is_err());
         assert_eq!(parse(&args(&["tunnel"])).unwrap().groups, ["tunnel"]);
         assert_eq!(
             parse(&args(&["tunnel", "forward"])).unwrap().groups,

@@ -1,0 +1,459 @@
+//! The `bridge` group: three end namespaces A, B and C, each with one port of a bridge (a tap
+//! of the userspace bridges, a veth end for the kernel's), iperf3 from A to B; C is the port
+//! that should see nothing once the bridge has learned (and everything when it floods).
+//! Contenders: the Linux bridge in a namespace of its own (`kernel`), the C learning bridge
+//! (`c/bridge.c`: `c-learn`, and `c-learn-offload` with vnet_hdr/TSO pass-through), and ours
+//! (`tunctl br up`: `br`, and `br-flood` with `--flood`). Everything a run starts (namespaces,
+//! the bridge process and the taps it made) is removed at its end, also when it fails or the
+//! harness is interrupted.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tunctl::{Link, Namespace};
+
+use crate::harness::{
+    bench_dir, cell, die_with_harness, interrupted, iperf_server, run_ok, spread, traffic, Figure,
+    Options, Sample, SMOKE_WARNING,
+};
+use crate::tunnel::{first_reply, program, End};
+
+/// The bridge contenders, in report order and in the order each round takes them.
+pub const CONTENDERS: [&str; 5] = ["kernel", "c-learn", "c-learn-offload", "br", "br-flood"];
+
+/// (metric, unit), in report order. `rss` is better when lower.
+pub const METRICS: [(&str, &str); 4] = [
+    ("tcp1", "Gbit/s"),
+    ("tcp4", "Gbit/s"),
+    ("udp64", "kpps"),
+    ("rss", "MiB"),
+];
+
+/// Names of a run: `tg<pid>n<run>` (the bridge's name for `tunctl br`, its control socket
+/// `/run/tunctl/br/<stem>.sock`), plus `a`, `b`, `c` (end namespaces) or `x` (the kernel
+/// bridge's namespace).
+pub const PREFIX: &str = "tg";
+
+/// The end namespaces' suffixes and addresses (one /24, one broadcast domain); iperf3 runs
+/// from the first to the second.
+const ENDS: [(&str, &str); 3] = [
+    ("a", "10.205.0.1"),
+    ("b", "10.205.0.2"),
+    ("c", "10.205.0.3"),
+];
+/// The port device in every end namespace: the bridge's tap, or the kernel bridge's veth end.
+const PORT: &str = "bp0";
+
+/// How long a bridge may take to create its ports, and the first pings to come back.
+const START_LIMIT: Duration = Duration::from_secs(10);
+
+/// The targets the README states for `br` (learning, vnet_hdr/TSO): (metric, against, at
+/// least this ratio of medians).
+const TARGETS: [(&str, &str, f64); 3] = [
+    ("tcp1", "kernel", 0.9),
+    ("tcp1", "c-learn-offload", 1.0),
+    ("udp64", "c-learn", 1.0),
+];
+
+/// Runs of this group so far: part of every name, so no two runs share one.
+static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// One run's namespaces, removed on drop. Declared first in a run, so dropped last: after
+/// the bridge process (whose taps live in them) has stopped.
+struct Topology {
+    stem: String,
+    namespaces: Vec<String>,
+}
+
+impl Topology {
+    fn ns(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.stem)
+    }
+
+    /// Creates namespace `<stem><suffix>` with `lo` up; removed with the topology.
+    fn add(&mut self, suffix: &str) -> Result<String, String> {
+        let name = self.ns(suffix);
+        // Kept: the topology's own drop deletes it (also after a failure below).
+        Namespace::create(&name).map_err(|e| e.to_string())?.keep();
+        self.namespaces.push(name.clone());
+        run_ok(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]))?;
+        Ok(name)
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for ns in &self.namespaces {
+            let _ = Namespace::delete(ns);
+        }
+    }
+}
+
+fn ip(ns: &str, args: &[&str]) -> Result<(), String> {
+    run_ok(Command::new("ip").args(["-n", ns]).args(args))
+}
+
+/// `kernel`: a Linux bridge `br0` in namespace `x` (no address), a veth from it to each end
+/// namespace (`bp0` there).
+fn kernel_bridge(topo: &mut Topology) -> Result<(), String> {
+    let x = topo.add("x")?;
+    ip(&x, &["link", "add", "br0", "type", "bridge"])?;
+    for (suffix, _) in ENDS {
+        let (end, port) = (topo.ns(suffix), format!("x{suffix}"));
+        ip(
+            &x,
+            &[
+                "link", "add", &port, "type", "veth", "peer", "name", PORT, "netns", &end,
+            ],
+        )?;
+        ip(&x, &["link", "set", &port, "master", "br0", "up"])?;
+    }
+    ip(&x, &["link", "set", "br0", "up"])
+}
+
+/// Starts a userspace bridge with a port (tap `bp0`) in each end namespace, and waits (at most
+/// 10 s) until every port exists with carrier (the sign that the bridge holds its queue).
+fn start_bridge(contender: &str, topo: &Topology) -> Result<End, String> {
+    let ports: Vec<String> = ENDS
+        .iter()
+        .map(|(s, _)| format!("{PORT}@{}", topo.ns(s)))
+        .collect();
+    let mut cmd = match contender {
+        "c-learn" | "c-learn-offload" => {
+            let mut c = Command::new(program(
+                "BRIDGE_C",
+                bench_dir().join("target/bridge-c"),
+                "bench/run builds it from c/bridge.c",
+            )?);
+            c.arg("-l");
+            if contender == "c-learn-offload" {
+                c.arg("-v");
+            }
+            c
+        }
+        "br" | "br-flood" => {
+            let mut c = Command::new(program(
+                "TUNCTL_BIN",
+                bench_dir().join("../target/release/tunctl"),
+                "bench/run builds it: cargo build --release -p tunctl-cli",
+            )?);
+            c.args(["br", "up", &topo.stem]);
+            if contender == "br-flood" {
+                c.arg("--flood");
+            }
+            c
+        }
+        other => return Err(format!("no bridge {other:?}")),
+    };
+    cmd.args(&ports);
+    // A bridge outlives no harness killed outright.
+    die_with_harness(&mut cmd);
+    let mut bridge = End::spawn(contender, cmd, None)?;
+    let deadline = Instant::now() + START_LIMIT;
+    let carrier = |suffix: &str| {
+        Namespace::named(&topo.ns(suffix))
+            .and_then(|ns| Link::by_name(&ns, PORT))
+            .and_then(|l| l.info())
+            .is_ok_and(|i| i.carrier == Some(true))
+    };
+    while !ENDS.iter().all(|(s, _)| carrier(s)) {
+        bridge.alive()?;
+        if interrupted() {
+            return Err("interrupted".into());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{contender}: its ports did not all appear within {} s",
+                START_LIMIT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(bridge)
+}
+
+fn figure<'f>(figures: &'f mut [Figure], metric: &str) -> &'f mut Figure {
+    let i = figures
+        .iter()
+        .position(|f| f.metric == metric)
+        .expect("every bridge metric has a figure");
+    &mut figures[i]
+}
+
+/// One run of `contender`: fresh namespaces, the bridge and its ports, each end's address and
+/// link up (`ip -n`), A's first ping to B and to C answered (ARP across the bridge, which
+/// learns all three), then `tcp1`, `tcp4`, `udp64` from A to B with the bridge process's CPU
+/// time, and its peak RSS; everything stopped and removed. A metric that fails ends the run;
+/// the metrics measured before it keep their samples.
+pub fn measure_once(contender: &str, opts: &Options, figures: &mut [Figure]) -> Result<(), String> {
+    // Dropped in reverse order: the iperf3 server and the bridge before the namespaces.
+    let stem = format!(
+        "{PREFIX}{}n{}",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::SeqCst)
+    );
+    let mut topo = Topology {
+        stem,
+        namespaces: Vec::new(),
+    };
+    for (suffix, _) in ENDS {
+        topo.add(suffix)?;
+    }
+    let mut bridge = if contender == "kernel" {
+        kernel_bridge(&mut topo)?;
+        None
+    } else {
+        Some(start_bridge(contender, &topo)?)
+    };
+    for (suffix, addr) in ENDS {
+        let ns = topo.ns(suffix);
+        ip(&ns, &["address", "add", &format!("{addr}/24"), "dev", PORT])?;
+        ip(&ns, &["link", "set", "dev", PORT, "up"])?;
+    }
+    let (a, (b, target)) = (topo.ns(ENDS[0].0), (topo.ns(ENDS[1].0), ENDS[1].1));
+    for (_, addr) in &ENDS[1..] {
+        first_reply(&a, addr, Instant::now())?;
+    }
+    let server = iperf_server(&b, target)?;
+    let pids: Vec<u32> = bridge.iter().map(End::pid).collect();
+    let mut measure = || -> Result<(), String> {
+        for metric in ["tcp1", "tcp4", "udp64"] {
+            if let Some(br) = bridge.as_mut() {
+                br.alive()?;
+            }
+            let sample = traffic(&a, target, metric, opts.seconds, &pids)?;
+            // A bridge that died during the test makes the figure meaningless.
+            if let Some(br) = bridge.as_mut() {
+                br.alive()?;
+            }
+            figure(figures, metric).push(sample);
+        }
+        Ok(())
+    };
+    let result = measure();
+    // Peak RSS, read before the bridge is stopped (also after a failed test: the peak so far
+    // is still the bridge's).
+    if let Some(rss) = bridge.as_ref().and_then(End::peak_rss) {
+        figure(figures, "rss").push(Sample::plain(rss));
+    }
+    drop(server);
+    drop(bridge);
+    drop(topo);
+    result
+}
+
+/// `kernel` runs no process: no CPU, no memory.
+fn applies(contender: &str, metric: &str) -> bool {
+    !(contender == "kernel" && metric == "rss")
+}
+
+fn higher_is_better(metric: &str) -> bool {
+    metric != "rss"
+}
+
+/// The table of every figure (min/median/max, br's median over this one's, the bridge
+/// process's CPU, retransmits), br against each contender per metric, and br against its
+/// targets.
+pub fn report(figures: &[Figure], failures: &[String], opts: &Options) -> String {
+    let median = |c: &str, m: &str, cpu: bool| {
+        figures
+            .iter()
+            .find(|f| f.contender == c && f.metric == m)
+            .and_then(|f| spread(if cpu { &f.cpus } else { &f.values }))
+            .map(|s| s.median)
+    };
+    let quotient = |c: &str, m: &str, cpu: bool| match (median("br", m, cpu), median(c, m, cpu)) {
+        (Some(v), Some(b)) if b > 0.0 => Some(v / b),
+        _ => None,
+    };
+    let ratio = |c: &str, m: &str, cpu: bool| cell(quotient(c, m, cpu), 2, "×");
+    let mut out = String::new();
+    if opts.smoke() {
+        out.push_str(&format!("> **{SMOKE_WARNING}**\n\n"));
+    }
+    out.push_str(
+        "| contender | metric | runs | min | median | max | br ÷ this \
+         | CPU min | CPU median | CPU max | retr. min | retr. median | retr. max |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for f in figures.iter().filter(|f| applies(f.contender, f.metric)) {
+        let (v, cpu, retr) = (spread(&f.values), spread(&f.cpus), spread(&f.retransmits));
+        let d = if f.metric == "rss" { 1 } else { 2 };
+        out.push_str(&format!(
+            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            f.contender,
+            f.metric,
+            f.unit,
+            f.values.len(),
+            cell(v.map(|s| s.min), d, ""),
+            cell(v.map(|s| s.median), d, ""),
+            cell(v.map(|s| s.max), d, ""),
+            ratio(f.contender, f.metric, false),
+            cell(cpu.map(|s| s.min), 0, "%"),
+            cell(cpu.map(|s| s.median), 0, "%"),
+            cell(cpu.map(|s| s.max), 0, "%"),
+            cell(retr.map(|s| s.min), 0, ""),
+            cell(retr.map(|s| s.median), 0, ""),
+            cell(retr.map(|s| s.max), 0, ""),
+        ));
+    }
+    let mut others: Vec<&str> = Vec::new();
+    for f in figures {
+        if f.contender != "br" && !others.contains(&f.contender) {
+            others.push(f.contender);
+        }
+    }
+    let has_br = figures.iter().any(|f| f.contender == "br");
+    if has_br && !others.is_empty() {
+        out.push_str("\nbr against each (br's median ÷ theirs):\n\n| metric |");
+        for c in &others {
+            out.push_str(&format!(" {c} |"));
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---|".repeat(others.len()));
+        out.push('\n');
+        let mut rows: Vec<(String, &str, bool)> = METRICS
+            .iter()
+            .map(|(m, _)| {
+                let better = if higher_is_better(m) {
+                    "higher"
+                } else {
+                    "lower"
+                };
+                (format!("{m} ({better} is better)"), *m, false)
+            })
+            .collect();
+        for m in ["tcp1", "tcp4", "udp64"] {
+            rows.push((format!("{m} CPU (lower is better)"), m, true));
+        }
+        for (label, m, cpu) in rows {
+            out.push_str(&format!("| {label} |"));
+            for c in &others {
+                out.push_str(&format!(" {} |", ratio(c, m, cpu)));
+            }
+            out.push('\n');
+        }
+    }
+    if has_br && TARGETS.iter().any(|(_, c, _)| others.contains(c)) {
+        out.push_str(&format!(
+            "\nbr against its targets{}:\n\n| target | br ÷ baseline | |\n|---|---|---|\n",
+            if opts.smoke() {
+                " (a smoke run: no verdict)"
+            } else {
+                ""
+            }
+        ));
+        for (m, c, at_least) in TARGETS {
+            let q = quotient(c, m, false);
+            let verdict = match q {
+                None => "–",
+                Some(_) if opts.smoke() => "smoke",
+                Some(q) if q >= at_least => "met",
+                Some(_) => "missed",
+            };
+            out.push_str(&format!(
+                "| {m} ≥ {at_least:.1}× {c} | {} | {verdict} |\n",
+                cell(q, 2, "×")
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "\n{} run{} of {} s per contender, interleaved round-robin (every contender's first run, \
+         then every contender's second, ...). `runs` counts the runs that produced the figure; \
+         min, median and max are over those runs (the median of an even count is the mean of \
+         the middle two). `br ÷ this` is br's median over this contender's: above 1× br is \
+         ahead in tcp1/tcp4/udp64, below 1× it is ahead in rss and CPU. CPU is the bridge \
+         process's (all its threads) over the test's duration, 100% = one core; the kernel \
+         bridge runs in softirq, which is nobody's (`kernel`: no CPU, no rss). `rss`: the bridge \
+         process's peak resident memory (VmHWM), read after the traffic.\n",
+        opts.reps,
+        if opts.reps == 1 { "" } else { "s" },
+        opts.seconds
+    ));
+    if !failures.is_empty() {
+        out.push_str("\nFailed runs:\n\n");
+        for f in failures {
+            out.push_str(&format!("- {f}\n"));
+        }
+    }
+    if opts.smoke() {
+        out.push_str(&format!("\n**{SMOKE_WARNING}**\n"));
+    }
+    out
+}
+
+/// The `bridge` section of BENCHMARKS.md around its `table`, measured `on` (machine, date).
+pub fn section(on: &str, table: &str) -> String {
+    format!(
+        "## bridge: namespaces A, B, C ⇄ one port each of a bridge\n\n\
+         Produced by `bench/run bridge` (see bench/README.md) on {on}.\n\n\
+         {INTRO}\n\n{table}"
+    )
+}
+
+/// What the group measures, for BENCHMARKS.md.
+pub const INTRO: &str = "Three namespaces A, B, C (10.205.0.1–3/24), each with one port of \
+the bridge: `kernel` a Linux bridge in a namespace of its own with a veth to each; `c-learn` \
+and `c-learn-offload` the C learning bridge (`bench/c/bridge.c`: one thread, poll() over its \
+taps, a hashed learning table with ageing; `-offload`: vnet_hdr taps with TSO, GSO frames passed \
+through); `br` ours (`tunctl br up`, vnet_hdr taps with TSO, learning) and `br-flood` (`--flood`: \
+every frame to every other port). iperf3 from A to B: `tcp1`, `tcp4` (Gbit/s received), `udp64` \
+(64-byte datagrams, thousands received per second); C only sees what the bridge floods. MTU \
+1500. Targets for `br`: tcp1 ≥ 0.9× `kernel` and ≥ 1.0× `c-learn-offload`, udp64 ≥ 1.0× \
+`c-learn`. Bridge figures are noisy on 2 shared cores: compare within this run only.";
+
+/// Where `tunctl br` keeps its control sockets (`<bridge>.sock`): stale ones of this group's
+/// bridges are swept like the tunnel group's UAPI sockets.
+pub const CONTROL_DIR: &str = "/run/tunctl/br";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(reps: usize) -> Options {
+        Options {
+            quick: false,
+            json: false,
+            reps,
+            seconds: 5,
+            only: Vec::new(),
+            groups: vec!["bridge"],
+        }
+    }
+
+    #[test]
+    fn report_has_br_ratios_and_targets() {
+        let mut figures = Vec::new();
+        for (c, v) in [("kernel", 2.0), ("c-learn", 1.0), ("br", 1.9)] {
+            for (m, u) in METRICS {
+                let mut f = Figure::new(c, m, u);
+                f.push(Sample {
+                    value: v,
+                    cpu: (c != "kernel").then_some(v * 50.0),
+                    retransmits: None,
+                });
+                figures.push(f);
+            }
+        }
+        let r = report(&figures, &[], &opts(3));
+        assert!(r.contains("| c-learn | tcp1 (Gbit/s) | 1 | 1.00 | 1.00 | 1.00 | 1.90× |"));
+        assert!(!r.contains("| kernel | rss"));
+        assert!(r.contains("| tcp1 (higher is better) | 0.95× | 1.90× |"));
+        assert!(r.contains("| tcp1 CPU (lower is better) | – | 1.90× |"));
+        assert!(r.contains("| tcp1 ≥ 0.9× kernel | 0.95× | met |"));
+        assert!(r.contains("| tcp1 ≥ 1.0× c-learn-offload | – | – |"));
+        assert!(r.contains("| udp64 ≥ 1.0× c-learn | 1.90× | met |"));
+        assert!(!r.contains("SMOKE"));
+        let smoke = report(&figures, &[], &opts(1));
+        assert!(smoke.contains("| udp64 ≥ 1.0× c-learn | 1.90× | smoke |"));
+        assert!(smoke.starts_with("> **SMOKE RUN"));
+    }
+
+    #[test]
+    fn names_fit() {
+        // The bridge's name (tunctl br: an interface-like name) with the largest pid.
+        let longest = format!("{PREFIX}{}n{}", 4_194_304, 999);
+        assert!(longest.len() <= 15);
+    }
+}
