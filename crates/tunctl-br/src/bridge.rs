@@ -221,6 +221,21 @@ impl Bridge {
     /// master (or the reverse), a port's or the master's error; nothing is left behind.
     pub fn up(opts: Options) -> Result<Bridge, Error> {
         let bad = |why: String| Error::from_kind(ErrorKind::InvalidInput, "br up", why);
+        tunctl::name::validate(&opts.name, false)
+            .map_err(|e| bad(format!("bridge name: {}", e.detail())))?;
+        // One bridge per name: its control socket is how `show` and `down` find it.
+        let control = match crate::control::Socket::bind(&opts.name) {
+            Ok(c) => Some(c),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(Error::from_kind(
+                    ErrorKind::AlreadyExists,
+                    "br up",
+                    format!("a bridge named {} runs already", opts.name),
+                ))
+            }
+            // Not root: no socket, the bridge runs all the same.
+            Err(_) => None,
+        };
         if opts.ports.len() < 2 {
             return Err(bad("a bridge needs at least two ports".into()));
         }
@@ -271,7 +286,6 @@ impl Bridge {
             stop: AtomicBool::new(false),
             trace: opts.trace,
         });
-        let control = crate::control::Socket::bind(&opts.name);
         let mut bridge = Bridge {
             shared: Arc::clone(&shared),
             threads: Vec::new(),
@@ -285,7 +299,6 @@ impl Bridge {
             bridge.threads.push(t);
         }
         let s = Arc::clone(&shared);
-        let control = control.ok();
         let t = std::thread::Builder::new()
             .name("br-house".into())
             .spawn(move || housekeeping(&s, control))

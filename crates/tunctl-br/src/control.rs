@@ -3,54 +3,41 @@
 //! down` find running bridges there.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use tunctl::service::ServiceSocket;
 
 /// Where the sockets live.
 pub const SOCKET_DIR: &str = "/run/tunctl/br";
 
-/// The socket of bridge `name`.
+/// The socket of bridge `name` (a name that is not an interface-like name gets a path that
+/// cannot exist, so no lookup leaves the directory).
 pub fn socket_path(name: &str) -> PathBuf {
-    Path::new(SOCKET_DIR).join(format!("{name}.sock"))
+    tunctl::service::socket_path(Path::new(SOCKET_DIR), name)
+        .unwrap_or_else(|_| Path::new(SOCKET_DIR).join(".not-a-bridge-name"))
 }
 
 /// A listening control socket; removed when dropped.
 #[derive(Debug)]
-pub struct Socket {
-    listener: UnixListener,
-    path: PathBuf,
-}
+pub struct Socket(ServiceSocket);
 
 impl Socket {
-    /// Binds the socket of bridge `name`. A stale socket is replaced; a live one (another
-    /// bridge of that name) is an error.
+    /// Binds the socket of bridge `name` (a name as an interface's: at most 15 bytes, no
+    /// `/`). A stale socket is replaced; a live one (another bridge of that name) is an
+    /// error.
     ///
     /// # Errors
     ///
-    /// Not root (the directory), or the name is served.
+    /// Not root (the directory), a bad name, or the name is served.
     pub fn bind(name: &str) -> std::io::Result<Socket> {
-        std::fs::create_dir_all(SOCKET_DIR)?;
-        let path = socket_path(name);
-        if path.exists() {
-            if UnixStream::connect(&path).is_ok() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::AddrInUse,
-                    format!("{} is served by another bridge", path.display()),
-                ));
-            }
-            std::fs::remove_file(&path)?;
-        }
-        let listener = UnixListener::bind(&path)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        listener.set_nonblocking(true)?;
-        Ok(Socket { listener, path })
+        ServiceSocket::bind(Path::new(SOCKET_DIR), name).map(Socket)
     }
 
     /// Answers the connections waiting now.
     pub fn serve_pending(&self, state: &dyn Fn() -> serde_json::Value) {
-        while let Ok((conn, _)) = self.listener.accept() {
+        for conn in self.0.pending() {
             let _ = conn.set_nonblocking(false);
             let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
             let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
@@ -61,12 +48,6 @@ impl Socket {
                 let _ = writeln!(conn, "{}", state());
             }
         }
-    }
-}
-
-impl Drop for Socket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -87,15 +68,5 @@ pub fn show(name: &str) -> std::io::Result<serde_json::Value> {
 
 /// The names of the bridges with a control socket.
 pub fn names() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(SOCKET_DIR)
-        .map(|d| {
-            d.filter_map(|e| {
-                let name = e.ok()?.file_name().into_string().ok()?;
-                name.strip_suffix(".sock").map(str::to_string)
-            })
-            .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+    tunctl::service::names(Path::new(SOCKET_DIR))
 }

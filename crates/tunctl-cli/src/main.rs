@@ -73,8 +73,10 @@ enum Command {
         action: NetnsCommand,
     },
     /// Two namespaces, a tun device in each, packets forwarded between them by this process;
-    /// then two more joined by a veth, with a vpwn (WireGuard) tunnel between them. Pings
-    /// and a 3-second TCP stream cross each; prints a report and removes everything.
+    /// then two more joined by a veth, with a vpwn (WireGuard) tunnel between them; then
+    /// three more, a tap in each, all ports of a br learning bridge in this process. Pings
+    /// and a 3-second TCP stream cross each; prints a report (the bridge's learned table and
+    /// per-port counts too) and removes everything.
     Demo(demo::DemoArgs),
     /// A tunnel that speaks WireGuard: keys, `up`, `show`, `down` (and the `tunctl-vpwn`
     /// command, a drop-in for wireguard-go).
@@ -762,17 +764,10 @@ pub(crate) fn out(line: std::fmt::Arguments<'_>) {
     }
 }
 
-/// The process serving the unix socket at `path` (the kernel's word: SO_PEERCRED).
-fn server_pid(path: &std::path::Path) -> std::io::Result<u32> {
-    let conn = std::os::unix::net::UnixStream::connect(path)?;
-    let cred = rustix::net::sockopt::socket_peercred(&conn)?;
-    Ok(cred.pid.as_raw_nonzero().get() as u32)
-}
-
 /// Stops the program serving the control socket `path` of `name` (SIGTERM), and waits up
 /// to 5 s for it to remove the socket (the last thing it does).
 fn stop_server(op: &str, name: &str, path: &std::path::Path, missing: &str) -> Result<(), Error> {
-    let pid = server_pid(path).map_err(|e| {
+    let pid = tunctl::service::server_pid(path).map_err(|e| {
         let why = match e.kind() {
             std::io::ErrorKind::NotFound => missing.to_string(),
             std::io::ErrorKind::ConnectionRefused => {

@@ -10,9 +10,7 @@
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -355,10 +353,7 @@ pub trait Handler {
 
 /// A listening UAPI socket; removed when dropped.
 #[derive(Debug)]
-pub struct Socket {
-    listener: UnixListener,
-    path: PathBuf,
-}
+pub struct Socket(tunctl::service::ServiceSocket);
 
 impl Socket {
     /// Binds `/var/run/wireguard/NAME.sock` (mode 0600: `get` reveals the private key). A
@@ -369,26 +364,12 @@ impl Socket {
     /// The directory or the socket cannot be made (not root), or another program serves
     /// the name.
     pub fn bind(name: &str) -> std::io::Result<Socket> {
-        std::fs::create_dir_all(SOCKET_DIR)?;
-        let path = socket_path(name);
-        if path.exists() {
-            if UnixStream::connect(&path).is_ok() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::AddrInUse,
-                    format!("{} is served by another program", path.display()),
-                ));
-            }
-            std::fs::remove_file(&path)?;
-        }
-        let listener = UnixListener::bind(&path)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        listener.set_nonblocking(true)?;
-        Ok(Socket { listener, path })
+        tunctl::service::ServiceSocket::bind(Path::new(SOCKET_DIR), name).map(Socket)
     }
 
     /// Answers the connections waiting now; returns without waiting when none is.
     pub fn serve_pending(&self, handler: &dyn Handler) {
-        while let Ok((conn, _)) = self.listener.accept() {
+        for conn in self.0.pending() {
             let _ = conn.set_nonblocking(false);
             let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
             let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
@@ -465,9 +446,11 @@ pub(crate) fn serve(conn: UnixStream, handler: &dyn Handler) -> std::io::Result<
     Ok(())
 }
 
-/// The socket of tunnel `name`.
+/// The socket of tunnel `name` (a name that is not an interface name gets a path that
+/// cannot exist, so no lookup leaves the directory).
 pub fn socket_path(name: &str) -> PathBuf {
-    Path::new(SOCKET_DIR).join(format!("{name}.sock"))
+    tunctl::service::socket_path(Path::new(SOCKET_DIR), name)
+        .unwrap_or_else(|_| Path::new(SOCKET_DIR).join(".not-a-tunnel-name"))
 }
 
 fn request(name: &str, req: &str) -> std::io::Result<Vec<(String, String)>> {
@@ -538,51 +521,12 @@ pub fn set(name: &str, lines: &[&str]) -> std::io::Result<()> {
 ///
 /// No socket, or nobody serving it.
 pub fn server_pid(name: &str) -> std::io::Result<u32> {
-    let conn = UnixStream::connect(socket_path(name))?;
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: a valid socket fd, and a buffer of the size given.
-    let rc = unsafe {
-        libc::getsockopt(
-            conn.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    u32::try_from(cred.pid)
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| std::io::Error::other(format!("{name}: the server's pid is unknown")))
+    tunctl::service::server_pid(&socket_path(name))
 }
 
 /// The names of the tunnels with a UAPI socket.
 pub fn names() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(SOCKET_DIR)
-        .map(|d| {
-            d.filter_map(|e| {
-                let name = e.ok()?.file_name().into_string().ok()?;
-                name.strip_suffix(".sock").map(str::to_string)
-            })
-            .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
-impl std::ops::Drop for Socket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
+    tunctl::service::names(Path::new(SOCKET_DIR))
 }
 
 #[cfg(test)]

@@ -53,6 +53,7 @@ mod netns;
 pub mod offload;
 mod pi;
 mod queue;
+pub mod service;
 mod sys;
 #[cfg(feature = "tokio")]
 pub mod tokio;
