@@ -112,7 +112,7 @@ struct Port {
     /// Made by the bridge (removed when it stops), not attached.
     created: bool,
     alive: AtomicBool,
-    /// Largest frame without GSO: the MTU plus the Ethernet header.
+    /// Largest frame without GSO: the MTU plus the Ethernet header and two VLAN tags.
     max_frame: usize,
     stats: PortStats,
     /// The Linux bridge it was enslaved to (the uplink), to release.
@@ -157,6 +157,7 @@ impl Shared {
 pub struct Bridge {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    stopped: bool,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -174,6 +175,15 @@ const PORT_OFFLOAD: Offload = Offload::TSO4
     .union(Offload::TSO_ECN)
     .union(Offload::USO4)
     .union(Offload::USO6);
+
+/// A namespace as `NAME@NS` takes it: its name, its path, or empty for the current one.
+fn ns_label(ns: &Namespace) -> String {
+    match ns {
+        Namespace::Current => String::new(),
+        Namespace::Named(name) => name.clone(),
+        Namespace::Path(path) => path.display().to_string(),
+    }
+}
 
 fn open_port(spec: &PortSpec) -> Result<Port, Error> {
     let existed = Link::by_name(&spec.namespace, &spec.name).is_ok();
@@ -201,11 +211,11 @@ fn open_port(spec: &PortSpec) -> Result<Port, Error> {
     let mtu = link.mtu()? as usize;
     Ok(Port {
         name: device.name().to_string(),
-        namespace: spec.namespace.describe(),
+        namespace: ns_label(&spec.namespace),
         vnet: device.vnet_hdr_size().is_ok_and(|n| n > 0),
         created: !existed,
         alive: AtomicBool::new(true),
-        max_frame: mtu + 18,
+        max_frame: mtu + 22,
         stats: PortStats::default(),
         master: None,
         device,
@@ -249,12 +259,20 @@ impl Bridge {
         }
         let uplink = match (&opts.uplink, &opts.master) {
             (None, None) => None,
-            (Some(u), Some(_)) => Some(
-                opts.ports
-                    .iter()
-                    .position(|p| &p.name == u)
-                    .ok_or_else(|| bad(format!("the uplink {u} is not one of the ports")))?,
-            ),
+            (Some(u), Some(_)) => {
+                let named: Vec<usize> = (0..opts.ports.len())
+                    .filter(|&i| &opts.ports[i].name == u)
+                    .collect();
+                match named[..] {
+                    [i] => Some(i),
+                    [] => return Err(bad(format!("the uplink {u} is not one of the ports"))),
+                    _ => {
+                        return Err(bad(format!(
+                            "the uplink {u} names several ports (in different namespaces)"
+                        )))
+                    }
+                }
+            }
             (Some(_), None) => return Err(bad("--uplink needs --master".into())),
             (None, Some(_)) => return Err(bad("--master needs --uplink".into())),
         };
@@ -289,6 +307,7 @@ impl Bridge {
         let mut bridge = Bridge {
             shared: Arc::clone(&shared),
             threads: Vec::new(),
+            stopped: false,
         };
         for i in 0..shared.ports.len() {
             let s = Arc::clone(&shared);
@@ -328,6 +347,9 @@ impl Bridge {
     }
 
     fn stop(&mut self) {
+        if std::mem::replace(&mut self.stopped, true) {
+            return;
+        }
         self.shared.stop.store(true, Ordering::Release);
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -345,9 +367,7 @@ impl Bridge {
 
 impl Drop for Bridge {
     fn drop(&mut self) {
-        if !self.threads.is_empty() {
-            self.stop();
-        }
+        self.stop();
     }
 }
 
@@ -552,17 +572,23 @@ fn port_loop(s: &Shared, i: usize) {
             Out::One(d) => {
                 if s.ports[d].alive.load(Ordering::Acquire) {
                     add(&me.stats.forwarded, 1);
-                    deliver(s, d, &buf[..end], vh, h.len, &mut split, me);
+                    if !deliver(s, d, &buf[..end], vh, h.len, &mut split) {
+                        add(&me.stats.drop_malformed_gso, 1);
+                    }
                 } else {
                     add(&me.stats.drop_write, 1);
                 }
             }
             Out::Flood => {
                 add(&me.stats.flooded, 1);
+                let mut malformed = false;
                 for d in 0..s.ports.len() {
                     if d != i && s.ports[d].alive.load(Ordering::Acquire) {
-                        deliver(s, d, &buf[..end], vh, h.len, &mut split, me);
+                        malformed |= !deliver(s, d, &buf[..end], vh, h.len, &mut split);
                     }
+                }
+                if malformed {
+                    add(&me.stats.drop_malformed_gso, 1);
                 }
             }
         }
@@ -571,7 +597,7 @@ fn port_loop(s: &Shared, i: usize) {
 
 /// Writes `whole` ([virtio-net header][frame]) to port `d`: as it is to a vnet_hdr port;
 /// to a port without, the frame alone, a GSO frame split into segments and a partial
-/// checksum completed.
+/// checksum completed. False if the frame's GSO header cannot be split (malformed).
 fn deliver(
     s: &Shared,
     d: usize,
@@ -579,8 +605,7 @@ fn deliver(
     vh: VirtioNetHdr,
     eth_len: usize,
     split: &mut Option<Split>,
-    from: &Port,
-) {
+) -> bool {
     let port = &s.ports[d];
     let hdr_len = VirtioNetHdr::LEN;
     let frame = &whole[hdr_len..];
@@ -593,8 +618,7 @@ fn deliver(
         let sp = split.get_or_insert_with(Split::new);
         let mut h = vh;
         let Some(start) = usize::from(h.csum_start).checked_sub(eth_len) else {
-            add(&from.stats.drop_malformed_gso, 1);
-            return;
+            return false;
         };
         h.csum_start = start as u16;
         match gso_split(&frame[eth_len..], h, &mut sp.bufs, &mut sp.sizes, eth_len) {
@@ -618,10 +642,7 @@ fn deliver(
                 }
                 sent
             }
-            Err(_) => {
-                add(&from.stats.drop_malformed_gso, 1);
-                return;
-            }
+            Err(_) => return false,
         }
     };
     match result {
@@ -632,6 +653,7 @@ fn deliver(
         Err(e) if matches!(e.kind(), ErrorKind::Gone | ErrorKind::Closed) => s.lose(d),
         Err(_) => add(&port.stats.drop_write, 1),
     }
+    true
 }
 
 /// The ageing sweep (every quarter of the ageing time, at most every second) and the

@@ -16,8 +16,11 @@
 //! - every port it creates has `vnet_hdr` with TSO: GSO super-frames cross the bridge
 //!   whole; a port without `vnet_hdr` (a tap made by someone else) gets them split into
 //!   valid segments;
-//! - a port deleted from outside is dropped and the bridge goes on; a port moved to
-//!   another namespace keeps working through its file descriptor.
+//! - a port deleted from outside (`ip link del`) is dropped and the bridge goes on; a port
+//!   moved to another namespace keeps working through its file descriptor once it is up
+//!   there (`show` still names the namespace it was born in). The bridge's fd keeps a
+//!   port's namespace alive: after `ip netns del`, the namespace and its port live on until
+//!   the bridge stops.
 //!
 //! ```no_run
 //! use tunctl_br::{Bridge, Options, PortSpec};

@@ -26,8 +26,8 @@ pub enum BrCommand {
         /// Only this bridge.
         name: Option<String>,
         /// Print JSON: an array of {name, pid, ageing_s, flood, max_macs, entries,
-        /// ports[{name, namespace, vnet_hdr, alive, uplink, created, rx_frames, rx_bytes,
-        /// tx_frames, tx_bytes, forwarded, flooded, entries, learned, moved, aged, evicted,
+        /// ports[{name, namespace (as given after @, empty for the current one), vnet_hdr,
+        /// alive, uplink, created, rx_frames, rx_bytes, tx_frames, tx_bytes, forwarded, flooded, entries, learned, moved, aged, evicted,
         /// dropped{runt, invalid_source, link_local, oversize, same_port, malformed_gso,
         /// write}}], fdb[{mac, port, idle_ms}]}.
         #[arg(long)]
@@ -57,11 +57,21 @@ pub struct UpArgs {
     #[arg(long, value_name = "BRIDGE[@NS]", requires = "uplink", value_parser = parse_master)]
     master: Option<(String, Namespace)>,
     /// Seconds an idle address stays learned (0: flood everything, as --flood).
-    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(0..=1_000_000)
+    )]
     ageing: u64,
     /// The most addresses learned; when full, the port holding the most gives up its least
     /// recently used one.
-    #[arg(long, value_name = "N", default_value_t = 8192, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 8192,
+        value_parser = clap::value_parser!(u64).range(16..=1_048_576)
+    )]
     max_macs: u64,
     /// Flood every frame to every other port (no learning): the Erlang original's hub.
     #[arg(long)]
@@ -165,6 +175,15 @@ fn up(args: UpArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// A port as `up` takes it: NAME, or NAME@NS.
+fn port_label(p: &serde_json::Value) -> String {
+    let name = p["name"].as_str().unwrap_or("?");
+    match p["namespace"].as_str() {
+        Some("") | None => name.to_string(),
+        Some(ns) => format!("{name}@{ns}"),
+    }
+}
+
 fn show(name: Option<String>, json: bool) -> Result<(), Error> {
     let (names, only) = match name {
         Some(n) => (vec![n], true),
@@ -215,9 +234,8 @@ fn show(name: Option<String>, json: bool) -> Result<(), Error> {
                 })
                 .unwrap_or_default();
             out(format_args!(
-                "  port {}@{}{}{}: in {} frames ({} B), out {} ({} B); forwarded {}, flooded {}; learned {}, moved {}, aged {}, evicted {}; dropped: {}",
-                s(&p["name"]),
-                s(&p["namespace"]),
+                "  port {}{}{}: in {} frames ({} B), out {} ({} B); forwarded {}, flooded {}; learned {}, moved {}, aged {}, evicted {}; dropped: {}",
+                port_label(p),
                 if p["uplink"] == true { " (uplink)" } else { "" },
                 if p["alive"] == true { "" } else { " (gone)" },
                 p["rx_frames"],

@@ -1,14 +1,16 @@
-//! `tunctl demo`, in two stages, each in namespaces of its own:
+//! `tunctl demo`, in three stages, each in namespaces of its own:
 //!
 //! 1. Two namespaces, one tun device in each, and this process forwarding packets between
 //!    the two devices (10.77.0.1 ⇄ 10.77.0.2).
 //! 2. Unless `--no-tunnel`: two more namespaces joined by a veth (the underlay, 10.78.0.1 ⇄
 //!    10.78.0.2) and a vpwn tunnel between them, WireGuard-encrypted (10.79.0.1 ⇄ 10.79.0.2).
+//! 3. Unless `--no-bridge`: three more namespaces, one tap in each, all of them ports of a
+//!    br learning bridge in this process (10.80.0.1, .2, .3 on one Ethernet segment).
 //!
-//! In each stage pings and a TCP stream cross from namespace A to B and a report follows;
-//! everything is removed at the end of each stage, on failure and on Ctrl-C too. Traffic
-//! stays inside the namespaces the demo creates; the root namespace's interfaces are not
-//! touched.
+//! In each stage pings and a TCP stream cross from namespace A to B (and in the bridge stage
+//! between every pair) and a report follows; everything is removed at the end of each stage,
+//! on failure and on Ctrl-C too. Traffic stays inside the namespaces the demo creates; the
+//! root namespace's interfaces are not touched.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
@@ -17,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use tunctl::{Address, Cidr, Device, Error, ErrorKind, Link, Namespace, Netlink};
+use tunctl::{Address, Cidr, Device, Error, ErrorKind, Link, LinkConfig, Namespace, Netlink};
+use tunctl_br::{Bridge, PortSpec};
 use tunctl_vpwn::{Config, Interface, Key, Options, Peer, Tunnel};
 
 const ADDR_A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -32,6 +35,13 @@ const TUN_B: Ipv4Addr = Ipv4Addr::new(10, 79, 0, 2);
 /// The veth's ends; each lives in its own (new) namespace only.
 const VETH_A: &str = "veth-a";
 const VETH_B: &str = "veth-b";
+
+/// The bridge stage's ports (one tap per namespace) and their addresses, one /24.
+const BR_PORTS: [(&str, &str, Ipv4Addr); 3] = [
+    ("a", "tap-a", Ipv4Addr::new(10, 80, 0, 1)),
+    ("b", "tap-b", Ipv4Addr::new(10, 80, 0, 2)),
+    ("c", "tap-c", Ipv4Addr::new(10, 80, 0, 3)),
+];
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -48,6 +58,10 @@ pub struct DemoArgs {
     /// veth, with the same pings and TCP stream through it.
     #[arg(long)]
     no_tunnel: bool,
+    /// Skip the third stage: a br learning bridge in this process with one tap port in
+    /// each of three more namespaces, pings between every pair and a TCP stream through it.
+    #[arg(long)]
+    no_bridge: bool,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -293,7 +307,8 @@ fn report_ping(from: Ipv4Addr, to: Ipv4Addr, rtts: &[Option<Duration>]) -> bool 
 }
 
 /// Runs the demo and prints its report: the forwarder stage, then (unless `--no-tunnel`)
-/// the tunnel stage. Fails unless pings and TCP data really crossed in every stage run.
+/// the tunnel stage, then (unless `--no-bridge`) the bridge stage. Fails unless pings and
+/// TCP data really crossed in every stage run.
 pub fn run(args: DemoArgs) -> Result<(), Error> {
     // SIGINT, SIGTERM and SIGHUP all end the demo through its cleanup. A second handler
     // cannot be set in the same process; the first one is as good.
@@ -302,6 +317,10 @@ pub fn run(args: DemoArgs) -> Result<(), Error> {
     if !args.no_tunnel {
         check_interrupted()?;
         tunnel_stage(&args)?;
+    }
+    if !args.no_bridge {
+        check_interrupted()?;
+        bridge_stage(&args)?;
     }
     Ok(())
 }
@@ -542,4 +561,135 @@ fn tunnel_stage(args: &DemoArgs) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// Stage 3: three more namespaces, one tap in each, all ports of one br learning bridge in
+/// this process; pings between every pair, a TCP stream from A to B, the learned table and
+/// each port's figures.
+fn bridge_stage(args: &DemoArgs) -> Result<(), Error> {
+    let pid = std::process::id();
+    // Guards are declared first so they drop last: the bridge (its threads, its ports, its
+    // control socket) goes, then the namespaces, however this function ends.
+    let mut guards = Vec::with_capacity(BR_PORTS.len());
+    for (tag, _, _) in BR_PORTS {
+        guards.push(NsGuard::create(format!("tunctl-demo-{pid}-br-{tag}"))?);
+    }
+    let ports: Vec<PortSpec> = guards
+        .iter()
+        .zip(BR_PORTS)
+        .map(|(guard, (_, name, _))| PortSpec {
+            name: name.to_string(),
+            namespace: guard.0.clone(),
+        })
+        .collect();
+    // Its control socket (/run/tunctl/br/NAME.sock) is not per namespace: a unique name.
+    let bridge = Bridge::up(tunctl_br::Options::new(&format!("br-{pid}"), ports))?;
+    // Each tap is born in its namespace and set up there: an address, lo up; its MAC is
+    // what the bridge should learn on its port.
+    let mut macs = Vec::with_capacity(BR_PORTS.len());
+    for (guard, (_, name, addr)) in guards.iter().zip(BR_PORTS) {
+        let ns = &guard.0;
+        let link = Link::by_name(ns, name)?;
+        let config = LinkConfig {
+            addrs: vec![Cidr::new(addr.into(), 24)?],
+            up: Some(true),
+            ..LinkConfig::default()
+        };
+        config.plan(&link)?.apply(&link, None)?;
+        macs.push(link.info()?.mac.map(|m| m.to_string()));
+        Link::by_name(ns, "lo")?.up()?;
+    }
+    let ends: Vec<String> = guards
+        .iter()
+        .zip(BR_PORTS)
+        .map(|(guard, (_, name, addr))| format!("{} {name} ({addr})", guard.1))
+        .collect();
+    println!(
+        "tunctl demo: bridge: {} in this process, learning, its ports {}",
+        bridge.name(),
+        ends.join(", ")
+    );
+    check_interrupted()?;
+    // Every pair, each way round the ring: A -> B, B -> C, C -> A.
+    let mut pings = Vec::with_capacity(BR_PORTS.len());
+    for i in 0..BR_PORTS.len() {
+        let j = (i + 1) % BR_PORTS.len();
+        let rtts = ping(&guards[i].0, BR_PORTS[j].2, args.pings)?;
+        pings.push((BR_PORTS[i].2, BR_PORTS[j].2, rtts));
+    }
+    let (addr_a, addr_b) = (BR_PORTS[0].2, BR_PORTS[1].2);
+    let (tcp_bytes, tcp_time) = tcp_stream(&guards[0].0, &guards[1].0, addr_b, args.seconds)?;
+    let status = bridge.status();
+
+    let mut replied = true;
+    for (from, to, rtts) in &pings {
+        replied &= report_ping(*from, *to, rtts);
+    }
+    let secs = tcp_time.as_secs_f64();
+    println!(
+        "  tcp {addr_a} -> {addr_b}:{TCP_PORT} through the bridge: {:.1} MB in {secs:.2} s = {:.2} Gbit/s",
+        tcp_bytes as f64 / 1e6,
+        tcp_bytes as f64 * 8.0 / secs / 1e9
+    );
+    let learned_right = report_bridge(&status, &macs);
+    // Stops the port threads, removes the taps (in their namespaces) and the control socket.
+    bridge.down();
+    drop(guards);
+    println!("  cleaned up: the bridge, its control socket, the three taps and the three namespaces removed");
+    if !replied || tcp_bytes == 0 {
+        return Err(Error::from_kind(
+            ErrorKind::Os,
+            "demo",
+            "no traffic crossed the bridge",
+        ));
+    }
+    if !learned_right {
+        return Err(Error::from_kind(
+            ErrorKind::Os,
+            "demo",
+            "the bridge did not learn each tap's address on its port",
+        ));
+    }
+    Ok(())
+}
+
+/// Prints the bridge's learned table (as `bridge fdb show` does) and each port's figures
+/// from its `status()`; returns whether each tap's MAC (`macs`, in port order) was learned
+/// on its own port.
+fn report_bridge(status: &serde_json::Value, macs: &[Option<String>]) -> bool {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
+    let name = text(&status["name"]);
+    let fdb = status["fdb"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let ports = status["ports"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    println!(
+        "  learned table (bridge fdb show): {} of {} addresses",
+        status["entries"], status["max_macs"]
+    );
+    for e in fdb {
+        println!(
+            "    {} dev {} master {name}",
+            text(&e["mac"]),
+            text(&e["port"])
+        );
+    }
+    for p in ports {
+        println!(
+            "  port {}: in {} frames ({:.1} MB), out {} frames ({:.1} MB); forwarded {}, flooded {}; learned {}",
+            text(&p["name"]),
+            p["rx_frames"],
+            p["rx_bytes"].as_u64().unwrap_or(0) as f64 / 1e6,
+            p["tx_frames"],
+            p["tx_bytes"].as_u64().unwrap_or(0) as f64 / 1e6,
+            p["forwarded"],
+            p["flooded"],
+            p["learned"]
+        );
+    }
+    ports.len() == macs.len()
+        && ports.iter().zip(macs).all(|(p, mac)| {
+            mac.as_ref().is_some_and(|mac| {
+                fdb.iter()
+                    .any(|e| e["mac"].as_str() == Some(mac) && e["port"] == p["name"])
+            })
+        })
 }

@@ -72,8 +72,8 @@ fn fails(args: &[&str], code: i32) -> String {
     stderr(&out)
 }
 
-/// Namespaces and UAPI sockets (`/var/run/wireguard/vpwn-PID-a.sock`) the demo with `pid`
-/// left behind.
+/// Namespaces, UAPI sockets (`/var/run/wireguard/vpwn-PID-a.sock`) and the bridge's control
+/// socket (`/run/tunctl/br/br-PID.sock`) the demo with `pid` left behind.
 fn demo_leftovers(pid: u32) -> Vec<String> {
     let prefix = format!("tunctl-demo-{pid}-");
     let mut left: Vec<String> = tunctl::Namespace::list()
@@ -87,6 +87,14 @@ fn demo_leftovers(pid: u32) -> Vec<String> {
             dir.filter_map(|e| e.ok())
                 .map(|e| e.path().display().to_string())
                 .filter(|p| p.contains(&tag)),
+        );
+    }
+    let bridge = format!("br-{pid}.sock");
+    if let Ok(dir) = std::fs::read_dir("/run/tunctl/br") {
+        left.extend(
+            dir.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_str() == Some(bridge.as_str()))
+                .map(|e| e.path().display().to_string()),
         );
     }
     left
@@ -149,6 +157,104 @@ fn demo_moves_real_traffic_and_cleans_up() {
         text.contains("cleaned up: both tunnels, the veth and both namespaces removed"),
         "{text}"
     );
+    // The bridge stage: pings between every pair of its three namespaces, TCP through it,
+    // each tap's address learned on its own port, and nothing left.
+    assert!(
+        text.contains(&format!(
+            "tunctl demo: bridge: br-{pid} in this process, learning, its ports \
+             tunctl-demo-{pid}-br-a tap-a (10.80.0.1), tunctl-demo-{pid}-br-b tap-b (10.80.0.2), \
+             tunctl-demo-{pid}-br-c tap-c (10.80.0.3)"
+        )),
+        "{text}"
+    );
+    for (from, to) in [(1, 2), (2, 3), (3, 1)] {
+        assert!(
+            text.contains(&format!("ping 10.80.0.{from} -> 10.80.0.{to}: 3/3 replies")),
+            "{text}"
+        );
+    }
+    assert!(
+        text.lines().any(
+            |l| l.contains("tcp 10.80.0.1 -> 10.80.0.2:5201 through the bridge:")
+                && l.ends_with("Gbit/s")
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("learned table (bridge fdb show): 3 of 8192 addresses"),
+        "{text}"
+    );
+    for port in ["tap-a", "tap-b", "tap-c"] {
+        // `MAC dev PORT master BRIDGE`, once per port.
+        let fdb: Vec<&str> = text
+            .lines()
+            .filter(|l| l.ends_with(&format!(" dev {port} master br-{pid}")))
+            .collect();
+        assert_eq!(fdb.len(), 1, "{text}");
+        let mac = fdb[0].trim().split(' ').next().unwrap();
+        assert!(
+            mac.len() == 17 && mac.split(':').count() == 6,
+            "{mac}: {text}"
+        );
+        // Every port forwarded (to one port) and flooded (ARP): the counts are there.
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("  port {port}: in ")))
+            .unwrap_or_else(|| panic!("no line for {port}: {text}"));
+        let count = |what: &str| -> u64 {
+            line.split(&format!("{what} "))
+                .nth(1)
+                .and_then(|r| r.split([',', ';']).next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no {what} count: {line}"))
+        };
+        assert!(count("forwarded") > 0, "{line}");
+        assert!(count("flooded") > 0, "{line}");
+        assert_eq!(count("learned"), 1, "{line}");
+    }
+    assert!(
+        text.contains(
+            "cleaned up: the bridge, its control socket, the three taps and the three namespaces removed"
+        ),
+        "{text}"
+    );
+    let left = demo_leftovers(pid);
+    assert!(left.is_empty(), "demo left behind: {left:?}");
+}
+
+#[test]
+fn demo_skips_the_stages_asked_to() {
+    if !privileged() {
+        return;
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_tunctl"))
+        .args([
+            "demo",
+            "--seconds",
+            "0.5",
+            "--pings",
+            "1",
+            "--no-tunnel",
+            "--no-bridge",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let _guard = ChildGuard {
+        child: None,
+        prefix: format!("tunctl-demo-{pid}-"),
+    };
+    let out = child.wait_with_output().unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("cleaned up: both devices and both namespaces removed"),
+        "{text}"
+    );
+    assert!(!text.contains("tunnel"), "{text}");
+    assert!(!text.contains("bridge"), "{text}");
     let left = demo_leftovers(pid);
     assert!(left.is_empty(), "demo left behind: {left:?}");
 }
@@ -202,9 +308,15 @@ fn demo_cleans_up_on_ctrl_c() {
     if !privileged() {
         return;
     }
-    // In the forwarder stage, then in the tunnel stage (its TCP stream through the tunnel).
+    // In the forwarder stage, then in the tunnel stage (its TCP stream through the tunnel),
+    // then in the bridge stage (its TCP stream through the bridge): namespaces, taps and the
+    // bridge's control socket all go.
     interrupt_demo(&["demo", "--seconds", "20"], "");
     interrupt_demo(&["demo", "--seconds", "3", "--pings", "1"], "vpwn-");
+    interrupt_demo(
+        &["demo", "--seconds", "3", "--pings", "1", "--no-tunnel"],
+        "br-",
+    );
 }
 
 #[test]
