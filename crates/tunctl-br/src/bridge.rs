@@ -212,7 +212,9 @@ fn open_port(spec: &PortSpec) -> Result<Port, Error> {
     Ok(Port {
         name: device.name().to_string(),
         namespace: ns_label(&spec.namespace),
-        vnet: device.vnet_hdr_size().is_ok_and(|n| n > 0),
+        vnet: device
+            .flags()
+            .is_ok_and(|f| f.contains(tunctl::Flags::VNET_HDR)),
         created: !existed,
         alive: AtomicBool::new(true),
         max_frame: mtu + 22,

@@ -193,7 +193,9 @@ fn show(name: Option<String>, json: bool) -> Result<(), Error> {
     for n in names {
         match tunctl_br::control::show(&n) {
             Ok(v) => all.push(v),
-            Err(e) if !only && e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+            // Listing all: a bridge that stopped meanwhile (socket gone, refused, or closed
+            // without an answer) is not one.
+            Err(_) if !only => continue,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::from_kind(
                     ErrorKind::NotFound,

@@ -8,6 +8,9 @@ mod vpwn_dropin;
 #[path = "cli/vpwn_user.rs"]
 mod vpwn_user;
 
+#[path = "cli/br.rs"]
+mod br;
+
 use std::process::{Command, Output};
 
 use common::{ip_addrs, ip_flags, ip_link, privileged};
