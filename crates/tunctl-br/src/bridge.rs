@@ -470,25 +470,13 @@ fn port_loop(s: &Shared, i: usize) {
     let mut buf = vec![0u8; VirtioNetHdr::LEN + FRAME_ROOM];
     let mut split: Option<Split> = None;
     let hdr_len = VirtioNetHdr::LEN;
-    // After a frame, the next is taken without waiting while frames are queued (one read
-    // each); the wait (a poll, with a timeout to see the stop flag) comes only when none is.
-    let mut drained = true;
     while !s.stop.load(Ordering::Acquire) && me.alive.load(Ordering::Acquire) {
         let start = if me.vnet { 0 } else { hdr_len };
-        let got = if drained {
-            me.device.recv_timeout(&mut buf[start..], TICK)
-        } else {
-            me.device.try_recv(&mut buf[start..])
-        };
-        let n = match got {
-            Ok(Some(n)) => {
-                drained = false;
-                n
-            }
-            Ok(None) => {
-                drained = true;
-                continue;
-            }
+        // A read first; the wait (a poll, with a timeout to see the stop flag) only when
+        // nothing is queued: one system call per frame under load.
+        let n = match me.device.recv_timeout(&mut buf[start..], TICK) {
+            Ok(Some(n)) => n,
+            Ok(None) => continue,
             Err(e) if e.kind() == ErrorKind::Truncated => {
                 add(&me.stats.drop_oversize, 1);
                 continue;
