@@ -14,6 +14,12 @@ use tunctl::{Device, Error, ErrorKind, Link, Namespace, Offload};
 use crate::fdb::{Fdb, Learned};
 use crate::frame::{self, Refusal};
 
+/// A line on standard error that never panics (a closed pipe must not take a port down).
+fn say(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{args}");
+}
+
 /// How long a port's read waits before it looks at the stop flag.
 const TICK: Duration = Duration::from_millis(100);
 /// The largest frame read: a 64 KiB GSO frame and its Ethernet header.
@@ -127,6 +133,9 @@ struct Shared {
     ageing: Duration,
     start: Instant,
     stop: AtomicBool,
+    /// Set after the ports are gone: the housekeeping thread (and with it the control
+    /// socket, which `br down` waits on) ends last.
+    stop_house: AtomicBool,
     trace: bool,
 }
 
@@ -144,10 +153,10 @@ impl Shared {
     fn lose(&self, i: usize) {
         if self.ports[i].alive.swap(false, Ordering::AcqRel) {
             self.fdb().flush_port(i);
-            eprintln!(
+            say(format_args!(
                 "br {}: port {} is gone; its addresses are flushed",
                 self.name, self.ports[i].name
-            );
+            ));
         }
     }
 }
@@ -304,6 +313,7 @@ impl Bridge {
             ageing: opts.ageing,
             start: Instant::now(),
             stop: AtomicBool::new(false),
+            stop_house: AtomicBool::new(false),
             trace: opts.trace,
         });
         let mut bridge = Bridge {
@@ -353,6 +363,13 @@ impl Bridge {
             return;
         }
         self.shared.stop.store(true, Ordering::Release);
+        // The port threads (all but the last, the housekeeping one), then the ports, then
+        // housekeeping: the control socket goes last, once the ports are gone.
+        let house = if self.threads.len() > self.shared.ports.len() {
+            self.threads.pop()
+        } else {
+            None
+        };
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -363,6 +380,10 @@ impl Bridge {
             if p.created {
                 let _ = p.device.destroy();
             }
+        }
+        self.shared.stop_house.store(true, Ordering::Release);
+        if let Some(t) = house {
+            let _ = t.join();
         }
     }
 }
@@ -514,12 +535,12 @@ fn port_loop(s: &Shared, i: usize) {
                     1,
                 );
                 if s.trace {
-                    eprintln!(
+                    say(format_args!(
                         "br {}: {} in: {} bytes dropped: {why:?}",
                         s.name,
                         me.name,
                         frame.len()
-                    );
+                    ));
                 }
                 continue;
             }
@@ -546,7 +567,7 @@ fn port_loop(s: &Shared, i: usize) {
                 Out::One(d) => s.ports.get(d).map_or("?".to_string(), |p| p.name.clone()),
                 Out::Flood => "flood".to_string(),
             };
-            eprintln!(
+            say(format_args!(
                 "br {}: {} in: {} > {} type {:04x} {} bytes{} -> {to}",
                 s.name,
                 me.name,
@@ -555,7 +576,7 @@ fn port_loop(s: &Shared, i: usize) {
                 h.ethertype,
                 frame.len(),
                 if gso { " (GSO)" } else { "" }
-            );
+            ));
         }
         match out {
             Out::One(d) if d == i => add(&me.stats.drop_same_port, 1),
@@ -651,7 +672,7 @@ fn deliver(
 fn housekeeping(s: &Shared, control: Option<crate::control::Socket>) {
     let every = (s.ageing / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut last = Instant::now();
-    while !s.stop.load(Ordering::Acquire) {
+    while !s.stop_house.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(50));
         if last.elapsed() >= every {
             last = Instant::now();

@@ -151,6 +151,11 @@ impl Shared {
     /// can fail, and then nothing changed), then the peers.
     fn configure(&self, conf: DeviceConf) -> Result<(), SetError> {
         let _one = self.configuring.lock().unwrap_or_else(|p| p.into_inner());
+        self.configure_locked(conf)
+    }
+
+    /// [`configure`](Shared::configure) with the configuration lock held.
+    fn configure_locked(&self, conf: DeviceConf) -> Result<(), SetError> {
         let old = self.table();
         let port = self.port.load(Ordering::Relaxed);
         let rebind = conf.listen_port != 0 && conf.listen_port != port;
@@ -192,8 +197,10 @@ impl crate::uapi::Handler for Shared {
     }
 
     fn set(&self, lines: &[String]) -> Result<(), SetError> {
+        // Read, change and apply under one lock: a concurrent change is never lost.
+        let _one = self.configuring.lock().unwrap_or_else(|p| p.into_inner());
         let conf = crate::uapi::apply_set(&self.table().conf, lines.iter().map(String::as_str))?;
-        self.configure(conf)
+        self.configure_locked(conf)
     }
 
     fn counters(&self) -> String {
@@ -249,10 +256,7 @@ impl Sock {
     /// buffers and UDP GRO/GSO as `fast` allows.
     fn bind(namespace: &Namespace, port: u16, fast: FastPath) -> Result<Sock, Error> {
         let udp = namespace
-            .run(|| {
-                UdpSocket::bind((Ipv6Addr::UNSPECIFIED, port))
-                    .or_else(|_| UdpSocket::bind(("0.0.0.0", port)))
-            })?
+            .run(|| dual_stack(port).or_else(|_| UdpSocket::bind(("0.0.0.0", port))))?
             .map_err(|e| {
                 let kind = e.kind();
                 let err = Error::from(e).add_detail(&format!("UDP port {port}"));
@@ -267,6 +271,19 @@ impl Sock {
         let io = crate::udp::Io::new(&udp, fast.udp_gso, fast.udp_gro);
         Ok(Sock { udp, io, warning })
     }
+}
+
+/// A UDP socket on `[::]:port` that takes IPv4 too (v4-mapped), whatever
+/// `net.ipv6.bindv6only` says.
+fn dual_stack(port: u16) -> std::io::Result<UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV6,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    s.set_only_v6(false)?;
+    s.bind(&std::net::SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+    Ok(s.into())
 }
 
 /// `SO_MARK` on the tunnel's socket (CAP_NET_ADMIN); 0 on a socket without a mark is a
@@ -840,7 +857,10 @@ fn to_device(device: &Device, shared: &Shared) {
             {
                 continue
             }
-            Err(_) => break,
+            Err(_) => {
+                shared.closed.store(true, Ordering::Release);
+                break;
+            }
         };
         let table = shared.table();
         let Some(gate) = &table.gate else {
@@ -922,6 +942,12 @@ fn to_device(device: &Device, shared: &Shared) {
                             bytes += len;
                         }
                     }
+                    // A cookie reply (we are under load): it goes back to where the datagram
+                    // came from, and proves nothing about who sent it, so the peer's endpoint
+                    // and its queued packets stay where they are.
+                    Out::Network(reply) if reply.first() == Some(&3) => {
+                        let _ = sock.io.send(&sock.udp, reply, 0, from);
+                    }
                     Out::Network(reply) => {
                         // A handshake answer; then the packets queued behind the handshake.
                         if let (Some(2), Some(i)) = (datagram.first(), session) {
@@ -940,6 +966,9 @@ fn to_device(device: &Device, shared: &Shared) {
                             }
                         }
                     }
+                    // A cookie reply from the peer: a cookie reply proves nothing about
+                    // where the peer is (anyone on the path can forge one).
+                    Out::Done if datagram.first() == Some(&3) => {}
                     // A keepalive or a completed handshake: the peer is there.
                     Out::Done => {
                         if let Some(i) = session {

@@ -130,6 +130,13 @@ fn parse_optional_key(s: &str) -> Result<Option<Key>, String> {
     Ok((k.0 != [0; 32]).then_some(k))
 }
 
+fn only_true(line: &str, v: &str) -> Result<(), SetError> {
+    match v {
+        "true" => Ok(()),
+        _ => Err(invalid(line, "the only value is true")),
+    }
+}
+
 fn parse_bool(line: &str, v: &str) -> Result<bool, SetError> {
     match v {
         "true" => Ok(true),
@@ -161,6 +168,9 @@ pub fn apply_set<'a>(
     // The peer being edited: an index into `next.peers`, or `None` when it is skipped
     // (`update_only` on an unknown peer, or removed).
     let mut current: Option<Option<usize>> = None;
+    // Peers this request created (or created again after replace_peers): what update_only
+    // undoes.
+    let mut fresh: Vec<Key> = Vec::new();
     for line in lines {
         let (key, value) = line
             .split_once('=')
@@ -183,17 +193,16 @@ pub fn apply_set<'a>(
             let Some(i) = at else { continue };
             let peer = &mut next.peers[i];
             match key {
+                // Only `true` is meaningful (wireguard-go refuses anything else).
                 "remove" => {
-                    if parse_bool(line, value)? {
-                        next.peers.remove(i);
-                        current = Some(None);
-                    }
+                    only_true(line, value)?;
+                    next.peers.remove(i);
+                    current = Some(None);
                 }
                 "update_only" => {
-                    // Only meaningful on a peer just created by this request: undo that.
-                    if parse_bool(line, value)?
-                        && !conf.peers.iter().any(|p| p.public_key == peer.public_key)
-                    {
+                    // Undoes the creation of a peer this request made.
+                    only_true(line, value)?;
+                    if fresh.contains(&peer.public_key) {
                         next.peers.remove(i);
                         current = Some(None);
                     }
@@ -279,6 +288,11 @@ pub fn apply_set<'a>(
             }
             "public_key" => {
                 let key = parse_hex_key(value).map_err(|e| invalid(line, e))?;
+                // Our own key as a peer is ignored, as wireguard-go does.
+                if next.private_key.is_some_and(|k| k.public() == key) {
+                    current = Some(None);
+                    continue;
+                }
                 let i = match next.peers.iter().position(|p| p.public_key == key) {
                     Some(i) => i,
                     None => {
@@ -289,6 +303,7 @@ pub fn apply_set<'a>(
                             keepalive: 0,
                             allowed_ips: Vec::new(),
                         });
+                        fresh.push(key);
                         next.peers.len() - 1
                     }
                 };
@@ -369,7 +384,9 @@ impl Socket {
 
     /// Answers the connections waiting now; returns without waiting when none is.
     pub fn serve_pending(&self, handler: &dyn Handler) {
-        for conn in self.0.pending() {
+        // At most a few per call, so stopping the tunnel never waits behind a stream of
+        // clients.
+        for conn in self.0.pending().take(8) {
             let _ = conn.set_nonblocking(false);
             let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
             let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
@@ -604,6 +621,39 @@ mod tests {
         // A zero key removes the private key.
         let c3 = apply_set(&c2, [format!("private_key={}", "00".repeat(32)).as_str()]).unwrap();
         assert_eq!(c3.private_key, None);
+    }
+
+    #[test]
+    fn set_follows_wireguard_go_on_the_corner_cases() {
+        let a = format!("public_key={}", "aa".repeat(32));
+        let base = apply_set(&DeviceConf::default(), [a.as_str()]).unwrap();
+        // After replace_peers every peer is new: update_only drops it.
+        let c = apply_set(
+            &base,
+            ["replace_peers=true", a.as_str(), "update_only=true"],
+        )
+        .unwrap();
+        assert!(c.peers.is_empty());
+        // Without replace_peers an existing peer stays.
+        let c = apply_set(&base, [a.as_str(), "update_only=true"]).unwrap();
+        assert_eq!(c.peers.len(), 1);
+        // Only `true` is a value for remove and update_only.
+        for v in ["remove=false", "update_only=false", "remove=1"] {
+            assert_eq!(
+                apply_set(&base, [a.as_str(), v]).unwrap_err().errno,
+                -libc::EINVAL
+            );
+        }
+        // Our own public key as a peer is ignored, its settings with it.
+        let own = Key([9; 32]);
+        let me = format!("private_key={}", hex(&own));
+        let pk = format!("public_key={}", hex(&own.public()));
+        let c = apply_set(
+            &DeviceConf::default(),
+            [me.as_str(), pk.as_str(), "allowed_ip=10.0.0.0/8"],
+        )
+        .unwrap();
+        assert!(c.peers.is_empty());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! listed by name, and traced to the process serving them.
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 pub struct ServiceSocket {
     listener: UnixListener,
     path: PathBuf,
+    /// The socket file's inode: only ours is removed on drop.
+    inode: u64,
 }
 
 /// `DIR/NAME.sock`, with NAME checked as an interface name is (no `/`, at most 15
@@ -37,21 +39,40 @@ impl ServiceSocket {
     /// [`io::ErrorKind::AddrInUse`] when another program serves the name; a bad name; the
     /// directory or the socket cannot be made (not root).
     pub fn bind(dir: &Path, name: &str) -> io::Result<ServiceSocket> {
+        use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
         let path = socket_path(dir, name)?;
         std::fs::create_dir_all(dir)?;
-        if path.exists() {
-            if UnixStream::connect(&path).is_ok() {
+        match UnixStream::connect(&path) {
+            Ok(_) => {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
                     format!("{} is served by another program", path.display()),
-                ));
+                ))
             }
-            std::fs::remove_file(&path)?;
+            // Left by a program that died: nobody listens.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(&path)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
-        let listener = UnixListener::bind(&path)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        // The mode is the socket's before bind: the file is born 0600 (never, even for a
+        // moment, open to others whatever the umask), not chmod-ed after.
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
+        rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(0o600))?;
+        rustix::net::bind(&fd, &SocketAddrUnix::new(&path)?)?;
+        rustix::net::listen(&fd, 64)?;
+        let listener = UnixListener::from(fd);
         listener.set_nonblocking(true)?;
-        Ok(ServiceSocket { listener, path })
+        let inode = std::fs::metadata(&path).map(|m| m.ino()).unwrap_or(0);
+        Ok(ServiceSocket {
+            listener,
+            path,
+            inode,
+        })
     }
 
     /// The connections waiting now (the listener never blocks).
@@ -67,7 +88,10 @@ impl ServiceSocket {
 
 impl Drop for ServiceSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        // Another program may have replaced a socket it found stale: leave its file alone.
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -96,4 +120,37 @@ pub fn server_pid(path: &Path) -> io::Result<u32> {
     let conn = UnixStream::connect(path)?;
     let cred = rustix::net::sockopt::socket_peercred(&conn)?;
     Ok(cred.pid.as_raw_nonzero().get() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn born_0600_live_refused_stale_replaced_names_checked() {
+        let dir = std::env::temp_dir().join(format!("tunctl-service-{}", std::process::id()));
+        let s = ServiceSocket::bind(&dir, "svc0").unwrap();
+        let mode = std::fs::metadata(s.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(names(&dir), vec!["svc0".to_string()]);
+        assert_eq!(server_pid(s.path()).unwrap(), std::process::id());
+        let e = ServiceSocket::bind(&dir, "svc0").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        // A socket nobody listens on any more is replaced; the old owner's drop leaves the
+        // new one alone.
+        let path = s.path().to_path_buf();
+        let stale = std::os::unix::net::UnixListener::bind(dir.join("svc1.sock")).unwrap();
+        drop(stale);
+        let s1 = ServiceSocket::bind(&dir, "svc1").unwrap();
+        assert!(s1.path().exists());
+        drop(s);
+        assert!(!path.exists());
+        for bad in ["../x", "a/b", "", "sixteen-bytes-xx"] {
+            let e = ServiceSocket::bind(&dir, bad).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+        }
+        drop(s1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -7,7 +7,6 @@
 //! So `WG_QUICK_USERSPACE_IMPLEMENTATION=tunctl-vpwn wg-quick up wg0` runs a vpwn tunnel,
 //! and so does any control plane that drives wireguard-go through its UAPI.
 
-use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -47,7 +46,8 @@ fn main() -> ExitCode {
         return daemonize(&args.name);
     }
     if std::env::var_os(DAEMON_ENV).is_some() {
-        // No controlling terminal: a shell that started us may go away.
+        // A session of its own, without the caller's terminal: a shell that started it may
+        // go away (it is no process group leader, so setsid succeeds).
         let _ = rustix::process::setsid();
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -99,7 +99,6 @@ fn daemonize(name: &str) -> ExitCode {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .process_group(0)
         .spawn()
     {
         Ok(c) => c,
@@ -120,7 +119,10 @@ fn daemonize(name: &str) -> ExitCode {
             Ok(None) => {}
             Err(_) => break,
         }
-        if tunctl_vpwn::uapi::get(name).is_ok() {
+        // Ready when *its* socket answers (another program serving the name is not it).
+        if tunctl_vpwn::uapi::server_pid(name).is_ok_and(|pid| pid == child.id())
+            && tunctl_vpwn::uapi::get(name).is_ok()
+        {
             return ExitCode::SUCCESS;
         }
         std::thread::sleep(Duration::from_millis(20));
