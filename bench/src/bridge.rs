@@ -20,7 +20,14 @@ use crate::harness::{
 use crate::tunnel::{first_reply, program, End};
 
 /// The bridge contenders, in report order and in the order each round takes them.
-pub const CONTENDERS: [&str; 5] = ["kernel", "c-learn", "c-learn-offload", "br", "br-flood"];
+pub const CONTENDERS: [&str; 6] = [
+    "kernel",
+    "c-learn",
+    "c-learn-offload",
+    "br",
+    "br-1t",
+    "br-flood",
+];
 
 /// (metric, unit), in report order. `rss` is better when lower.
 pub const METRICS: [(&str, &str); 4] = [
@@ -132,7 +139,7 @@ fn start_bridge(contender: &str, topo: &Topology) -> Result<End, String> {
             }
             c
         }
-        "br" | "br-flood" => {
+        "br" | "br-1t" | "br-flood" => {
             let mut c = Command::new(program(
                 "TUNCTL_BIN",
                 bench_dir().join("../target/release/tunctl"),
@@ -141,6 +148,10 @@ fn start_bridge(contender: &str, topo: &Topology) -> Result<End, String> {
             c.args(["br", "up", &topo.stem]);
             if contender == "br-flood" {
                 c.arg("--flood");
+            }
+            // One thread polling every port instead of one per port.
+            if contender == "br-1t" {
+                c.arg("--one-thread");
             }
             c
         }

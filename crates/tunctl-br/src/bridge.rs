@@ -70,6 +70,8 @@ pub struct Options {
     pub max_macs: usize,
     /// Print every frame to standard error (the Erlang original logged each one).
     pub trace: bool,
+    /// One thread polling every port, instead of one thread per port.
+    pub one_thread: bool,
 }
 
 impl Options {
@@ -83,6 +85,7 @@ impl Options {
             ageing: Duration::from_secs(300),
             max_macs: 8192,
             trace: false,
+            one_thread: false,
         }
     }
 }
@@ -166,6 +169,8 @@ impl Shared {
 pub struct Bridge {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// The last of `threads` is the housekeeping one.
+    house: bool,
     stopped: bool,
 }
 
@@ -319,15 +324,25 @@ impl Bridge {
         let mut bridge = Bridge {
             shared: Arc::clone(&shared),
             threads: Vec::new(),
+            house: false,
             stopped: false,
         };
-        for i in 0..shared.ports.len() {
+        if opts.one_thread {
             let s = Arc::clone(&shared);
             let t = std::thread::Builder::new()
-                .name(format!("br-{}", shared.ports[i].name))
-                .spawn(move || port_loop(&s, i))
+                .name("br-ports".into())
+                .spawn(move || event_loop(&s))
                 .map_err(Error::from)?;
             bridge.threads.push(t);
+        } else {
+            for i in 0..shared.ports.len() {
+                let s = Arc::clone(&shared);
+                let t = std::thread::Builder::new()
+                    .name(format!("br-{}", shared.ports[i].name))
+                    .spawn(move || port_loop(&s, i))
+                    .map_err(Error::from)?;
+                bridge.threads.push(t);
+            }
         }
         let s = Arc::clone(&shared);
         let t = std::thread::Builder::new()
@@ -335,6 +350,7 @@ impl Bridge {
             .spawn(move || housekeeping(&s, control))
             .map_err(Error::from)?;
         bridge.threads.push(t);
+        bridge.house = true;
         Ok(bridge)
     }
 
@@ -365,11 +381,7 @@ impl Bridge {
         self.shared.stop.store(true, Ordering::Release);
         // The port threads (all but the last, the housekeeping one), then the ports, then
         // housekeeping: the control socket goes last, once the ports are gone.
-        let house = if self.threads.len() > self.shared.ports.len() {
-            self.threads.pop()
-        } else {
-            None
-        };
+        let house = if self.house { self.threads.pop() } else { None };
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -490,9 +502,8 @@ fn port_loop(s: &Shared, i: usize) {
     // every frame is handled the same way.
     let mut buf = vec![0u8; VirtioNetHdr::LEN + FRAME_ROOM];
     let mut split: Option<Split> = None;
-    let hdr_len = VirtioNetHdr::LEN;
     while !s.stop.load(Ordering::Acquire) && me.alive.load(Ordering::Acquire) {
-        let start = if me.vnet { 0 } else { hdr_len };
+        let start = if me.vnet { 0 } else { VirtioNetHdr::LEN };
         // A read first; the wait (a poll, with a timeout to see the stop flag) only when
         // nothing is queued: one system call per frame under load.
         let n = match me.device.recv_timeout(&mut buf[start..], TICK) {
@@ -507,100 +518,156 @@ fn port_loop(s: &Shared, i: usize) {
                 break;
             }
         };
-        if !me.vnet {
-            buf[..hdr_len].fill(0);
+        handle(s, i, &mut buf, start + n, &mut split);
+    }
+}
+
+/// One thread for every port: a poll over all of them, then each ready port drained (up to
+/// 64 frames without waiting). One wake-up serves both directions of a flow.
+fn event_loop(s: &Shared) {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut buf = vec![0u8; VirtioNetHdr::LEN + FRAME_ROOM];
+    let mut split: Option<Split> = None;
+    let mut live: Vec<usize> = Vec::with_capacity(s.ports.len());
+    let timeout = Timespec {
+        tv_sec: 0,
+        tv_nsec: TICK.as_nanos() as _,
+    };
+    while !s.stop.load(Ordering::Acquire) {
+        live.clear();
+        live.extend((0..s.ports.len()).filter(|&i| s.ports[i].alive.load(Ordering::Acquire)));
+        let mut fds: Vec<PollFd<'_>> = live
+            .iter()
+            .map(|&i| PollFd::new(&s.ports[i].device, PollFlags::IN))
+            .collect();
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => break,
         }
-        let end = start + n;
-        if end < hdr_len {
-            add(&me.stats.drop_runt, 1);
-            continue;
-        }
-        add(&me.stats.rx_frames, 1);
-        add(&me.stats.rx_bytes, (end - hdr_len) as u64);
-        let Ok(vh) = VirtioNetHdr::parse(&buf[..hdr_len]) else {
-            add(&me.stats.drop_malformed_gso, 1);
-            continue;
-        };
-        let gso = vh.gso_type != 0;
-        let frame = &buf[hdr_len..end];
-        let h = match frame::parse(frame) {
-            Ok(h) => h,
-            Err(why) => {
-                add(
-                    match why {
-                        Refusal::Runt => &me.stats.drop_runt,
-                        Refusal::InvalidSource => &me.stats.drop_invalid_source,
-                        Refusal::LinkLocal => &me.stats.drop_link_local,
-                    },
-                    1,
-                );
-                if s.trace {
-                    say(format_args!(
-                        "br {}: {} in: {} bytes dropped: {why:?}",
-                        s.name,
-                        me.name,
-                        frame.len()
-                    ));
-                }
+        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+        drop(fds);
+        for (k, &i) in live.iter().enumerate() {
+            if !ready[k] {
                 continue;
             }
-        };
-        if !gso && frame.len() > me.max_frame {
-            add(&me.stats.drop_oversize, 1);
-            continue;
-        }
-        let now = s.now();
-        let out = {
-            let mut fdb = s.fdb();
-            let _: Learned = fdb.learn(h.src, i, now);
-            if h.dst.is_multicast() {
-                Out::Flood
-            } else {
-                match fdb.lookup(&h.dst, now) {
-                    Some(d) => Out::One(d),
-                    None => Out::Flood,
-                }
-            }
-        };
-        if s.trace {
-            let to = match out {
-                Out::One(d) => s.ports.get(d).map_or("?".to_string(), |p| p.name.clone()),
-                Out::Flood => "flood".to_string(),
-            };
-            say(format_args!(
-                "br {}: {} in: {} > {} type {:04x} {} bytes{} -> {to}",
-                s.name,
-                me.name,
-                h.src,
-                h.dst,
-                h.ethertype,
-                frame.len(),
-                if gso { " (GSO)" } else { "" }
-            ));
-        }
-        match out {
-            Out::One(d) if d == i => add(&me.stats.drop_same_port, 1),
-            Out::One(d) => {
-                if s.ports[d].alive.load(Ordering::Acquire) {
-                    add(&me.stats.forwarded, 1);
-                    if !deliver(s, d, &buf[..end], vh, h.len, &mut split) {
-                        add(&me.stats.drop_malformed_gso, 1);
+            let me = &s.ports[i];
+            for _ in 0..64 {
+                let start = if me.vnet { 0 } else { VirtioNetHdr::LEN };
+                match me.device.try_recv(&mut buf[start..]) {
+                    Ok(Some(n)) => handle(s, i, &mut buf, start + n, &mut split),
+                    Ok(None) => break,
+                    Err(e) if e.kind() == ErrorKind::Truncated => {
+                        add(&me.stats.drop_oversize, 1);
                     }
-                } else {
-                    add(&me.stats.drop_write, 1);
-                }
-            }
-            Out::Flood => {
-                add(&me.stats.flooded, 1);
-                let mut malformed = false;
-                for d in 0..s.ports.len() {
-                    if d != i && s.ports[d].alive.load(Ordering::Acquire) {
-                        malformed |= !deliver(s, d, &buf[..end], vh, h.len, &mut split);
+                    Err(_) => {
+                        s.lose(i);
+                        break;
                     }
                 }
-                if malformed {
+            }
+        }
+    }
+}
+
+/// Handles the frame read from port `i` into `buf[..end]` (a virtio-net header first,
+/// zeroed for a port without vnet_hdr): learn, then forward or flood.
+fn handle(s: &Shared, i: usize, buf: &mut [u8], end: usize, split: &mut Option<Split>) {
+    let me = &s.ports[i];
+    let hdr_len = VirtioNetHdr::LEN;
+    if !me.vnet {
+        buf[..hdr_len].fill(0);
+    }
+    if end < hdr_len {
+        add(&me.stats.drop_runt, 1);
+        return;
+    }
+    add(&me.stats.rx_frames, 1);
+    add(&me.stats.rx_bytes, (end - hdr_len) as u64);
+    let Ok(vh) = VirtioNetHdr::parse(&buf[..hdr_len]) else {
+        add(&me.stats.drop_malformed_gso, 1);
+        return;
+    };
+    let gso = vh.gso_type != 0;
+    let frame = &buf[hdr_len..end];
+    let h = match frame::parse(frame) {
+        Ok(h) => h,
+        Err(why) => {
+            add(
+                match why {
+                    Refusal::Runt => &me.stats.drop_runt,
+                    Refusal::InvalidSource => &me.stats.drop_invalid_source,
+                    Refusal::LinkLocal => &me.stats.drop_link_local,
+                },
+                1,
+            );
+            if s.trace {
+                say(format_args!(
+                    "br {}: {} in: {} bytes dropped: {why:?}",
+                    s.name,
+                    me.name,
+                    frame.len()
+                ));
+            }
+            return;
+        }
+    };
+    if !gso && frame.len() > me.max_frame {
+        add(&me.stats.drop_oversize, 1);
+        return;
+    }
+    let now = s.now();
+    let out = {
+        let mut fdb = s.fdb();
+        let _: Learned = fdb.learn(h.src, i, now);
+        if h.dst.is_multicast() {
+            Out::Flood
+        } else {
+            match fdb.lookup(&h.dst, now) {
+                Some(d) => Out::One(d),
+                None => Out::Flood,
+            }
+        }
+    };
+    if s.trace {
+        let to = match out {
+            Out::One(d) => s.ports.get(d).map_or("?".to_string(), |p| p.name.clone()),
+            Out::Flood => "flood".to_string(),
+        };
+        say(format_args!(
+            "br {}: {} in: {} > {} type {:04x} {} bytes{} -> {to}",
+            s.name,
+            me.name,
+            h.src,
+            h.dst,
+            h.ethertype,
+            frame.len(),
+            if gso { " (GSO)" } else { "" }
+        ));
+    }
+    match out {
+        Out::One(d) if d == i => add(&me.stats.drop_same_port, 1),
+        Out::One(d) => {
+            if s.ports[d].alive.load(Ordering::Acquire) {
+                add(&me.stats.forwarded, 1);
+                if !deliver(s, d, &buf[..end], vh, h.len, split) {
                     add(&me.stats.drop_malformed_gso, 1);
                 }
+            } else {
+                add(&me.stats.drop_write, 1);
+            }
+        }
+        Out::Flood => {
+            add(&me.stats.flooded, 1);
+            let mut malformed = false;
+            for d in 0..s.ports.len() {
+                if d != i && s.ports[d].alive.load(Ordering::Acquire) {
+                    malformed |= !deliver(s, d, &buf[..end], vh, h.len, split);
+                }
+            }
+            if malformed {
+                add(&me.stats.drop_malformed_gso, 1);
             }
         }
     }

@@ -80,6 +80,10 @@ pub struct UpArgs {
     /// each one, and moved 8-12 Mbit/s).
     #[arg(long)]
     trace: bool,
+    /// One thread polling every port (as a C bridge would), instead of one thread per
+    /// port.
+    #[arg(long)]
+    one_thread: bool,
 }
 
 fn parse_port(s: &str) -> Result<PortSpec, String> {
@@ -123,6 +127,7 @@ fn up(args: UpArgs) -> Result<(), Error> {
     };
     opts.max_macs = args.max_macs as usize;
     opts.trace = args.trace;
+    opts.one_thread = args.one_thread;
     let bridge = Bridge::up(opts)?;
     let st = bridge.status();
     let ports: Vec<String> = st["ports"]
