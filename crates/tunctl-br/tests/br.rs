@@ -1088,7 +1088,17 @@ fn vlan_tagged_frames_cross_untouched() {
 /// ingress port reads frames far larger than the MTU), and the data arrives intact.
 #[test]
 fn tcp_with_tso_crosses_in_super_frames() {
-    let Some(lab) = Lab::simple(2, |_| {}) else {
+    tso_crosses(false);
+}
+
+/// The same with `--one-thread`.
+#[test]
+fn one_thread_carries_tcp_in_super_frames() {
+    tso_crosses(true);
+}
+
+fn tso_crosses(one_thread: bool) {
+    let Some(lab) = Lab::simple(2, |o| o.one_thread = one_thread) else {
         return;
     };
     let [a, b] = &lab.hosts[..] else {
@@ -1217,7 +1227,17 @@ fn setsockopt_int_udp(s: &UdpSocket, segment: libc::c_int) -> bool {
 /// there when the bridge stops.
 #[test]
 fn a_port_deleted_from_outside_or_moved_to_another_namespace() {
-    let Some(mut lab) = Lab::simple(4, |_| {}) else {
+    deleted_and_moved(false);
+}
+
+/// The same with `--one-thread`: one poll over every port.
+#[test]
+fn one_thread_drops_a_deleted_port_and_follows_a_moved_one() {
+    deleted_and_moved(true);
+}
+
+fn deleted_and_moved(one_thread: bool) {
+    let Some(mut lab) = Lab::simple(4, |o| o.one_thread = one_thread) else {
         return;
     };
     let elsewhere = TestNs::new();
