@@ -203,11 +203,21 @@ fn a_user_runs_vpwn_on_a_device_it_owns() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Kills and reaps a child on drop.
+/// Stops a child on drop: SIGTERM (so it removes its device and UAPI socket), SIGKILL if it
+/// is still there after 3 s; then reaps it.
 struct Reap(std::process::Child);
 
 impl Drop for Reap {
     fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
