@@ -1016,20 +1016,7 @@ fn vpwn_keys_and_a_tunnel_from_the_command_line() {
     );
 
     // Two ends over a veth.
-    let (va, vb) = (common::unique("va"), common::unique("vb"));
-    common::ip_ok(
-        &a.name,
-        &[
-            "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns", &b.name,
-        ],
-    );
-    for (ns, dev, addr) in [
-        (&a.name, &va, "10.211.0.1/24"),
-        (&b.name, &vb, "10.211.0.2/24"),
-    ] {
-        common::ip_ok(ns, &["addr", "add", addr, "dev", dev]);
-        common::ip_ok(ns, &["link", "set", dev, "up"]);
-    }
+    common::veth_between(&a, &b, "10.211.0");
     let dir = std::env::temp_dir().join(format!("tunctl-cli-vpwn-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (ka, kb) = (ok(&["vpwn", "genkey"]), ok(&["vpwn", "genkey"]));

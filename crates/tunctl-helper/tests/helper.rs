@@ -39,24 +39,7 @@ impl Install {
             std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(0o666))
                 .unwrap();
         }
-        tunctl::user_id(USER).unwrap_or_else(|_| {
-            let out = Command::new("useradd")
-                .args([
-                    "--system",
-                    "--no-create-home",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                    USER,
-                ])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "useradd: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            tunctl::user_id(USER).unwrap()
-        });
+        common::system_user(USER);
         // A trusted place (root's, writable by no one else, up to /): clients refuse a
         // helper anywhere else, so not under the world-writable /tmp.
         let dir = Path::new("/run").join(format!("tunctl-helper-test-{}", std::process::id()));

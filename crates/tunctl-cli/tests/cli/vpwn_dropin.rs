@@ -105,20 +105,7 @@ fn wg_quick_brings_the_drop_in_up_and_down() {
         !Path::new("/sys/module/wireguard").exists(),
         "the WireGuard kernel module is loaded: wg-quick would use it, not tunctl-vpwn"
     );
-    let (va, vb) = (common::unique("da"), common::unique("db"));
-    common::ip_ok(
-        &a.name,
-        &[
-            "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns", &b.name,
-        ],
-    );
-    for (ns, dev, addr) in [
-        (&a.name, &va, "10.213.0.1/24"),
-        (&b.name, &vb, "10.213.0.2/24"),
-    ] {
-        common::ip_ok(ns, &["addr", "add", addr, "dev", dev]);
-        common::ip_ok(ns, &["link", "set", dev, "up"]);
-    }
+    common::veth_between(&a, &b, "10.213.0");
     let dir = std::env::temp_dir().join(format!("tunctl-dropin-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (ka, kb) = (ok(&["vpwn", "genkey"]), ok(&["vpwn", "genkey"]));

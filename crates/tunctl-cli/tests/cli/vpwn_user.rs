@@ -13,34 +13,13 @@ use super::ok;
 
 const USER: &str = "tunctl-test";
 
-fn ensure_user() -> u32 {
-    tunctl::user_id(USER).unwrap_or_else(|_| {
-        let out = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                USER,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "useradd: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        tunctl::user_id(USER).unwrap()
-    })
-}
-
 #[test]
 fn a_user_runs_vpwn_on_a_device_it_owns() {
     let Some((a, _)) = common::privileged_ns() else {
         return;
     };
     let b = TestNs::new();
-    let uid = ensure_user();
+    let uid = common::system_user(USER);
     let tun_mode = std::fs::metadata("/dev/net/tun")
         .unwrap()
         .permissions()
@@ -50,20 +29,7 @@ fn a_user_runs_vpwn_on_a_device_it_owns() {
         tun_mode, 0o666,
         "/dev/net/tun must be 0666 for users (CI sets it)"
     );
-    let (va, vb) = (common::unique("ua"), common::unique("ub"));
-    common::ip_ok(
-        &a.name,
-        &[
-            "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns", &b.name,
-        ],
-    );
-    for (ns, dev, addr) in [
-        (&a.name, &va, "10.216.0.1/24"),
-        (&b.name, &vb, "10.216.0.2/24"),
-    ] {
-        common::ip_ok(ns, &["addr", "add", addr, "dev", dev]);
-        common::ip_ok(ns, &["link", "set", dev, "up"]);
-    }
+    common::veth_between(&a, &b, "10.216.0");
     // Root prepares the device: persistent, owned by the user, addressed and up.
     let dev = common::unique("vu");
     ok(&[

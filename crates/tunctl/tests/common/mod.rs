@@ -252,3 +252,47 @@ pub fn udp_packet(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload:
     p.extend_from_slice(payload);
     p
 }
+
+/// A veth from namespace `a` to namespace `b` (made with `ip`, the tests' independent tool),
+/// with `NET.1/24` on `a`'s end and `NET.2/24` on `b`'s, both up. Returns the two names;
+/// the ends go with their namespaces.
+pub fn veth_between(a: &TestNs, b: &TestNs, net: &str) -> (String, String) {
+    let (va, vb) = (unique("va"), unique("vb"));
+    ip_ok(
+        &a.name,
+        &[
+            "link", "add", &va, "type", "veth", "peer", "name", &vb, "netns", &b.name,
+        ],
+    );
+    for (ns, dev, host) in [(&a.name, &va, 1), (&b.name, &vb, 2)] {
+        ip_ok(
+            ns,
+            &["addr", "add", &format!("{net}.{host}/24"), "dev", dev],
+        );
+        ip_ok(ns, &["link", "set", dev, "up"]);
+    }
+    (va, vb)
+}
+
+/// The uid of `user`, a system user without a home or a shell, created if missing (the
+/// unprivileged side of the tests that run something as another user).
+pub fn system_user(user: &str) -> u32 {
+    tunctl::user_id(user).unwrap_or_else(|_| {
+        let out = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                user,
+            ])
+            .output()
+            .expect("run useradd");
+        assert!(
+            out.status.success(),
+            "useradd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tunctl::user_id(user).expect("the user just made")
+    })
+}
