@@ -169,6 +169,119 @@ fn a_user_runs_vpwn_on_a_device_it_owns() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs `tunctl ARGS` as the unprivileged test user, with no capability at all.
+fn as_user(args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid", USER, "--regid", USER, "--clear-groups"])
+        .args(["--inh-caps=-all", "--bounding-set=-all", "--"])
+        .arg(env!("CARGO_BIN_EXE_tunctl"))
+        .args(args)
+        .output()
+        .expect("run setpriv")
+}
+
+/// Attack: another local user goes for a running tunnel's and bridge's control sockets,
+/// which root's programs serve. The UAPI's `get=1` would hand out the private key, `set=1`
+/// would reroute the peer, and `down` would stop either: all are refused by the socket's
+/// mode (0600, root's, born so), and both keep running.
+#[test]
+fn another_user_cannot_read_reconfigure_or_stop_root_tunnels_and_bridges() {
+    let Some((a, _)) = common::privileged_ns() else {
+        return;
+    };
+    let b = TestNs::new();
+    common::system_user(USER);
+    let dir = std::env::temp_dir().join(format!("tunctl-vpwn-attack-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("root.key");
+    std::fs::write(&key, ok(&["vpwn", "genkey"])).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let peer = ok(&["vpwn", "genkey"]);
+    let peer_pub = peer
+        .trim()
+        .parse::<tunctl_vpwn::Key>()
+        .unwrap()
+        .public()
+        .to_string();
+    let (tun, bridge) = (common::unique("vt"), common::unique("bt"));
+    let vpwn = Command::new(env!("CARGO_BIN_EXE_tunctl"))
+        .args(["-n", &a.name, "vpwn", "up", &tun, "--key-file"])
+        .arg(&key)
+        .args(["--listen", "51961", "--peer-key", &peer_pub])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _vpwn = Reap(vpwn);
+    let (pa, pb) = (
+        format!("{}@{}", common::unique("p"), a.name),
+        format!("{}@{}", common::unique("p"), b.name),
+    );
+    let br = Command::new(env!("CARGO_BIN_EXE_tunctl"))
+        .args(["br", "up", &bridge, &pa, &pb])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _br = Reap(br);
+    let uapi = tunctl_vpwn::uapi::socket_path(&tun);
+    let control = tunctl_br::control::socket_path(&bridge);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(uapi.exists() && control.exists()) {
+        assert!(Instant::now() < deadline, "both sockets within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for path in [&uapi, &control] {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
+    let private_hex: String = std::fs::read_to_string(&key)
+        .unwrap()
+        .trim()
+        .parse::<tunctl_vpwn::Key>()
+        .unwrap()
+        .0
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    for args in [
+        vec!["vpwn", "show", tun.as_str(), "--json"],
+        vec!["vpwn", "down", tun.as_str()],
+        vec!["br", "show", bridge.as_str(), "--json"],
+        vec!["br", "down", bridge.as_str()],
+    ] {
+        let out = as_user(&args);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?} as {USER}: {stdout}{stderr}"
+        );
+        assert!(stderr.contains("ermission denied"), "{args:?}: {stderr}");
+        assert!(!stdout.contains(&private_hex) && !stderr.contains(&private_hex));
+    }
+    // Listing as the user shows nothing it may not read, and no key.
+    let out = as_user(&["vpwn", "show", "--json"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&private_hex));
+    // Both still run, for root.
+    assert_eq!(
+        tunctl_vpwn::uapi::get(&tun)
+            .unwrap()
+            .iter()
+            .find(|(k, _)| k == "private_key")
+            .map(|(_, v)| v.clone()),
+        Some(private_hex)
+    );
+    assert!(
+        tunctl_br::control::show(&bridge).is_ok(),
+        "the bridge still answers"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Stops a child on drop: SIGTERM (so it removes its device and UAPI socket), SIGKILL if it
 /// is still there after 3 s; then reaps it.
 struct Reap(std::process::Child);
