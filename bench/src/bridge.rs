@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use tunctl::{Link, Namespace};
 
 use crate::harness::{
-    bench_dir, cell, die_with_harness, interrupted, iperf_server, run_ok, spread, traffic, Figure,
-    Options, Sample, SMOKE_WARNING,
+    against_each, bench_dir, cell, die_with_harness, interrupted, iperf_server, run_ok, spread,
+    traffic, Figure, Options, Sample, SMOKE_WARNING,
 };
 use crate::tunnel::{first_reply, program, End};
 
@@ -316,36 +316,13 @@ pub fn report(figures: &[Figure], failures: &[String], opts: &Options) -> String
         }
     }
     let has_br = figures.iter().any(|f| f.contender == "br");
-    if has_br && !others.is_empty() {
-        out.push_str("\nbr against each (br's median ÷ theirs):\n\n| metric |");
-        for c in &others {
-            out.push_str(&format!(" {c} |"));
-        }
-        out.push_str("\n|---|");
-        out.push_str(&"---|".repeat(others.len()));
-        out.push('\n');
-        let mut rows: Vec<(String, &str, bool)> = METRICS
-            .iter()
-            .map(|(m, _)| {
-                let better = if higher_is_better(m) {
-                    "higher"
-                } else {
-                    "lower"
-                };
-                (format!("{m} ({better} is better)"), *m, false)
-            })
-            .collect();
-        for m in ["tcp1", "tcp4", "udp64"] {
-            rows.push((format!("{m} CPU (lower is better)"), m, true));
-        }
-        for (label, m, cpu) in rows {
-            out.push_str(&format!("| {label} |"));
-            for c in &others {
-                out.push_str(&format!(" {} |", ratio(c, m, cpu)));
-            }
-            out.push('\n');
-        }
-    }
+    out.push_str(&against_each(
+        figures,
+        "br",
+        &METRICS,
+        higher_is_better,
+        &ratio,
+    ));
     if has_br && TARGETS.iter().any(|(_, c, _)| others.contains(c)) {
         out.push_str(&format!(
             "\nbr against its targets{}:\n\n| target | br ÷ baseline | |\n|---|---|---|\n",

@@ -1082,6 +1082,56 @@ pub fn run(args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `ours` against every other contender that ran, as a table: one row per metric (and the
+/// CPU of the throughput tests), one column per contender, each cell `ratio(contender,
+/// metric, cpu)`. Empty when `ours` or the others did not run.
+pub(crate) fn against_each(
+    figures: &[Figure],
+    ours: &str,
+    metrics: &[(&str, &str)],
+    higher_is_better: fn(&str) -> bool,
+    ratio: &dyn Fn(&str, &str, bool) -> String,
+) -> String {
+    let mut others: Vec<&str> = Vec::new();
+    for f in figures {
+        if f.contender != ours && !others.contains(&f.contender) {
+            others.push(f.contender);
+        }
+    }
+    if !figures.iter().any(|f| f.contender == ours) || others.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("\n{ours} against each ({ours}'s median ÷ theirs):\n\n| metric |");
+    for c in &others {
+        out.push_str(&format!(" {c} |"));
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---|".repeat(others.len()));
+    out.push('\n');
+    let mut rows: Vec<(String, &str, bool)> = metrics
+        .iter()
+        .map(|(m, _)| {
+            let better = if higher_is_better(m) {
+                "higher"
+            } else {
+                "lower"
+            };
+            (format!("{m} ({better} is better)"), *m, false)
+        })
+        .collect();
+    for m in ["tcp1", "tcp4", "udp64"] {
+        rows.push((format!("{m} CPU (lower is better)"), m, true));
+    }
+    for (label, m, cpu) in rows {
+        out.push_str(&format!("| {label} |"));
+        for c in &others {
+            out.push_str(&format!(" {} |", ratio(c, m, cpu)));
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

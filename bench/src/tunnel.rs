@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use tunctl::{Device, Link, Namespace};
 
 use crate::harness::{
-    bench_dir, cell, interrupted, iperf_server, run_bounded, run_bounded_input, run_ok, spread,
-    start_forwarder, traffic, Figure, Options, Sample, SMOKE_WARNING,
+    against_each, bench_dir, cell, interrupted, iperf_server, run_bounded, run_bounded_input,
+    run_ok, spread, start_forwarder, traffic, Figure, Options, Sample, SMOKE_WARNING,
 };
 
 /// The tunnel contenders, in report order and in the order each round takes them.
@@ -778,44 +778,14 @@ pub fn report(figures: &[Figure], failures: &[String], opts: &Options) -> String
             cell(retr.map(|s| s.max), 0, ""),
         ));
     }
-    // vpwn against each other contender that ran: one row per metric (and the CPU of the
-    // throughput tests), one column per contender.
-    let mut others: Vec<&str> = Vec::new();
-    for f in figures {
-        if f.contender != "vpwn" && !others.contains(&f.contender) {
-            others.push(f.contender);
-        }
-    }
-    if figures.iter().any(|f| f.contender == "vpwn") && !others.is_empty() {
-        out.push_str("\nvpwn against each (vpwn's median ÷ theirs):\n\n| metric |");
-        for c in &others {
-            out.push_str(&format!(" {c} |"));
-        }
-        out.push_str("\n|---|");
-        out.push_str(&"---|".repeat(others.len()));
-        out.push('\n');
-        let mut rows: Vec<(String, &str, bool)> = METRICS
-            .iter()
-            .map(|(m, _)| {
-                let better = if higher_is_better(m) {
-                    "higher"
-                } else {
-                    "lower"
-                };
-                (format!("{m} ({better} is better)"), *m, false)
-            })
-            .collect();
-        for m in ["tcp1", "tcp4", "udp64"] {
-            rows.push((format!("{m} CPU (lower is better)"), m, true));
-        }
-        for (label, m, cpu) in rows {
-            out.push_str(&format!("| {label} |"));
-            for c in &others {
-                out.push_str(&format!(" {} |", ratio(c, m, cpu)));
-            }
-            out.push('\n');
-        }
-    }
+    // vpwn against each other contender that ran.
+    out.push_str(&against_each(
+        figures,
+        "vpwn",
+        &METRICS,
+        higher_is_better,
+        &ratio,
+    ));
     out.push_str(&format!(
         "\n{} run{} of {} s per contender, interleaved round-robin (every contender's first run, \
          then every contender's second, ...). `runs` counts the runs that produced the figure; \
