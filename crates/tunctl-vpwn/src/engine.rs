@@ -2,7 +2,6 @@
 //! boringtun's sans-IO `noise` module; see README.md, "vpwn", for why).
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use std::sync::Arc;
 
@@ -56,8 +55,6 @@ pub trait Engine: Send {
     ) -> Out<'a>;
     /// Runs the protocol's timers (rekey, keepalive, retries): call every ~100 ms.
     fn tick<'a>(&mut self, out: &'a mut [u8]) -> Out<'a>;
-    /// Time since the last completed handshake, if any.
-    fn since_handshake(&self) -> Option<Duration>;
 }
 
 /// The handshake rate for the whole tunnel before cookies are asked for (boringtun's
@@ -189,9 +186,6 @@ impl Engine for Boringtun {
         out_of(self.0.update_timers(buf))
     }
 
-    fn since_handshake(&self) -> Option<Duration> {
-        self.0.time_since_last_handshake()
-    }
 }
 
 #[cfg(test)]

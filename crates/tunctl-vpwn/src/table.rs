@@ -240,9 +240,6 @@ impl Engine for Inert {
     fn tick<'a>(&mut self, _: &'a mut [u8]) -> crate::engine::Out<'a> {
         crate::engine::Out::Done
     }
-    fn since_handshake(&self) -> Option<Duration> {
-        None
-    }
 }
 
 fn new_peer(
