@@ -185,7 +185,6 @@ impl Engine for Boringtun {
     fn tick<'a>(&mut self, buf: &'a mut [u8]) -> Out<'a> {
         out_of(self.0.update_timers(buf))
     }
-
 }
 
 #[cfg(test)]
