@@ -239,6 +239,12 @@ struct ConfigArgs {
     /// Transmit queue length (packets the kernel queues for a slow reader).
     #[arg(long, value_name = "N", value_parser = parse_number)]
     txqueuelen: Option<u32>,
+    /// Leave a device given to another --owner or --group as the kernel makes it. By
+    /// default it is hardened first (router advertisements, redirects and source routes
+    /// ignored, spoofed IPv4 sources dropped), so that its holder cannot change the
+    /// namespace's routing with packets it writes into the device.
+    #[arg(long)]
+    no_harden: bool,
 }
 
 fn parse_ifname(s: &str) -> Result<String, String> {
@@ -544,6 +550,7 @@ fn link_config(config: &ConfigArgs) -> LinkConfig {
         addrs: config.addr.clone(),
         peer: config.peer,
         broadcast: config.broadcast,
+        harden: config.no_harden.then_some(false),
         ..LinkConfig::default()
     }
 }
@@ -665,6 +672,9 @@ fn add_privileged(args: &AddArgs, ns: &NsArg) -> Result<(), Error> {
                 builder = builder.group(gid);
             }
         }
+    }
+    if args.config.no_harden {
+        builder = builder.harden(false);
     }
     let dev = builder.create()?;
     let result = config

@@ -3,6 +3,8 @@
 
 #[path = "../../tunctl/tests/common/mod.rs"]
 mod common;
+#[path = "cli/harden.rs"]
+mod harden;
 #[path = "cli/vpwn_dropin.rs"]
 mod vpwn_dropin;
 #[path = "cli/vpwn_user.rs"]

@@ -98,39 +98,15 @@ fn plan_checked(
     Ok(plan)
 }
 
-/// What a device's holder must not be able to do through packets it writes: install routes
-/// with IPv6 router advertisements or redirects, or (IPv4) pass spoofed sources. Per-link
-/// sysctls, set after the device arrived in its namespace (a move resets them); with no IPv6
-/// range in the rule, IPv6 is off on the device altogether.
+/// What a device's holder must not be able to do through packets it writes (see
+/// [`Link::harden`]), set after the device arrived in its namespace (a move resets it);
+/// with no IPv6 range in the rule, IPv6 is off on the device altogether.
 fn harden(link: &Link, policy: &Policy, rule: usize) -> tunctl::Result<()> {
     let v6_allowed = policy
         .rules
         .get(rule)
         .is_some_and(|r| r.addresses.iter().any(|c| c.addr().is_ipv6()));
-    for (key, value) in [
-        ("rp_filter", "1"),
-        ("accept_redirects", "0"),
-        ("accept_source_route", "0"),
-    ] {
-        link.set_conf("ipv4", key, value)?;
-    }
-    let v6 = if v6_allowed {
-        &[
-            ("accept_ra", "0"),
-            ("autoconf", "0"),
-            ("accept_redirects", "0"),
-        ][..]
-    } else {
-        &[("disable_ipv6", "1")][..]
-    };
-    for (key, value) in v6 {
-        match link.set_conf("ipv6", key, value) {
-            // IPv6 off in this kernel: nothing to harden.
-            Err(e) if e.kind() == tunctl::ErrorKind::NotFound => {}
-            other => other?,
-        }
-    }
-    Ok(())
+    link.harden(v6_allowed)
 }
 
 /// Carries out an allowed request.
@@ -184,7 +160,9 @@ pub(crate) fn execute(
         .exclusive(true)
         .namespace(ns)
         .owner(caller.uid)
-        .alias(tag(caller.uid));
+        .alias(tag(caller.uid))
+        // Hardened below, where the rule decides whether IPv6 stays on.
+        .harden(false);
     if req.multi_queue {
         b = b.multi_queue(1);
     }

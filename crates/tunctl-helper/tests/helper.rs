@@ -275,6 +275,26 @@ fn unprivileged_user_adds_configures_and_deletes_through_the_helper() {
     assert!(ip_addrs(Some(&t.name), "ht0")
         .iter()
         .any(|a| a["local"] == "10.88.0.1"));
+    // And they hold: a router advertisement the user writes into the device (which it
+    // holds meanwhile, so the link has its carrier) installs no route and no address.
+    let ra = common::router_advertisement("fd00:88:1::".parse().unwrap());
+    let mut holder = common::inject_as(USER, &t.name, "ht0", 2000, &[ra]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (routes, addrs) = common::ipv6_routes_and_addrs(&t.name, "ht0");
+    let _ = holder.kill();
+    let held = holder.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&held.stdout).contains("1 packet(s) written"),
+        "{}",
+        String::from_utf8_lossy(&held.stderr)
+    );
+    assert!(
+        !routes
+            .iter()
+            .any(|r| r == "default" || r.starts_with("fd00:88:1:")),
+        "nothing routed by the user's advertisement: {routes:?}"
+    );
+    assert!(addrs.is_empty(), "no address from it: {addrs:?}");
 
     let out = install.tunctl(&[
         "set",
@@ -322,6 +342,80 @@ fn unprivileged_user_adds_configures_and_deletes_through_the_helper() {
         text(&with_leak)
     );
 
+    let out = install.tunctl(&["del", "ht0", "--netns", &t.name]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(ip_link(Some(&t.name), "ht0").is_none());
+}
+
+/// The common policy: IPv4 ranges only. The helper turns IPv6 off on the devices it makes
+/// for it (`disable_ipv6`), and everything else works as with IPv6.
+#[test]
+fn an_ipv4_only_rule_creates_configures_and_deletes_with_ipv6_off() {
+    if !privileged() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let install = Install::new(&format!(
+        r#"
+[[allow]]
+users = ["{USER}"]
+names = ["ht*"]
+kinds = ["tun", "tap"]
+namespaces = ["tunctl-ht-*"]
+addresses = ["10.88.0.0/16"]
+mtu = [1280, 9000]
+flags = ["persist"]
+max_devices = 2
+"#
+    ));
+    let t = allowed_ns();
+    let out = install.tunctl(&[
+        "add",
+        "ht%d",
+        "--tun",
+        "--netns",
+        &t.name,
+        "--addr",
+        "10.88.0.1/24",
+        "--up",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let off = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &t.name,
+            "cat",
+            "/proc/sys/net/ipv6/conf/ht0/disable_ipv6",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&off.stdout).trim(), "1");
+    assert!(
+        ip_addrs(Some(&t.name), "ht0")
+            .iter()
+            .all(|a| a["family"] != "inet6"),
+        "not even a link-local address: {:?}",
+        ip_addrs(Some(&t.name), "ht0")
+    );
+    let out = install.tunctl(&[
+        "set",
+        "ht0",
+        "--netns",
+        &t.name,
+        "--addr",
+        "10.88.1.1/24",
+        "--mtu",
+        "1300",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(ip_addrs(Some(&t.name), "ht0")
+        .iter()
+        .any(|a| a["local"] == "10.88.1.1"));
+    assert_eq!(ip_link(Some(&t.name), "ht0").unwrap()["mtu"], 1300);
+    // IPv6 is refused by the policy before the kernel is asked.
+    let out = install.tunctl(&["set", "ht0", "--netns", &t.name, "--addr", "fd00:88::1/64"]);
+    assert!(!out.status.success(), "{}", text(&out));
     let out = install.tunctl(&["del", "ht0", "--netns", &t.name]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(ip_link(Some(&t.name), "ht0").is_none());

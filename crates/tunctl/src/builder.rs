@@ -52,6 +52,7 @@ pub struct Builder {
     group: Option<u32>,
     persist: bool,
     alias: Option<String>,
+    harden: Option<bool>,
 }
 
 impl Default for Builder {
@@ -72,6 +73,7 @@ impl Default for Builder {
             group: None,
             persist: false,
             alias: None,
+            harden: None,
         }
     }
 }
@@ -211,6 +213,29 @@ impl Builder {
     pub fn alias(mut self, alias: impl Into<String>) -> Builder {
         self.alias = Some(alias.into());
         self
+    }
+
+    /// Whether the device is hardened against its holder ([`Link::harden`], IPv6 kept on):
+    /// router advertisements, redirects and source routes ignored, spoofed IPv4 sources
+    /// dropped. On by default for a device whose file descriptor goes to someone else: an
+    /// [`owner`](Builder::owner) or [`group`](Builder::group) other than root. Whoever holds
+    /// the fd writes packets that the namespace's stack receives from the device, so without
+    /// it an owner could install a default route, an on-link prefix and an address in the
+    /// namespace with one router advertisement. `harden(false)` is the explicit opt-out (a
+    /// device whose holder is trusted to configure the namespace by router advertisement);
+    /// `harden(true)` asks for it on any device. Applied after the device is in its
+    /// namespace and before `create`/`open` returns, so before anyone can bring it up.
+    pub fn harden(mut self, on: bool) -> Builder {
+        self.harden = Some(on);
+        self
+    }
+
+    /// Whether [`harden`](Builder::harden) applies: as asked, else for a non-root owner or
+    /// group.
+    fn hardens(&self) -> bool {
+        self.harden.unwrap_or(
+            self.owner.is_some_and(|uid| uid != 0) || self.group.is_some_and(|gid| gid != 0),
+        )
     }
 
     /// Whether the device gets settings that must be in place before it is visible.
@@ -397,6 +422,13 @@ impl Builder {
             }
             if flags.contains(Flags::VNET_HDR) {
                 dev.negotiate_offload(self.offload)?;
+            }
+            if self.hardens() {
+                dev.link()?.harden(true).map_err(|e| {
+                    e.add_detail(
+                        "hardening a device whose fd goes to another user (Builder::harden(false) skips it)",
+                    )
+                })?;
             }
             Ok(())
         };

@@ -60,6 +60,11 @@ pub struct LinkConfig {
     pub owner: Option<u32>,
     /// Group of a TUN/TAP device (TUNSETGROUP; needs the device's fd).
     pub group: Option<u32>,
+    /// Whether to [`harden`](Link::harden) the link (IPv6 kept on) before a new owner or
+    /// group can attach. `None`, the default: when this configuration gives the device to
+    /// an owner or group other than root, as [`Builder::harden`](crate::Builder::harden)
+    /// does for a new device. `Some(false)` never, `Some(true)` always.
+    pub harden: Option<bool>,
     /// An address to add that the link has already (same prefix) is skipped instead of
     /// refused: running the same configuration twice succeeds (what scripts want).
     pub existing_ok: bool,
@@ -88,6 +93,9 @@ pub enum Step {
     Owner(Option<u32>, u32),
     /// Group from, to.
     Group(Option<u32>, u32),
+    /// [`Link::harden`] (IPv6 kept on), before an owner or group step; not undone (the
+    /// hardened settings are the safe ones).
+    Harden,
 }
 
 impl Step {
@@ -108,6 +116,7 @@ impl Step {
             Step::Up(_, to) => (if *to { "up" } else { "down" }).to_string(),
             Step::Owner(_, to) => format!("owner {to}"),
             Step::Group(_, to) => format!("group {to}"),
+            Step::Harden => "hardening".to_string(),
         }
     }
 }
@@ -133,6 +142,7 @@ impl LinkConfig {
             up,
             owner,
             group,
+            harden,
             existing_ok: _,
         } = self;
         mtu.is_none()
@@ -146,12 +156,14 @@ impl LinkConfig {
             && up.is_none()
             && owner.is_none()
             && group.is_none()
+            && harden != &Some(true)
     }
 
     /// Checks every change against the kernel's current view of `link` (two netlink
     /// round trips) and returns the steps that change something, in the order
     /// [`Plan::apply`] takes: MTU, MAC, txqueuelen, removals, additions, peer and
-    /// broadcast, carrier, up/down, owner, group. Nothing is changed.
+    /// broadcast, carrier, up/down, owner, group; hardening, when it applies, comes first.
+    /// Nothing is changed.
     ///
     /// # Errors
     ///
@@ -319,12 +331,22 @@ impl LinkConfig {
                     "not a TUN/TAP device".into(),
                 );
             };
-            if let Some(uid) = self.owner.filter(|u| tun.owner != Some(*u)) {
+            let owner = self.owner.filter(|u| tun.owner != Some(*u));
+            let group = self.group.filter(|g| tun.group != Some(*g));
+            // Hardened before anyone else can attach.
+            let to_others = owner.is_some_and(|u| u != 0) || group.is_some_and(|g| g != 0);
+            if self.harden.unwrap_or(to_others) {
+                // First of all: also before the device goes up.
+                steps.insert(0, Step::Harden);
+            }
+            if let Some(uid) = owner {
                 steps.push(Step::Owner(tun.owner, uid));
             }
-            if let Some(gid) = self.group.filter(|g| tun.group != Some(*g)) {
+            if let Some(gid) = group {
                 steps.push(Step::Group(tun.group, gid));
             }
+        } else if self.harden == Some(true) {
+            steps.insert(0, Step::Harden);
         }
         if steps.iter().any(Step::is_netlink) && !sys::has_capability(CAP_NET_ADMIN) {
             return fail(
@@ -567,6 +589,8 @@ fn run(link: &Link, tun: Option<BorrowedFd<'_>>, step: &Step, undo: bool) -> Res
         }
         Step::Owner(from, to) => set_id(tun, "TUNSETOWNER", *from, *to, undo, sys::tun_set_owner),
         Step::Group(from, to) => set_id(tun, "TUNSETGROUP", *from, *to, undo, sys::tun_set_group),
+        Step::Harden if undo => Ok(()),
+        Step::Harden => link.harden(true),
     }
 }
 

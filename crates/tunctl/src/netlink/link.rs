@@ -134,8 +134,14 @@ impl Link {
     /// name; [`ErrorKind::NotFound`] for a key the kernel does not have (or IPv6 off);
     /// [`ErrorKind::PermissionDenied`] without CAP_NET_ADMIN.
     pub fn set_conf(&self, family: &str, key: &str, value: &str) -> Result<()> {
-        let plain =
-            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        // Kernel per-link sysctl names are lowercase words with underscores and digits
+        // (`disable_ipv6`, `accept_ra_rt_info_max_plen`); nothing that could leave the
+        // directory (no `/`, no `.`).
+        let plain = |s: &str| {
+            s.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
         if !matches!(family, "ipv4" | "ipv6") || !plain(key) {
             return Err(self.named(Error::new(
                 ErrorKind::InvalidInput,
@@ -156,6 +162,51 @@ impl Link {
                     ),
                 )
             })
+    }
+
+    /// Makes the link ignore what whoever holds its file descriptor could use to change
+    /// the namespace's routing through packets it writes: IPv6 router advertisements
+    /// (`accept_ra=0`, `autoconf=0`: no default route, no prefix, no address from them),
+    /// ICMP redirects (`accept_redirects=0`, IPv4 and IPv6), source-routed packets
+    /// (`accept_source_route=0`), and spoofed IPv4 sources (`rp_filter=1`, strict). With
+    /// `ipv6: false`, IPv6 is turned off on the link altogether (`disable_ipv6=1`) instead.
+    ///
+    /// Per-link sysctls (`net.ipv4.conf.NAME.*`, `net.ipv6.conf.NAME.*`), written in the
+    /// link's namespace: one `/proc/sys` write each. A move to another namespace resets
+    /// them. Two limits the kernel sets: IPv4 redirects are still accepted while the
+    /// namespace's `net.ipv4.conf.all.accept_redirects` is 1 on a host that does not
+    /// forward (the kernel ORs the two), and `rp_filter` is the larger of the link's and
+    /// `all`'s; neither is changed here, since they belong to the whole namespace.
+    ///
+    /// # Errors
+    ///
+    /// As [`set_conf`](Link::set_conf); a kernel without IPv6 skips the IPv6 keys.
+    pub fn harden(&self, ipv6: bool) -> Result<()> {
+        for (key, value) in [
+            ("rp_filter", "1"),
+            ("accept_redirects", "0"),
+            ("accept_source_route", "0"),
+        ] {
+            self.set_conf("ipv4", key, value)?;
+        }
+        let v6: &[(&str, &str)] = if ipv6 {
+            &[
+                ("accept_ra", "0"),
+                ("autoconf", "0"),
+                ("accept_redirects", "0"),
+                ("accept_source_route", "0"),
+            ]
+        } else {
+            &[("disable_ipv6", "1")]
+        };
+        for (key, value) in v6 {
+            match self.set_conf("ipv6", key, value) {
+                // IPv6 off in this kernel: nothing to harden.
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+        Ok(())
     }
 
     /// The current MTU.

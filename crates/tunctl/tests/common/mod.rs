@@ -296,3 +296,102 @@ pub fn system_user(user: &str) -> u32 {
         tunctl::user_id(user).expect("the user just made")
     })
 }
+
+/// An ICMPv6 router advertisement from `fe80::1` to all nodes, as a router on the link
+/// would send it: a default router for 1800 s, and the prefix `PREFIX::/64` on-link and for
+/// address autoconfiguration. Written into a device, it is what its holder could use to
+/// route the namespace's traffic.
+pub fn router_advertisement(prefix: std::net::Ipv6Addr) -> Vec<u8> {
+    let src: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
+    let dst: std::net::Ipv6Addr = "ff02::1".parse().unwrap();
+    let mut icmp = vec![134u8, 0, 0, 0, 64, 0];
+    icmp.extend_from_slice(&1800u16.to_be_bytes()); // router lifetime
+    icmp.extend_from_slice(&[0; 8]); // reachable time, retransmission timer
+                                     // Prefix information: on-link (L) and autonomous (A).
+    icmp.extend_from_slice(&[3, 4, 64, 0xc0]);
+    icmp.extend_from_slice(&86400u32.to_be_bytes());
+    icmp.extend_from_slice(&14400u32.to_be_bytes());
+    icmp.extend_from_slice(&[0; 4]);
+    icmp.extend_from_slice(&prefix.octets());
+    // Checksum over the pseudo-header and the message.
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    pseudo.extend_from_slice(&icmp);
+    let sum = tunctl::offload::internet_checksum(&pseudo);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    p.extend_from_slice(&[58, 255]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&icmp);
+    p
+}
+
+/// `packets` written into the device `dev` of namespace `ns` by `user` (no capability), with
+/// the `inject` example, which holds the device `hold_ms` more (keeping its carrier) while
+/// this returns; wait on the child to see it succeed.
+pub fn inject_as(
+    user: &str,
+    ns: &str,
+    dev: &str,
+    hold_ms: u64,
+    packets: &[Vec<u8>],
+) -> std::process::Child {
+    // target/debug/deps/TEST -> target/debug/examples/inject
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/debug")
+        .join("examples/inject");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test --workspace --all-features`",
+        bin.display()
+    );
+    let hex: Vec<String> = packets
+        .iter()
+        .map(|p| p.iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    Command::new("ip")
+        .args([
+            "netns", "exec", ns, "setpriv", "--reuid", user, "--regid", user,
+        ])
+        .args([
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ])
+        .arg(&bin)
+        .args(["--hold", &hold_ms.to_string(), dev])
+        .args(&hex)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run inject")
+}
+
+/// The IPv6 routes and global addresses of `dev` in `ns` (`ip -j -6 route`, `ip -j -6 addr`),
+/// as `dst` and `local/prefixlen` strings: what a router advertisement would add.
+pub fn ipv6_routes_and_addrs(ns: &str, dev: &str) -> (Vec<String>, Vec<String>) {
+    let routes = ip_json(Some(ns), &["-6", "route", "show", "dev", dev]);
+    let routes = routes
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r["dst"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let addrs = ip_addrs(Some(ns), dev)
+        .iter()
+        .filter(|a| a["family"] == "inet6" && a["scope"] == "global")
+        .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"])))
+        .collect();
+    (routes, addrs)
+}
