@@ -1,8 +1,9 @@
-//! vpwn's parsers of untrusted input: datagrams from the network (a receive pipeline with a
-//! fixed key and two peers with live sessions: the gate, the peers' engines, the allowed-IPs
-//! check, UDP GRO buffers split by segment) and UAPI requests (`set=1` lines applied to a
-//! configured device, raw bytes on a connection to the server's own code). Never a panic,
-//! a hang or unbounded memory, and the checks in `tunctl_vpwn::fuzzing` hold.
+//! vpwn's parsers of untrusted input: datagrams from the network (its own receive pipeline
+//! and handshake handling, with a fixed key and two peers with live sessions: the cookie
+//! checks, the peers' engines, the allowed-IPs check, UDP GRO buffers split by segment) and
+//! UAPI requests (`set=1` lines applied to a configured device, raw bytes on a connection to
+//! the server's own code). Never a panic, a hang or unbounded memory, and the checks in
+//! `vpwn_wire/harness.rs` hold.
 //!
 //! Input: `[part, flags, body...]`; `part` (modulo 7) picks what runs:
 //!
@@ -12,11 +13,12 @@
 //!   the payload cut into `count % 8 + 1` inner packets (all of one size but the last, as UDP
 //!   GRO coalesces), packet `i` sealed by peer `peers >> i & 1`; flags: 1 from IPv6, 2 sent
 //!   twice, 4 byte `at` XORed with `mask`, 8 split by `segment` instead of the datagrams' size;
-//! - 3: as 2, after a new handshake with peer `flags >> 4 & 1` if flags 128;
+//! - 3: as 2, after a new handshake with peer `flags >> 4 & 1` if flags 128 (under load,
+//!   with a cookie round, if flags 64);
 //! - 4: `[kind, load, message...]`: a handshake-shaped message (`kind % 4`: initiation,
 //!   response, cookie reply, as is) on a new pipeline, its mac1 made valid (unless flags 32),
-//!   its receiver index a peer's (flags 16), after `100 + load % 8` valid-mac1 messages that
-//!   put the gate under load (flags 64);
+//!   its receiver index a peer's (flags 16), after `load % 8` valid-mac1 responses, all under
+//!   load if flags 64;
 //! - 5: the body as the lines of a `set=1` request;
 //! - 6: the body as the bytes a client sends on a UAPI connection.
 #![no_main]
@@ -25,7 +27,9 @@ use blake2::digest::consts::U16;
 use blake2::digest::{FixedOutput, KeyInit, Update};
 use blake2::{Blake2s256, Blake2sMac, Digest};
 use libfuzzer_sys::fuzz_target;
-use tunctl_vpwn::fuzzing;
+
+#[path = "vpwn_wire/harness.rs"]
+mod harness;
 
 /// Writes a valid mac1 into a handshake message (its last 32 bytes are mac1 and mac2):
 /// keyed BLAKE2s-128 of what precedes it, keyed with HASH("mac1----" || our public key).
@@ -33,7 +37,7 @@ fn set_mac1(msg: &mut [u8]) {
     let n = msg.len();
     let key: [u8; 32] = Blake2s256::new()
         .chain_update(b"mac1----")
-        .chain_update(fuzzing::public_key().0)
+        .chain_update(harness::public_key().0)
         .finalize()
         .into();
     let mut mac = Blake2sMac::<U16>::new_from_slice(&key).expect("a 32-byte key");
@@ -65,7 +69,7 @@ fn sealed(flags: u8, body: &[u8]) {
     }
     let tamper = (flags & 4 != 0).then(|| (be16(head, 2), head[4]));
     let segment = (flags & 8 != 0).then(|| be16(head, 5));
-    fuzzing::sealed(&packets, segment, tamper, flags & 2 != 0, flags & 1 != 0);
+    harness::sealed(&packets, segment, tamper, flags & 2 != 0, flags & 1 != 0);
 }
 
 fn handshake_shaped(flags: u8, body: &[u8]) {
@@ -83,7 +87,7 @@ fn handshake_shaped(flags: u8, body: &[u8]) {
         msg.resize(len, 0);
         msg[..4].copy_from_slice(&ty.to_le_bytes());
         if let Some(at) = receiver.filter(|_| flags & 16 != 0) {
-            let idx = fuzzing::peer_index(usize::from(load & 1)) << 8 | u32::from(msg[at]);
+            let idx = harness::peer_index(usize::from(load & 1)) << 8 | u32::from(msg[at]);
             msg[at..at + 4].copy_from_slice(&idx.to_le_bytes());
         }
         if ty != 3 && flags & 32 == 0 {
@@ -93,14 +97,9 @@ fn handshake_shaped(flags: u8, body: &[u8]) {
     let mut filler = vec![0u8; 92];
     filler[..4].copy_from_slice(&2u32.to_le_bytes());
     set_mac1(&mut filler);
-    let load = if flags & 64 != 0 {
-        100 + usize::from(load % 8)
-    } else {
-        0
-    };
-    let mut messages: Vec<&[u8]> = vec![&filler; load];
+    let mut messages: Vec<&[u8]> = vec![&filler; usize::from(load % 8)];
     messages.push(&msg);
-    fuzzing::fresh(&messages, flags & 1 != 0);
+    harness::fresh(&messages, flags & 1 != 0, flags & 64 != 0);
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -108,17 +107,17 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     match part % 7 {
-        0 => fuzzing::datagram(body, flags & 1 != 0),
-        1 => fuzzing::gro_buffer(be16(body, 0), body.get(2..).unwrap_or(&[]), flags & 1 != 0),
+        0 => harness::gro_buffer(0, body, flags & 1 != 0),
+        1 => harness::gro_buffer(be16(body, 0), body.get(2..).unwrap_or(&[]), flags & 1 != 0),
         2 => sealed(flags, body),
         3 => {
             if flags & 128 != 0 {
-                fuzzing::rehandshake(usize::from(flags >> 4 & 1), flags & 1 != 0);
+                harness::rehandshake(usize::from(flags >> 4 & 1), flags & 1 != 0, flags & 64 != 0);
             }
             sealed(flags, body);
         }
         4 => handshake_shaped(flags, body),
-        5 => fuzzing::uapi_set(&String::from_utf8_lossy(body)),
-        _ => fuzzing::uapi_conn(body),
+        5 => harness::uapi_set(&String::from_utf8_lossy(body)),
+        _ => harness::uapi_conn(body),
     }
 });

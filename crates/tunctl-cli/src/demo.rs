@@ -442,16 +442,7 @@ fn report_tunnel(tunnel: &Tunnel) {
         c.tx_packets,
         c.tx_bytes as f64 / 1e6
     );
-    println!(
-        "  vpwn {} dropped: {} auth, {} replay, {} malformed, {} oversized, {} outside allowed IPs, {} without session",
-        tunnel.name(),
-        c.drop_auth,
-        c.drop_replay,
-        c.drop_malformed,
-        c.drop_oversized,
-        c.drop_not_allowed,
-        c.drop_no_session
-    );
+    println!("  vpwn {} dropped: {}", tunnel.name(), c.drops_text());
 }
 
 /// Sends a datagram into the tunnel from `ns` (to the discard port of `dst`, once a second)

@@ -254,19 +254,13 @@ fn up(args: UpArgs, ns: Namespace) -> Result<(), Error> {
     }
     let c = tunnel.counters();
     eprintln!(
-        "tunctl: vpwn {}: down; sent {} packets ({} bytes), received {} ({} bytes); dropped: {} auth, {} replay, {} malformed, {} oversized, {} outside allowed IPs, {} without session, {} without route",
+        "tunctl: vpwn {}: down; sent {} packets ({} bytes), received {} ({} bytes); dropped: {}",
         tunnel.name(),
         c.tx_packets,
         c.tx_bytes,
         c.rx_packets,
         c.rx_bytes,
-        c.drop_auth,
-        c.drop_replay,
-        c.drop_malformed,
-        c.drop_oversized,
-        c.drop_not_allowed,
-        c.drop_no_session,
-        c.drop_no_route
+        c.drops_text()
     );
     tunnel.down();
     Ok(())

@@ -57,24 +57,9 @@ pub trait Engine: Send {
     fn tick<'a>(&mut self, out: &'a mut [u8]) -> Out<'a>;
 }
 
-/// The handshake rate for the whole tunnel before cookies are asked for (boringtun's
-/// device uses the same figure).
-const HANDSHAKE_RATE_LIMIT: u64 = 100;
-
-/// Where a datagram goes, decided before any peer's engine sees it.
-pub enum Dispatch<'a> {
-    /// A handshake initiation from the peer with this public key.
-    Initiation(Key),
-    /// A message for the session with this local index (an engine's `index`).
-    Index(u32),
-    /// Under load: send this cookie reply back, nothing else.
-    Reply(&'a mut [u8]),
-    /// Not for any peer.
-    Dropped(Drop),
-}
-
 /// This end's identity, shared by every peer's engine: the private key, and the rate
-/// limiter (mac1 check, cookies under load) all handshakes pass through.
+/// limiter every engine checks handshakes' mac1 with. That limiter never asks for cookies:
+/// the handshake thread does, once per message, before an engine sees it (`crate::cookie`).
 pub struct Gate {
     secret: boringtun::x25519::StaticSecret,
     public: boringtun::x25519::PublicKey,
@@ -87,41 +72,38 @@ impl Gate {
         let secret = boringtun::x25519::StaticSecret::from(private.0);
         let public = boringtun::x25519::PublicKey::from(&secret);
         Gate {
-            limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            limiter: Arc::new(RateLimiter::new(&public, u64::MAX)),
             secret,
             public,
         }
     }
 
-    /// Finds whose a datagram is: checks handshakes' mac1 (and mac2 under load), then reads
-    /// the initiator's static key from an initiation (one Diffie-Hellman), or the receiver
-    /// index from any other message.
-    pub fn dispatch<'a>(&self, from: IpAddr, datagram: &[u8], out: &'a mut [u8]) -> Dispatch<'a> {
-        match self.limiter.verify_packet(Some(from), datagram, out) {
+    /// This end's public key.
+    pub fn public(&self) -> Key {
+        Key(*self.public.as_bytes())
+    }
+
+    /// The static key of the initiator inside a handshake initiation, decrypted with our
+    /// private key (one Diffie-Hellman); `None` if it is not one for us. Proves nothing
+    /// about the sender: the peer's engine checks that it holds the key.
+    pub fn initiator(&self, initiation: &[u8]) -> Option<Key> {
+        match Tunn::parse_incoming_packet(initiation) {
             Ok(Packet::HandshakeInit(init)) => {
-                match parse_handshake_anon(&self.secret, &self.public, &init) {
-                    Ok(half) => Dispatch::Initiation(Key(half.peer_static_public)),
-                    Err(_) => Dispatch::Dropped(Drop::Auth),
-                }
+                parse_handshake_anon(&self.secret, &self.public, &init)
+                    .ok()
+                    .map(|half| Key(half.peer_static_public))
             }
-            Ok(Packet::HandshakeResponse(p)) => Dispatch::Index(p.receiver_idx >> 8),
-            Ok(Packet::PacketCookieReply(p)) => Dispatch::Index(p.receiver_idx >> 8),
-            Ok(Packet::PacketData(p)) => Dispatch::Index(p.receiver_idx >> 8),
-            Err(TunnResult::WriteToNetwork(cookie)) => Dispatch::Reply(cookie),
-            Err(r) => match out_of(r) {
-                Out::Dropped(why) => Dispatch::Dropped(why),
-                _ => Dispatch::Dropped(Drop::Malformed),
-            },
+            _ => None,
         }
     }
 
-    /// Runs the limiter's clock: call every ~100 ms.
+    /// Runs the engines' limiter clock: call every ~100 ms (it only counts).
     pub fn tick(&self) {
         self.limiter.reset_count();
     }
 
     /// An engine for one peer. `index` (below 2^24) tells its sessions apart from other
-    /// peers': [`Dispatch::Index`] gives it back.
+    /// peers' (a message's receiver index carries it in its top 24 bits).
     pub fn engine(
         &self,
         peer: &Key,

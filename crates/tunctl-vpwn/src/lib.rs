@@ -29,10 +29,14 @@
 #![deny(missing_docs)]
 
 pub mod config;
+mod cookie;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
+mod handshake;
 pub mod keys;
+mod receive;
+pub mod stats;
 mod table;
 pub mod tunnel;
 pub mod uapi;
@@ -40,5 +44,6 @@ mod udp;
 
 pub use config::{Config, Interface, Peer};
 pub use keys::Key;
-pub use tunnel::{Counters, FastPath, Options, Tunnel};
+pub use stats::Counters;
+pub use tunnel::{FastPath, Options, Tunnel};
 pub use uapi::{DeviceConf, PeerConf};

@@ -2,7 +2,7 @@
 //! threads (tun → network, network → tun, timers, UAPI), all in the device's namespace.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -10,8 +10,10 @@ use std::time::Duration;
 use tunctl::{Batch, Cidr, Device, Error, ErrorKind, Link, LinkConfig, Namespace, Offload};
 
 use crate::config::{Config, DEFAULT_MTU};
-use crate::engine::{Dispatch, Drop, Out};
+use crate::engine::Out;
+use crate::handshake::Msg;
 use crate::keys::Key;
+pub use crate::stats::{Counters, Stats};
 use crate::table::Table;
 use crate::uapi::{DeviceConf, PeerConf, SetError};
 
@@ -32,93 +34,6 @@ pub struct Options {
     pub config: Config,
 }
 
-/// Counters of a running tunnel.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Packets sent through the tunnel (from the device).
-    pub tx_packets: AtomicU64,
-    /// Bytes of those packets.
-    pub tx_bytes: AtomicU64,
-    /// Packets received through the tunnel (to the device).
-    pub rx_packets: AtomicU64,
-    /// Bytes of those packets.
-    pub rx_bytes: AtomicU64,
-    /// Datagrams that failed authentication (wrong key or PSK, forged).
-    pub drop_auth: AtomicU64,
-    /// Replayed or too old datagrams.
-    pub drop_replay: AtomicU64,
-    /// Datagrams that are not (valid) WireGuard messages.
-    pub drop_malformed: AtomicU64,
-    /// Datagrams too long to be a WireGuard message.
-    pub drop_oversized: AtomicU64,
-    /// Decrypted packets whose inner source is outside the peer's allowed IPs.
-    pub drop_not_allowed: AtomicU64,
-    /// Packets with nowhere to go: no peer endpoint known yet, or no session.
-    pub drop_no_session: AtomicU64,
-    /// Packets from the device to an address no peer's allowed IPs hold.
-    pub drop_no_route: AtomicU64,
-}
-
-/// A plain copy of [`Stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// See [`Stats::tx_packets`].
-    pub tx_packets: u64,
-    /// See [`Stats::tx_bytes`].
-    pub tx_bytes: u64,
-    /// See [`Stats::rx_packets`].
-    pub rx_packets: u64,
-    /// See [`Stats::rx_bytes`].
-    pub rx_bytes: u64,
-    /// See [`Stats::drop_auth`].
-    pub drop_auth: u64,
-    /// See [`Stats::drop_replay`].
-    pub drop_replay: u64,
-    /// See [`Stats::drop_malformed`].
-    pub drop_malformed: u64,
-    /// See [`Stats::drop_oversized`].
-    pub drop_oversized: u64,
-    /// See [`Stats::drop_not_allowed`].
-    pub drop_not_allowed: u64,
-    /// See [`Stats::drop_no_session`].
-    pub drop_no_session: u64,
-    /// See [`Stats::drop_no_route`].
-    pub drop_no_route: u64,
-}
-
-impl Stats {
-    fn add(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
-    fn dropped(&self, why: Drop) {
-        let c = match why {
-            Drop::Auth => &self.drop_auth,
-            Drop::Replay => &self.drop_replay,
-            Drop::Malformed => &self.drop_malformed,
-            Drop::NoSession | Drop::Expired | Drop::UnderLoad => &self.drop_no_session,
-        };
-        Stats::add(c, 1);
-    }
-
-    fn snapshot(&self) -> Counters {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        Counters {
-            tx_packets: g(&self.tx_packets),
-            tx_bytes: g(&self.tx_bytes),
-            rx_packets: g(&self.rx_packets),
-            rx_bytes: g(&self.rx_bytes),
-            drop_auth: g(&self.drop_auth),
-            drop_replay: g(&self.drop_replay),
-            drop_malformed: g(&self.drop_malformed),
-            drop_oversized: g(&self.drop_oversized),
-            drop_not_allowed: g(&self.drop_not_allowed),
-            drop_no_session: g(&self.drop_no_session),
-            drop_no_route: g(&self.drop_no_route),
-        }
-    }
-}
-
 /// What the threads share.
 struct Shared {
     /// The live configuration; the data path takes a reference per packet.
@@ -136,6 +51,8 @@ struct Shared {
     closed: AtomicBool,
     /// The next session index to give a peer's engine.
     indexes: AtomicU32,
+    /// Handshake messages from the receive thread to the handshake thread.
+    handshakes: crate::handshake::Queue,
 }
 
 impl Shared {
@@ -204,19 +121,13 @@ impl crate::uapi::Handler for Shared {
     }
 
     fn counters(&self) -> String {
-        let c = self.stats.snapshot();
-        format!(
-            "tx_packets={}\nrx_packets={}\ndrop_auth={}\ndrop_replay={}\ndrop_malformed={}\ndrop_oversized={}\ndrop_not_allowed={}\ndrop_no_session={}\ndrop_no_route={}\n",
-            c.tx_packets,
-            c.rx_packets,
-            c.drop_auth,
-            c.drop_replay,
-            c.drop_malformed,
-            c.drop_oversized,
-            c.drop_not_allowed,
-            c.drop_no_session,
-            c.drop_no_route
-        )
+        self.stats
+            .snapshot()
+            .all()
+            .into_iter()
+            .filter(|(name, _, _)| name.starts_with("drop_") || name.ends_with("_packets"))
+            .map(|(name, _, v)| format!("{name}={v}\n"))
+            .collect()
     }
 }
 
@@ -497,6 +408,7 @@ impl Tunnel {
             stop: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             indexes,
+            handshakes: crate::handshake::Queue::default(),
         });
         // `wg show NAME` works on the tunnel through the UAPI socket; without it (not root,
         // or the name served elsewhere) a configured tunnel runs all the same.
@@ -532,6 +444,10 @@ impl Tunnel {
         tunnel
             .threads
             .push(spawn("rx", Box::new(move || to_device(&d, &s)))?);
+        let s = Arc::clone(&shared);
+        tunnel
+            .threads
+            .push(spawn("handshake", Box::new(move || handshakes(&s)))?);
         let s = Arc::clone(&shared);
         tunnel
             .threads
@@ -734,8 +650,14 @@ fn to_network(device: &Device, shared: &Shared) {
         )> = None;
         for i in 0..batch.len() {
             let n = batch.packet(i).len();
-            let Some(p) = destination(batch.packet(i)).and_then(|d| table.route(d)) else {
-                Stats::add(&stats.drop_no_route, 1);
+            let dst = destination(batch.packet(i));
+            let Some(p) = dst.and_then(|d| table.route(d)) else {
+                // Multicast with no peer for it (the kernel's own router solicitations and
+                // MLD reports on a fresh device): WireGuard carries it only where an
+                // allowed IP says so, and its absence is no fault.
+                if !dst.is_some_and(|d| d.is_multicast()) {
+                    Stats::add(&stats.drop_no_route, 1);
+                }
                 continue;
             };
             let peer = &table.peers[p];
@@ -824,10 +746,10 @@ fn flush(sock: &Sock, out: &[u8], run: &mut Option<Run>, table: &Table) {
 }
 
 /// Network → device. `recvmmsg` takes many buffers at once, each possibly many datagrams of
-/// one flow (UDP GRO); each datagram goes to its peer (by session index, or by the static
-/// key inside a handshake initiation), is decrypted straight into a batch slot, checked
-/// against that peer's allowed IPs, and the batch is written to the device, consecutive
+/// one flow (UDP GRO), and each goes through the receive pipeline ([`crate::receive`]):
+/// decrypted straight into a batch slot, which is written to the device, consecutive
 /// segments of a TCP flow coalesced into super-packets (trusted: they were authenticated).
+/// Handshake messages go to the handshake thread's queue, in one hand-over per read.
 fn to_device(device: &Device, shared: &Shared) {
     let Some(queue) = device.queues().first() else {
         return;
@@ -841,8 +763,12 @@ fn to_device(device: &Device, shared: &Shared) {
         truncated: false,
     }; BUFFERS];
     let mut batch = Batch::new(64, 0);
-    let mut scratch = vec![0u8; 65536 + 64];
+    let mut handshakes: Vec<Msg> = Vec::with_capacity(64);
     let stats = &shared.stats;
+    let mut flush = |batch: &mut Batch| {
+        let _ = queue.send_batch(batch);
+        batch.clear();
+    };
     while !shared.stop.load(Ordering::Acquire) {
         let sock = shared.socket();
         let n = match sock.io.recv(&sock.udp, &mut bufs, &mut got) {
@@ -863,143 +789,85 @@ fn to_device(device: &Device, shared: &Shared) {
             }
         };
         let table = shared.table();
-        let Some(gate) = &table.gate else {
-            Stats::add(&stats.drop_auth, n);
-            continue;
-        };
-        let (mut packets, mut bytes) = (0usize, 0usize);
-        for k in 0..n {
-            let r = got[k];
+        let mut delivered = crate::receive::Delivered::default();
+        for (r, buf) in got[..n].iter().zip(&bufs) {
             let Some(from) = r.from else { continue };
             if r.truncated {
                 Stats::add(&stats.drop_oversized, 1);
                 continue;
             }
-            let segment = if r.segment == 0 {
-                r.len.max(1)
-            } else {
-                r.segment
-            };
-            // The peer this buffer's datagrams authenticated as, and its engine.
-            let mut held: Option<(
-                usize,
-                std::sync::MutexGuard<'_, Box<dyn crate::engine::Engine>>,
-            )> = None;
-            let mut heard = 0usize;
-            for datagram in bufs[k][..r.len].chunks(segment) {
-                let p = match gate.dispatch(from.ip(), datagram, &mut scratch) {
-                    Dispatch::Initiation(key) => table.by_key(&key),
-                    Dispatch::Index(i) => table.by_index(i),
-                    Dispatch::Reply(cookie) => {
-                        let _ = sock.io.send(&sock.udp, cookie, 0, from);
-                        continue;
-                    }
-                    Dispatch::Dropped(why) => {
-                        stats.dropped(why);
-                        continue;
-                    }
-                };
-                let Some(p) = p else {
-                    // A valid message for no peer of ours: an unknown key or a stale session.
-                    Stats::add(&stats.drop_auth, 1);
-                    continue;
-                };
-                if held.as_ref().is_none_or(|(q, _)| *q != p) {
-                    if let Some((q, _)) = held.take() {
-                        settle(&table, q, from, heard);
-                        heard = 0;
-                    }
-                    held = Some((p, table.peers[p].engine()));
-                }
-                let Some((_, engine)) = held.as_mut() else {
-                    continue;
-                };
-                if batch.spare().is_none() {
-                    let _ = queue.send_batch(&mut batch);
-                    batch.clear();
-                }
-                let Some(slot) = batch.spare() else { continue };
-                // The receiver index of a data message or a handshake response: the
-                // session it proves once it authenticates.
-                let session = match datagram.first() {
-                    Some(2) => datagram.get(8..12),
-                    Some(4) => datagram.get(4..8),
-                    _ => None,
-                }
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_le_bytes);
-                match engine.decapsulate(Some(from.ip()), datagram, slot) {
-                    Out::Tunnel(packet, src) => {
-                        if let Some(i) = session {
-                            table.peers[p].confirm(i);
-                        }
-                        heard += datagram.len();
-                        let len = packet.len();
-                        if table.route(src) != Some(p) {
-                            Stats::add(&stats.drop_not_allowed, 1);
-                        } else if batch.commit(len, true).is_ok() {
-                            packets += 1;
-                            bytes += len;
-                        }
-                    }
-                    // A cookie reply (we are under load): it goes back to where the datagram
-                    // came from, and proves nothing about who sent it, so the peer's endpoint
-                    // and its queued packets stay where they are.
-                    Out::Network(reply) if reply.first() == Some(&3) => {
-                        let _ = sock.io.send(&sock.udp, reply, 0, from);
-                    }
-                    Out::Network(reply) => {
-                        // A handshake answer; then the packets queued behind the handshake.
-                        if let (Some(2), Some(i)) = (datagram.first(), session) {
-                            table.peers[p].confirm(i);
-                        }
-                        heard += datagram.len();
-                        let _ = sock.io.send(&sock.udp, reply, 0, from);
-                        Stats::add(&table.peers[p].tx_bytes, reply.len());
-                        for _ in 0..1024 {
-                            match engine.decapsulate(None, &[], &mut scratch) {
-                                Out::Network(queued) => {
-                                    let _ = sock.io.send(&sock.udp, queued, 0, from);
-                                    Stats::add(&table.peers[p].tx_bytes, queued.len());
-                                }
-                                _ => break,
-                            }
-                        }
-                    }
-                    // A cookie reply from the peer: a cookie reply proves nothing about
-                    // where the peer is (anyone on the path can forge one).
-                    Out::Done if datagram.first() == Some(&3) => {}
-                    // A keepalive or a completed handshake: the peer is there.
-                    Out::Done => {
-                        if let Some(i) = session {
-                            table.peers[p].confirm(i);
-                        }
-                        heard += datagram.len();
-                    }
-                    Out::Dropped(why) => stats.dropped(why),
-                }
-            }
-            if let Some((q, _)) = held.take() {
-                settle(&table, q, from, heard);
-            }
+            let d = crate::receive::buffer(
+                &table,
+                stats,
+                from,
+                crate::receive::datagrams(&buf[..r.len], r.segment),
+                &mut batch,
+                &mut handshakes,
+                &mut flush,
+            );
+            delivered.packets += d.packets;
+            delivered.bytes += d.bytes;
         }
         if !batch.is_empty() {
-            let _ = queue.send_batch(&mut batch);
-            batch.clear();
+            flush(&mut batch);
         }
-        Stats::add(&stats.rx_packets, packets);
-        Stats::add(&stats.rx_bytes, bytes);
+        let shed = shared.handshakes.push_all(&mut handshakes);
+        Stats::add(&stats.drop_handshake_queue, shed);
+        Stats::add(&stats.rx_packets, delivered.packets);
+        Stats::add(&stats.rx_bytes, delivered.bytes);
     }
 }
 
-/// After `heard` authenticated bytes from `from`: the peer is there (roaming), and its
-/// received bytes grow.
-fn settle(table: &Table, peer: usize, from: SocketAddr, heard: usize) {
-    if heard > 0 {
-        if let Some(p) = table.peers.get(peer) {
-            p.set_endpoint(from);
-            Stats::add(&p.rx_bytes, heard);
+/// The handshake thread: handshake messages from the queue, a batch at a time, through the
+/// cookie checks to their peer's engine ([`crate::handshake::handle`]); what they answer
+/// leaves in one `sendmmsg` per batch.
+fn handshakes(shared: &Shared) {
+    let mut cookies: Option<(Key, crate::cookie::Cookies)> = None;
+    let mut load = crate::handshake::Load::new();
+    let mut out = vec![0u8; 2048];
+    let mut batch = Vec::with_capacity(64);
+    let mut outbox = crate::handshake::Outbox::default();
+    while !shared.stop.load(Ordering::Acquire) {
+        let backlog = shared.handshakes.pop_some(&mut batch, 64, TICK);
+        if batch.is_empty() {
+            continue;
         }
+        let under_load = load.update(backlog);
+        let table = shared.table();
+        let Some(public) = table.gate.as_ref().map(|g| g.public()) else {
+            Stats::add(&shared.stats.drop_auth, batch.len());
+            batch.clear();
+            continue;
+        };
+        // The checks of this identity (a new private key makes new ones).
+        let checks = match &mut cookies {
+            Some((k, c)) if *k == public => c,
+            slot => {
+                &mut slot
+                    .insert((public, crate::cookie::Cookies::new(&public)))
+                    .1
+            }
+        };
+        let mut send = |datagram: &[u8], to: SocketAddr, peer: Option<usize>| {
+            outbox.push(datagram, to);
+            if let Some(p) = peer.and_then(|p| table.peers.get(p)) {
+                Stats::add(&p.tx_bytes, datagram.len());
+            }
+        };
+        for msg in batch.drain(..) {
+            crate::handshake::handle(
+                &table,
+                &shared.stats,
+                checks,
+                under_load,
+                &msg,
+                &mut out,
+                &mut send,
+            );
+        }
+        let sock = shared.socket();
+        sock.io.send_each(&sock.udp, &outbox.datagrams());
+        outbox.clear();
     }
 }
 

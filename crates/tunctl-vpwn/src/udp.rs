@@ -250,6 +250,60 @@ impl Io {
         send_split(socket.as_raw_fd(), buf, segment, &mut addr)
     }
 
+    /// Sends each datagram to its own destination: one `sendmmsg` for up to 64 of them.
+    /// Returns how many the kernel took (a full socket buffer stops the rest).
+    pub fn send_each(&self, socket: &UdpSocket, msgs: &[(&[u8], SocketAddr)]) -> usize {
+        let mut taken = 0;
+        for chunk in msgs.chunks(64) {
+            let mut addrs: Vec<RawAddr> = chunk
+                .iter()
+                .map(|(_, to)| RawAddr::new(*to, self.v6))
+                .collect();
+            // SAFETY: plain data, all zeros is valid for each.
+            let mut iovs: [libc::iovec; 64] = unsafe { zeroed() };
+            let mut hdrs: [libc::mmsghdr; 64] = unsafe { zeroed() };
+            for (i, ((buf, _), addr)) in chunk.iter().zip(addrs.iter_mut()).enumerate() {
+                iovs[i] = libc::iovec {
+                    iov_base: buf.as_ptr() as *mut _,
+                    iov_len: buf.len(),
+                };
+                hdrs[i].msg_hdr.msg_name =
+                    (&mut addr.storage as *mut libc::sockaddr_storage).cast();
+                hdrs[i].msg_hdr.msg_namelen = addr.len;
+                hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+                hdrs[i].msg_hdr.msg_iovlen = 1;
+            }
+            let n = chunk.len();
+            let mut sent = 0;
+            for _ in 0..8 {
+                if sent == n {
+                    break;
+                }
+                // SAFETY: the headers point at live buffers and addresses, n - sent entries
+                // from `sent`.
+                let rc = unsafe {
+                    libc::sendmmsg(
+                        socket.as_raw_fd(),
+                        hdrs[sent..].as_mut_ptr(),
+                        (n - sent) as u32,
+                        0,
+                    )
+                };
+                if rc < 0 {
+                    if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    // This one is refused (unreachable, a full buffer): skip it.
+                    sent += 1;
+                    continue;
+                }
+                sent += rc as usize;
+                taken += rc as usize;
+            }
+        }
+        taken
+    }
+
     /// Receives into `bufs` (each 64 KiB or more): waits for the first (the socket's read
     /// timeout), takes what else is queued. Returns how many of `out` are filled.
     pub fn recv(

@@ -7,6 +7,8 @@
 
 #[path = "../../tunctl/tests/common/mod.rs"]
 mod common;
+#[path = "vpwn/flood.rs"]
+mod flood;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
