@@ -92,26 +92,51 @@ pub struct UpArgs {
     without: Vec<String>,
 }
 
-/// Reads a file holding a secret: refused if others than its owner may read it (a key
-/// others can read is no longer a secret).
+/// Reads a file holding a secret, checking the very file it reads (one open; the mode
+/// and owner come from that open file, so nothing can be swapped in between): a regular
+/// file, owned by this user or root, that nobody else may read or write (a key others can
+/// read is no longer a secret). A symbolic link is followed: the file it leads to is the
+/// one checked.
 fn read_secret(path: &PathBuf) -> Result<String, Error> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path)
-        .map_err(|e| Error::from(e).add_detail(&path.display().to_string()))?;
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(Error::from_kind(
-            ErrorKind::PermissionDenied,
-            "read key",
-            format!(
-                "it holds a secret but others may read it (mode {mode:04o}): chmod 600 {}",
-                path.display()
-            ),
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let named = |e: std::io::Error| Error::from(e).add_detail(&path.display().to_string());
+    let refuse = |why: String| {
+        Err(
+            Error::from_kind(ErrorKind::PermissionDenied, "read key", why)
+                .with_subject(path.display().to_string()),
         )
-        .with_subject(path.display().to_string()));
+    };
+    // O_NONBLOCK: a FIFO planted in its place does not hang the open.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(named)?;
+    let meta = file.metadata().map_err(named)?;
+    let mode = meta.mode() & 0o7777;
+    let me = rustix::process::geteuid().as_raw();
+    if !meta.is_file() {
+        return refuse("not a regular file".into());
     }
-    std::fs::read_to_string(path)
-        .map_err(|e| Error::from(e).add_detail(&path.display().to_string()))
+    if meta.uid() != me && meta.uid() != 0 {
+        return refuse(format!(
+            "it belongs to uid {}, not to you or root: a secret is kept by its user",
+            meta.uid()
+        ));
+    }
+    if mode & 0o077 != 0 {
+        return refuse(format!(
+            "it holds a secret but others may read or write it (mode {mode:04o}): chmod 600 {}",
+            path.display()
+        ));
+    }
+    let mut text = String::new();
+    // A key or a configuration is small: anything past 1 MiB is not one.
+    file.take(1 << 20)
+        .read_to_string(&mut text)
+        .map_err(named)?;
+    Ok(text)
 }
 
 fn read_key(path: &PathBuf) -> Result<Key, Error> {

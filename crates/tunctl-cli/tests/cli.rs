@@ -1047,10 +1047,35 @@ fn vpwn_keys_and_a_tunnel_from_the_command_line() {
         1,
     );
     assert!(
-        err.contains("others may read it (mode 0644): chmod 600"),
+        err.contains("others may read or write it (mode 0644): chmod 600"),
         "{err}"
     );
     assert!(common::ip_link(None, "vpwnrefused").is_none());
+    // The file checked is the file read: another user's key (mode 0600) and a FIFO in a
+    // key's place are refused too, each saying why, and nothing waits on the FIFO.
+    let theirs = dir.join("theirs.key");
+    std::fs::write(&theirs, &ka).unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(common::system_user("tunctl-test")), None).unwrap();
+    let fifo = dir.join("fifo.key");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for (path, why) in [(&theirs, "belongs to uid"), (&fifo, "not a regular file")] {
+        let err = fails(
+            &[
+                "vpwn",
+                "up",
+                "vpwnrefused",
+                "--key-file",
+                path.to_str().unwrap(),
+                "--peer-key",
+                ka.trim(),
+            ],
+            1,
+        );
+        assert!(err.contains(why), "{err}");
+    }
     for k in ["a.key", "b.key"] {
         std::fs::set_permissions(dir.join(k), std::fs::Permissions::from_mode(0o600)).unwrap();
     }

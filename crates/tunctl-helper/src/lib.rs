@@ -12,4 +12,4 @@ pub mod policy;
 mod serve;
 mod sys;
 
-pub use serve::{serve, SYSLOG_PATH};
+pub use serve::{serve, LOG_FILE, SYSLOG_PATH};

@@ -12,10 +12,12 @@ use crate::policy::{ns_label, Caller, Policy};
 use crate::sys;
 
 /// Where every decision goes: the system log (AUTHPRIV, which the caller cannot redirect)
-/// and standard error (which the caller controls, so a full or closed one is ignored).
+/// or, without one, a file only root can read and write ([`LOG_FILE`]); and standard error
+/// (which the caller controls, so a full or closed one is ignored).
 struct Log {
     who: String,
     syslog: Option<std::os::unix::net::UnixDatagram>,
+    file: Option<std::fs::File>,
 }
 
 /// Syslog severities.
@@ -24,6 +26,51 @@ const LOG_WARNING: u8 = 4;
 const LOG_INFO: u8 = 6;
 /// The AUTHPRIV facility (security messages, kept from ordinary users).
 const LOG_AUTHPRIV: u8 = 10 << 3;
+
+/// The record kept where there is no system log: root's alone (mode 0600). A helper
+/// installed with file capabilities runs as its caller and cannot write it: it then
+/// carries out nothing without a system log; a setuid-root helper opens it before it
+/// becomes the caller.
+pub const LOG_FILE: &str = "/var/log/tunctl-helper.log";
+
+/// [`LOG_FILE`], opened for appending (created 0600, never through a link), if it is a
+/// regular file of root's that nobody else may read or write.
+fn open_log_file() -> Option<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(LOG_FILE)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    (meta.is_file() && meta.uid() == 0 && meta.mode() & 0o077 == 0).then_some(file)
+}
+
+/// Now, as `YYYY-MM-DDTHH:MM:SSZ`.
+fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = ((secs / 86400) as i64, secs % 86400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
 
 impl Log {
     fn new(who: String) -> Log {
@@ -36,16 +83,21 @@ impl Log {
                     && s.set_write_timeout(Some(std::time::Duration::from_secs(1)))
                         .is_ok()
             });
-        Log { who, syslog }
+        let file = if syslog.is_none() {
+            open_log_file()
+        } else {
+            None
+        };
+        Log { who, syslog, file }
     }
 
-    /// One line; attacker-chosen text is escaped here, once. Returns whether the system
-    /// log took it (true when there is no system log to take it).
+    /// One line; attacker-chosen text is escaped here, once. Returns whether the record was
+    /// kept (by the system log, or else the root-only file).
     fn line(&self, severity: u8, text: &str) -> bool {
         use std::io::Write;
         let text: String = text.escape_debug().collect();
-        let logged = match &self.syslog {
-            Some(sock) => {
+        let logged = match (&self.syslog, &self.file) {
+            (Some(sock), _) => {
                 let msg = format!(
                     "<{}>tunctl-helper[{}]: {} {text}",
                     LOG_AUTHPRIV | severity,
@@ -54,7 +106,19 @@ impl Log {
                 );
                 sock.send(msg.as_bytes()).is_ok()
             }
-            None => true,
+            (None, Some(file)) => {
+                // One write of the whole line (O_APPEND): records never interleave.
+                let line = format!(
+                    "{} tunctl-helper[{}]: {} {text}\n",
+                    timestamp(),
+                    std::process::id(),
+                    self.who
+                );
+                (&*file)
+                    .write(line.as_bytes())
+                    .is_ok_and(|n| n == line.len())
+            }
+            (None, None) => false,
         };
         let _ = writeln!(std::io::stderr(), "tunctl-helper: {} {text}", self.who);
         logged
@@ -263,11 +327,16 @@ pub fn serve() -> i32 {
     };
     // The decision is logged before anything is done.
     if !log.line(LOG_INFO, &format!("{what}: allowed by rule {}", rule + 1)) {
-        // An allowed action must leave its record: a flooded system log stops the helper.
-        answer(
-            Reply::Error("the system log does not take the decision's record; nothing done".into()),
-            &[],
-        );
+        // An allowed action must leave its record: a flooded system log, or none at all
+        // and no root-only file to write, stops the helper.
+        let why = if log.syslog.is_some() {
+            "the system log does not take the decision's record; nothing done".to_string()
+        } else {
+            format!(
+                "no system log ({SYSLOG_PATH}) and {LOG_FILE} cannot be written by the helper, so the decision cannot be recorded; nothing done (run a system logger, or install the helper setuid root)"
+            )
+        };
+        answer(Reply::Error(why), &[]);
         return 1;
     }
     let (reply, fds) = execute(&caller, &policy, rule, &req);

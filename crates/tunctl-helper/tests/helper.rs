@@ -25,6 +25,57 @@ struct Install {
     saved_policy: Option<Vec<u8>>,
     made_etc_dir: bool,
     tun_mode: u32,
+    /// A system log for the helper's records when the machine runs none (a container, CI):
+    /// without one, the helper carries out nothing.
+    _syslog: Option<BackgroundLog>,
+}
+
+/// A stand-in system logger at /dev/log that takes and discards every record, for as long
+/// as it lives; removed on drop.
+struct BackgroundLog {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BackgroundLog {
+    /// One, if nothing answers at /dev/log.
+    fn if_missing() -> Option<BackgroundLog> {
+        let probe = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        if probe.connect(tunctl_helper::SYSLOG_PATH).is_ok() {
+            return None;
+        }
+        let _ = std::fs::remove_file(tunctl_helper::SYSLOG_PATH);
+        let sock = std::os::unix::net::UnixDatagram::bind(tunctl_helper::SYSLOG_PATH).unwrap();
+        std::fs::set_permissions(
+            tunctl_helper::SYSLOG_PATH,
+            std::fs::Permissions::from_mode(0o666),
+        )
+        .unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_millis(100)))
+            .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = sock.recv(&mut buf);
+            }
+        });
+        Some(BackgroundLog {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for BackgroundLog {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(tunctl_helper::SYSLOG_PATH);
+    }
 }
 
 impl Install {
@@ -84,6 +135,7 @@ impl Install {
             saved_policy,
             made_etc_dir,
             tun_mode,
+            _syslog: BackgroundLog::if_missing(),
         };
         install.policy(policy);
         install
@@ -1466,4 +1518,93 @@ fn racing_creations_of_one_name_leave_one_complete_device() {
         let out = install.tunctl(&["del", "ht7", "--netns", &t.name]);
         assert!(out.status.success(), "{}", text(&out));
     }
+}
+
+/// Moves whatever answers at /dev/log aside for as long as it lives (puts it back on drop):
+/// the machine has no system log.
+struct NoSyslog(Option<PathBuf>);
+
+impl NoSyslog {
+    fn new() -> NoSyslog {
+        let path = Path::new(tunctl_helper::SYSLOG_PATH);
+        NoSyslog(path.exists().then(|| {
+            let aside = PathBuf::from(format!("/dev/log.tunctl-nolog-{}", std::process::id()));
+            std::fs::rename(path, &aside).unwrap();
+            aside
+        }))
+    }
+}
+
+impl Drop for NoSyslog {
+    fn drop(&mut self) {
+        if let Some(aside) = &self.0 {
+            let _ = std::fs::rename(aside, tunctl_helper::SYSLOG_PATH);
+        }
+    }
+}
+
+/// Without a system log, nothing is done unrecorded: a helper installed with file
+/// capabilities runs as its caller and cannot write the root-only record, so it refuses
+/// and says why (before, it went ahead with the decision on the caller's stderr alone); a
+/// setuid-root helper opens /var/log/tunctl-helper.log (0600, root's) before it becomes
+/// the caller, keeps the record there, and proceeds.
+#[test]
+fn without_a_system_log_nothing_is_done_unrecorded() {
+    let Some((_s, install, t)) = setup("tunctl-ht-*", 4) else {
+        return;
+    };
+    let _quiet = NoSyslog::new();
+    let log = Path::new(tunctl_helper::LOG_FILE);
+    let saved = std::fs::read(log).ok();
+    let _ = std::fs::remove_file(log);
+    struct Restore(Option<Vec<u8>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let log = Path::new(tunctl_helper::LOG_FILE);
+            match &self.0 {
+                Some(text) => {
+                    let _ = std::fs::write(log, text);
+                }
+                None => {
+                    let _ = std::fs::remove_file(log);
+                }
+            }
+        }
+    }
+    let _restore = Restore(saved);
+
+    let before = common::links(Some(&t.name));
+    let out = install.tunctl(&["add", "ht%d", "--tun", "--netns", &t.name]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no system log"), "{}", text(&out));
+    assert!(text(&out).contains("nothing done"), "{}", text(&out));
+    assert_eq!(common::links(Some(&t.name)), before, "nothing done");
+    assert!(!log.exists(), "the caller could not make the record file");
+
+    // Setuid root instead of file capabilities.
+    let suid = install.dir.join("tunctl-helper-suid");
+    std::fs::copy(install.dir.join("tunctl-helper"), &suid).unwrap();
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let run = |args: &[&str]| {
+        as_user(USER)
+            .arg(install.dir.join("tunctl"))
+            .arg("--verbose")
+            .args(args)
+            .env("TUNCTL_HELPER", &suid)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["add", "ht%d", "--tun", "--netns", &t.name]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(ip_link(Some(&t.name), "ht0").is_some());
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(log).expect("the record file");
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o600));
+    let record = std::fs::read_to_string(log).unwrap();
+    assert!(record.contains("allowed by rule 1"), "{record}");
+    assert!(record.contains("done -> ht0"), "{record}");
+    assert!(record.contains("uid="), "{record}");
+    let out = run(&["del", "ht0", "--netns", &t.name]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(ip_link(Some(&t.name), "ht0").is_none());
 }

@@ -182,5 +182,8 @@ impl Pipeline {
 ///
 /// The connection's.
 pub fn serve_uapi(conn: UnixStream, handler: &dyn Handler) -> std::io::Result<()> {
-    crate::uapi::serve(conn, handler)
+    crate::uapi::serve(
+        tunctl::service::Client::new(conn, crate::uapi::CLIENT_TIME)?,
+        handler,
+    )
 }

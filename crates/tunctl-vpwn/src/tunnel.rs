@@ -456,7 +456,7 @@ impl Tunnel {
             let s = Arc::clone(&shared);
             tunnel
                 .threads
-                .push(spawn("uapi", Box::new(move || serve_uapi(&s, sock)))?);
+                .push(spawn("uapi", Box::new(move || serve_uapi(s, sock)))?);
         }
         Ok(tunnel)
     }
@@ -893,10 +893,12 @@ fn timers(shared: &Shared) {
     }
 }
 
-/// The UAPI socket's requests, on their own thread so a slow client never delays a timer.
-fn serve_uapi(shared: &Shared, socket: crate::uapi::Socket) {
+/// The UAPI socket's clients, each served on a thread of its own (see
+/// [`crate::uapi::Socket::serve_pending`]).
+fn serve_uapi(shared: Arc<Shared>, socket: crate::uapi::Socket) {
+    let handler: Arc<dyn crate::uapi::Handler + Send + Sync> = Arc::clone(&shared) as _;
     while !shared.stop.load(Ordering::Acquire) {
-        socket.serve_pending(shared);
+        socket.serve_pending(&handler);
         std::thread::sleep(Duration::from_millis(20));
     }
 }

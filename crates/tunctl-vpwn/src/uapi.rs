@@ -382,18 +382,39 @@ impl Socket {
         tunctl::service::ServiceSocket::bind(Path::new(SOCKET_DIR), name).map(Socket)
     }
 
-    /// Answers the connections waiting now; returns without waiting when none is.
-    pub fn serve_pending(&self, handler: &dyn Handler) {
-        // At most a few per call, so stopping the tunnel never waits behind a stream of
-        // clients.
-        for conn in self.0.pending().take(8) {
-            let _ = conn.set_nonblocking(false);
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
-            let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
-            let _ = serve(conn, handler);
+    /// Answers the connections waiting now, each on a thread of its own with
+    /// [`CLIENT_TIME`] for its whole conversation, at most [`MAX_CLIENTS`] at once (one
+    /// more is closed unanswered); returns without waiting. A slow client holds only its
+    /// own thread: `wg show` from another, the timers and `vpwn down` never wait for it.
+    pub fn serve_pending(&self, handler: &std::sync::Arc<dyn Handler + Send + Sync>) {
+        use std::sync::atomic::Ordering;
+        static ACTIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        for conn in self.0.pending().take(MAX_CLIENTS) {
+            if ACTIVE.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+                ACTIVE.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            }
+            let handler = std::sync::Arc::clone(handler);
+            let spawned = std::thread::Builder::new()
+                .name("vpwn-uapi-client".into())
+                .spawn(move || {
+                    if let Ok(client) = tunctl::service::Client::new(conn, CLIENT_TIME) {
+                        let _ = serve(client, &*handler);
+                    }
+                    ACTIVE.fetch_sub(1, Ordering::AcqRel);
+                });
+            if spawned.is_err() {
+                ACTIVE.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 }
+
+/// How long one UAPI client may take for its whole conversation (a `wg setconf` of
+/// 100,000 lines takes well under a second).
+pub const CLIENT_TIME: Duration = Duration::from_secs(10);
+/// The most UAPI clients served at once, across the process.
+pub const MAX_CLIENTS: usize = 8;
 
 /// Reads one line of at most [`MAX_LINE`] bytes, without its newline; `None` at the end.
 fn read_line(reader: &mut impl BufRead) -> std::io::Result<Option<String>> {
@@ -417,10 +438,10 @@ fn read_line(reader: &mut impl BufRead) -> std::io::Result<Option<String>> {
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
 }
 
-/// Serves one connection: requests until the client closes it (as wireguard-go does).
-pub(crate) fn serve(conn: UnixStream, handler: &dyn Handler) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut conn = conn;
+/// Serves one connection: requests until the client closes it (as wireguard-go does), or
+/// its time is up.
+pub(crate) fn serve(conn: tunctl::service::Client, handler: &dyn Handler) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn);
     for _ in 0..64 {
         let Some(op) = read_line(&mut reader)? else {
             return Ok(());
@@ -428,7 +449,9 @@ pub(crate) fn serve(conn: UnixStream, handler: &dyn Handler) -> std::io::Result<
         match op.as_str() {
             "get=1" | "get=vpwn-counters" => {
                 if read_line(&mut reader)?.as_deref() != Some("") {
-                    conn.write_all(format!("errno={}\n\n", -libc::EINVAL).as_bytes())?;
+                    reader
+                        .get_mut()
+                        .write_all(format!("errno={}\n\n", -libc::EINVAL).as_bytes())?;
                     return Ok(());
                 }
                 let body = if op == "get=1" {
@@ -436,7 +459,9 @@ pub(crate) fn serve(conn: UnixStream, handler: &dyn Handler) -> std::io::Result<
                 } else {
                     handler.counters()
                 };
-                conn.write_all(format!("{body}errno=0\n\n").as_bytes())?;
+                reader
+                    .get_mut()
+                    .write_all(format!("{body}errno=0\n\n").as_bytes())?;
             }
             "set=1" => {
                 let mut lines = Vec::new();
@@ -445,7 +470,9 @@ pub(crate) fn serve(conn: UnixStream, handler: &dyn Handler) -> std::io::Result<
                         None => return Ok(()),
                         Some(l) if l.is_empty() => break,
                         Some(_) if lines.len() >= MAX_LINES => {
-                            conn.write_all(format!("errno={}\n\n", -libc::E2BIG).as_bytes())?;
+                            reader
+                                .get_mut()
+                                .write_all(format!("errno={}\n\n", -libc::E2BIG).as_bytes())?;
                             return Ok(());
                         }
                         Some(l) => lines.push(l),
@@ -455,7 +482,9 @@ pub(crate) fn serve(conn: UnixStream, handler: &dyn Handler) -> std::io::Result<
                     Ok(()) => 0,
                     Err(e) => e.errno,
                 };
-                conn.write_all(format!("errno={errno}\n\n").as_bytes())?;
+                reader
+                    .get_mut()
+                    .write_all(format!("errno={errno}\n\n").as_bytes())?;
             }
             _ => return Ok(()),
         }

@@ -1824,3 +1824,43 @@ fn the_fast_path_and_each_fallback_carry_tcp() {
         drop(p);
     }
 }
+
+/// A UAPI client that sends a byte every 300 ms holds only its own thread: another client's
+/// `get=1` (what `wg show` sends) is answered at once while it dawdles, and the tunnel goes
+/// down at once (before, clients were served one after another, each read allowed 1 s).
+#[test]
+fn a_slow_uapi_client_holds_up_nothing() {
+    let Some((a, _b)) = underlay() else {
+        return;
+    };
+    let (ka, kb) = keys();
+    let t = start(&a, ka, kb.public(), A);
+    let name = t.name().to_string();
+    let mut slow = std::os::unix::net::UnixStream::connect(tunctl_vpwn::uapi::socket_path(&name))
+        .expect("the UAPI socket");
+    let dawdler = std::thread::spawn(move || {
+        for b in b"get=1\n\n" {
+            if slow.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let asked = Instant::now();
+    let pairs = tunctl_vpwn::uapi::get(&name).expect("an answer while another client dawdles");
+    assert!(pairs.iter().any(|(k, _)| k == "listen_port"));
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    let stopping = Instant::now();
+    t.down();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(1),
+        "down took {:?}",
+        stopping.elapsed()
+    );
+    let _ = dawdler.join();
+}

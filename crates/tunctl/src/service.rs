@@ -1,12 +1,16 @@
 //! Unix sockets through which a running program is reached: vpwn's WireGuard UAPI socket
 //! (`/var/run/wireguard/NAME.sock`), br's control socket (`/run/tunctl/br/NAME.sock`).
-//! Bound safely (a live socket is never taken over, a stale one is replaced, mode 0600),
-//! listed by name, and traced to the process serving them.
+//! Bound safely (a live socket is never taken over, a stale one is replaced, mode 0600, in
+//! a directory nobody else can write, the name held by a lock for the program's life),
+//! listed by name, traced to the process serving them, and served with a deadline per
+//! client ([`Client`]).
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// A listening socket `DIR/NAME.sock`, non-blocking; removed when dropped.
 #[derive(Debug)]
@@ -15,6 +19,93 @@ pub struct ServiceSocket {
     path: PathBuf,
     /// The socket file's inode: only ours is removed on drop.
     inode: u64,
+    /// `DIR/NAME.lock`, locked (`flock`) for as long as this socket lives: the name is
+    /// ours, whoever else starts with it.
+    lock: OwnedFd,
+    lock_path: PathBuf,
+}
+
+/// Makes `dir` (and any missing parent) mode 0755 whatever the umask, as wireguard-go
+/// makes `/var/run/wireguard`, and checks it: a real directory (not a symbolic link),
+/// owned by this user or root, writable by nobody else. Anyone who could write it could
+/// replace a socket in it with their own and catch what clients send (`wg set` sends
+/// private keys).
+fn secure_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            secure_dir(parent)?;
+        }
+    }
+    match std::fs::DirBuilder::new().mode(0o755).create(dir) {
+        // Made now: its mode is 0755 minus the umask, so set it.
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    let me = rustix::process::geteuid().as_raw();
+    let unsafe_because = if !meta.file_type().is_dir() {
+        Some("is not a directory".to_string())
+    } else if meta.uid() != me && meta.uid() != 0 {
+        Some(format!(
+            "belongs to uid {}, not to this user or root",
+            meta.uid()
+        ))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "can be written by others (mode {:04o}): a socket in it could be replaced; chmod 755 it",
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match unsafe_because {
+        Some(why) => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{}: {why}", dir.display()),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Takes `DIR/NAME.lock` (created 0600, never a link), locked exclusively without waiting.
+/// The lock file is removed again when the socket goes (while still locked), so a lock won
+/// on a file that was removed meanwhile is worth nothing: the file locked must still be
+/// the one at the path, else it is tried again.
+fn lock_name(dir: &Path, name: &str) -> io::Result<(OwnedFd, PathBuf)> {
+    use rustix::fs::{FlockOperation, Mode, OFlags};
+    let path = dir.join(format!("{name}.lock"));
+    for _ in 0..8 {
+        let fd = rustix::fs::open(
+            &path,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "{name} is taken by another running program ({} is locked)",
+                        path.display()
+                    ),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let held = rustix::fs::fstat(&fd)?;
+        if std::fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.ino() == held.st_ino && m.dev() == held.st_dev)
+        {
+            return Ok((fd, path));
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("{name}: its lock file keeps changing under us"),
+    ))
 }
 
 /// `DIR/NAME.sock`, with NAME checked as an interface name is (no `/`, at most 15
@@ -30,18 +121,23 @@ pub fn socket_path(dir: &Path, name: &str) -> io::Result<PathBuf> {
 }
 
 impl ServiceSocket {
-    /// Binds `DIR/NAME.sock` (creating `dir`), mode 0600: the socket may hand out secrets
-    /// or stop the program. A socket someone answers on is an error; one nobody answers on
-    /// (left by a program that died) is replaced.
+    /// Binds `DIR/NAME.sock`, mode 0600: the socket may hand out secrets or stop the
+    /// program. `dir` is made 0755 if missing and must be writable by nobody but this user
+    /// (or root). The name is taken first by locking `DIR/NAME.lock` for the life of the
+    /// socket, so two programs started at once with one name never both run. A socket
+    /// someone answers on is an error; one nobody answers on (left by a program that
+    /// died) is replaced.
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::AddrInUse`] when another program serves the name; a bad name; the
+    /// [`io::ErrorKind::AddrInUse`] when another program serves or holds the name; a bad
+    /// name; [`io::ErrorKind::PermissionDenied`] for a directory others can write; the
     /// directory or the socket cannot be made (not root).
     pub fn bind(dir: &Path, name: &str) -> io::Result<ServiceSocket> {
         use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
         let path = socket_path(dir, name)?;
-        std::fs::create_dir_all(dir)?;
+        secure_dir(dir)?;
+        let (lock, lock_path) = lock_name(dir, name)?;
         match UnixStream::connect(&path) {
             Ok(_) => {
                 return Err(io::Error::new(
@@ -72,6 +168,8 @@ impl ServiceSocket {
             listener,
             path,
             inode,
+            lock,
+            lock_path,
         })
     }
 
@@ -92,6 +190,73 @@ impl Drop for ServiceSocket {
         if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
             let _ = std::fs::remove_file(&self.path);
         }
+        // The lock file, ours, while still locked (the fd closes after this).
+        if let Ok(held) = rustix::fs::fstat(&self.lock) {
+            if std::fs::symlink_metadata(&self.lock_path).is_ok_and(|m| m.ino() == held.st_ino) {
+                let _ = std::fs::remove_file(&self.lock_path);
+            }
+        }
+    }
+}
+
+/// One client of a service socket, served under a deadline for the whole conversation: a
+/// client that sends slowly (one byte a second keeps any per-read timeout alive) is cut
+/// off when its time is up, so it can hold a server's thread no longer than that.
+#[derive(Debug)]
+pub struct Client {
+    stream: UnixStream,
+    deadline: Instant,
+}
+
+impl Client {
+    /// `stream` (made blocking), to be served within `within` from now.
+    ///
+    /// # Errors
+    ///
+    /// The socket's, setting it blocking.
+    pub fn new(stream: UnixStream, within: Duration) -> io::Result<Client> {
+        stream.set_nonblocking(false)?;
+        Ok(Client {
+            stream,
+            deadline: Instant::now() + within,
+        })
+    }
+
+    /// The time left, as the socket's timeout for the next read or write; an error once
+    /// none is left.
+    fn arm(&self) -> io::Result<()> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client's time is up",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.set_write_timeout(Some(left))
+    }
+
+    /// The connection itself (e.g. for `SO_PEERCRED`).
+    pub fn stream(&self) -> &UnixStream {
+        &self.stream
+    }
+}
+
+impl io::Read for Client {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.stream.read(buf)
+    }
+}
+
+impl io::Write for Client {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
     }
 }
 
@@ -152,5 +317,108 @@ mod tests {
         }
         drop(s1);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Made 0755 under any umask; a directory others can write is refused; a name held by a
+    /// live socket's lock is refused even when its socket file is gone.
+    #[test]
+    fn the_directory_is_0755_and_others_writable_ones_are_refused() {
+        let base = std::env::temp_dir().join(format!("tunctl-service-dir-{}", std::process::id()));
+        let dir = base.join("run/sub");
+        let old = rustix::process::umask(rustix::fs::Mode::empty());
+        let s = ServiceSocket::bind(&dir, "svc0");
+        rustix::process::umask(old);
+        let s = s.unwrap();
+        for d in [&dir, &base.join("run")] {
+            let mode = std::fs::metadata(d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o755, "{}", d.display());
+        }
+        // The socket file removed by someone: the lock still holds the name.
+        std::fs::remove_file(s.path()).unwrap();
+        let e = ServiceSocket::bind(&dir, "svc0").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+        drop(s);
+        // Released with the socket, and nothing left behind.
+        drop(ServiceSocket::bind(&dir, "svc0").unwrap());
+        assert!(!dir.join("svc0.lock").exists() && !dir.join("svc0.sock").exists());
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = ServiceSocket::bind(&dir, "svc1").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        assert!(e.to_string().contains("can be written by others"), "{e}");
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    /// Two programs starting at once with one name and a stale socket present: exactly one
+    /// gets it, every time (before the lock, 2 in 50 rounds both ran).
+    #[test]
+    fn two_binders_racing_over_a_stale_socket_one_wins() {
+        let dir = std::env::temp_dir().join(format!("tunctl-service-race-{}", std::process::id()));
+        for round in 0..50 {
+            let stale = UnixListener::bind(dir.join("race0.sock"))
+                .or_else(|_| {
+                    secure_dir(&dir)?;
+                    UnixListener::bind(dir.join("race0.sock"))
+                })
+                .unwrap();
+            drop(stale);
+            let barrier = std::sync::Barrier::new(2);
+            let won: Vec<Option<ServiceSocket>> = std::thread::scope(|s| {
+                let racers: Vec<_> = (0..2)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            ServiceSocket::bind(&dir, "race0").ok()
+                        })
+                    })
+                    .collect();
+                racers.into_iter().map(|r| r.join().unwrap()).collect()
+            });
+            let live: Vec<&ServiceSocket> = won.iter().flatten().collect();
+            assert_eq!(live.len(), 1, "round {round}");
+            assert_eq!(server_pid(live[0].path()).unwrap(), std::process::id());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A client that sends one byte at a time is cut off at its deadline, not kept alive
+    /// by each byte.
+    #[test]
+    fn a_slow_client_is_cut_off_at_its_deadline() {
+        use std::io::Read;
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut client = Client::new(a, Duration::from_millis(300)).unwrap();
+        let writer = std::thread::spawn(move || {
+            for _ in 0..20 {
+                if std::io::Write::write_all(&mut b, b"x").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let start = Instant::now();
+        let mut buf = [0u8; 1];
+        let mut got = 0;
+        let err = loop {
+            match client.read(&mut buf) {
+                Ok(0) => panic!("closed"),
+                Ok(_) => got += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(got > 0);
+        assert!(
+            start.elapsed() < Duration::from_millis(600),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(
+            matches!(
+                err.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ),
+            "{err}"
+        );
+        drop(client);
+        let _ = writer.join();
     }
 }
