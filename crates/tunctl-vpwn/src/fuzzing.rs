@@ -1,5 +1,5 @@
 //! What the fuzz target `fuzz/fuzz_targets/vpwn_wire.rs` drives: the tunnel's own receive
-//! pipeline ([`crate::receive`]), handshake handling ([`crate::handshake`]) and UAPI
+//! pipeline (the receive thread's), handshake handling (the handshake thread's) and UAPI
 //! connection serving, without a device or a socket. Not a stable API; the checks (the
 //! remote ends, the model of what must come out) live with the target.
 
