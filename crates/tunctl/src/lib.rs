@@ -66,7 +66,10 @@ pub use builder::Builder;
 pub use device::Device;
 pub use error::{Error, ErrorKind, Result};
 pub use flags::{Flags, Kind, Offload};
-pub use netlink::{Address, Link, LinkConfig, LinkInfo, Netlink, Plan, Route, Step, TunInfo};
+pub use netlink::{
+    Address, Link, LinkConfig, LinkInfo, Netlink, Plan, Route, RouteSpec, Rule, Step, TunInfo,
+    RTPROT_STATIC, RT_TABLE_MAIN,
+};
 pub use netns::{CreatedNamespace, Namespace, NETNS_RUN_DIR};
 pub use pi::PacketInfo;
 pub use queue::{Queue, MAX_QUEUES};

@@ -260,6 +260,27 @@ impl Namespace {
         Ok(names)
     }
 
+    /// The name under `/run/netns` this namespace is known by, if any (the first whose file
+    /// is the same namespace): what to call a namespace given by path or by process. `None`
+    /// for one with no name there (the host's own, usually).
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Namespace::open).
+    pub fn name_in_run_dir(&self) -> Result<Option<String>> {
+        use std::os::unix::fs::MetadataExt;
+        let here = match self.file() {
+            Some(path) => fs::metadata(&path)
+                .map_err(|e| Error::os("stat namespace", e).on(self.describe()))?,
+            None => fs::metadata("/proc/thread-self/ns/net")
+                .map_err(|e| Error::os("stat namespace", e))?,
+        };
+        Ok(Namespace::list()?.into_iter().find(|n| {
+            fs::metadata(Path::new(NETNS_RUN_DIR).join(n))
+                .is_ok_and(|m| m.ino() == here.ino() && m.dev() == here.dev())
+        }))
+    }
+
     /// Whether the namespace file exists (always true for the current namespace).
     pub fn exists(&self) -> bool {
         self.file().is_none_or(|path| path.exists())

@@ -556,6 +556,25 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// Puts back what [`apply`](Plan::apply) changed, in reverse order (a program that
+    /// configured a device it did not create leaves it as it found it). The hardening step
+    /// stays, and an owner or group cannot go back to none.
+    ///
+    /// # Errors
+    ///
+    /// The first step that could not be undone; the others are still tried.
+    pub fn undo(&self, link: &Link, tun: Option<BorrowedFd<'_>>) -> Result<()> {
+        let mut first = None;
+        for step in self.steps.iter().rev() {
+            if let Err(e) = run(link, tun, step, true) {
+                first.get_or_insert(e.on_default(link.name()));
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
 /// Applies one step, or its reverse.
 fn run(link: &Link, tun: Option<BorrowedFd<'_>>, step: &Step, undo: bool) -> Result<()> {
     fn pick<T>(undo: bool, from: T, to: T) -> T {

@@ -17,23 +17,21 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
-use netlink_packet_route::route::{
-    RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
-};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 mod config;
 mod link;
 mod model;
+mod route;
 
-use crate::addr::Cidr;
 use crate::error::{Error, ErrorKind, Result};
 use crate::name;
 use crate::netns::Namespace;
 pub use config::{LinkConfig, Plan, Step};
 pub use link::Link;
 pub use model::{Address, LinkInfo, Route, TunInfo};
+pub use route::{RouteSpec, Rule, RTPROT_STATIC, RT_TABLE_MAIN};
 
 /// A synchronous rtnetlink socket, bound to the namespace it was opened in.
 ///
@@ -594,108 +592,6 @@ impl Netlink {
                 e
             }
         })
-    }
-
-    /// The routes of the main table (IPv4 and IPv6) through link `index`, or through every
-    /// link (`None`), as `ip route show` lists them (RTM_GETROUTE dump).
-    ///
-    /// # Errors
-    ///
-    /// As [`links`](Netlink::links); an unknown `index` gives an empty list, not an error.
-    pub fn routes(&self, index: Option<u32>) -> Result<Vec<Route>> {
-        let mut all = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-            let mut msg = RouteMessage::default();
-            msg.header.address_family = family;
-            let replies = self.request(
-                "RTM_GETROUTE",
-                RouteNetlinkMessage::GetRoute(msg),
-                NLM_F_DUMP,
-            )?;
-            all.extend(replies.into_iter().filter_map(|m| match m {
-                RouteNetlinkMessage::NewRoute(r) => Route::from_message(&r),
-                _ => None,
-            }));
-        }
-        Ok(all
-            .into_iter()
-            .filter(|r| r.table == u32::from(RouteHeader::RT_TABLE_MAIN))
-            .filter(|r| index.is_none_or(|i| r.index == i))
-            .collect())
-    }
-
-    /// Adds a route to `dst` through link `index` in the main table (RTM_NEWROUTE, as
-    /// `ip route add DST dev LINK [via GATEWAY]`): a link-scope route without a gateway.
-    ///
-    /// # Errors
-    ///
-    /// [`ErrorKind::AlreadyExists`] if the same route is there, [`ErrorKind::NotFound`] for
-    /// an unknown `index`, [`ErrorKind::PermissionDenied`] without CAP_NET_ADMIN; the
-    /// kernel's other refusals (e.g. an unreachable gateway) as [`ErrorKind::Os`].
-    pub fn add_route(&self, index: u32, dst: Cidr, gateway: Option<IpAddr>) -> Result<()> {
-        let msg = Netlink::route_message(index, dst, gateway);
-        self.request(
-            "RTM_NEWROUTE",
-            RouteNetlinkMessage::NewRoute(msg),
-            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-        )
-        .map(drop)
-    }
-
-    /// Deletes the route to `dst` through link `index` from the main table (RTM_DELROUTE).
-    ///
-    /// # Errors
-    ///
-    /// [`ErrorKind::NotFound`] if there is none, [`ErrorKind::PermissionDenied`] without
-    /// CAP_NET_ADMIN.
-    pub fn del_route(&self, index: u32, dst: Cidr) -> Result<()> {
-        let msg = Netlink::route_message(index, dst, None);
-        self.request(
-            "RTM_DELROUTE",
-            RouteNetlinkMessage::DelRoute(msg),
-            NLM_F_ACK,
-        )
-        .map(drop)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ESRCH) {
-                Error::new(
-                    ErrorKind::NotFound,
-                    "RTM_DELROUTE",
-                    format!("no route to {dst}"),
-                )
-            } else {
-                e
-            }
-        })
-    }
-
-    fn route_message(index: u32, dst: Cidr, gateway: Option<IpAddr>) -> RouteMessage {
-        use netlink_packet_route::route::{RouteAddress, RouteAttribute};
-        let mut msg = RouteMessage::default();
-        msg.header.address_family = if dst.addr().is_ipv4() {
-            AddressFamily::Inet
-        } else {
-            AddressFamily::Inet6
-        };
-        msg.header.destination_prefix_length = dst.prefix();
-        msg.header.table = RouteHeader::RT_TABLE_MAIN;
-        msg.header.protocol = RouteProtocol::Static;
-        msg.header.scope = if gateway.is_some() {
-            RouteScope::Universe
-        } else {
-            RouteScope::Link
-        };
-        msg.header.kind = RouteType::Unicast;
-        msg.attributes
-            .push(RouteAttribute::Destination(RouteAddress::from(
-                dst.network(),
-            )));
-        msg.attributes.push(RouteAttribute::Oif(index));
-        if let Some(gw) = gateway {
-            msg.attributes
-                .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
-        }
-        msg
     }
 
     /// Removes an address (RTM_DELADDR).

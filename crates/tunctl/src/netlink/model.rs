@@ -255,8 +255,8 @@ impl LinkInfo {
     }
 }
 
-/// A route of the main table (RTM_GETROUTE): destination, the link it goes out of, an
-/// optional gateway.
+/// A route (RTM_GETROUTE): destination, the link it goes out of, an optional gateway, its
+/// table, metric and protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Route {
     /// The destination network.
@@ -267,6 +267,10 @@ pub struct Route {
     pub gateway: Option<IpAddr>,
     /// The routing table (254 is main).
     pub table: u32,
+    /// The metric (`RTA_PRIORITY`; 0 when none is given).
+    pub metric: u32,
+    /// Who made it (`rtm_protocol`: 2 the kernel, 3 boot, 4 static, ...).
+    pub protocol: u8,
 }
 
 impl Route {
@@ -283,6 +287,8 @@ impl Route {
             index: 0,
             gateway: None,
             table: u32::from(msg.header.table),
+            metric: 0,
+            protocol: u8::from(msg.header.protocol),
         };
         for attr in &msg.attributes {
             match attr {
@@ -290,6 +296,7 @@ impl Route {
                 RouteAttribute::Oif(i) => route.index = *i,
                 RouteAttribute::Gateway(a) => route.gateway = ip(a),
                 RouteAttribute::Table(t) => route.table = *t,
+                RouteAttribute::Priority(p) => route.metric = *p,
                 _ => {}
             }
         }
