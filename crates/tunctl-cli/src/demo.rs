@@ -21,7 +21,7 @@ use clap::Args;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tunctl::{Address, Cidr, Device, Error, ErrorKind, Link, LinkConfig, Namespace, Netlink};
 use tunctl_br::{Bridge, PortSpec};
-use tunctl_vpwn::{Config, Interface, Key, Options, Peer, Tunnel};
+use tunctl_vpwn::{Config, Options, Peer, PublicKey, SecretKey, Tunnel};
 
 const ADDR_A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const ADDR_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -403,27 +403,21 @@ fn forwarder_stage(args: &DemoArgs) -> Result<(), Error> {
 /// A vpwn configuration: this end at `addr`/24, the peer at `peer_addr` (its only allowed
 /// source), a port the kernel picks.
 fn tunnel_config(
-    private_key: Key,
-    peer_key: Key,
+    private_key: SecretKey,
+    peer_key: PublicKey,
     addr: Ipv4Addr,
     peer_addr: Ipv4Addr,
     endpoint: Option<SocketAddr>,
 ) -> Result<Config, Error> {
     Ok(Config {
-        interface: Interface {
-            private_key,
-            listen_port: None,
-            addresses: vec![Cidr::new(addr.into(), 24)?],
-            mtu: None,
-        },
-        peer: Peer {
-            public_key: peer_key,
-            preshared_key: None,
+        private_key: Some(private_key),
+        addresses: vec![Cidr::new(addr.into(), 24)?],
+        peers: vec![Peer {
             endpoint,
             allowed_ips: vec![Cidr::new(peer_addr.into(), 32)?],
-            persistent_keepalive: None,
-        },
-        ignored: Vec::new(),
+            ..Peer::new(peer_key)
+        }],
+        ..Config::default()
     })
 }
 
@@ -490,22 +484,23 @@ fn tunnel_stage(args: &DemoArgs) -> Result<(), Error> {
         Link::by_name(ns, "lo")?.up()?;
     }
     check_interrupted()?;
-    let key_a = Key::generate_private().map_err(key_err)?;
-    let key_b = Key::generate_private().map_err(key_err)?;
+    let key_a = SecretKey::generate_private().map_err(key_err)?;
+    let key_b = SecretKey::generate_private().map_err(key_err)?;
+    let (public_a, public_b) = (key_a.public(), key_b.public());
     // Device names are unique on the host: a tunnel's UAPI socket
     // (/var/run/wireguard/NAME.sock) is not per namespace.
-    let tunnel_b = Tunnel::up(Options {
-        name: format!("vpwn-{pid}-b"),
-        namespace: ns_b.clone(),
-        config: tunnel_config(key_b, key_a.public(), TUN_B, TUN_A, None)?,
-    })?;
+    let tunnel_b = Tunnel::up(Options::new(
+        format!("vpwn-{pid}-b"),
+        ns_b.clone(),
+        tunnel_config(key_b, public_a, TUN_B, TUN_A, None)?,
+    ))?;
     // A knows where B listens; B learns A's address from the handshake.
     let endpoint = SocketAddr::V4(SocketAddrV4::new(UNDER_B, tunnel_b.port()));
-    let tunnel_a = Tunnel::up(Options {
-        name: format!("vpwn-{pid}-a"),
-        namespace: ns_a.clone(),
-        config: tunnel_config(key_a, key_b.public(), TUN_A, TUN_B, Some(endpoint))?,
-    })?;
+    let tunnel_a = Tunnel::up(Options::new(
+        format!("vpwn-{pid}-a"),
+        ns_a.clone(),
+        tunnel_config(key_a, public_b, TUN_A, TUN_B, Some(endpoint))?,
+    ))?;
     println!(
         "tunctl demo: tunnel: {} {} ({TUN_A}) <-> WireGuard over veth {UNDER_A} <-> {endpoint} <-> {} {} ({TUN_B})",
         guard_a.1,

@@ -259,7 +259,7 @@ fn parse_template(s: &str) -> Result<String, String> {
         .map_err(|e| detail(&e))
 }
 
-fn parse_netns(s: &str) -> Result<Namespace, String> {
+pub(crate) fn parse_netns(s: &str) -> Result<Namespace, String> {
     Namespace::from_arg(s).map_err(|e| detail(&e))
 }
 
@@ -468,7 +468,7 @@ fn run(command: Command, ns: &NsArg) -> Result<(), Error> {
             }
         },
         Command::Demo(args) => demo::run(args),
-        Command::Vpwn { action } => vpwn::run(action, ns.ns()),
+        Command::Vpwn { action } => vpwn::run(action, ns.netns.clone()),
         Command::Br { action } => br::run(action),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -1,15 +1,17 @@
 //! `tunctl vpwn`: keys in wg's formats, and a tunnel that speaks WireGuard in the
-//! foreground until SIGINT/SIGTERM.
+//! foreground until SIGINT/SIGTERM (or `tunctl vpwn down`).
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand};
 use tunctl::{Cidr, Error, ErrorKind, Namespace};
-use tunctl_vpwn::{Config, Interface, Key, Options, Peer, Tunnel};
+use tunctl_vpwn::uapi::{PeerInfo, TunnelInfo, VpwnStatus};
+use tunctl_vpwn::{Config, Options, Peer, PublicKey, SecretKey, Table, Tunnel};
+use zeroize::Zeroizing;
 
 use crate::out;
 
@@ -23,29 +25,39 @@ pub enum VpwnCommand {
     /// Print a new preshared key (as `wg genpsk`).
     Genpsk,
     /// Show running tunnels (vpwn's, or any userspace WireGuard's) through their UAPI
-    /// sockets: peer, endpoint, allowed IPs, latest handshake, transfer, and (vpwn's) drops
-    /// by cause.
+    /// sockets: each one's namespace, port and peers (endpoint, allowed IPs, latest
+    /// handshake, transfer), and for vpwn's, drops by cause and peers still waiting for a
+    /// handshake. With -n NS, only the tunnels whose device is in NS.
     Show {
         /// Only this tunnel.
         name: Option<String>,
-        /// Print JSON: an array of {name, public_key, listen_port, peer, endpoint,
-        /// allowed_ips, latest_handshake (seconds since the epoch, or null), rx_bytes,
-        /// tx_bytes, persistent_keepalive, drops ({cause: count}: auth, replay, malformed,
-        /// oversized, not_allowed, no_session, no_route; null for other implementations)}.
+        /// Print JSON: an array, one object per tunnel: {name, namespace (its device's
+        /// namespace under /run/netns, or null), public_key, listen_port, fwmark, peers:
+        /// [{public_key, endpoint, allowed_ips, latest_handshake (seconds since the epoch,
+        /// or null), rx_bytes, tx_bytes, persistent_keepalive, preshared_key (bool),
+        /// handshake_pending (seconds waited, or null), auth_failures}], drops ({cause:
+        /// count}: auth, replay, malformed, oversized, not_allowed, no_session, no_route,
+        /// handshake_queue, handshake_rate), tx_packets, rx_packets} (drops and the counts
+        /// null for other implementations).
         #[arg(long)]
         json: bool,
     },
-    /// Stop the tunnel NAME that `tunctl vpwn up` or `tunctl-vpwn` (or wireguard-go) runs:
-    /// the process serving its UAPI socket gets SIGTERM and removes the device (unless
-    /// persistent), its routes and the socket. Waits up to 5 s for it to be gone.
+    /// Stop the tunnel NAME that `tunctl vpwn up` or `tunctl-vpwn` runs (only that tunnel,
+    /// whatever else its process runs; another implementation's process gets SIGTERM):
+    /// its routes and rules, and its device (unless persistent: then as it was before
+    /// `up`), go. Waits up to 5 s for it to be gone.
     Down {
         /// The tunnel's device name.
         name: String,
     },
-    /// Bring a tunnel up and run it in the foreground until SIGINT or SIGTERM; then the
-    /// device (unless persistent) and its routes are removed.
+    /// Bring a tunnel up and run it in the foreground until SIGINT or SIGTERM (or `vpwn
+    /// down`, or its device being deleted); then what `up` set up goes again.
     ///
-    /// Prints this end's public key and the command that brings up the other end.
+    /// The peers' allowed IPs are routed to the device. A default route among them
+    /// (0.0.0.0/0, ::/0: a full tunnel) goes in a routing table of its own (the first free
+    /// one from 51820), the tunnel's socket gets a firewall mark of that number, and two
+    /// rules per family send all other traffic through the tunnel while its own datagrams
+    /// still leave by the real default route (as wg-quick does; needs CAP_NET_ADMIN).
     Up(Box<UpArgs>),
 }
 
@@ -55,8 +67,10 @@ pub struct UpArgs {
     /// Device name or template.
     #[arg(default_value = "vpwn%d")]
     name: String,
-    /// A configuration in the wg-quick format ([Interface] PrivateKey, ListenPort, Address,
-    /// MTU; [Peer] PublicKey, PresharedKey, Endpoint, AllowedIPs, PersistentKeepalive).
+    /// A configuration in the wg-quick format: [Interface] PrivateKey, ListenPort,
+    /// Address, MTU, Table, FwMark; any number of [Peer] with PublicKey, PresharedKey,
+    /// Endpoint (an address or a host name), AllowedIPs, PersistentKeepalive. DNS and
+    /// SaveConfig are reported and ignored; PreUp/PostUp/PreDown/PostDown are refused.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["key_file", "peer_key"])]
     config: Option<PathBuf>,
     /// This end's private key, a file as `wg genkey` writes it.
@@ -68,13 +82,15 @@ pub struct UpArgs {
     /// UDP port to listen on (default: one the kernel picks).
     #[arg(long, value_name = "PORT")]
     listen: Option<u16>,
-    /// Where the other end is, HOST:PORT (without it, this end waits to be contacted).
+    /// Where the other end is, HOST:PORT or [IPv6]:PORT (without it, this end waits to be
+    /// contacted).
     #[arg(long, value_name = "HOST:PORT")]
     peer: Option<String>,
     /// The other end's public key.
     #[arg(long, value_name = "KEY", required_unless_present = "config")]
     peer_key: Option<String>,
-    /// Networks the other end may send from, and that are routed to it (comma-separated).
+    /// Networks the other end may send from, and that are routed to it (comma-separated;
+    /// 0.0.0.0/0 or ::/0 make a full tunnel).
     #[arg(long, value_name = "CIDR,...", value_delimiter = ',')]
     allowed_ips: Vec<Cidr>,
     /// Address of this end's device (repeatable).
@@ -86,10 +102,35 @@ pub struct UpArgs {
     /// Send a keepalive after this many idle seconds (for NAT).
     #[arg(long, value_name = "SECONDS")]
     keepalive: Option<u16>,
+    /// Where the allowed IPs are routed: auto (the main table; a full tunnel in a table of
+    /// its own), off (no routes: route yourself), or a table number. Overrides the file's
+    /// Table.
+    #[arg(long, value_name = "auto|off|N", value_parser = parse_table)]
+    table: Option<Table>,
+    /// The firewall mark on the tunnel's own datagrams (default: none, or the full
+    /// tunnel's table number). Overrides the file's FwMark.
+    #[arg(long, value_name = "MARK")]
+    fwmark: Option<u32>,
+    /// Make the device in this namespace (a container's) while the UDP socket stays in the
+    /// namespace vpwn runs in (-n): the container gets an encrypted interface and needs no
+    /// other way out, as with kernel WireGuard.
+    #[arg(long, value_name = "NS", value_parser = crate::parse_netns)]
+    device_netns: Option<Namespace>,
     /// Run without parts of the fast path, to measure what each buys or to avoid a kernel
     /// feature: tun-offload (TSO super-packets on the device), udp-gso, udp-gro.
     #[arg(long, value_name = "PART,...", value_delimiter = ',', value_parser = ["tun-offload", "udp-gso", "udp-gro"])]
     without: Vec<String>,
+}
+
+fn parse_table(s: &str) -> Result<Table, String> {
+    let cfg = format!(
+        "[Interface]\nPrivateKey = {}\nTable = {s}\n",
+        "A".repeat(43) + "="
+    );
+    Config::parse(&cfg).map(|c| c.table).map_err(|e| {
+        e.split_once("table: ")
+            .map_or(e.clone(), |(_, why)| why.to_string())
+    })
 }
 
 /// Reads a file holding a secret, checking the very file it reads (one open; the mode
@@ -139,8 +180,8 @@ fn read_secret(path: &PathBuf) -> Result<String, Error> {
     Ok(text)
 }
 
-fn read_key(path: &PathBuf) -> Result<Key, Error> {
-    let text = read_secret(path)?;
+fn read_key(path: &PathBuf) -> Result<SecretKey, Error> {
+    let text = Zeroizing::new(read_secret(path)?);
     text.parse().map_err(|why: String| {
         Error::from_kind(ErrorKind::InvalidInput, "read key", why)
             .with_subject(path.display().to_string())
@@ -151,76 +192,94 @@ fn bad(why: impl Into<String>) -> Error {
     Error::from_kind(ErrorKind::InvalidInput, "vpwn", why)
 }
 
-/// Runs a `vpwn` subcommand.
-pub fn run(command: VpwnCommand, ns: Namespace) -> Result<(), Error> {
+/// Runs a `vpwn` subcommand; `ns` is `-n`, if given.
+pub fn run(command: VpwnCommand, ns: Option<Namespace>) -> Result<(), Error> {
     match command {
         VpwnCommand::Genkey => {
-            out(format_args!("{}", Key::generate_private().map_err(bad)?));
+            let key = SecretKey::generate_private().map_err(bad)?;
+            out(format_args!("{}", key.to_base64().as_str()));
             Ok(())
         }
         VpwnCommand::Genpsk => {
-            out(format_args!("{}", Key::generate_preshared().map_err(bad)?));
+            let key = SecretKey::generate_preshared().map_err(bad)?;
+            out(format_args!("{}", key.to_base64().as_str()));
             Ok(())
         }
         VpwnCommand::Pubkey => {
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text)?;
-            let key: Key = text.parse().map_err(bad)?;
+            let mut text = Zeroizing::new(String::new());
+            std::io::stdin().take(4096).read_to_string(&mut text)?;
+            let key: SecretKey = text.parse().map_err(bad)?;
             out(format_args!("{}", key.public()));
             Ok(())
         }
-        VpwnCommand::Up(args) => up(*args, ns),
-        VpwnCommand::Show { name, json } => show(name, json),
-        VpwnCommand::Down { name } => crate::stop_server(
-            "vpwn down",
-            &name,
-            &tunctl_vpwn::uapi::socket_path(&name),
-            "no such tunnel (no UAPI socket)",
-        ),
+        VpwnCommand::Up(args) => up(*args, ns.unwrap_or_default()),
+        VpwnCommand::Show { name, json } => show(name, json, ns),
+        VpwnCommand::Down { name } => down(&name),
     }
 }
 
-fn up(args: UpArgs, ns: Namespace) -> Result<(), Error> {
-    let config = match &args.config {
+/// The configuration `up` was asked for: the file, or the options for one peer.
+fn config_of(args: &UpArgs) -> Result<Config, Error> {
+    let mut config = match &args.config {
         Some(path) => {
-            let text = read_secret(path)?;
-            let c =
-                Config::parse(&text).map_err(|why| bad(format!("{}: {why}", path.display())))?;
-            if !c.ignored.is_empty() {
-                eprintln!(
-                    "tunctl: vpwn: ignored (wg-quick only): {}",
-                    c.ignored.join(", ")
-                );
-            }
-            c
+            let text = Zeroizing::new(read_secret(path).map_err(|e| {
+                if e.subject().is_none() {
+                    e.with_subject(format!("--config {}", path.display()))
+                } else {
+                    e
+                }
+            })?);
+            Config::parse(&text)
+                .map_err(|why| bad(format!("--config {}: {why}", path.display())))?
         }
         None => {
             let (Some(key_file), Some(peer_key)) = (&args.key_file, &args.peer_key) else {
                 return Err(bad("--key-file and --peer-key, or --config"));
             };
+            let public: PublicKey = peer_key
+                .parse()
+                .map_err(|e| bad(format!("--peer-key: {e}")))?;
+            let mut peer = Peer::new(public);
+            peer.preshared_key = args.psk_file.as_ref().map(read_key).transpose()?;
+            peer.allowed_ips = args
+                .allowed_ips
+                .iter()
+                .map(|c| Cidr::new(c.network(), c.prefix()).unwrap_or(*c))
+                .collect();
+            peer.keepalive = args.keepalive.unwrap_or(0);
+            if let Some(e) = &args.peer {
+                match e.parse() {
+                    Ok(addr) => peer.endpoint = Some(addr),
+                    Err(_) => peer.endpoint_name = Some(e.clone()),
+                }
+            }
             Config {
-                interface: Interface {
-                    private_key: read_key(key_file)?,
-                    listen_port: args.listen,
-                    addresses: args.address.clone(),
-                    mtu: args.mtu,
-                },
-                peer: Peer {
-                    public_key: peer_key.parse().map_err(bad)?,
-                    preshared_key: args.psk_file.as_ref().map(read_key).transpose()?,
-                    endpoint: args
-                        .peer
-                        .as_deref()
-                        .map(tunctl_vpwn::config::parse_endpoint)
-                        .transpose()
-                        .map_err(bad)?,
-                    allowed_ips: args.allowed_ips.clone(),
-                    persistent_keepalive: args.keepalive.filter(|k| *k > 0),
-                },
-                ignored: Vec::new(),
+                private_key: Some(read_key(key_file)?),
+                listen_port: args.listen.unwrap_or(0),
+                peers: vec![peer],
+                addresses: args.address.clone(),
+                mtu: args.mtu,
+                ..Config::default()
             }
         }
     };
+    if let Some(t) = args.table {
+        config.table = t;
+    }
+    if let Some(m) = args.fwmark {
+        config.fwmark = m;
+    }
+    Ok(config)
+}
+
+fn up(args: UpArgs, ns: Namespace) -> Result<(), Error> {
+    let config = config_of(&args)?;
+    if !config.ignored.is_empty() {
+        eprintln!(
+            "tunctl: vpwn: ignored (vpwn does not set them): {}",
+            config.ignored.join(", ")
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
@@ -229,57 +288,43 @@ fn up(args: UpArgs, ns: Namespace) -> Result<(), Error> {
         udp_gso: !args.without.iter().any(|w| w == "udp-gso"),
         udp_gro: !args.without.iter().any(|w| w == "udp-gro"),
     };
+    let addresses = config.addresses.clone();
     let tunnel = Tunnel::up_with(
         Options {
             name: args.name.clone(),
             namespace: ns,
-            config: config.clone(),
+            device_namespace: args.device_netns.clone(),
+            config,
         },
         fast,
-    )?;
-    for w in tunnel.warnings() {
-        eprintln!("tunctl: vpwn: warning: {w}");
-    }
-    let mine: Vec<String> = config
-        .interface
-        .addresses
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-    let host = |c: &Cidr| {
-        Cidr::new(c.addr(), if c.addr().is_ipv4() { 32 } else { 128 }).map(|h| h.to_string())
-    };
-    let theirs: Vec<String> = config
-        .interface
-        .addresses
-        .iter()
-        .filter_map(|c| host(c).ok())
-        .collect();
-    eprintln!(
-        "tunctl: vpwn {}: up, listening on UDP {}, public key {}",
-        tunnel.name(),
-        tunnel.port(),
-        tunnel.public_key()
-    );
-    eprintln!(
-        "tunctl: vpwn: on the other host: tunctl vpwn up --key-file THEIR.key --peer THIS_HOST:{} --peer-key {} --allowed-ips {} --address ADDRESS",
-        tunnel.port(),
-        tunnel.public_key(),
-        if theirs.is_empty() { "CIDR".to_string() } else { theirs.join(",") },
-    );
-    match tunnel.uapi_error() {
-        None => eprintln!("tunctl: vpwn: `wg show {}` shows it", tunnel.name()),
-        Some(why) => eprintln!("tunctl: vpwn: no UAPI socket for wg show: {why}"),
-    }
-    if mine.is_empty() {
-        eprintln!("tunctl: vpwn: the device has no address: give one with --address");
-    }
-    while !stop.load(Ordering::SeqCst) {
+    )
+    .map_err(|e| {
+        if e.subject().is_none() {
+            e.with_subject(&args.name)
+        } else {
+            e
+        }
+    })?;
+    report_up(&tunnel, &addresses);
+    let mut told: Vec<PublicKey> = Vec::new();
+    let mut ticks = 0u64;
+    while !stop.load(Ordering::SeqCst) && tunnel.is_running() {
         std::thread::sleep(Duration::from_millis(100));
+        ticks += 1;
+        if ticks % 10 == 0 {
+            tell_stalled(&tunnel, &mut told);
+        }
     }
     let c = tunnel.counters();
+    let why = if tunnel.is_device_gone() {
+        "its device was deleted"
+    } else if stop.load(Ordering::SeqCst) {
+        "signal"
+    } else {
+        "told to stop (vpwn down)"
+    };
     eprintln!(
-        "tunctl: vpwn {}: down; sent {} packets ({} bytes), received {} ({} bytes); dropped: {}",
+        "tunctl: vpwn {}: down ({why}); sent {} packets ({} bytes), received {} ({} bytes); dropped: {}",
         tunnel.name(),
         c.tx_packets,
         c.tx_bytes,
@@ -291,143 +336,319 @@ fn up(args: UpArgs, ns: Namespace) -> Result<(), Error> {
     Ok(())
 }
 
-/// One peer's part of a `get=1` answer, as JSON.
-fn peer_json(pairs: &[(String, String)]) -> serde_json::Value {
-    let get = |k: &str| {
-        pairs
+/// What `up` says once the tunnel runs.
+fn report_up(tunnel: &Tunnel, addresses: &[Cidr]) {
+    let public = tunnel
+        .public_key()
+        .map_or("(none)".to_string(), |k| k.to_string());
+    eprintln!(
+        "tunctl: vpwn {}: up, listening on UDP {}, public key {public}",
+        tunnel.name(),
+        tunnel.port(),
+    );
+    for w in tunnel.warnings() {
+        eprintln!("tunctl: vpwn: warning: {w}");
+    }
+    if let Some((table, mark)) = tunnel.full_tunnel() {
+        eprintln!(
+            "tunctl: vpwn: full tunnel: default route in table {table}, this tunnel's datagrams marked {mark} (rules: not fwmark {mark} lookup {table}; lookup main suppress_prefixlength 0); removed on exit"
+        );
+    }
+    let info = tunnel.info();
+    if info.peers.len() == 1 {
+        let hosts: Vec<String> = addresses
             .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-    };
-    let num = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let allowed: Vec<String> = pairs
-        .iter()
-        .filter(|(k, _)| k == "allowed_ip")
-        .map(|(_, v)| v.clone())
-        .collect();
-    serde_json::json!({
-        "public_key": get("public_key").and_then(|h| tunctl_vpwn::uapi::parse_hex_key(&h).ok()).map(|k| k.to_string()),
-        "endpoint": get("endpoint"),
-        "allowed_ips": allowed,
-        "latest_handshake": get("last_handshake_time_sec")
-            .and_then(|s| s.parse::<u64>().ok())
-            .filter(|s| *s > 0),
-        "rx_bytes": num("rx_bytes"),
-        "tx_bytes": num("tx_bytes"),
-        "persistent_keepalive": num("persistent_keepalive_interval"),
-    })
+            .filter_map(|c| Cidr::new(c.addr(), if c.addr().is_ipv4() { 32 } else { 128 }).ok())
+            .map(|h| h.to_string())
+            .collect();
+        eprintln!(
+            "tunctl: vpwn: on the other host: tunctl vpwn up --key-file THEIR.key --peer THIS_HOST:{} --peer-key {public} --allowed-ips {} --address ADDRESS",
+            tunnel.port(),
+            if hosts.is_empty() { "CIDR".to_string() } else { hosts.join(",") },
+        );
+    } else {
+        eprintln!("tunctl: vpwn: {} peers", info.peers.len());
+    }
+    match tunnel.uapi_error() {
+        None => eprintln!("tunctl: vpwn: `wg show {}` shows it", tunnel.name()),
+        Some(why) => eprintln!("tunctl: vpwn: no UAPI socket for wg show: {why}"),
+    }
+    if addresses.is_empty() {
+        eprintln!("tunctl: vpwn: the device has no address: give one with --address");
+    }
 }
 
-fn show(name: Option<String>, json: bool) -> Result<(), Error> {
-    let (names, only) = match name {
-        Some(n) => (vec![n], true),
-        None => (tunctl_vpwn::uapi::names(), false),
+/// How long an unanswered handshake is waited for before `up` says so: three tries.
+const STALLED: Duration = Duration::from_secs(15);
+
+/// Says, once per wait, which peers have not answered our handshakes.
+fn tell_stalled(tunnel: &Tunnel, told: &mut Vec<PublicKey>) {
+    let stalled = tunnel.stalled(STALLED);
+    told.retain(|k| stalled.iter().any(|(s, _, _)| s == k));
+    for (key, endpoint, waited) in stalled {
+        if told.contains(&key) {
+            continue;
+        }
+        let at = endpoint.map_or("its endpoint (none known yet)".to_string(), |e| {
+            e.to_string()
+        });
+        eprintln!(
+            "tunctl: vpwn {}: no handshake with {key} after {} s (wrong key, or nothing answers at {at})",
+            tunnel.name(),
+            waited.as_secs()
+        );
+        told.push(key);
+    }
+}
+
+/// One tunnel as `show` reads it.
+struct Shown {
+    name: String,
+    namespace: Option<String>,
+    info: TunnelInfo,
+    extra: Option<VpwnStatus>,
+}
+
+/// The namespace a (non-vpwn) tunnel's device is in, as far as its process tells: the one
+/// it runs in.
+fn process_namespace(name: &str) -> Option<String> {
+    let pid = tunctl_vpwn::uapi::server_pid(name).ok()?;
+    Namespace::pid(pid).name_in_run_dir().ok().flatten()
+}
+
+fn show(name: Option<String>, json: bool, ns: Option<Namespace>) -> Result<(), Error> {
+    let only = name.is_some();
+    let names = match name {
+        Some(n) => vec![n],
+        None => tunctl_vpwn::uapi::names(),
     };
+    let wanted = ns
+        .as_ref()
+        .map(|n| n.name_in_run_dir().map(|found| found.unwrap_or_default()))
+        .transpose()?;
     let mut all = Vec::new();
     for n in names {
-        let pairs = match tunctl_vpwn::uapi::get(&n) {
-            Ok(p) => p,
+        let info = match tunctl_vpwn::uapi::get(&n) {
+            Ok(i) => i,
+            Err(e) if only => {
+                let why = match e.kind() {
+                    std::io::ErrorKind::NotFound => format!(
+                        "no such tunnel (no UAPI socket {})",
+                        tunctl_vpwn::uapi::socket_path(&n).display()
+                    ),
+                    std::io::ErrorKind::ConnectionRefused => {
+                        "its UAPI socket is stale: nothing runs it".to_string()
+                    }
+                    _ => e.to_string(),
+                };
+                return Err(
+                    Error::from_kind(ErrorKind::NotFound, "vpwn show", why).with_subject(&n)
+                );
+            }
             // A socket left by a program that is gone: not a tunnel.
-            Err(e) if !only && e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
-            Err(e) => return Err(Error::from(e).add_detail(&format!("tunnel {n}"))),
+            Err(_) => continue,
         };
-        // The device's lines, then one section per peer, each starting at public_key.
-        let split = pairs
-            .iter()
-            .position(|(k, _)| k == "public_key")
-            .unwrap_or(pairs.len());
-        let (device, rest) = pairs.split_at(split);
-        let mut peers = Vec::new();
-        let mut start = 0;
-        for i in 1..=rest.len() {
-            if i == rest.len() || rest[i].0 == "public_key" {
-                peers.push(peer_json(&rest[start..i]));
-                start = i;
+        let extra = tunctl_vpwn::uapi::vpwn_status(&n).ok();
+        let namespace = match &extra {
+            Some(x) => x.device_namespace.clone(),
+            None => process_namespace(&n),
+        };
+        if let Some(w) = &wanted {
+            if namespace.as_deref().unwrap_or("") != w {
+                continue;
             }
         }
-        let get = |k: &str| {
-            device
-                .iter()
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.clone())
-        };
-        // vpwn's drops by cause; other implementations do not have them.
-        let drops = tunctl_vpwn::uapi::counters(&n).ok().map(|pairs| {
-            let map: serde_json::Map<String, serde_json::Value> = pairs
-                .into_iter()
-                .filter_map(|(k, v)| {
-                    let cause = k.strip_prefix("drop_")?.to_string();
-                    Some((cause, v.parse::<u64>().ok()?.into()))
-                })
-                .collect();
-            serde_json::Value::Object(map)
+        all.push(Shown {
+            name: n,
+            namespace,
+            info,
+            extra,
         });
-        // The first peer's fields also at the top: a point-to-point tunnel reads simply.
-        let first = peers.first().cloned().unwrap_or(serde_json::json!({}));
-        all.push(serde_json::json!({
-            "name": n,
-            "public_key": get("private_key")
-                .and_then(|h| tunctl_vpwn::uapi::parse_hex_key(&h).ok())
-                .map(|k| k.public().to_string()),
-            "listen_port": get("listen_port").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0),
-            "peer": first["public_key"],
-            "endpoint": first["endpoint"],
-            "allowed_ips": first.get("allowed_ips").cloned().unwrap_or(serde_json::json!([])),
-            "latest_handshake": first["latest_handshake"],
-            "rx_bytes": first.get("rx_bytes").cloned().unwrap_or(0.into()),
-            "tx_bytes": first.get("tx_bytes").cloned().unwrap_or(0.into()),
-            "persistent_keepalive": first.get("persistent_keepalive").cloned().unwrap_or(0.into()),
-            "peers": peers,
-            "drops": drops,
-        }));
     }
     if json {
-        out(format_args!("{}", serde_json::Value::Array(all)));
+        let list: Vec<serde_json::Value> = all.iter().map(shown_json).collect();
+        out(format_args!("{}", serde_json::Value::Array(list)));
         return Ok(());
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    for t in all {
-        let s = |v: &serde_json::Value| v.as_str().unwrap_or("(none)").to_string();
-        out(format_args!("tunnel: {}", s(&t["name"])));
-        out(format_args!("  public key: {}", s(&t["public_key"])));
-        out(format_args!("  listening port: {}", t["listen_port"]));
-        for p in t["peers"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
-            out(format_args!("  peer: {}", s(&p["public_key"])));
-            out(format_args!("    endpoint: {}", s(&p["endpoint"])));
-            let allowed: Vec<&str> = p["allowed_ips"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-                .unwrap_or_default();
-            out(format_args!("    allowed ips: {}", allowed.join(", ")));
-            match p["latest_handshake"].as_u64() {
-                Some(at) => out(format_args!(
-                    "    latest handshake: {} seconds ago",
-                    now.saturating_sub(at)
-                )),
-                None => out(format_args!("    latest handshake: none yet")),
-            }
-            out(format_args!(
-                "    transfer: {} B received, {} B sent",
-                p["rx_bytes"], p["tx_bytes"]
-            ));
+    let now = SystemTime::now();
+    for t in &all {
+        out(format_args!(
+            "tunnel: {}{}",
+            t.name,
+            t.namespace
+                .as_deref()
+                .map_or(String::new(), |n| format!(" (netns {n})"))
+        ));
+        out(format_args!(
+            "  public key: {}",
+            t.info
+                .public_key
+                .map_or("(none)".to_string(), |k| k.to_string())
+        ));
+        out(format_args!("  listening port: {}", t.info.listen_port));
+        if t.info.fwmark != 0 {
+            out(format_args!("  fwmark: {:#x}", t.info.fwmark));
         }
-        if let Some(d) = t["drops"].as_object() {
-            let list: Vec<String> = d
-                .iter()
-                .filter(|(_, v)| v.as_u64() != Some(0))
-                .map(|(k, v)| format!("{} {}", v, k.replace('_', " ")))
-                .collect();
-            out(format_args!(
-                "  dropped: {}",
-                if list.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    list.join(", ")
-                }
-            ));
+        for p in &t.info.peers {
+            show_peer(p, t.extra.as_ref(), now);
+        }
+        if let Some(x) = &t.extra {
+            out(format_args!("  dropped: {}", drops_text(x)));
         }
     }
     Ok(())
+}
+
+fn show_peer(p: &PeerInfo, extra: Option<&VpwnStatus>, now: SystemTime) {
+    out(format_args!("  peer: {}", p.public_key));
+    out(format_args!(
+        "    endpoint: {}",
+        p.endpoint.map_or("(none)".to_string(), |e| e.to_string())
+    ));
+    let allowed: Vec<String> = p.allowed_ips.iter().map(|c| c.to_string()).collect();
+    out(format_args!("    allowed ips: {}", allowed.join(", ")));
+    match p.last_handshake {
+        Some(at) => out(format_args!(
+            "    latest handshake: {} seconds ago",
+            now.duration_since(at).map_or(0, |d| d.as_secs())
+        )),
+        None => out(format_args!("    latest handshake: none yet")),
+    }
+    out(format_args!(
+        "    transfer: {} B received, {} B sent",
+        p.rx_bytes, p.tx_bytes
+    ));
+    if p.keepalive > 0 {
+        out(format_args!(
+            "    persistent keepalive: every {} seconds",
+            p.keepalive
+        ));
+    }
+    let x = extra.and_then(|x| x.peers.iter().find(|e| e.public_key == p.public_key));
+    if let Some(x) = x {
+        if let Some(w) = x.handshake_pending.filter(|w| *w >= STALLED) {
+            out(format_args!(
+                "    ! no handshake after {} s (wrong key, or nothing answers at the endpoint)",
+                w.as_secs()
+            ));
+        }
+        if x.auth_failures > 0 {
+            out(format_args!(
+                "    ! {} datagrams in its name failed authentication (a wrong preshared key?)",
+                x.auth_failures
+            ));
+        }
+    }
+}
+
+/// The drops in words, as `Counters::drops_text` words them.
+fn drops_text(x: &VpwnStatus) -> String {
+    let counts: std::collections::HashMap<&str, u64> =
+        x.counters.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let named: Vec<String> = tunctl_vpwn::Counters::default()
+        .drops()
+        .into_iter()
+        .filter_map(|(cause, label, _)| {
+            let v = *counts.get(format!("drop_{cause}").as_str())?;
+            (v > 0).then(|| format!("{v} {label}"))
+        })
+        .collect();
+    if named.is_empty() {
+        "nothing".into()
+    } else {
+        named.join(", ")
+    }
+}
+
+fn shown_json(t: &Shown) -> serde_json::Value {
+    let extra = t.extra.as_ref();
+    let peers: Vec<serde_json::Value> = t
+        .info
+        .peers
+        .iter()
+        .map(|p| {
+            let x = extra.and_then(|x| x.peers.iter().find(|e| e.public_key == p.public_key));
+            serde_json::json!({
+                "public_key": p.public_key.to_string(),
+                "endpoint": p.endpoint.map(|e| e.to_string()),
+                "allowed_ips": p.allowed_ips.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                "latest_handshake": p.last_handshake
+                    .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs()),
+                "rx_bytes": p.rx_bytes,
+                "tx_bytes": p.tx_bytes,
+                "persistent_keepalive": p.keepalive,
+                "preshared_key": p.preshared_key,
+                "handshake_pending": x.and_then(|x| x.handshake_pending).map(|d| d.as_secs()),
+                "auth_failures": x.map(|x| x.auth_failures),
+            })
+        })
+        .collect();
+    let count = |k: &str| {
+        extra.map(|x| {
+            x.counters
+                .iter()
+                .find(|(n, _)| n == k)
+                .map_or(0, |(_, v)| *v)
+        })
+    };
+    let drops = extra.map(|x| {
+        serde_json::Value::Object(
+            x.counters
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix("drop_")?.to_string(), (*v).into())))
+                .collect(),
+        )
+    });
+    serde_json::json!({
+        "name": t.name,
+        "namespace": t.namespace,
+        "public_key": t.info.public_key.map(|k| k.to_string()),
+        "listen_port": t.info.listen_port,
+        "fwmark": t.info.fwmark,
+        "peers": peers,
+        "drops": drops,
+        "tx_packets": count("tx_packets"),
+        "rx_packets": count("rx_packets"),
+    })
+}
+
+/// `vpwn down NAME`: vpwn's own stop (only that tunnel); another implementation's process
+/// gets SIGTERM.
+fn down(name: &str) -> Result<(), Error> {
+    let path = tunctl_vpwn::uapi::socket_path(name);
+    match tunctl_vpwn::uapi::down(name) {
+        Ok(()) => {
+            let started = std::time::Instant::now();
+            while started.elapsed() < Duration::from_secs(5) {
+                if !path.exists() {
+                    eprintln!("tunctl: {name}: down");
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(Error::from_kind(
+                ErrorKind::Os,
+                "vpwn down",
+                "told to stop, but its UAPI socket is still there after 5 s",
+            )
+            .with_subject(name))
+        }
+        // Not vpwn (it refused the request): its process stops.
+        Err(e) if e.kind() == std::io::ErrorKind::Other => {
+            crate::stop_server("vpwn down", name, &path, "no such tunnel (no UAPI socket)")
+        }
+        Err(e) => {
+            let why = match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    format!("no such tunnel (no UAPI socket {})", path.display())
+                }
+                std::io::ErrorKind::ConnectionRefused => {
+                    "its UAPI socket is stale: nothing runs it".to_string()
+                }
+                _ => e.to_string(),
+            };
+            Err(Error::from_kind(ErrorKind::NotFound, "vpwn down", why).with_subject(name))
+        }
+    }
 }

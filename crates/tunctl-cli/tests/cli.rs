@@ -1131,8 +1131,14 @@ fn vpwn_keys_and_a_tunnel_from_the_command_line() {
             prefix: "never".into(),
         },
     ];
+    // Up: each device has its address (the last thing `up` does before its threads).
+    let has = |ns: &str, addr: &str| {
+        common::ip_json(Some(ns), &["addr"])
+            .to_string()
+            .contains(&format!("\"{addr}\""))
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while (common::links(Some(&a.name)).len() < 3 || common::links(Some(&b.name)).len() < 3)
+    while !(has(&a.name, "10.212.0.1") && has(&b.name, "10.212.0.2"))
         && std::time::Instant::now() < deadline
     {
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -1162,16 +1168,45 @@ fn vpwn_keys_and_a_tunnel_from_the_command_line() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|t| t["peer"] == pa.as_str() || t["peer"] == pb.as_str())
+        .filter(|t| {
+            let peer = &t["peers"][0]["public_key"];
+            *peer == pa.as_str() || *peer == pb.as_str()
+        })
         .collect();
     assert_eq!(ours.len(), 2, "{shown}");
     for t in ours {
-        assert!(t["latest_handshake"].as_u64().is_some(), "{t}");
+        // One shape: the tunnel, its namespace, its peers; nothing repeated at the top.
         assert!(
-            t["rx_bytes"].as_u64().unwrap() > 0 || t["tx_bytes"].as_u64().unwrap() > 0,
+            t.get("peer").is_none() && t.get("endpoint").is_none(),
+            "{t}"
+        );
+        assert!(
+            t["namespace"] == a.name.as_str() || t["namespace"] == b.name.as_str(),
+            "{t}"
+        );
+        let p = &t["peers"][0];
+        assert!(p["latest_handshake"].as_u64().is_some(), "{t}");
+        assert!(
+            p["rx_bytes"].as_u64().unwrap() > 0 || p["tx_bytes"].as_u64().unwrap() > 0,
             "{t}"
         );
     }
+    // -n NS shows the tunnels of that namespace only.
+    let in_a: Value =
+        serde_json::from_str(&ok(&["-n", &a.name, "vpwn", "show", "--json"])).unwrap();
+    assert_eq!(in_a.as_array().map(Vec::len), Some(1), "{in_a}");
+    assert_eq!(in_a[0]["namespace"], a.name.as_str(), "{in_a}");
+    // A tunnel that is not there is named as such.
+    let err = fails(&["vpwn", "show", "nosuchvpwn0"], 1);
+    assert!(
+        err.starts_with("tunctl: nosuchvpwn0: vpwn show: no such tunnel"),
+        "{err}"
+    );
+    let err = fails(
+        &["vpwn", "up", "x0", "--config", "/nonexistent/wg0.conf"],
+        1,
+    );
+    assert!(err.contains("--config /nonexistent/wg0.conf"), "{err}");
     // SIGTERM: each end reports its counters and removes its device.
     for g in &mut guards {
         let child = g.child.as_mut().unwrap();
@@ -1183,7 +1218,7 @@ fn vpwn_keys_and_a_tunnel_from_the_command_line() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{err}");
         assert!(
-            err.contains("public key") && err.contains("down; sent"),
+            err.contains("public key") && err.contains("down (signal); sent"),
             "{err}"
         );
     }

@@ -20,7 +20,7 @@ use blake2::{Blake2s256, Blake2sMac, Digest};
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
-use crate::keys::Key;
+use crate::keys::PublicKey;
 
 /// `Blake2sMac` with a 16-byte output: the protocol's `MAC`.
 type Mac16 = Blake2sMac<blake2::digest::consts::U16>;
@@ -109,7 +109,7 @@ pub(crate) struct Cookies {
 
 impl Cookies {
     /// The checks for messages to the holder of `public`.
-    pub(crate) fn new(public: &Key) -> Cookies {
+    pub(crate) fn new(public: &PublicKey) -> Cookies {
         Cookies {
             mac1_key: hash(LABEL_MAC1, &public.0),
             cookie_key: hash(LABEL_COOKIE, &public.0),
@@ -243,9 +243,11 @@ mod tests {
     use super::*;
     use boringtun::noise::{Tunn, TunnResult};
 
-    fn tunn(ours: &Key, theirs: &Key) -> Tunn {
+    use crate::keys::SecretKey;
+
+    fn tunn(ours: &SecretKey, theirs: &SecretKey) -> Tunn {
         Tunn::new(
-            boringtun::x25519::StaticSecret::from(ours.0),
+            boringtun::x25519::StaticSecret::from(*ours.bytes()),
             boringtun::x25519::PublicKey::from(theirs.public().0),
             None,
             None,
@@ -259,7 +261,10 @@ mod tests {
     /// another source port, or another size are refused.
     #[test]
     fn boringtun_passes_our_checks_and_takes_our_cookies() {
-        let (server, client) = (Key([0x31; 32]), Key([0x42; 32]));
+        let (server, client) = (
+            SecretKey::from_bytes([0x31; 32]),
+            SecretKey::from_bytes([0x42; 32]),
+        );
         let mut them = tunn(&client, &server);
         let mut cookies = Cookies::new(&server.public());
         let from: SocketAddr = "192.0.2.7:40000".parse().unwrap();
@@ -306,7 +311,7 @@ mod tests {
     /// A source with a valid mac2 gets its burst, then 20 per second.
     #[test]
     fn a_source_gets_its_burst_then_its_rate() {
-        let mut cookies = Cookies::new(&Key([1; 32]).public());
+        let mut cookies = Cookies::new(&PublicKey([1; 32]));
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let passed = (0..50).filter(|_| cookies.allow(a)).count();
         assert_eq!(passed, BURST as usize);

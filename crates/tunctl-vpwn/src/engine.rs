@@ -10,11 +10,11 @@ use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 
-use crate::keys::Key;
+use crate::keys::{PublicKey, SecretKey};
 
-/// Why a datagram or packet went nowhere.
+/// Why the engine refused a datagram or a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drop {
+pub enum Refusal {
     /// Failed authentication: wrong key, bad MAC or AEAD tag.
     Auth,
     /// A replayed or too old counter.
@@ -38,7 +38,7 @@ pub enum Out<'a> {
     /// Nothing to do.
     Done,
     /// Dropped, for this reason.
-    Dropped(Drop),
+    Dropped(Refusal),
 }
 
 /// The protocol engine of one peer: `&mut self` for everything (callers hold one lock per
@@ -68,8 +68,8 @@ pub struct Gate {
 
 impl Gate {
     /// The gate of a tunnel with this private key.
-    pub fn new(private: &Key) -> Gate {
-        let secret = boringtun::x25519::StaticSecret::from(private.0);
+    pub fn new(private: &SecretKey) -> Gate {
+        let secret = boringtun::x25519::StaticSecret::from(*private.bytes());
         let public = boringtun::x25519::PublicKey::from(&secret);
         Gate {
             limiter: Arc::new(RateLimiter::new(&public, u64::MAX)),
@@ -79,19 +79,19 @@ impl Gate {
     }
 
     /// This end's public key.
-    pub fn public(&self) -> Key {
-        Key(*self.public.as_bytes())
+    pub fn public(&self) -> PublicKey {
+        PublicKey(*self.public.as_bytes())
     }
 
     /// The static key of the initiator inside a handshake initiation, decrypted with our
     /// private key (one Diffie-Hellman); `None` if it is not one for us. Proves nothing
     /// about the sender: the peer's engine checks that it holds the key.
-    pub fn initiator(&self, initiation: &[u8]) -> Option<Key> {
+    pub fn initiator(&self, initiation: &[u8]) -> Option<PublicKey> {
         match Tunn::parse_incoming_packet(initiation) {
             Ok(Packet::HandshakeInit(init)) => {
                 parse_handshake_anon(&self.secret, &self.public, &init)
                     .ok()
-                    .map(|half| Key(half.peer_static_public))
+                    .map(|half| PublicKey(half.peer_static_public))
             }
             _ => None,
         }
@@ -106,15 +106,15 @@ impl Gate {
     /// peers' (a message's receiver index carries it in its top 24 bits).
     pub fn engine(
         &self,
-        peer: &Key,
-        psk: Option<&Key>,
+        peer: &PublicKey,
+        psk: Option<&SecretKey>,
         keepalive: Option<u16>,
         index: u32,
     ) -> Box<dyn Engine> {
         Box::new(Boringtun(Tunn::new(
             self.secret.clone(),
             boringtun::x25519::PublicKey::from(peer.0),
-            psk.map(|k| k.0),
+            psk.map(|k| *k.bytes()),
             keepalive,
             index & 0x00ff_ffff,
             Some(Arc::clone(&self.limiter)),
@@ -135,17 +135,17 @@ fn out_of(result: TunnResult<'_>) -> Out<'_> {
         // (an IPv4 total length under 20, down to an empty packet, which the device refuses
         // and with it the rest of the batch): not a packet, and its source is not in it.
         TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {
-            Out::Dropped(Drop::Malformed)
+            Out::Dropped(Refusal::Malformed)
         }
         TunnResult::Err(e) => Out::Dropped(match e {
             WireGuardError::InvalidAeadTag
             | WireGuardError::InvalidMac
-            | WireGuardError::WrongKey => Drop::Auth,
-            WireGuardError::InvalidCounter | WireGuardError::DuplicateCounter => Drop::Replay,
-            WireGuardError::NoCurrentSession => Drop::NoSession,
-            WireGuardError::ConnectionExpired => Drop::Expired,
-            WireGuardError::UnderLoad => Drop::UnderLoad,
-            _ => Drop::Malformed,
+            | WireGuardError::WrongKey => Refusal::Auth,
+            WireGuardError::InvalidCounter | WireGuardError::DuplicateCounter => Refusal::Replay,
+            WireGuardError::NoCurrentSession => Refusal::NoSession,
+            WireGuardError::ConnectionExpired => Refusal::Expired,
+            WireGuardError::UnderLoad => Refusal::UnderLoad,
+            _ => Refusal::Malformed,
         }),
     }
 }
@@ -177,12 +177,12 @@ mod tests {
     /// cut to that length (found by fuzz/fuzz_targets/vpwn_wire.rs).
     #[test]
     fn a_packet_shorter_than_its_header_is_malformed() {
-        let ours = Key([0x11; 32]);
-        let theirs = Key([0x21; 32]);
+        let ours = SecretKey::from_bytes([0x11; 32]);
+        let theirs = SecretKey::from_bytes([0x21; 32]);
         let gate = Gate::new(&ours);
         let mut engine = gate.engine(&theirs.public(), None, None, 1);
         let mut remote = Tunn::new(
-            boringtun::x25519::StaticSecret::from(theirs.0),
+            boringtun::x25519::StaticSecret::from(*theirs.bytes()),
             boringtun::x25519::PublicKey::from(ours.public().0),
             None,
             None,
@@ -219,7 +219,7 @@ mod tests {
                     assert!(delivered, "total length {total} delivered");
                     assert_eq!((p.len(), src), (20, IpAddr::from([10, 0, 0, 2])));
                 }
-                Out::Dropped(Drop::Malformed) => assert!(!delivered, "total length {total}"),
+                Out::Dropped(Refusal::Malformed) => assert!(!delivered, "total length {total}"),
                 _ => panic!("total length {total}: neither delivered nor malformed"),
             }
         }

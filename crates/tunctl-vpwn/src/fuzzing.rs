@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use tunctl::Batch;
 
+use crate::config::Config;
 use crate::cookie::Cookies;
 use crate::handshake::Msg;
-use crate::keys::Key;
+use crate::keys::PublicKey;
 use crate::stats::{Counters, Stats};
 use crate::table::Table;
-use crate::uapi::{DeviceConf, Handler};
+use crate::uapi::Handler;
 
 /// What one buffer did.
 #[derive(Debug, Default)]
@@ -41,9 +42,9 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// The pipeline of `conf`, its peers' session indexes counted from `first_index`.
-    pub fn new(conf: DeviceConf, first_index: u32) -> Pipeline {
+    pub fn new(conf: Config, first_index: u32) -> Pipeline {
         let indexes = AtomicU32::new(first_index);
-        let table = Table::build(conf, None, &indexes);
+        let table = Table::build(conf, None, &indexes, &[]);
         let cookies = table.gate.as_ref().map(|g| Cookies::new(&g.public()));
         Pipeline {
             table,
@@ -55,11 +56,12 @@ impl Pipeline {
         }
     }
 
-    /// A new configuration, as a `set` applies it: peers that stay keep their state. Returns,
-    /// for each new peer, the old peer whose state it kept, if any.
-    pub fn configure(&mut self, conf: DeviceConf) -> Vec<Option<usize>> {
+    /// A new configuration, as a `set` applies it (`endpoints`: the peers whose endpoint it
+    /// gave): peers that stay keep their state. Returns, for each new peer, the old peer
+    /// whose state it kept, if any.
+    pub fn configure(&mut self, conf: Config, endpoints: &[PublicKey]) -> Vec<Option<usize>> {
         let same_key = self.table.conf.private_key == conf.private_key;
-        let next = Table::build(conf, Some(&self.table), &self.indexes);
+        let next = Table::build(conf, Some(&self.table), &self.indexes, endpoints);
         let kept = next
             .peers
             .iter()
@@ -132,7 +134,7 @@ impl Pipeline {
     }
 
     /// The configuration.
-    pub fn conf(&self) -> &DeviceConf {
+    pub fn conf(&self) -> &Config {
         &self.table.conf
     }
 
@@ -142,7 +144,7 @@ impl Pipeline {
     }
 
     /// The peer with this public key.
-    pub fn by_key(&self, key: &Key) -> Option<usize> {
+    pub fn by_key(&self, key: &PublicKey) -> Option<usize> {
         self.table.by_key(key)
     }
 

@@ -13,8 +13,12 @@ use std::net::SocketAddr;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::Ordering;
+
 use crate::cookie::{Cookies, Verdict, COOKIE_REPLY, COOKIE_REPLY_LEN, INITIATION, RESPONSE};
+use crate::device::{Shared, TICK};
 use crate::engine::Out;
+use crate::keys::PublicKey;
 use crate::stats::Stats;
 use crate::table::Table;
 
@@ -225,16 +229,70 @@ pub(crate) fn handle(
     match result {
         Out::Network(reply) => {
             send(reply, msg.from, Some(p));
-            // Then what waited for the handshake.
+            // Then what waited for the handshake: sent now, and counted as sent.
             for _ in 0..1024 {
                 match engine.decapsulate(None, &[], out) {
-                    Out::Network(queued) => send(queued, msg.from, Some(p)),
+                    Out::Network(queued) => {
+                        send(queued, msg.from, Some(p));
+                        Stats::add(&stats.tx_packets, 1);
+                        let len = state.dequeue().unwrap_or(queued.len().saturating_sub(32));
+                        Stats::add(&stats.tx_bytes, len);
+                    }
                     _ => break,
                 }
             }
         }
         Out::Dropped(why) => stats.dropped(why),
         Out::Done | Out::Tunnel(..) => {}
+    }
+}
+
+/// The handshake thread: handshake messages from the queue, a batch at a time, through the
+/// cookie checks to their peer's engine ([`crate::handshake::handle`]); what they answer
+/// leaves in one `sendmmsg` per batch.
+pub(crate) fn thread(shared: &Shared) {
+    let mut cookies: Option<(PublicKey, Cookies)> = None;
+    let mut load = Load::new();
+    let mut out = vec![0u8; 2048];
+    let mut batch = Vec::with_capacity(64);
+    let mut outbox = Outbox::default();
+    while !shared.stop.load(Ordering::Acquire) {
+        let backlog = shared.handshakes.pop_some(&mut batch, 64, TICK);
+        if batch.is_empty() {
+            continue;
+        }
+        let under_load = load.update(backlog);
+        let table = shared.table();
+        let Some(public) = table.gate.as_ref().map(|g| g.public()) else {
+            Stats::add(&shared.stats.drop_auth, batch.len());
+            batch.clear();
+            continue;
+        };
+        // The checks of this identity (a new private key makes new ones).
+        let checks = match &mut cookies {
+            Some((k, c)) if *k == public => c,
+            slot => &mut slot.insert((public, Cookies::new(&public))).1,
+        };
+        let mut send = |datagram: &[u8], to: SocketAddr, peer: Option<usize>| {
+            outbox.push(datagram, to);
+            if let Some(p) = peer.and_then(|p| table.peers.get(p)) {
+                Stats::add(&p.tx_bytes, datagram.len());
+            }
+        };
+        for msg in batch.drain(..) {
+            handle(
+                &table,
+                &shared.stats,
+                checks,
+                under_load,
+                &msg,
+                &mut out,
+                &mut send,
+            );
+        }
+        let sock = shared.socket();
+        sock.io.send_each(&sock.udp, &outbox.datagrams());
+        outbox.clear();
     }
 }
 

@@ -9,8 +9,11 @@
 //! What authenticates tells where its peer is now (roaming) and proves its session.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 
-use tunctl::Batch;
+use tunctl::{Batch, Device};
+
+use crate::device::{Shared, MAX_DATAGRAM};
 
 use crate::cookie::{COOKIE_REPLY, DATA, INITIATION, RESPONSE};
 use crate::engine::{Engine, Out};
@@ -140,5 +143,78 @@ fn settle(table: &Table, peer: usize, from: SocketAddr, heard: usize) {
             p.set_endpoint(from);
             Stats::add(&p.rx_bytes, heard);
         }
+    }
+}
+
+/// Network → device. `recvmmsg` takes many buffers at once, each possibly many datagrams of
+/// one flow (UDP GRO), and each goes through the receive pipeline ([`crate::receive`]):
+/// decrypted straight into a batch slot, which is written to the device, consecutive
+/// segments of a TCP flow coalesced into super-packets (trusted: they were authenticated).
+/// Handshake messages go to the handshake thread's queue, in one hand-over per read.
+pub(crate) fn to_device(device: &Device, shared: &Shared) {
+    let Some(queue) = device.queues().first() else {
+        return;
+    };
+    const BUFFERS: usize = 8;
+    let mut bufs = vec![vec![0u8; MAX_DATAGRAM + 1]; BUFFERS];
+    let mut got = [crate::udp::Received {
+        len: 0,
+        from: None,
+        segment: 0,
+        truncated: false,
+    }; BUFFERS];
+    let mut batch = Batch::new(64, 0);
+    let mut handshakes: Vec<Msg> = Vec::with_capacity(64);
+    let stats = &shared.stats;
+    let mut flush = |batch: &mut Batch| {
+        let _ = queue.send_batch(batch);
+        batch.clear();
+    };
+    while !shared.stop.load(Ordering::Acquire) {
+        let sock = shared.socket();
+        let n = match sock.io.recv(&sock.udp, &mut bufs, &mut got) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(_) => {
+                shared.closed.store(true, Ordering::Release);
+                break;
+            }
+        };
+        let table = shared.table();
+        let mut delivered = Delivered::default();
+        for (r, buf) in got[..n].iter().zip(&bufs) {
+            let Some(from) = r.from else { continue };
+            if r.truncated {
+                Stats::add(&stats.drop_oversized, 1);
+                continue;
+            }
+            let d = buffer(
+                &table,
+                stats,
+                from,
+                datagrams(&buf[..r.len], r.segment),
+                &mut batch,
+                &mut handshakes,
+                &mut flush,
+            );
+            delivered.packets += d.packets;
+            delivered.bytes += d.bytes;
+        }
+        if !batch.is_empty() {
+            flush(&mut batch);
+        }
+        let shed = shared.handshakes.push_all(&mut handshakes);
+        Stats::add(&stats.drop_handshake_queue, shed);
+        Stats::add(&stats.rx_packets, delivered.packets);
+        Stats::add(&stats.rx_bytes, delivered.bytes);
     }
 }

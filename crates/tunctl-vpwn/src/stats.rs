@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::engine::Drop;
+use crate::engine::Refusal;
 
 macro_rules! counters {
     ($(
@@ -79,12 +79,12 @@ impl Stats {
     }
 
     /// Counts one drop of this cause.
-    pub(crate) fn dropped(&self, why: Drop) {
+    pub(crate) fn dropped(&self, why: Refusal) {
         let c = match why {
-            Drop::Auth => &self.drop_auth,
-            Drop::Replay => &self.drop_replay,
-            Drop::Malformed => &self.drop_malformed,
-            Drop::NoSession | Drop::Expired | Drop::UnderLoad => &self.drop_no_session,
+            Refusal::Auth => &self.drop_auth,
+            Refusal::Replay => &self.drop_replay,
+            Refusal::Malformed => &self.drop_malformed,
+            Refusal::NoSession | Refusal::Expired | Refusal::UnderLoad => &self.drop_no_session,
         };
         Stats::add(c, 1);
     }

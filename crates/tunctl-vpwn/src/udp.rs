@@ -9,6 +9,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tunctl::{Error, ErrorKind, Namespace};
+
+use crate::device::{FastPath, TICK};
+
 /// The socket buffers asked for (as wireguard-go does): room for bursts at Gbit/s.
 pub const SOCKET_BUFFER: usize = 7 << 20;
 /// The most segments in one UDP GSO send (the kernel's `UDP_MAX_SEGMENTS` is 64 on older
@@ -230,10 +234,10 @@ impl Io {
     ) -> io::Result<()> {
         let mut addr = RawAddr::new(to, self.v6);
         if buf.len() <= segment || segment == 0 {
-            return send_one(socket.as_raw_fd(), buf, &mut addr, None);
+            return send_one(socket.as_raw_fd(), buf, &mut addr, None, 0);
         }
         if self.gso() {
-            match send_one(socket.as_raw_fd(), buf, &mut addr, Some(segment as u16)) {
+            match send_one(socket.as_raw_fd(), buf, &mut addr, Some(segment as u16), 0) {
                 Ok(()) => return Ok(()),
                 // No UDP GSO here (or not for this route): split from now on.
                 Err(e)
@@ -250,8 +254,16 @@ impl Io {
         send_split(socket.as_raw_fd(), buf, segment, &mut addr)
     }
 
-    /// Sends each datagram to its own destination: one `sendmmsg` for up to 64 of them.
-    /// Returns how many the kernel took (a full socket buffer stops the rest).
+    /// Sends one datagram without waiting: when the socket's buffer is full it is dropped
+    /// (what the timers and the handshake thread send must never wait behind data).
+    pub fn try_send(&self, socket: &UdpSocket, buf: &[u8], to: SocketAddr) -> io::Result<()> {
+        let mut addr = RawAddr::new(to, self.v6);
+        send_one(socket.as_raw_fd(), buf, &mut addr, None, libc::MSG_DONTWAIT)
+    }
+
+    /// Sends each datagram to its own destination, without waiting: one `sendmmsg` for up
+    /// to 64 of them. Returns how many the kernel took (a full socket buffer drops the
+    /// rest).
     pub fn send_each(&self, socket: &UdpSocket, msgs: &[(&[u8], SocketAddr)]) -> usize {
         let mut taken = 0;
         for chunk in msgs.chunks(64) {
@@ -286,12 +298,15 @@ impl Io {
                         socket.as_raw_fd(),
                         hdrs[sent..].as_mut_ptr(),
                         (n - sent) as u32,
-                        0,
+                        libc::MSG_DONTWAIT,
                     )
                 };
                 if rc < 0 {
-                    if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                        continue;
+                    match io::Error::last_os_error().kind() {
+                        io::ErrorKind::Interrupted => continue,
+                        // Full: the rest is dropped, never waited for.
+                        io::ErrorKind::WouldBlock => break,
+                        _ => {}
                     }
                     // This one is refused (unreachable, a full buffer): skip it.
                     sent += 1;
@@ -374,7 +389,13 @@ impl Io {
     }
 }
 
-fn send_one(fd: RawFd, buf: &[u8], addr: &mut RawAddr, segment: Option<u16>) -> io::Result<()> {
+fn send_one(
+    fd: RawFd,
+    buf: &[u8],
+    addr: &mut RawAddr,
+    segment: Option<u16>,
+    flags: i32,
+) -> io::Result<()> {
     let mut iov = libc::iovec {
         iov_base: buf.as_ptr() as *mut _,
         iov_len: buf.len(),
@@ -404,7 +425,7 @@ fn send_one(fd: RawFd, buf: &[u8], addr: &mut RawAddr, segment: Option<u16>) -> 
     }
     for _ in 0..3 {
         // SAFETY: msg points at live buffers for the call.
-        let rc = unsafe { libc::sendmsg(fd, &msg, 0) };
+        let rc = unsafe { libc::sendmsg(fd, &msg, flags) };
         if rc >= 0 {
             return Ok(());
         }
@@ -455,6 +476,70 @@ fn send_split(fd: RawFd, buf: &[u8], segment: usize, addr: &mut RawAddr) -> io::
         }
     }
     Ok(())
+}
+
+/// The UDP socket and how to batch on it.
+pub(crate) struct Sock {
+    pub(crate) udp: UdpSocket,
+    pub(crate) io: Io,
+    /// Why the socket buffers are smaller than asked, if they are.
+    pub(crate) warning: Option<String>,
+}
+
+impl Sock {
+    /// The UDP socket, dual-stack where IPv6 is on, in the tunnel's namespace, with large
+    /// buffers and UDP GRO/GSO as `fast` allows.
+    pub(crate) fn bind(namespace: &Namespace, port: u16, fast: FastPath) -> Result<Sock, Error> {
+        let udp = namespace
+            .run(|| dual_stack(port).or_else(|_| UdpSocket::bind(("0.0.0.0", port))))?
+            .map_err(|e| {
+                let kind = e.kind();
+                let err = Error::from(e).add_detail(&format!("UDP port {port}"));
+                if kind == std::io::ErrorKind::AddrInUse {
+                    Error::from_kind(ErrorKind::AlreadyExists, "bind", err.detail())
+                } else {
+                    err
+                }
+            })?;
+        udp.set_read_timeout(Some(TICK))?;
+        let warning = size_buffers(&udp);
+        let io = Io::new(&udp, fast.udp_gso, fast.udp_gro);
+        Ok(Sock { udp, io, warning })
+    }
+}
+
+/// A UDP socket on `[::]:port` that takes IPv4 too (v4-mapped), whatever
+/// `net.ipv6.bindv6only` says.
+fn dual_stack(port: u16) -> std::io::Result<UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV6,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    s.set_only_v6(false)?;
+    s.bind(&std::net::SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+    Ok(s.into())
+}
+
+/// `SO_MARK` on the tunnel's socket (CAP_NET_ADMIN); 0 on a socket without a mark is a
+/// no-op.
+pub(crate) fn set_mark(socket: &UdpSocket, mark: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket, and a u32 option value of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&mark as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 || mark == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]

@@ -16,8 +16,9 @@ use boringtun::noise::{Tunn, TunnResult};
 use tunctl::offload::{gso_split, GroTable, VirtioNetHdr};
 use tunctl::Cidr;
 use tunctl_vpwn::fuzzing::{Output, Pipeline};
-use tunctl_vpwn::uapi::{DeviceConf, Handler, PeerConf, SetError};
-use tunctl_vpwn::{Counters, Key};
+use tunctl_vpwn::uapi::{Handler, SetError};
+use tunctl_vpwn::{Config as DeviceConf, Counters, Peer, PublicKey, SecretKey};
+use zeroize::Zeroizing;
 
 /// The session index of this end's first peer.
 const FIRST_INDEX: u32 = 0x00_0100;
@@ -30,16 +31,16 @@ const FROM_V6: SocketAddr = SocketAddr::new(
     51820,
 );
 
-fn our_private() -> Key {
-    Key([0x11; 32])
+fn our_private() -> SecretKey {
+    SecretKey::from_bytes([0x11; 32])
 }
 
-fn remote_private(peer: usize) -> Key {
-    Key([0x21 + peer as u8; 32])
+fn remote_private(peer: usize) -> SecretKey {
+    SecretKey::from_bytes([0x21 + peer as u8; 32])
 }
 
-fn preshared(peer: usize) -> Option<Key> {
-    (peer == 1).then_some(Key([0x5a; 32]))
+fn preshared(peer: usize) -> Option<SecretKey> {
+    (peer == 1).then(|| SecretKey::from_bytes([0x5a; 32]))
 }
 
 fn cidrs(list: &[&str]) -> Vec<Cidr> {
@@ -55,29 +56,27 @@ pub fn base_conf() -> &'static DeviceConf {
     CONF.get_or_init(|| DeviceConf {
         private_key: Some(our_private()),
         listen_port: 51820,
-        fwmark: 0,
         peers: vec![
-            PeerConf {
-                public_key: remote_private(0).public(),
+            Peer {
                 preshared_key: preshared(0),
                 endpoint: Some("192.0.2.1:51820".parse().expect("a fixed endpoint")),
                 keepalive: 25,
                 allowed_ips: cidrs(&["10.0.0.0/24", "fd00::/64", "192.0.2.0/24"]),
+                ..Peer::new(remote_private(0).public())
             },
-            PeerConf {
-                public_key: remote_private(1).public(),
+            Peer {
                 preshared_key: preshared(1),
-                endpoint: None,
-                keepalive: 0,
                 allowed_ips: cidrs(&["10.0.0.128/25", "0.0.0.0/0", "fd00::1/128", "2001:db8::/32"]),
+                ..Peer::new(remote_private(1).public())
             },
         ],
+        ..DeviceConf::default()
     })
 }
 
 /// This end's public key: what a handshake's mac1 is keyed with.
-pub fn public_key() -> Key {
-    static KEY: OnceLock<Key> = OnceLock::new();
+pub fn public_key() -> PublicKey {
+    static KEY: OnceLock<PublicKey> = OnceLock::new();
     *KEY.get_or_init(|| our_private().public())
 }
 
@@ -139,14 +138,14 @@ impl Rx {
         let our = boringtun::x25519::PublicKey::from(public_key().0);
         let remotes = (0..PEERS)
             .map(|k| {
-                let secret = boringtun::x25519::StaticSecret::from(remote_private(k).0);
+                let secret = boringtun::x25519::StaticSecret::from(*remote_private(k).bytes());
                 let public = boringtun::x25519::PublicKey::from(&secret);
                 // Never under load: only this end is under test.
                 let limiter = Arc::new(RateLimiter::new(&public, u64::MAX));
                 Tunn::new(
                     secret,
                     our,
-                    preshared(k).map(|k| k.0),
+                    preshared(k).map(|k| *k.bytes()),
                     None,
                     0x00ab_0000 + k as u32,
                     Some(limiter),
@@ -524,7 +523,7 @@ fn keyless(conf: &DeviceConf) -> DeviceConf {
 /// at a few fixed ones; peers kept from the base keep their state.
 fn check_table(conf: &DeviceConf) {
     let mut pipe = Pipeline::new(keyless(base_conf()), FIRST_INDEX + 0x1000);
-    let kept = pipe.configure(keyless(conf));
+    let kept = pipe.configure(keyless(conf), &[]);
     let mut probes: Vec<IpAddr> = vec![
         Ipv4Addr::UNSPECIFIED.into(),
         Ipv4Addr::BROADCAST.into(),
@@ -582,7 +581,8 @@ pub fn uapi_set(text: &str) {
                 "errno {errno}"
             );
         }
-        Ok(next) => {
+        Ok(applied) => {
+            let next = applied.config;
             check_conf(&next);
             check_table(&next);
             let shown = tunctl_vpwn::uapi::get_response(&next, next.listen_port, &[]);
@@ -590,7 +590,12 @@ pub fn uapi_set(text: &str) {
                 &DeviceConf::default(),
                 shown.lines().filter(|l| !read_only(l)),
             );
-            assert_eq!(again.as_ref(), Ok(&next), "set again from:\n{shown}");
+            assert_eq!(
+                again.as_ref().map(|a| &a.config),
+                Ok(&next),
+                "set again from:\n{}",
+                shown.as_str()
+            );
         }
     }
 }
@@ -601,16 +606,17 @@ struct ConnHandler {
 }
 
 impl Handler for ConnHandler {
-    fn get(&self) -> String {
+    fn get(&self) -> Zeroizing<String> {
         let p = self.pipe.lock().unwrap_or_else(|p| p.into_inner());
         tunctl_vpwn::uapi::get_response(p.conf(), p.conf().listen_port, &[])
     }
 
-    fn set(&self, lines: &[String]) -> Result<(), SetError> {
+    fn set(&self, lines: &[Zeroizing<String>]) -> Result<(), SetError> {
         let mut p = self.pipe.lock().unwrap_or_else(|p| p.into_inner());
-        let next = tunctl_vpwn::uapi::apply_set(p.conf(), lines.iter().map(String::as_str))?;
-        check_conf(&next);
-        p.configure(keyless(&next));
+        let applied =
+            tunctl_vpwn::uapi::apply_set(p.conf(), lines.iter().map(|l| l.as_str()))?;
+        check_conf(&applied.config);
+        p.configure(keyless(&applied.config), &applied.endpoints);
         Ok(())
     }
 

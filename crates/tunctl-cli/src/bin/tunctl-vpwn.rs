@@ -71,10 +71,12 @@ fn main() -> ExitCode {
     while !stop.load(Ordering::SeqCst) && tunnel.is_running() {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let why = if tunnel.is_running() {
+    let why = if tunnel.is_device_gone() {
+        "device deleted"
+    } else if stop.load(Ordering::SeqCst) {
         "signal"
     } else {
-        "device deleted"
+        "told to stop: vpwn down"
     };
     eprintln!("tunctl-vpwn: {}: down ({why})", tunnel.name());
     tunnel.down();

@@ -111,7 +111,7 @@ fn wg_quick_brings_the_drop_in_up_and_down() {
     let (ka, kb) = (ok(&["vpwn", "genkey"]), ok(&["vpwn", "genkey"]));
     let public = |k: &str| {
         k.trim()
-            .parse::<tunctl_vpwn::Key>()
+            .parse::<tunctl_vpwn::SecretKey>()
             .unwrap()
             .public()
             .to_string()
@@ -248,7 +248,7 @@ fn wg_quick_brings_the_drop_in_up_and_down() {
     let mut err = String::new();
     fg.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(status.success(), "{err}");
-    assert!(err.contains("down (signal)"), "{err}");
+    assert!(err.contains("down (told to stop: vpwn down)"), "{err}");
     assert!(!socket(&wb).exists());
     assert!(common::ip_link(Some(&b.name), &wb).is_none());
     // Nothing to stop any more: a clear error.

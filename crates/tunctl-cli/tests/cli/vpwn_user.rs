@@ -59,7 +59,7 @@ fn a_user_runs_vpwn_on_a_device_it_owns() {
     std::fs::set_permissions(dir.join("root.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
     let public = |k: &str| {
         k.trim()
-            .parse::<tunctl_vpwn::Key>()
+            .parse::<tunctl_vpwn::SecretKey>()
             .unwrap()
             .public()
             .to_string()
@@ -199,7 +199,7 @@ fn another_user_cannot_read_reconfigure_or_stop_root_tunnels_and_bridges() {
     let peer = ok(&["vpwn", "genkey"]);
     let peer_pub = peer
         .trim()
-        .parse::<tunctl_vpwn::Key>()
+        .parse::<tunctl_vpwn::SecretKey>()
         .unwrap()
         .public()
         .to_string();
@@ -235,15 +235,12 @@ fn another_user_cannot_read_reconfigure_or_stop_root_tunnels_and_bridges() {
         let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", path.display());
     }
-    let private_hex: String = std::fs::read_to_string(&key)
+    let secret = std::fs::read_to_string(&key)
         .unwrap()
         .trim()
-        .parse::<tunctl_vpwn::Key>()
-        .unwrap()
-        .0
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+        .parse::<tunctl_vpwn::SecretKey>()
+        .unwrap();
+    let private_hex: String = secret.to_hex().to_string();
     for args in [
         vec!["vpwn", "show", tun.as_str(), "--json"],
         vec!["vpwn", "down", tun.as_str()],
@@ -268,12 +265,8 @@ fn another_user_cannot_read_reconfigure_or_stop_root_tunnels_and_bridges() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&private_hex));
     // Both still run, for root.
     assert_eq!(
-        tunctl_vpwn::uapi::get(&tun)
-            .unwrap()
-            .iter()
-            .find(|(k, _)| k == "private_key")
-            .map(|(_, v)| v.clone()),
-        Some(private_hex)
+        tunctl_vpwn::uapi::get(&tun).unwrap().public_key,
+        Some(secret.public())
     );
     assert!(
         tunctl_br::control::show(&bridge).is_ok(),

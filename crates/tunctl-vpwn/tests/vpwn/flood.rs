@@ -25,7 +25,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 use super::common::{self, ip_ok, TestNs};
 use super::{config, crosses_within, udp_in};
-use tunctl_vpwn::{Key, Options, Tunnel};
+use tunctl_vpwn::{Options, PublicKey, SecretKey, Tunnel};
 
 type Mac16 = Blake2sMac<blake2::digest::consts::U16>;
 
@@ -79,7 +79,7 @@ struct Forger {
 }
 
 impl Forger {
-    fn new(server: &Key) -> Forger {
+    fn new(server: &PublicKey) -> Forger {
         Forger {
             mac1_key: hash(b"mac1----", &server.0),
             cookie_key: hash(b"cookie--", &server.0),
@@ -175,7 +175,7 @@ struct Flood {
 impl Flood {
     /// Initiations with a valid mac1 from random spoofed sources (10.223.0.0/16, random
     /// ports), through a raw socket in A.
-    fn spoofed(a: &TestNs, server: &Key) -> Flood {
+    fn spoofed(a: &TestNs, server: &PublicKey) -> Flood {
         let raw =
             a.ns.run(|| {
                 let s = socket2::Socket::new(
@@ -205,7 +205,7 @@ impl Flood {
 
     /// Initiations with a valid mac1 and mac2 from A's own address: first a burst that puts
     /// S under load, until S's cookie reply gives A a cookie; then the flood.
-    fn with_cookie(a: &TestNs, server: &Key) -> Flood {
+    fn with_cookie(a: &TestNs, server: &PublicKey) -> Flood {
         let sock = udp_in(a, A_ADDR, 40000);
         sock.set_read_timeout(Some(Duration::from_millis(2)))
             .unwrap();
@@ -345,12 +345,13 @@ fn hosts() -> Option<Hosts> {
 }
 
 /// C's end: 10.222.0.2, S's endpoint behind the veth.
-fn client(h: &Hosts, kc: &Key, ks: &Key, port: u16) -> Tunnel {
+fn client(h: &Hosts, kc: &SecretKey, ks: &SecretKey, port: u16) -> Tunnel {
     Tunnel::up(Options {
         name: common::unique("fc"),
         namespace: h.c.ns.clone(),
+        device_namespace: None,
         config: config(
-            *kc,
+            kc,
             "10.222.0.2/24",
             ks.public(),
             Some(&format!("{S_ADDR}:{S_PORT}")),
@@ -434,14 +435,15 @@ fn a_handshake_flood_does_not_stall_the_tunnel() {
         return;
     };
     let (ks, kc) = (
-        Key::generate_private().unwrap(),
-        Key::generate_private().unwrap(),
+        SecretKey::generate_private().unwrap(),
+        SecretKey::generate_private().unwrap(),
     );
     let server = Tunnel::up(Options {
         name: common::unique("fs"),
         namespace: h.s.ns.clone(),
+        device_namespace: None,
         config: config(
-            ks,
+            &ks,
             "10.222.0.1/24",
             kc.public(),
             None,

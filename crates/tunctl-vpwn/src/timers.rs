@@ -1,0 +1,48 @@
+//! The protocol's timers: every peer's engine is ticked every [`TICK`] (handshake retries,
+//! rekeying, keepalives, session expiry), and what it asks to send goes to the peer; once
+//! a second, the device's MTU is read again (wg-quick sets it after the tunnel starts).
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tunctl::Device;
+
+use crate::device::{follow_mtu, Shared, TICK};
+use crate::engine::Out;
+use crate::stats::Stats;
+
+pub(crate) fn thread(device: &Device, shared: &Shared) {
+    let mut out = vec![0u8; 256];
+    let mut mtu_read = Instant::now();
+    while !shared.stop.load(Ordering::Acquire) {
+        std::thread::sleep(TICK);
+        if mtu_read.elapsed().as_secs() >= 1 {
+            follow_mtu(device, shared);
+            mtu_read = Instant::now();
+        }
+        let table = shared.table();
+        if let Some(gate) = &table.gate {
+            gate.tick();
+        }
+        for peer in &table.peers {
+            // The engine's lock is let go before anything is sent, and nothing waits for
+            // room in the socket: one peer's full path never holds up another's timers.
+            let len = match peer.engine().tick(&mut out) {
+                Out::Network(datagram) => datagram.len(),
+                _ => continue,
+            };
+            let Some(datagram) = out.get(..len) else {
+                continue;
+            };
+            if datagram.first() == Some(&crate::cookie::INITIATION) {
+                peer.initiated();
+            }
+            if let Some(to) = peer.endpoint() {
+                let sock = shared.socket();
+                if sock.io.try_send(&sock.udp, datagram, to).is_ok() {
+                    Stats::add(&peer.tx_bytes, len);
+                }
+            }
+        }
+    }
+}
