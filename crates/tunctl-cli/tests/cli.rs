@@ -7,6 +7,8 @@ mod common;
 mod harden;
 #[path = "cli/vpwn_dropin.rs"]
 mod vpwn_dropin;
+#[path = "cli/vpwn_routing.rs"]
+mod vpwn_routing;
 #[path = "cli/vpwn_user.rs"]
 mod vpwn_user;
 

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 
 use crate::cookie::{Cookies, Verdict, COOKIE_REPLY, COOKIE_REPLY_LEN, INITIATION, RESPONSE};
 use crate::device::{Shared, TICK};
-use crate::engine::Out;
+use crate::engine::{Out, Refusal};
 use crate::keys::PublicKey;
 use crate::stats::Stats;
 use crate::table::Table;
@@ -242,7 +242,13 @@ pub(crate) fn handle(
                 }
             }
         }
-        Out::Dropped(why) => stats.dropped(why),
+        Out::Dropped(why) => {
+            // In this peer's name, or for its session: said in `show`.
+            if why == Refusal::Auth {
+                Stats::add(&state.auth_failures, 1);
+            }
+            stats.dropped(why)
+        }
         Out::Done | Out::Tunnel(..) => {}
     }
 }

@@ -16,7 +16,7 @@ use tunctl::{Batch, Device};
 use crate::device::{Shared, MAX_DATAGRAM};
 
 use crate::cookie::{COOKIE_REPLY, DATA, INITIATION, RESPONSE};
-use crate::engine::{Engine, Out};
+use crate::engine::{Engine, Out, Refusal};
 use crate::handshake::Msg;
 use crate::stats::Stats;
 use crate::table::Table;
@@ -124,7 +124,12 @@ pub(crate) fn buffer<'b>(
                 table.peers[p].confirm(receiver);
                 heard += datagram.len();
             }
-            Out::Dropped(why) => stats.dropped(why),
+            Out::Dropped(why) => {
+                if why == Refusal::Auth {
+                    Stats::add(&table.peers[p].auth_failures, 1);
+                }
+                stats.dropped(why)
+            }
             // A data message never asks for an answer.
             Out::Network(_) => {}
         }
