@@ -256,7 +256,7 @@ fn client_up(h: &Hosts, name: &str, body: &str) -> Result<Proc, String> {
 
 /// SIGTERM, then the process's stderr once it exited.
 fn stop(mut p: Proc) -> String {
-    let mut child = p.0.take().unwrap();
+    let child = p.0.take().unwrap();
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
