@@ -101,7 +101,7 @@ impl Pipeline {
         crate::receive::buffer(
             &self.table,
             &self.stats,
-            from,
+            crate::udp::Endpoint::new(from),
             crate::receive::datagrams(buf, segment),
             &mut self.batch,
             &mut handshakes,
@@ -120,8 +120,8 @@ impl Pipeline {
                 under_load,
                 msg,
                 &mut self.out,
-                &mut |d: &[u8], to: SocketAddr, peer: Option<usize>| {
-                    output.sent.push((d.to_vec(), to, peer))
+                &mut |d: &[u8], to: crate::udp::Endpoint, peer: Option<usize>| {
+                    output.sent.push((d.to_vec(), to.addr, peer))
                 },
             );
         }

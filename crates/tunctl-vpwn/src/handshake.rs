@@ -21,6 +21,7 @@ use crate::engine::{Out, Refusal};
 use crate::keys::PublicKey;
 use crate::stats::Stats;
 use crate::table::Table;
+use crate::udp::{Endpoint, Source};
 
 /// The most handshake messages waiting (wireguard-go's `QueueHandshakeSize`).
 pub(crate) const CAPACITY: usize = 1024;
@@ -34,14 +35,15 @@ pub(crate) const MAX_LEN: usize = crate::cookie::INITIATION_LEN;
 /// One queued handshake message.
 #[derive(Clone, Copy)]
 pub(crate) struct Msg {
-    pub(crate) from: SocketAddr,
+    /// Who sent it, and our local address it came to (answers leave from there).
+    pub(crate) from: Endpoint,
     pub(crate) len: usize,
     pub(crate) buf: [u8; MAX_LEN],
 }
 
 impl Msg {
     /// A message of at most [`MAX_LEN`] bytes; `None` for a longer one.
-    pub(crate) fn new(from: SocketAddr, datagram: &[u8]) -> Option<Msg> {
+    pub(crate) fn new(from: Endpoint, datagram: &[u8]) -> Option<Msg> {
         let mut buf = [0u8; MAX_LEN];
         buf.get_mut(..datagram.len())?.copy_from_slice(datagram);
         Some(Msg {
@@ -95,25 +97,25 @@ impl Queue {
 }
 
 /// What the handshake thread sends, gathered for one `sendmmsg`: datagrams, each to its
-/// own destination.
+/// own destination, from the local address its message came to.
 #[derive(Default)]
 pub(crate) struct Outbox {
     bytes: Vec<u8>,
-    msgs: Vec<(std::ops::Range<usize>, SocketAddr)>,
+    msgs: Vec<(std::ops::Range<usize>, Endpoint)>,
 }
 
 impl Outbox {
-    pub(crate) fn push(&mut self, datagram: &[u8], to: SocketAddr) {
+    pub(crate) fn push(&mut self, datagram: &[u8], to: Endpoint) {
         let at = self.bytes.len();
         self.bytes.extend_from_slice(datagram);
         self.msgs.push((at..self.bytes.len(), to));
     }
 
     /// The datagrams, in order; emptied by [`clear`](Outbox::clear).
-    pub(crate) fn datagrams(&self) -> Vec<(&[u8], SocketAddr)> {
+    pub(crate) fn datagrams(&self) -> Vec<(&[u8], SocketAddr, Option<Source>)> {
         self.msgs
             .iter()
-            .map(|(r, to)| (&self.bytes[r.clone()], *to))
+            .map(|(r, to)| (&self.bytes[r.clone()], to.addr, to.src))
             .collect()
     }
 
@@ -145,7 +147,7 @@ impl Load {
 
 /// Where the handshake thread's answers go: `(datagram, to, peer)`, the peer whose
 /// engine produced it (`None` for a cookie reply, which is ours).
-pub(crate) type Send<'a> = dyn FnMut(&[u8], SocketAddr, Option<usize>) + 'a;
+pub(crate) type Send<'a> = dyn FnMut(&[u8], Endpoint, Option<usize>) + 'a;
 
 /// One handshake message: its MACs and cookie checked (`cookies` must be the table's
 /// identity's), then its peer's engine; an accepted one also moves the peer's endpoint to
@@ -176,7 +178,7 @@ pub(crate) fn handle(
             receiver(4).and_then(|i| table.by_index(i >> 8))
         }
         Some(&INITIATION | &RESPONSE) => {
-            match cookies.check(datagram, msg.from, under_load, out) {
+            match cookies.check(datagram, msg.from.addr, under_load, out) {
                 Verdict::Pass => {}
                 Verdict::Cookie(n) => {
                     send(&out[..n], msg.from, None);
@@ -209,7 +211,7 @@ pub(crate) fn handle(
     };
     let state = &table.peers[p];
     let mut engine = state.engine();
-    let result = engine.decapsulate(Some(msg.from.ip()), datagram, out);
+    let result = engine.decapsulate(Some(msg.from.addr.ip()), datagram, out);
     let accepted = match &result {
         Out::Network(_) => true,
         // A cookie reply proves nothing about where the peer is.
@@ -223,7 +225,7 @@ pub(crate) fn handle(
                 state.confirm(i);
             }
         }
-        state.set_endpoint(msg.from);
+        state.set_path(msg.from);
         Stats::add(&state.rx_bytes, datagram.len());
     }
     match result {
@@ -279,7 +281,7 @@ pub(crate) fn thread(shared: &Shared) {
             Some((k, c)) if *k == public => c,
             slot => &mut slot.insert((public, Cookies::new(&public))).1,
         };
-        let mut send = |datagram: &[u8], to: SocketAddr, peer: Option<usize>| {
+        let mut send = |datagram: &[u8], to: Endpoint, peer: Option<usize>| {
             outbox.push(datagram, to);
             if let Some(p) = peer.and_then(|p| table.peers.get(p)) {
                 Stats::add(&p.tx_bytes, datagram.len());
@@ -309,7 +311,7 @@ mod tests {
     #[test]
     fn the_queue_is_bounded_and_load_lingers() {
         let q = Queue::default();
-        let from: SocketAddr = "192.0.2.1:1".parse().unwrap();
+        let from = Endpoint::new("192.0.2.1:1".parse().unwrap());
         let one = Msg::new(from, &[1; 148]).unwrap();
         assert!(Msg::new(from, &[1; 149]).is_none());
         let mut msgs = vec![one; CAPACITY + 10];

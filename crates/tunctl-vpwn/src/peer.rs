@@ -8,11 +8,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::engine::Engine;
 use crate::uapi::PeerStatus;
+use crate::udp::Endpoint;
 
 /// One peer's live state.
 pub(crate) struct PeerState {
     pub(crate) engine: Mutex<Box<dyn Engine>>,
-    pub(crate) endpoint: Mutex<Option<SocketAddr>>,
+    pub(crate) endpoint: Mutex<Option<Endpoint>>,
     /// The index its sessions carry (see [`Gate::engine`]).
     pub(crate) index: u32,
     pub(crate) tx_bytes: AtomicU64,
@@ -40,15 +41,27 @@ impl PeerState {
         self.engine.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Where the peer is (its address only).
     pub(crate) fn endpoint(&self) -> Option<SocketAddr> {
+        self.path().map(|e| e.addr)
+    }
+
+    /// Where the peer is, and which local address our datagrams to it leave from.
+    pub(crate) fn path(&self) -> Option<Endpoint> {
         *self.endpoint.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn set_endpoint(&self, to: SocketAddr) {
+    /// The peer was heard from `to`, on our local address `src` (roaming, sticky source).
+    pub(crate) fn set_path(&self, to: Endpoint) {
         let mut e = self.endpoint.lock().unwrap_or_else(|p| p.into_inner());
         if *e != Some(to) {
             *e = Some(to);
         }
+    }
+
+    /// The peer is at `to` (configured: the local address is routing's choice again).
+    pub(crate) fn set_endpoint(&self, to: SocketAddr) {
+        self.set_path(Endpoint::new(to));
     }
 
     /// Records that the session with local index `index` works (see `session`).

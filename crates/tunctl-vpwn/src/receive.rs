@@ -8,7 +8,6 @@
 //! ([`crate::handshake`]), so that no flood of them delays data; anything else is dropped.
 //! What authenticates tells where its peer is now (roaming) and proves its session.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use tunctl::{Batch, Device};
@@ -20,6 +19,7 @@ use crate::engine::{Engine, Out, Refusal};
 use crate::handshake::Msg;
 use crate::stats::Stats;
 use crate::table::Table;
+use crate::udp::Endpoint;
 
 /// The smallest data message: header (16) and tag (16), no payload (a keepalive).
 const MIN_DATA: usize = 32;
@@ -47,13 +47,14 @@ pub(crate) fn datagrams(buf: &[u8], segment: usize) -> impl Iterator<Item = &[u8
     buf.chunks(size.max(1)).chain(buf.is_empty().then_some(buf))
 }
 
-/// The datagrams of one received buffer from `from` (see [`datagrams`]). Decrypted packets
-/// go into `batch` (`flush` writes a full one out and must leave it empty); handshake
-/// messages are added to `handshakes`, for the caller to queue.
+/// The datagrams of one received buffer from `from` (its address, and our local address it
+/// came to; see [`datagrams`]). Decrypted packets go into `batch` (`flush` writes a full one
+/// out and must leave it empty); handshake messages are added to `handshakes`, for the
+/// caller to queue.
 pub(crate) fn buffer<'b>(
     table: &Table,
     stats: &Stats,
-    from: SocketAddr,
+    from: Endpoint,
     datagrams: impl Iterator<Item = &'b [u8]>,
     batch: &mut Batch,
     handshakes: &mut Vec<Msg>,
@@ -107,7 +108,7 @@ pub(crate) fn buffer<'b>(
             Stats::add(&stats.drop_no_session, 1);
             continue;
         };
-        match engine.decapsulate(Some(from.ip()), datagram, slot) {
+        match engine.decapsulate(Some(from.addr.ip()), datagram, slot) {
             Out::Tunnel(packet, src) => {
                 table.peers[p].confirm(receiver);
                 heard += datagram.len();
@@ -140,12 +141,12 @@ pub(crate) fn buffer<'b>(
     delivered
 }
 
-/// After `heard` authenticated bytes from `from`: the peer is there (roaming), and its
-/// received bytes grow.
-fn settle(table: &Table, peer: usize, from: SocketAddr, heard: usize) {
+/// After `heard` authenticated bytes from `from`: the peer is there (roaming; answered from
+/// where it sent to), and its received bytes grow.
+fn settle(table: &Table, peer: usize, from: Endpoint, heard: usize) {
     if heard > 0 {
         if let Some(p) = table.peers.get(peer) {
-            p.set_endpoint(from);
+            p.set_path(from);
             Stats::add(&p.rx_bytes, heard);
         }
     }
@@ -165,6 +166,7 @@ pub(crate) fn to_device(device: &Device, shared: &Shared) {
     let mut got = [crate::udp::Received {
         len: 0,
         from: None,
+        local: None,
         segment: 0,
         truncated: false,
     }; BUFFERS];
@@ -197,7 +199,8 @@ pub(crate) fn to_device(device: &Device, shared: &Shared) {
         let table = shared.table();
         let mut delivered = Delivered::default();
         for (r, buf) in got[..n].iter().zip(&bufs) {
-            let Some(from) = r.from else { continue };
+            let Some(addr) = r.from else { continue };
+            let from = Endpoint { addr, src: r.local };
             if r.truncated {
                 Stats::add(&stats.drop_oversized, 1);
                 continue;

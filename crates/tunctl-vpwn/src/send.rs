@@ -4,7 +4,7 @@
 //! each run of datagrams to one peer leaves in one `sendmsg` with `UDP_SEGMENT` (or one
 //! `sendmmsg`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
 use tunctl::{Batch, Device, ErrorKind};
@@ -13,7 +13,7 @@ use crate::device::{Shared, TICK};
 use crate::engine::Out;
 use crate::stats::Stats;
 use crate::table::Table;
-use crate::udp::Sock;
+use crate::udp::{Endpoint, Sock};
 
 /// The destination address of an IP packet.
 fn destination(packet: &[u8]) -> Option<IpAddr> {
@@ -37,7 +37,7 @@ pub(crate) const OVERHEAD: usize = 32;
 /// `segment` bytes but the last, which may be shorter (and then ends the run).
 struct Run {
     peer: usize,
-    to: SocketAddr,
+    to: Endpoint,
     used: usize,
     segment: usize,
     count: usize,
@@ -123,7 +123,7 @@ pub(crate) fn to_network(device: &Device, shared: &Shared) {
                 Out::Network(datagram) if datagram.len() == size => {
                     let to = match &run {
                         Some(r) => Some(r.to),
-                        None => peer.endpoint(),
+                        None => peer.path(),
                     };
                     let Some(to) = to else {
                         Stats::add(&stats.drop_no_session, 1);
@@ -150,10 +150,11 @@ pub(crate) fn to_network(device: &Device, shared: &Shared) {
                     drop(engine_of.take());
                     peer.queue(n);
                     peer.initiated();
-                    match peer.endpoint() {
+                    match peer.path() {
                         Some(to) => {
                             let at = run.as_ref().map_or(0, |r| r.used);
-                            let _ = sock.io.send(&sock.udp, &out[at..at + len], 0, to);
+                            let datagram = &out[at..at + len];
+                            let _ = sock.io.send(&sock.udp, datagram, 0, to.addr, to.src);
                             Stats::add(&peer.tx_bytes, len);
                         }
                         None => Stats::add(&stats.drop_no_session, 1),
@@ -175,7 +176,9 @@ pub(crate) fn to_network(device: &Device, shared: &Shared) {
 /// Sends the waiting run, if any.
 fn flush(sock: &Sock, out: &[u8], run: &mut Option<Run>, table: &Table) {
     if let Some(r) = run.take() {
-        let _ = sock.io.send(&sock.udp, &out[..r.used], r.segment, r.to);
+        let _ = sock
+            .io
+            .send(&sock.udp, &out[..r.used], r.segment, r.to.addr, r.to.src);
         if let Some(peer) = table.peers.get(r.peer) {
             Stats::add(&peer.tx_bytes, r.used);
         }

@@ -151,7 +151,10 @@ fn new_peer(
     let load = |f: fn(&PeerState) -> &AtomicU64| prev.map_or(0, |s| f(s).load(Ordering::Relaxed));
     PeerState {
         engine: Mutex::new(engine),
-        endpoint: Mutex::new(prev.and_then(|s| s.endpoint()).or(p.endpoint)),
+        endpoint: Mutex::new(
+            prev.and_then(|s| s.path())
+                .or(p.endpoint.map(crate::udp::Endpoint::new)),
+        ),
         index,
         tx_bytes: AtomicU64::new(load(|s| &s.tx_bytes)),
         rx_bytes: AtomicU64::new(load(|s| &s.rx_bytes)),

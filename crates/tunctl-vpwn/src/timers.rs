@@ -37,9 +37,13 @@ pub(crate) fn thread(device: &Device, shared: &Shared) {
             if datagram.first() == Some(&crate::cookie::INITIATION) {
                 peer.initiated();
             }
-            if let Some(to) = peer.endpoint() {
+            if let Some(to) = peer.path() {
                 let sock = shared.socket();
-                if sock.io.try_send(&sock.udp, datagram, to).is_ok() {
+                if sock
+                    .io
+                    .try_send(&sock.udp, datagram, to.addr, to.src)
+                    .is_ok()
+                {
                     Stats::add(&peer.tx_bytes, len);
                 }
             }

@@ -89,6 +89,24 @@ impl RawAddr {
     }
 }
 
+impl RawAddr {
+    /// Whether the destination is IPv4 (also as a v4-mapped address on a dual-stack
+    /// socket): the IPv4 path takes it, and its ancillary data is IPv4's.
+    fn v4_destination(&self) -> bool {
+        match i32::from(self.storage.ss_family) {
+            libc::AF_INET => true,
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            libc::AF_INET6 => unsafe {
+                let sin6 = &*(&self.storage as *const _ as *const libc::sockaddr_in6);
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr)
+                    .to_ipv4_mapped()
+                    .is_some()
+            },
+            _ => false,
+        }
+    }
+}
+
 /// The address the kernel wrote into `storage`, if it is an IP one.
 fn from_raw(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
@@ -183,6 +201,34 @@ pub struct Io {
     gro: bool,
 }
 
+/// The local address a datagram arrived on, which the answer leaves from ("sticky
+/// sockets", as wireguard-go's): a server with several addresses answers from the one the
+/// peer sent to, so that a stateful firewall in front of the peer lets the answer in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    /// The address.
+    pub ip: IpAddr,
+    /// The interface it arrived on (kept for IPv6 link-local addresses, which need it).
+    pub ifindex: u32,
+}
+
+/// Where a peer is, as the data path sends to it: its address, and the local address its
+/// datagrams arrived on, which ours leave from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The peer's address and port.
+    pub addr: SocketAddr,
+    /// Ours (none: the one routing picks).
+    pub src: Option<Source>,
+}
+
+impl Endpoint {
+    /// An address with no local address bound to it yet.
+    pub fn new(addr: SocketAddr) -> Endpoint {
+        Endpoint { addr, src: None }
+    }
+}
+
 /// One received buffer: `len` bytes from `from`, made of datagrams of `segment` bytes (the
 /// last may be shorter) when the kernel coalesced them.
 #[derive(Debug, Clone, Copy)]
@@ -191,21 +237,27 @@ pub struct Received {
     pub len: usize,
     /// The sender.
     pub from: Option<SocketAddr>,
+    /// The local address it was sent to.
+    pub local: Option<Source>,
     /// The size of each datagram in it (0: one datagram).
     pub segment: usize,
     /// The buffer was too small: the (single) datagram was cut.
     pub truncated: bool,
 }
 
-/// The largest control message a receive gets (a UDP_GRO segment size).
-const CMSG_ROOM: usize = 64;
+/// The largest control message a receive gets: a UDP_GRO segment size and a packet-info.
+const CMSG_ROOM: usize = 96;
 
 impl Io {
     /// Turns on what is asked and the kernel supports: UDP GRO on the socket (asked with
     /// `gro`), UDP GSO for sends (`gso`, found out at the first send).
     pub fn new(socket: &UdpSocket, gso: bool, gro: bool) -> Io {
-        let gro =
-            gro && setsockopt_int(socket.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
+        let fd = socket.as_raw_fd();
+        let gro = gro && setsockopt_int(fd, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
+        // The local address of every datagram (IPv4 ones, v4-mapped on a dual-stack socket,
+        // report it as IP_PKTINFO).
+        let _ = setsockopt_int(fd, libc::SOL_IP, libc::IP_PKTINFO, 1);
+        let _ = setsockopt_int(fd, libc::SOL_IPV6, libc::IPV6_RECVPKTINFO, 1);
         Io {
             gso: AtomicBool::new(gso),
             v6: socket.local_addr().map(|a| a.is_ipv6()).unwrap_or(true),
@@ -225,19 +277,23 @@ impl Io {
 
     /// Sends `buf`, datagrams of `segment` bytes each (the last may be shorter), to `to`:
     /// one `sendmsg` with `UDP_SEGMENT`, or (without UDP GSO) one `sendmmsg`.
+    /// From `src` when given (see [`Source`]): an address that is no longer ours is left
+    /// out and the datagrams leave from the one routing picks.
     pub fn send(
         &self,
         socket: &UdpSocket,
         buf: &[u8],
         segment: usize,
         to: SocketAddr,
+        src: Option<Source>,
     ) -> io::Result<()> {
         let mut addr = RawAddr::new(to, self.v6);
+        let fd = socket.as_raw_fd();
         if buf.len() <= segment || segment == 0 {
-            return send_one(socket.as_raw_fd(), buf, &mut addr, None, 0);
+            return send_one(fd, buf, &mut addr, None, src, 0);
         }
         if self.gso() {
-            match send_one(socket.as_raw_fd(), buf, &mut addr, Some(segment as u16), 0) {
+            match send_one(fd, buf, &mut addr, Some(segment as u16), src, 0) {
                 Ok(()) => return Ok(()),
                 // No UDP GSO here (or not for this route): split from now on.
                 Err(e)
@@ -251,30 +307,53 @@ impl Io {
                 Err(e) => return Err(e),
             }
         }
-        send_split(socket.as_raw_fd(), buf, segment, &mut addr)
+        send_split(fd, buf, segment, &mut addr, src)
     }
 
     /// Sends one datagram without waiting: when the socket's buffer is full it is dropped
     /// (what the timers and the handshake thread send must never wait behind data).
-    pub fn try_send(&self, socket: &UdpSocket, buf: &[u8], to: SocketAddr) -> io::Result<()> {
+    pub fn try_send(
+        &self,
+        socket: &UdpSocket,
+        buf: &[u8],
+        to: SocketAddr,
+        src: Option<Source>,
+    ) -> io::Result<()> {
         let mut addr = RawAddr::new(to, self.v6);
-        send_one(socket.as_raw_fd(), buf, &mut addr, None, libc::MSG_DONTWAIT)
+        send_one(
+            socket.as_raw_fd(),
+            buf,
+            &mut addr,
+            None,
+            src,
+            libc::MSG_DONTWAIT,
+        )
     }
 
     /// Sends each datagram to its own destination, without waiting: one `sendmmsg` for up
     /// to 64 of them. Returns how many the kernel took (a full socket buffer drops the
     /// rest).
-    pub fn send_each(&self, socket: &UdpSocket, msgs: &[(&[u8], SocketAddr)]) -> usize {
+    pub fn send_each(
+        &self,
+        socket: &UdpSocket,
+        msgs: &[(&[u8], SocketAddr, Option<Source>)],
+    ) -> usize {
         let mut taken = 0;
         for chunk in msgs.chunks(64) {
             let mut addrs: Vec<RawAddr> = chunk
                 .iter()
-                .map(|(_, to)| RawAddr::new(*to, self.v6))
+                .map(|(_, to, _)| RawAddr::new(*to, self.v6))
                 .collect();
+            let mut controls = vec![[0u64; CONTROL_WORDS]; chunk.len()];
             // SAFETY: plain data, all zeros is valid for each.
             let mut iovs: [libc::iovec; 64] = unsafe { zeroed() };
             let mut hdrs: [libc::mmsghdr; 64] = unsafe { zeroed() };
-            for (i, ((buf, _), addr)) in chunk.iter().zip(addrs.iter_mut()).enumerate() {
+            for (i, (((buf, to, src), addr), control)) in chunk
+                .iter()
+                .zip(addrs.iter_mut())
+                .zip(controls.iter_mut())
+                .enumerate()
+            {
                 iovs[i] = libc::iovec {
                     iov_base: buf.as_ptr() as *mut _,
                     iov_len: buf.len(),
@@ -284,6 +363,7 @@ impl Io {
                 hdrs[i].msg_hdr.msg_namelen = addr.len;
                 hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
                 hdrs[i].msg_hdr.msg_iovlen = 1;
+                write_control(&mut hdrs[i].msg_hdr, control, None, *src, to.is_ipv4());
             }
             let n = chunk.len();
             let mut sent = 0;
@@ -362,18 +442,31 @@ impl Io {
         for i in 0..got {
             let hdr = &msgs[i].msg_hdr;
             let mut segment = 0;
-            // SAFETY: the kernel filled msg_control with msg_controllen bytes of cmsgs.
+            let mut local = None;
+            // SAFETY: the kernel filled msg_control with msg_controllen bytes of cmsgs; each
+            // is read with an unaligned copy of the size its type says.
             unsafe {
                 let mut c = libc::CMSG_FIRSTHDR(hdr);
                 while !c.is_null() {
-                    if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
-                        let mut v = 0i32;
-                        std::ptr::copy_nonoverlapping(
-                            libc::CMSG_DATA(c),
-                            (&mut v as *mut i32).cast(),
-                            size_of::<i32>(),
-                        );
+                    let (level, kind) = ((*c).cmsg_level, (*c).cmsg_type);
+                    if level == libc::SOL_UDP && kind == libc::UDP_GRO {
+                        let v: i32 = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
                         segment = v.max(0) as usize;
+                    } else if level == libc::SOL_IP && kind == libc::IP_PKTINFO {
+                        let p: libc::in_pktinfo =
+                            std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                        local = Some(Source {
+                            ip: IpAddr::V4(Ipv4Addr::from(u32::from_be(p.ipi_spec_dst.s_addr))),
+                            ifindex: p.ipi_ifindex as u32,
+                        });
+                    } else if level == libc::SOL_IPV6 && kind == libc::IPV6_PKTINFO {
+                        let p: libc::in6_pktinfo =
+                            std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                        let ip = Ipv6Addr::from(p.ipi6_addr.s6_addr);
+                        local = Some(Source {
+                            ip: ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4),
+                            ifindex: p.ipi6_ifindex,
+                        });
                     }
                     c = libc::CMSG_NXTHDR(hdr, c);
                 }
@@ -381,6 +474,7 @@ impl Io {
             out[i] = Received {
                 len: msgs[i].msg_len as usize,
                 from: from_raw(&names[i]),
+                local,
                 segment,
                 truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
             };
@@ -389,40 +483,106 @@ impl Io {
     }
 }
 
+/// Room for the ancillary data of one send: a UDP_SEGMENT and a packet-info.
+const CONTROL_WORDS: usize = 12;
+
+/// Fills `msg`'s ancillary data into `control`: the GSO segment size, and the source
+/// address (IP_PKTINFO for an IPv4 destination, also on a dual-stack socket; IPV6_PKTINFO
+/// for an IPv6 one). Leaves it empty when there is neither.
+fn write_control(
+    msg: &mut libc::msghdr,
+    control: &mut [u64; CONTROL_WORDS],
+    segment: Option<u16>,
+    src: Option<Source>,
+    to_v4: bool,
+) {
+    // A source of the other family than the destination cannot be used.
+    let src = src.filter(|s| s.ip.is_ipv4() == to_v4);
+    // SAFETY: CMSG_SPACE only computes.
+    let space = unsafe {
+        segment.map_or(0, |_| libc::CMSG_SPACE(size_of::<u16>() as u32))
+            + src.map_or(0, |_| {
+                if to_v4 {
+                    libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32)
+                } else {
+                    libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32)
+                }
+            })
+    } as usize;
+    if space == 0 || space > size_of::<[u64; CONTROL_WORDS]>() {
+        msg.msg_control = std::ptr::null_mut();
+        msg.msg_controllen = 0;
+        return;
+    }
+    *control = [0; CONTROL_WORDS];
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: the control buffer holds `space` bytes, enough for the cmsgs written (their
+    // CMSG_SPACE summed); each is written with an unaligned copy of its value.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        if let Some(seg) = segment {
+            (*c).cmsg_level = libc::SOL_UDP;
+            (*c).cmsg_type = libc::UDP_SEGMENT;
+            (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), seg);
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+        if let (Some(s), false) = (src, c.is_null()) {
+            match s.ip {
+                IpAddr::V4(ip) => {
+                    (*c).cmsg_level = libc::SOL_IP;
+                    (*c).cmsg_type = libc::IP_PKTINFO;
+                    (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as _;
+                    let p = libc::in_pktinfo {
+                        ipi_ifindex: 0,
+                        ipi_spec_dst: libc::in_addr {
+                            s_addr: u32::from(ip).to_be(),
+                        },
+                        ipi_addr: libc::in_addr { s_addr: 0 },
+                    };
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), p);
+                }
+                IpAddr::V6(ip) => {
+                    (*c).cmsg_level = libc::SOL_IPV6;
+                    (*c).cmsg_type = libc::IPV6_PKTINFO;
+                    (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as _;
+                    // A link-local address is only an address with its interface.
+                    let link_local = ip.segments()[0] & 0xffc0 == 0xfe80;
+                    let p = libc::in6_pktinfo {
+                        ipi6_addr: libc::in6_addr {
+                            s6_addr: ip.octets(),
+                        },
+                        ipi6_ifindex: if link_local { s.ifindex } else { 0 },
+                    };
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), p);
+                }
+            }
+        }
+    }
+}
+
 fn send_one(
     fd: RawFd,
     buf: &[u8],
     addr: &mut RawAddr,
     segment: Option<u16>,
+    src: Option<Source>,
     flags: i32,
 ) -> io::Result<()> {
     let mut iov = libc::iovec {
         iov_base: buf.as_ptr() as *mut _,
         iov_len: buf.len(),
     };
-    let mut control = [0u64; 4];
+    let mut control = [0u64; CONTROL_WORDS];
     // SAFETY: plain data.
     let mut msg: libc::msghdr = unsafe { zeroed() };
     msg.msg_name = (&mut addr.storage as *mut libc::sockaddr_storage).cast();
     msg.msg_namelen = addr.len;
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    if let Some(seg) = segment {
-        // SAFETY: the control buffer is large enough for one u16 cmsg (CMSG_SPACE(2) is 24).
-        unsafe {
-            msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as _;
-            let c = libc::CMSG_FIRSTHDR(&msg);
-            (*c).cmsg_level = libc::SOL_UDP;
-            (*c).cmsg_type = libc::UDP_SEGMENT;
-            (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
-            std::ptr::copy_nonoverlapping(
-                (&seg as *const u16).cast(),
-                libc::CMSG_DATA(c),
-                size_of::<u16>(),
-            );
-        }
-    }
+    let to_v4 = addr.v4_destination();
+    write_control(&mut msg, &mut control, segment, src, to_v4);
     for _ in 0..3 {
         // SAFETY: msg points at live buffers for the call.
         let rc = unsafe { libc::sendmsg(fd, &msg, flags) };
@@ -430,16 +590,31 @@ fn send_one(
             return Ok(());
         }
         let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            // The source is no longer ours (its address removed): from wherever routing
+            // sends, then.
+            Some(libc::EINVAL | libc::EADDRNOTAVAIL) if src.is_some() => {
+                write_control(&mut msg, &mut control, segment, None, to_v4);
+                return send_one(fd, buf, addr, segment, None, flags);
+            }
+            _ => return Err(e),
         }
     }
     Err(io::Error::from(io::ErrorKind::Interrupted))
 }
 
 /// Without UDP GSO: the datagrams of `buf` with one `sendmmsg` (64 at a time).
-fn send_split(fd: RawFd, buf: &[u8], segment: usize, addr: &mut RawAddr) -> io::Result<()> {
+fn send_split(
+    fd: RawFd,
+    buf: &[u8],
+    segment: usize,
+    addr: &mut RawAddr,
+    src: Option<Source>,
+) -> io::Result<()> {
+    let to_v4 = addr.v4_destination();
     let mut chunks = buf.chunks(segment).peekable();
+    let mut controls = [[0u64; CONTROL_WORDS]; 64];
     while chunks.peek().is_some() {
         // SAFETY: plain data.
         let mut iovs: [libc::iovec; 64] = unsafe { zeroed() };
@@ -458,6 +633,7 @@ fn send_split(fd: RawFd, buf: &[u8], segment: usize, addr: &mut RawAddr) -> io::
             msgs[i].msg_hdr.msg_namelen = addr.len;
             msgs[i].msg_hdr.msg_iov = &mut iovs[i];
             msgs[i].msg_hdr.msg_iovlen = 1;
+            write_control(&mut msgs[i].msg_hdr, &mut controls[i], None, src, to_v4);
         }
         let mut sent = 0;
         let mut tries = 0;
@@ -563,12 +739,13 @@ mod tests {
                 buf.extend(std::iter::repeat_n(i, if i == 4 { 300 } else { 1000 }));
             }
             io_tx
-                .send(&tx, &buf, 1000, rx.local_addr().unwrap())
+                .send(&tx, &buf, 1000, rx.local_addr().unwrap(), None)
                 .unwrap();
             let mut bufs = vec![vec![0u8; 65536]; 8];
             let mut out = [Received {
                 len: 0,
                 from: None,
+                local: None,
                 segment: 0,
                 truncated: false,
             }; 8];

@@ -226,11 +226,16 @@ fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 /// `tunctl -n C vpwn up NAME --config FILE` (the file written 0600 with `body`): the
 /// running process, once its device is up (or its exit, if it failed).
 fn client_up(h: &Hosts, name: &str, body: &str) -> Result<Proc, String> {
+    up_in(&h.c, name, body)
+}
+
+/// `tunctl -n NS vpwn up NAME --config FILE` in any namespace (see [`client_up`]).
+fn up_in(ns: &TestNs, name: &str, body: &str) -> Result<Proc, String> {
     let file = std::env::temp_dir().join(format!("{name}.conf"));
     std::fs::write(&file, body).unwrap();
     std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tunctl"))
-        .args(["-n", &h.c.name, "vpwn", "up", name, "--config"])
+        .args(["-n", &ns.name, "vpwn", "up", name, "--config"])
         .arg(&file)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -571,4 +576,115 @@ fn a_full_tunnel_without_privilege_is_refused_not_half_made() {
     assert!(common::ip_link(Some(&h.c.name), &name).is_none());
     assert!(vpwn_rules(&h.c.name).is_empty());
     drop(h.r);
+}
+
+/// A server with several addresses answers from the one the client sent to (its service
+/// address on `lo`, IPv4; a second address on its interface, IPv6), so a client behind a
+/// stateful firewall (nftables: only established traffic comes in) gets every answer.
+#[test]
+fn a_server_answers_from_the_address_it_was_reached_on() {
+    let Some((_g, _)) = common::privileged_ns() else {
+        return;
+    };
+    if which("nft").is_none() {
+        assert!(!ci(), "nft is missing under CI: .ci/run installs nftables");
+        eprintln!("SKIPPED: nft not installed");
+        return;
+    }
+    let h = hosts(Some(100));
+    // The server's service addresses: 10.250.0.1 on lo, fd00:240::9 beside fd00:240::2.
+    let sr = common::links(Some(&h.s.name))
+        .into_iter()
+        .find(|l| l != "lo")
+        .unwrap();
+    ip_ok(&h.s.name, &["addr", "add", "10.250.0.1/32", "dev", "lo"]);
+    ip_ok(
+        &h.s.name,
+        &["addr", "add", "fd00:240::9/64", "dev", &sr, "nodad"],
+    );
+    ip_ok(&h.r.name, &["route", "add", "10.250.0.1/32", "via", S4]);
+    // The client's firewall: answers to what it sent (and IPv6 neighbour discovery),
+    // nothing else.
+    let nft = Command::new("ip")
+        .args(["netns", "exec", &h.c.name, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(
+                b"table inet stateful {\n chain input {\n  type filter hook input priority 0; policy drop;\n  ct state established,related accept\n  iif lo accept\n  meta l4proto ipv6-icmp accept\n }\n}\n",
+            )?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(nft.success(), "nft");
+    let (ks, kc) = (ok(&["vpwn", "genkey"]), ok(&["vpwn", "genkey"]));
+    let server = format!(
+        "[Interface]\nPrivateKey = {}\nListenPort = 51820\nAddress = 10.232.0.2/24, fd00:232::2/64\n[Peer]\nPublicKey = {}\nAllowedIPs = 10.232.0.1/32, fd00:232::1/128\n",
+        ks.trim(),
+        public_of(&kc)
+    );
+    let _srv = up_in(&h.s, &common::unique("vs"), &server).unwrap();
+    for (endpoint, from, to) in [
+        ("10.250.0.1:51820", "10.232.0.1:0", "10.232.0.2:7321"),
+        (
+            "[fd00:240::9]:51820",
+            "[fd00:232::1]:0",
+            "[fd00:232::2]:7322",
+        ),
+    ] {
+        let name = common::unique("vc");
+        let body = client_conf(
+            &kc,
+            &public_of(&ks),
+            endpoint,
+            "10.232.0.0/24, fd00:232::/64",
+            "",
+        );
+        let p = client_up(&h, &name, &body).unwrap();
+        // 20 datagrams each way, each answered through the firewall.
+        let rx =
+            h.s.ns
+                .run(|| std::net::UdpSocket::bind(to))
+                .unwrap()
+                .unwrap();
+        rx.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let tx =
+            h.c.ns
+                .run(|| std::net::UdpSocket::bind(from))
+                .unwrap()
+                .unwrap();
+        tx.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        // Once the handshake is made (and a new IPv6 address is no longer tentative).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !(tx.send_to(&[99], to).is_ok() && rx.recv_from(&mut buf).is_ok()) {
+            assert!(
+                Instant::now() < deadline,
+                "{endpoint}: nothing crossed in 5 s"
+            );
+        }
+        let mut back = 0;
+        for i in 0..20u8 {
+            let _ = tx.send_to(&[i], to);
+            if let Ok((_, peer)) = rx.recv_from(&mut buf) {
+                let _ = rx.send_to(&[i], peer);
+                if tx.recv_from(&mut buf).is_ok() {
+                    back += 1;
+                }
+            }
+        }
+        assert_eq!(
+            back, 20,
+            "{endpoint}: answers through the client's firewall"
+        );
+        let shown = ok(&["vpwn", "show", &name, "--json"]);
+        assert!(
+            shown.contains(endpoint),
+            "the endpoint did not move: {shown}"
+        );
+        stop(p);
+    }
 }
