@@ -9,6 +9,8 @@
 mod common;
 #[path = "vpwn/flood.rs"]
 mod flood;
+#[path = "vpwn/life.rs"]
+mod life;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};

@@ -108,6 +108,47 @@ fn lock_name(dir: &Path, name: &str) -> io::Result<(OwnedFd, PathBuf)> {
     ))
 }
 
+/// Removes what programs killed before they could clean up left in `dir`: for each lock
+/// file whose lock nobody holds, its socket (if nobody answers on it) and the lock file
+/// itself (removed while locked, so a program racing for the name retries). Names without
+/// a lock file (another program's sockets) are left alone.
+fn sweep_stale(dir: &Path, except: &str) {
+    use rustix::fs::{FlockOperation, Mode, OFlags};
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".lock")) else {
+            continue;
+        };
+        if name == except || crate::name::validate(name, false).is_err() {
+            continue;
+        }
+        let lock_path = dir.join(format!("{name}.lock"));
+        let Ok(fd) = rustix::fs::open(
+            &lock_path,
+            OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
+            continue;
+        };
+        if rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_err() {
+            // Held: its program runs.
+            continue;
+        }
+        let sock = dir.join(format!("{name}.sock"));
+        if UnixStream::connect(&sock).is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused) {
+            let _ = std::fs::remove_file(&sock);
+        }
+        if let Ok(held) = rustix::fs::fstat(&fd) {
+            if std::fs::symlink_metadata(&lock_path).is_ok_and(|m| m.ino() == held.st_ino) {
+                let _ = std::fs::remove_file(&lock_path);
+            }
+        }
+    }
+}
+
 /// `DIR/NAME.sock`, with NAME checked as an interface name is (no `/`, at most 15
 /// bytes), so a name can never lead out of `dir`.
 ///
@@ -138,6 +179,7 @@ impl ServiceSocket {
         let path = socket_path(dir, name)?;
         secure_dir(dir)?;
         let (lock, lock_path) = lock_name(dir, name)?;
+        sweep_stale(dir, name);
         match UnixStream::connect(&path) {
             Ok(_) => {
                 return Err(io::Error::new(
@@ -377,6 +419,27 @@ mod tests {
             assert_eq!(live.len(), 1, "round {round}");
             assert_eq!(server_pid(live[0].path()).unwrap(), std::process::id());
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// What a killed program left (its socket, its lock file, nobody holding the lock) is
+    /// removed when another name is bound; a live program's are not, nor a socket without
+    /// a lock file (another program's).
+    #[test]
+    fn a_killed_programs_leftovers_are_swept() {
+        let dir = std::env::temp_dir().join(format!("tunctl-service-sweep-{}", std::process::id()));
+        let live = ServiceSocket::bind(&dir, "live0").unwrap();
+        drop(UnixListener::bind(dir.join("dead0.sock")).unwrap());
+        std::fs::write(dir.join("dead0.lock"), b"").unwrap();
+        drop(UnixListener::bind(dir.join("other0.sock")).unwrap());
+        let fresh = ServiceSocket::bind(&dir, "fresh0").unwrap();
+        assert!(!dir.join("dead0.sock").exists() && !dir.join("dead0.lock").exists());
+        assert!(dir.join("live0.sock").exists() && dir.join("live0.lock").exists());
+        assert!(
+            dir.join("other0.sock").exists(),
+            "no lock file: not ours to judge"
+        );
+        drop((live, fresh));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -262,3 +262,277 @@ fn wg_quick_brings_the_drop_in_up_and_down() {
     eprintln!("wg-quick up with tunctl-vpwn took {up_time:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A foreground drop-in `name` in `ns`, stopped (SIGTERM, then SIGKILL) on drop.
+struct Foreground(std::process::Child);
+
+impl Foreground {
+    fn start(ns: &TestNs, name: &str) -> Foreground {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, DROPIN, name])
+            .env("WG_PROCESS_FOREGROUND", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let fg = Foreground(child);
+        wait_until("the drop-in serves its socket", 5, || {
+            server(name).is_some()
+        });
+        fg
+    }
+}
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while self.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `wg showconf` as (section, key, value) lines, each list value sorted: two equal
+/// configurations compare equal whatever their order.
+fn normalized(conf: &str) -> Vec<(String, String, String)> {
+    let mut section = String::new();
+    let mut peer = String::new();
+    let mut lines = Vec::new();
+    for line in conf.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line.starts_with('[') {
+            section = line.to_string();
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let (k, v) = (k.trim().to_string(), v.trim().to_string());
+        if k == "PublicKey" {
+            peer = v.clone();
+        }
+        let mut values: Vec<&str> = v.split(',').map(str::trim).collect();
+        values.sort();
+        let at = if section == "[Peer]" {
+            peer.clone()
+        } else {
+            section.clone()
+        };
+        lines.push((at, k, values.join(",")));
+    }
+    lines.sort();
+    lines
+}
+
+/// The wg tools on a tunnel of three peers: `setconf` then `showconf` give back the file;
+/// `addconf` adds a fourth; `syncconf` takes it away again; `set listen-port 0` binds a new
+/// random port.
+#[test]
+fn setconf_showconf_addconf_syncconf_with_three_peers() {
+    let Some((a, _)) = common::privileged_ns() else {
+        return;
+    };
+    let name = common::unique("wp");
+    let _fg = Foreground::start(&a, &name);
+    let dir = std::env::temp_dir().join(format!("tunctl-dropin3-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = |_: u8| ok(&["vpwn", "genkey"]).trim().to_string();
+    let public = |k: &str| {
+        k.parse::<tunctl_vpwn::SecretKey>()
+            .unwrap()
+            .public()
+            .to_string()
+    };
+    let psk = ok(&["vpwn", "genpsk"]).trim().to_string();
+    let peers: Vec<String> = (0..4).map(key).collect();
+    let conf3 = format!(
+        "[Interface]\nPrivateKey = {}\nListenPort = 51941\n\n\
+         [Peer]\nPublicKey = {}\nPresharedKey = {psk}\nAllowedIPs = 10.220.0.2/32, fd00:220::2/128\nEndpoint = 10.219.0.2:51942\nPersistentKeepalive = 25\n\n\
+         [Peer]\nPublicKey = {}\nAllowedIPs = 10.221.0.0/24\nEndpoint = [fd00:219::3]:51943\n\n\
+         [Peer]\nPublicKey = {}\nAllowedIPs = 0.0.0.0/0\n",
+        key(0),
+        public(&peers[0]),
+        public(&peers[1]),
+        public(&peers[2])
+    );
+    let file = dir.join("three.conf");
+    std::fs::write(&file, &conf3).unwrap();
+    exec_ok(&a.name, &["wg", "setconf", &name, file.to_str().unwrap()]);
+    let shown = exec_ok(&a.name, &["wg", "showconf", &name]);
+    assert_eq!(normalized(&shown), normalized(&conf3), "{shown}");
+    // addconf: a fourth peer.
+    let extra = dir.join("extra.conf");
+    std::fs::write(
+        &extra,
+        format!(
+            "[Peer]\nPublicKey = {}\nAllowedIPs = 10.222.0.0/16\n",
+            public(&peers[3])
+        ),
+    )
+    .unwrap();
+    exec_ok(&a.name, &["wg", "addconf", &name, extra.to_str().unwrap()]);
+    let dump = exec_ok(&a.name, &["wg", "show", &name, "peers"]);
+    assert_eq!(dump.lines().count(), 4, "{dump}");
+    // syncconf back to the three.
+    exec_ok(&a.name, &["wg", "syncconf", &name, file.to_str().unwrap()]);
+    let shown = exec_ok(&a.name, &["wg", "showconf", &name]);
+    assert_eq!(normalized(&shown), normalized(&conf3), "{shown}");
+    // listen-port 0: a new random port.
+    exec_ok(&a.name, &["wg", "set", &name, "listen-port", "0"]);
+    let port: u16 = exec_ok(&a.name, &["wg", "show", &name, "listen-port"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(port != 0 && port != 51941, "port {port}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// IPv4 fragments the namespace's stack made (`Ip: FragCreates` in /proc/net/snmp).
+fn fragments_created(ns: &TestNs) -> u64 {
+    let snmp = ns
+        .ns
+        .run(|| std::fs::read_to_string("/proc/net/snmp"))
+        .unwrap()
+        .unwrap();
+    let mut ip = snmp.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, values) = (ip.next().unwrap(), ip.next().unwrap());
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "FragCreates")
+        .unwrap();
+    values.split_whitespace().nth(at).unwrap().parse().unwrap()
+}
+
+/// wg-quick sets the MTU after the drop-in started (MTU = 1412, the underlay's 1472 less
+/// 60): padding and segments follow the MTU as it is now, so no datagram is larger than the
+/// underlay takes (none is fragmented), and TCP crosses.
+#[test]
+fn padding_follows_the_mtu_wg_quick_sets_after_start() {
+    let Some((a, _)) = common::privileged_ns() else {
+        return;
+    };
+    let b = TestNs::new();
+    let (va, vb) = common::veth_between(&a, &b, "10.218.0");
+    common::ip_ok(&a.name, &["link", "set", &va, "mtu", "1472"]);
+    common::ip_ok(&b.name, &["link", "set", &vb, "mtu", "1472"]);
+    let dir = std::env::temp_dir().join(format!("tunctl-dropin-mtu-{}", common::unique("")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ka, kb) = (ok(&["vpwn", "genkey"]), ok(&["vpwn", "genkey"]));
+    let public = |k: &str| {
+        k.trim()
+            .parse::<tunctl_vpwn::SecretKey>()
+            .unwrap()
+            .public()
+            .to_string()
+    };
+    let (wa, wb) = (common::unique("ma"), common::unique("mb"));
+    let conf = |key: &str, port: u16, addr: &str, peer: &str, endpoint: &str, allowed: &str| {
+        format!(
+            "[Interface]\nPrivateKey = {}\nListenPort = {port}\nAddress = {addr}\nMTU = 1412\n\n[Peer]\nPublicKey = {peer}\nEndpoint = {endpoint}\nAllowedIPs = {allowed}\n",
+            key.trim()
+        )
+    };
+    /// `wg-quick down` on drop, also when the test fails.
+    struct Down(String, std::path::PathBuf);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = exec(
+                &self.0,
+                &["wg-quick", "down", self.1.to_str().unwrap_or("")],
+            );
+            let _ = std::fs::remove_file(&self.1);
+        }
+    }
+    let mut downs = Vec::new();
+    for (ns, name, text) in [
+        (
+            &a,
+            &wa,
+            conf(
+                &ka,
+                51951,
+                "10.219.0.1/24",
+                &public(&kb),
+                "10.218.0.2:51952",
+                "10.219.0.2/32",
+            ),
+        ),
+        (
+            &b,
+            &wb,
+            conf(
+                &kb,
+                51952,
+                "10.219.0.2/24",
+                &public(&ka),
+                "10.218.0.1:51951",
+                "10.219.0.1/32",
+            ),
+        ),
+    ] {
+        let file = dir.join(format!("{name}.conf"));
+        std::fs::write(&file, text).unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        exec_ok(&ns.name, &["wg-quick", "up", file.to_str().unwrap()]);
+        downs.push(Down(ns.name.clone(), file));
+        assert_eq!(common::ip_link(Some(&ns.name), name).unwrap()["mtu"], 1412);
+    }
+    // Let the drop-ins see the new MTU (they read it once a second).
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = (fragments_created(&a), fragments_created(&b));
+    assert!(crosses(&a, &b, "10.219.0.1:0", "10.219.0.2:7501"));
+    // A TCP stream of full-size segments, and a datagram of exactly the MTU.
+    let listener =
+        b.ns.run(|| std::net::TcpListener::bind("10.219.0.2:7502"))
+            .unwrap()
+            .unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all);
+        all.len()
+    });
+    let mut s =
+        a.ns.run(|| std::net::TcpStream::connect("10.219.0.2:7502"))
+            .unwrap()
+            .unwrap();
+    // Bounded: full segments that do not fit would stall the stream, not the test.
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let sent = s.write_all(&vec![7u8; 4 << 20]);
+    drop(s);
+    assert_eq!(reader.join().unwrap(), 4 << 20, "the stream: {sent:?}");
+    let rx =
+        b.ns.run(|| std::net::UdpSocket::bind("10.219.0.2:7503"))
+            .unwrap()
+            .unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let tx =
+        a.ns.run(|| std::net::UdpSocket::bind("10.219.0.1:0"))
+            .unwrap()
+            .unwrap();
+    tx.send_to(&[1u8; 1412 - 28], "10.219.0.2:7503").unwrap();
+    let mut buf = [0u8; 2048];
+    assert_eq!(
+        rx.recv(&mut buf).unwrap(),
+        1412 - 28,
+        "a packet of exactly the MTU"
+    );
+    assert_eq!(
+        (fragments_created(&a), fragments_created(&b)),
+        before,
+        "no datagram bigger than the underlay's MTU"
+    );
+    drop(downs);
+    for (ns, name) in [(&a, &wa), (&b, &wb)] {
+        assert!(
+            common::ip_link(Some(&ns.name), name).is_none(),
+            "wg-quick down"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

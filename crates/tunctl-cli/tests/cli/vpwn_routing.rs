@@ -98,12 +98,18 @@ fn hosts(metric: Option<u32>) -> Hosts {
     Hosts { c, r, s, ua }
 }
 
-/// A process killed (SIGKILL) on drop if still running.
+/// A process stopped on drop if still running: SIGTERM (it cleans up), SIGKILL after 3 s.
 struct Proc(Option<Child>);
 
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Some(mut c) = self.0.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -1,0 +1,169 @@
+//! A tunnel's life beyond two ends of a veth: its device in a container's namespace with
+//! the socket outside, an endpoint given as a scoped link-local address, a stop that stops
+//! only the tunnel asked, and a failed `up` that leaves a persistent device as it was.
+
+use std::time::{Duration, Instant};
+
+use super::common::{self, TestNs};
+use super::{config, crosses, keys, start, udp_in, underlay_links, A, B};
+use tunctl::{Device, Namespace};
+use tunctl_vpwn::{Config, Options, Tunnel};
+
+/// The device in a namespace with nothing but `lo` (a container), its UDP socket where vpwn
+/// runs (A, on the veth): the container reaches the peer through the tunnel alone.
+#[test]
+fn the_device_in_a_container_and_the_socket_outside() {
+    let Some(u) = underlay_links() else {
+        return;
+    };
+    let container = TestNs::new();
+    common::ip_ok(&container.name, &["link", "set", "lo", "up"]);
+    let (ka, kb) = keys();
+    let _tb = start(&u.b, &kb, ka.public(), B);
+    let ta = Tunnel::up(Options {
+        name: common::unique("ct"),
+        namespace: u.a.ns.clone(),
+        device_namespace: Some(container.ns.clone()),
+        config: config(
+            &ka,
+            "10.204.0.1/24",
+            kb.public(),
+            Some("10.201.0.2:51902"),
+            "10.204.0.2/32",
+            51901,
+            None,
+        ),
+    })
+    .unwrap();
+    let mut links = common::links(Some(&container.name));
+    links.sort();
+    let mut want = vec!["lo".to_string(), ta.name().to_string()];
+    want.sort();
+    assert_eq!(links, want, "the container has the tunnel and nothing else");
+    assert!(
+        common::ip_link(Some(&u.a.name), ta.name()).is_none(),
+        "the device is not where the socket is"
+    );
+    assert!(crosses(&container, "10.204.0.1", &u.b, "10.204.0.2", 7401));
+    assert!(crosses(&u.b, "10.204.0.2", &container, "10.204.0.1", 7402));
+    let shown = tunctl_vpwn::uapi::vpwn_status(ta.name()).unwrap();
+    assert_eq!(
+        shown.device_namespace.as_deref(),
+        Some(container.name.as_str())
+    );
+}
+
+/// An endpoint given as `[fe80::...%IFACE]:PORT` (the peer's link-local address on the
+/// veth): the interface is resolved in the tunnel's namespace, and traffic crosses.
+#[test]
+fn a_link_local_endpoint_with_its_interface() {
+    let Some(u) = underlay_links() else {
+        return;
+    };
+    let ll = common::ip_addrs(Some(&u.b.name), &u.vb)
+        .iter()
+        .find(|a| a["family"] == "inet6" && a["scope"] == "link")
+        .and_then(|a| a["local"].as_str().map(String::from))
+        .expect("B's link-local address");
+    let (ka, kb) = keys();
+    let _tb = start(&u.b, &kb, ka.public(), B);
+    let text = format!(
+        "[Interface]\nPrivateKey = {}\nListenPort = 51901\nAddress = 10.204.0.1/24\n[Peer]\nPublicKey = {}\nEndpoint = [{ll}%{}]:51902\nAllowedIPs = 10.204.0.2/32\n",
+        ka.to_base64().as_str(),
+        kb.public(),
+        u.va
+    );
+    let conf = Config::parse(&text).unwrap();
+    assert!(
+        conf.peers[0].endpoint.is_none(),
+        "resolved at up, where the interface is"
+    );
+    let ta = Tunnel::up(Options::new(common::unique("ll"), u.a.ns.clone(), conf)).unwrap();
+    match ta.endpoint() {
+        Some(std::net::SocketAddr::V6(a)) => {
+            assert_eq!(a.ip().to_string(), ll);
+            assert_ne!(a.scope_id(), 0, "with its interface");
+        }
+        other => panic!("endpoint {other:?}"),
+    }
+    assert!(crosses(&u.a, "10.204.0.1", &u.b, "10.204.0.2", 7403));
+}
+
+/// Two tunnels in one process: `set=vpwn-down` (what `tunctl vpwn down` sends) stops the
+/// one asked, and the other goes on.
+#[test]
+fn down_stops_only_the_tunnel_asked() {
+    let Some(u) = underlay_links() else {
+        return;
+    };
+    let (ka, kb) = keys();
+    let tb = start(&u.b, &kb, ka.public(), B);
+    let ta = start(&u.a, &ka, kb.public(), A);
+    assert!(crosses(&u.a, "10.204.0.1", &u.b, "10.204.0.2", 7404));
+    tunctl_vpwn::uapi::down(ta.name()).expect("vpwn answers set=vpwn-down");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while ta.is_running() {
+        assert!(Instant::now() < deadline, "the tunnel asked stops");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!ta.is_device_gone());
+    assert!(tb.is_running(), "the other tunnel of the process goes on");
+    let socket = tunctl_vpwn::uapi::socket_path(ta.name());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while socket.exists() {
+        assert!(Instant::now() < deadline, "its UAPI socket goes");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(tunctl_vpwn::uapi::get(tb.name()).is_ok());
+}
+
+/// A persistent device with its own address, MTU and state; `up` on it fails after it
+/// configured the device (the port is taken): the device is exactly as it was.
+#[test]
+fn a_failed_up_leaves_a_persistent_device_as_it_was() {
+    let Some((ns, _)) = common::privileged_ns() else {
+        return;
+    };
+    common::ip_ok(&ns.name, &["link", "set", "lo", "up"]);
+    let name = common::unique("pd");
+    let dev = Device::builder()
+        .tun()
+        .name(&name)
+        .namespace(ns.ns.clone())
+        .persist(true)
+        .create()
+        .unwrap();
+    dev.add_address("10.205.0.1/24".parse().unwrap()).unwrap();
+    dev.set_mtu(1400).unwrap();
+    drop(dev);
+    let before = (
+        common::ip_addrs(Some(&ns.name), &name),
+        common::ip_link(Some(&ns.name), &name).unwrap()["mtu"].clone(),
+        common::ip_flags(&common::ip_link(Some(&ns.name), &name).unwrap()),
+    );
+    let _taken = udp_in(&ns, "0.0.0.0", 51990);
+    let (ka, kb) = keys();
+    let err = Tunnel::up(Options::new(
+        name.clone(),
+        ns.ns.clone(),
+        config(
+            &ka,
+            "10.206.0.1/24",
+            kb.public(),
+            None,
+            "10.206.0.2/32",
+            51990,
+            None,
+        ),
+    ))
+    .unwrap_err();
+    assert_eq!(err.kind(), tunctl::ErrorKind::AlreadyExists, "{err}");
+    let after = (
+        common::ip_addrs(Some(&ns.name), &name),
+        common::ip_link(Some(&ns.name), &name).unwrap()["mtu"].clone(),
+        common::ip_flags(&common::ip_link(Some(&ns.name), &name).unwrap()),
+    );
+    assert_eq!(after, before, "addresses, MTU and state as before");
+    let _ = tunctl::Netlink::open_in(&Namespace::Named(ns.name.clone()))
+        .and_then(|n| n.delete_link_by_name(&name));
+}
