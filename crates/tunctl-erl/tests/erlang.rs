@@ -296,9 +296,10 @@ fn compile_examples(s: &Setup, scratch: &Scratch) -> Vec<PathBuf> {
 struct Node(Child);
 
 impl Node {
-    fn start(ns: &Netns, paths: &[PathBuf], args: &[&str]) -> Node {
+    fn start(ns: &Netns, scratch: &Scratch, paths: &[PathBuf], args: &[&str]) -> Node {
         let mut cmd = ns.exec("erl");
-        cmd.arg("-noshell").arg("-pa");
+        // A crash dump, if any, lands in the scratch directory.
+        cmd.current_dir(&scratch.0).arg("-noshell").arg("-pa");
         cmd.args(paths);
         cmd.args(args)
             .stdin(Stdio::null())
@@ -402,10 +403,25 @@ fn example_br_bridges_three_namespaces() {
     // `lxc.network.type = phys` moved them into containers.
     let host = Netns::new("h");
     let ends: Vec<Netns> = ["a", "b", "c"].iter().map(|x| Netns::new(x)).collect();
+    // No IPv6 chatter: br.erl ends at the first frame it cannot flood (a port still down is
+    // EIO), so nothing may talk before all three ports are up.
+    for ns in ends.iter().chain([&host]) {
+        run(ns
+            .exec("sysctl")
+            .args(["-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"]));
+    }
     let mut node = Node::start(
         &host,
+        &scratch,
         &paths,
-        &["-eval", "br:start([\"erlbr0\", \"erlbr1\", \"erlbr2\"])"],
+        &[
+            // br.erl logs every frame at info level: not here.
+            "-kernel",
+            "logger_level",
+            "warning",
+            "-eval",
+            "br:start([\"erlbr0\", \"erlbr1\", \"erlbr2\"])",
+        ],
     );
     for i in 0..3 {
         let dev = format!("erlbr{i}");
@@ -415,7 +431,9 @@ fn example_br_bridges_three_namespaces() {
         let dev = format!("erlbr{i}");
         host.ip(&["link", "set", &dev, "netns", &end.0]);
         end.ip(&["addr", "add", &format!("10.93.0.{}/24", i + 1), "dev", &dev]);
-        end.ip(&["link", "set", &dev, "up"]);
+    }
+    for (i, end) in ends.iter().enumerate() {
+        end.ip(&["link", "set", &format!("erlbr{i}"), "up"]);
     }
     for (from, to) in [(0, 1), (1, 2), (2, 0)] {
         let target = format!("10.93.0.{}", to + 1);
@@ -449,6 +467,7 @@ fn vpwn_between_namespaces(test: &str, module: &str, dev: &str) {
     let cookie = unique("cookie");
     let mut node_b = Node::start(
         &b,
+        &scratch,
         &paths,
         &["-name", "vpwnb@10.94.0.2", "-setcookie", &cookie],
     );
@@ -457,6 +476,7 @@ fn vpwn_between_namespaces(test: &str, module: &str, dev: &str) {
     let start = format!("{module}:start('vpwnb@10.94.0.2', \"10.10.10.1\", \"10.10.10.2\")");
     let mut node_a = Node::start(
         &a,
+        &scratch,
         &paths,
         &[
             "-name",
