@@ -559,6 +559,15 @@ fn local_for(link: &Link, peer: IpAddr) -> tunctl::Result<Option<IpAddr>> {
         .find(|a| a.is_ipv4() == peer.is_ipv4()))
 }
 
+/// `ok` once the link had an address to change, else `{error, eaddrnotavail}`.
+fn found_local(env: Env, found: bool) -> Res {
+    if found {
+        ok(env)
+    } else {
+        fail_atom(env, "eaddrnotavail")
+    }
+}
+
 /// Sets the point-to-point peer of the link's address of that family (IPv4 or IPv6).
 #[rustler::nif(schedule = "DirtyIo")]
 fn dstaddr<'a>(env: Env<'a>, target: Term<'a>, addr: Binary<'a>) -> Res<'a> {
@@ -573,13 +582,7 @@ fn dstaddr<'a>(env: Env<'a>, target: Term<'a>, addr: Binary<'a>) -> Res<'a> {
                 .map(|()| true),
             None => Ok(false),
         },
-        |env, found| {
-            if found {
-                ok(env)
-            } else {
-                fail_atom(env, "eaddrnotavail")
-            }
-        },
+        found_local,
     )
 }
 
@@ -596,13 +599,7 @@ fn broadcast<'a>(env: Env<'a>, target: Term<'a>, addr: Binary<'a>) -> Res<'a> {
             Some(IpAddr::V4(local)) => link.set_broadcast(local, brd).map(|()| true),
             _ => Ok(false),
         },
-        |env, found| {
-            if found {
-                ok(env)
-            } else {
-                fail_atom(env, "eaddrnotavail")
-            }
-        },
+        found_local,
     )
 }
 
