@@ -183,6 +183,9 @@ start(Handle, Active) ->
     case gen_server:start_link(?MODULE, {Handle, Active, self()}, []) of
         {ok, Pid} ->
             {ok, Pid};
+        ignore ->
+            _ = tunctl_nif:close(Handle),
+            {error, eagain};
         Error ->
             _ = tunctl_nif:close(Handle),
             Error
@@ -449,8 +452,12 @@ init({Handle, Active, Owner}) ->
     true = tunctl_nif:bind(Handle, self()),
     State = #state{handle = Handle, owner = Owner},
     case activate(Active, State) of
-        ok -> {ok, State};
-        {error, Reason} -> {stop, Reason}
+        ok ->
+            {ok, State};
+        {error, _} ->
+            % The reader thread could not start. `ignore', not `{stop, Reason}': the
+            % caller is linked and must not get an exit signal (create/2 says eagain).
+            ignore
     end.
 
 %% @private

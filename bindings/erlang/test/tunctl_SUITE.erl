@@ -585,14 +585,14 @@ owner_exit(_Config) ->
     Make = fun(Then) ->
         spawn(fun() ->
             {ok, D} = tuncer:create(<<>>, [tap, no_pi, {active, true}]),
-            Self ! {dev, D, binary_to_list(tuncer:devname(D))},
+            N = binary_to_list(tuncer:devname(D)),
+            Self ! {dev, D, N, exists(N)},
             Then()
         end)
     end,
     [begin
         Owner = Make(Then),
-        {D, Name} = receive {dev, D0, N0} -> {D0, N0} end,
-        true = exists(Name),
+        {D, Name} = receive {dev, D0, N0, true} -> {D0, N0} end,
         Kill(Owner),
         true = eventually(fun() -> not exists(Name) end),
         true = eventually(fun() -> not is_process_alive(D) end)

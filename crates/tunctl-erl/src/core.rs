@@ -90,8 +90,10 @@ impl Core {
     /// leaves the next packet to it.
     pub fn raw_reader_waiting(&self) -> bool {
         let last = self.raw_read.load(Ordering::Relaxed);
-        let now = EPOCH.elapsed().as_nanos() as u64;
-        last != 0 && now.saturating_sub(last) < RAW_READ_GRACE.as_nanos() as u64
+        // No clock read per packet unless someone ever read by fd in active mode.
+        last != 0
+            && (EPOCH.elapsed().as_nanos() as u64).saturating_sub(last)
+                < RAW_READ_GRACE.as_nanos() as u64
     }
 
     /// Whether [`close`](Core::close) ran.
