@@ -358,7 +358,8 @@ fn group<'a>(env: Env<'a>, target: Term<'a>, gid: u32) -> Res<'a> {
 }
 
 /// The uid of a user name or number.
-#[rustler::nif]
+// The user database may be remote (NSS: LDAP, ...): a dirty scheduler.
+#[rustler::nif(schedule = "DirtyIo")]
 fn user_id<'a>(env: Env<'a>, user: Term<'a>) -> Res<'a> {
     match tunctl::user_id(&string_of(user)?) {
         Ok(id) => ok_with(env, id),
@@ -367,7 +368,8 @@ fn user_id<'a>(env: Env<'a>, user: Term<'a>) -> Res<'a> {
 }
 
 /// The gid of a group name or number.
-#[rustler::nif]
+// The user database may be remote (NSS: LDAP, ...): a dirty scheduler.
+#[rustler::nif(schedule = "DirtyIo")]
 fn group_id<'a>(env: Env<'a>, group: Term<'a>) -> Res<'a> {
     match tunctl::group_id(&string_of(group)?) {
         Ok(id) => ok_with(env, id),
