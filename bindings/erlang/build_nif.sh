@@ -16,6 +16,7 @@ else
   case $target in /*) ;; *) target=$workspace/$target ;; esac
   src=$target/release/libtunctl_erl.so
 fi
-# Replaced, not overwritten: a running VM may have the old one mapped.
-cp "$src" "$here/priv/libtunctl_erl.so.new"
-mv -f "$here/priv/libtunctl_erl.so.new" "$here/priv/libtunctl_erl.so"
+# Replaced, not overwritten: a running VM may have the old one mapped. The temporary name is
+# this hook's own, as several builds may run at once (the tests do).
+cp "$src" "$here/priv/libtunctl_erl.so.$$"
+mv -f "$here/priv/libtunctl_erl.so.$$" "$here/priv/libtunctl_erl.so"
