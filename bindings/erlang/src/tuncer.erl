@@ -464,11 +464,22 @@ init({Handle, Active, Owner}) ->
 handle_call(destroy, _From, #state{handle = H} = State) ->
     Reply = tunctl_nif:close(H),
     {stop, normal, Reply, fail_waiters(ebadf, State#state{handle = closed})};
-handle_call({setopt, {active, A}}, _From, State) ->
+handle_call({setopt, {active, A}}, _From, #state{handle = H, owner = Owner} = State) ->
     Reply =
         case active(A) of
-            {ok, Mode} -> activate(mode(Mode, State), State);
-            error -> {error, badarg}
+            {ok, N} when is_integer(N) ->
+                % Added to what is left, atomically with delivery (in the NIF).
+                case tunctl_nif:add_active(H, N, Owner) of
+                    passive ->
+                        Owner ! {tuntap_passive, self()},
+                        ok;
+                    Other ->
+                        Other
+                end;
+            {ok, Mode} ->
+                activate(Mode, State);
+            error ->
+                {error, badarg}
         end,
     {reply, Reply, rearm(State)};
 handle_call({controlling_process, Owner}, {Owner, _}, #state{owner = Owner} = State) ->
@@ -543,15 +554,6 @@ code_change(_OldVsn, State, _Extra) ->
 %%--------------------------------------------------------------------
 
 active(A) -> tunctl:active_mode(A).
-
-%% The mode `{active, N}' asks for: N added to what is left of a count, as for sockets.
-mode(N, #state{handle = H}) when is_integer(N) ->
-    case tunctl_nif:active(H) of
-        Left when is_integer(Left) -> N + Left;
-        _ -> N
-    end;
-mode(Mode, _) ->
-    Mode.
 
 activate(N, #state{handle = H, owner = Owner}) when is_integer(N), N =< 0 ->
     case tunctl_nif:set_active(H, false, Owner) of

@@ -14,6 +14,7 @@
     read/2,
     send/2,
     set_active/3,
+    add_active/3,
     active/1,
     notify/2,
     persist/2,
@@ -59,6 +60,7 @@ recv(_Dev, _Len) -> ?NIF.
 read(_Dev, _Len) -> ?NIF.
 send(_Dev, _Packet) -> ?NIF.
 set_active(_Dev, _Mode, _Owner) -> ?NIF.
+add_active(_Dev, _N, _Owner) -> ?NIF.
 active(_Dev) -> ?NIF.
 notify(_Dev, _Pid) -> ?NIF.
 persist(_Dev, _Bool) -> ?NIF.

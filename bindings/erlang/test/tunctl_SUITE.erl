@@ -507,6 +507,16 @@ active_n_flood(_Config) ->
     timer:sleep(100),
     % One note more if the 3 ran out before the 4 were added: no packet.
     {[], _} = drain(Dev),
+    % Counts added while a packet is on its way: exactly 7 each round, never 8.
+    Rounds = lists:append([begin
+        ok = tuncer:setopt(Dev, {active, 3}),
+        ok = tuncer:setopt(Dev, {active, 4}),
+        R = await(Dev, 7),
+        true = passive_note(Dev),
+        timer:sleep(20),
+        {[], _} = drain(Dev),
+        R
+     end || _ <- lists:seq(1, 15)]),
     ok = tuncer:setopt(Dev, {active, 0}),
     {[], true} = drain(Dev),
     ok = tuncer:setopt(Dev, {active, 10}),
@@ -521,7 +531,7 @@ active_n_flood(_Config) ->
     % What {active, 10} delivered before {active, -10} took it back.
     {Extra, _} = drain(Dev),
     Rest = read_all(Dev),
-    All = [udp_to(7010, P) || P <- Five ++ Seven ++ Extra ++ Rest],
+    All = [udp_to(7010, P) || P <- Five ++ Seven ++ Rounds ++ Extra ++ Rest],
     All = [<<I:32>> || I <- lists:seq(1, length(All))],
     ok = tuncer:destroy(Dev).
 

@@ -319,6 +319,20 @@ fn set_active<'a>(env: Env<'a>, target: Term<'a>, mode: Term<'a>, owner: LocalPi
     })
 }
 
+/// `{active, N}` on top of the mode now: `ok`, or `passive` when the count is 0 or less
+/// (the mode is then `false`); `{error, einval}` above 32767.
+#[rustler::nif]
+fn add_active<'a>(env: Env<'a>, target: Term<'a>, n: i64, owner: LocalPid) -> Res<'a> {
+    with_core(env, target, |core| {
+        core.reader.set_owner(owner);
+        match core.reader.add_count(core, n) {
+            Ok(false) => ok(env),
+            Ok(true) => Ok(rustler::types::atom::Atom::from_str(env, "passive")?.encode(env)),
+            Err(e) => fail(env, &tunctl::Error::from(e)),
+        }
+    })
+}
+
 /// The active mode now: `false`, `true`, `once`, or what is left of a count.
 #[rustler::nif]
 fn active<'a>(env: Env<'a>, target: Term<'a>) -> Res<'a> {

@@ -151,7 +151,49 @@ impl Reader {
                 st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
             }
         }
-        if mode == Mode::Off || st.running {
+        if mode == Mode::Off {
+            return Ok(());
+        }
+        self.start(st, core)
+    }
+
+    /// `{active, N}`: adds `n` to what is left of a count, or starts a count of `n`, as
+    /// sockets do. Atomic with delivery: a packet being delivered under the old count is
+    /// taken from the new one, so none is counted twice or not at all. `Ok(true)` when the
+    /// count is 0 or less: the mode is then `Off`.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for a count above 32767, `EBADF` once stopped, the thread's spawn error.
+    pub fn add_count(&self, core: &Arc<Core>, n: i64) -> std::io::Result<bool> {
+        let mut st = self.lock();
+        if st.stop {
+            return Err(std::io::Error::from_raw_os_error(libc::EBADF));
+        }
+        let (left, counting) = match st.mode {
+            Mode::Count(k) => (i64::from(k), true),
+            _ => (0, false),
+        };
+        let total = left + n;
+        if total > 32767 {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        if total <= 0 {
+            drop(st);
+            self.set_mode(core, Mode::Off, None)?;
+            return Ok(true);
+        }
+        st.mode = Mode::Count(total as u32);
+        if !counting {
+            st.generation = st.generation.wrapping_add(1);
+        }
+        self.cv.notify_all();
+        self.start(st, core).map(|()| false)
+    }
+
+    /// Starts the thread unless it runs.
+    fn start(&self, mut st: MutexGuard<'_, State>, core: &Arc<Core>) -> std::io::Result<()> {
+        if st.running {
             return Ok(());
         }
         st.running = true;
