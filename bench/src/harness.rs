@@ -1,5 +1,5 @@
 //! The harness: the groups of contenders (`forward` here, `tunnel` in `tunnel.rs`, `bridge`
-//! in `bridge.rs`), their
+//! in `bridge.rs`, `erlang` in `erlang.rs`), their
 //! runs interleaved round-robin across contenders, min/median/max of each figure, ratios of
 //! medians, BENCHMARKS.md; and the `forward` group itself: namespaces A and B, a forwarder (or
 //! a veth pair) between them, iperf3 from A to B, the forwarder's CPU time.
@@ -56,7 +56,7 @@ pub(crate) struct Group {
 }
 
 /// Every group, in the order `bench/run` (or `all`) runs them.
-pub(crate) const GROUPS: [Group; 3] = [
+pub(crate) const GROUPS: [Group; 4] = [
     Group {
         name: "forward",
         contenders: &CONTENDERS,
@@ -80,6 +80,14 @@ pub(crate) const GROUPS: [Group; 3] = [
         measure: crate::bridge::measure_once,
         report: crate::bridge::report,
         section: crate::bridge::section,
+    },
+    Group {
+        name: "erlang",
+        contenders: &crate::erlang::CONTENDERS,
+        metrics: &crate::erlang::METRICS,
+        measure: crate::erlang::measure_once,
+        report: crate::erlang::report,
+        section: crate::erlang::section,
     },
 ];
 
@@ -286,9 +294,9 @@ pub(crate) fn run_bounded_input(
 }
 
 /// Namespaces of one contender's run, deleted on drop.
-struct Topology {
-    a: String,
-    b: String,
+pub(crate) struct Topology {
+    pub a: String,
+    pub b: String,
 }
 
 impl Drop for Topology {
@@ -316,7 +324,9 @@ fn offloaded(contender: &str) -> bool {
     contender.ends_with("offload") || contender == "tunctl-gro"
 }
 
-fn setup(contender: &str) -> Result<Topology, String> {
+/// Namespaces A and B with a persistent tun `fwd0` each (vnet_hdr for offload contenders),
+/// addressed point to point: the `forward` group's topology, also the `erlang` group's.
+pub(crate) fn setup(contender: &str) -> Result<Topology, String> {
     let pid = std::process::id();
     let topo = Topology {
         a: format!("tb{pid}a"),
@@ -999,7 +1009,7 @@ fn sweep_stale() {
     }
 }
 
-/// `tunctl-bench run [forward|tunnel|bridge|all] [--quick] [--json] [--reps N] [--seconds S]
+/// `tunctl-bench run [forward|tunnel|bridge|erlang|all] [--quick] [--json] [--reps N] [--seconds S]
 /// [--only a,b]`.
 pub fn run(args: &[String]) -> ExitCode {
     let opts = match parse(args) {
@@ -1196,8 +1206,10 @@ mod tests {
     fn groups_and_only() {
         assert_eq!(
             parse(&args(&[])).unwrap().groups,
-            ["forward", "tunnel", "bridge"]
+            ["forward", "tunnel", "bridge", "erlang"]
         );
+        assert_eq!(parse(&args(&["erlang"])).unwrap().groups, ["erlang"]);
+        assert!(parse(&args(&["erlang", "--only", "erl-original,erl-tunctl"])).is_ok());
         assert_eq!(parse(&args(&["bridge"])).unwrap().groups, ["bridge"]);
         assert!(parse(&args(&["bridge", "--only", "br,c-learn-offload,kernel"])).is_ok());
         assert!(parse(&args(&["tunnel", "--only", "br"])).is_err());

@@ -1,11 +1,12 @@
 //! `tunctl-bench`: the forwarders under test and the harness that measures them side by side.
 //! See bench/README.md.
 //!
-//! - `tunctl-bench run [forward|tunnel|bridge|all] [--quick] [--json] [--reps N] [--seconds S]
+//! - `tunctl-bench run [forward|tunnel|bridge|erlang|all] [--quick] [--json] [--reps N] [--seconds S]
 //!   [--only a,b]`
 //! - `tunctl-bench forward CONTENDER NS_A DEV_A NS_B DEV_B` (started by the harness)
 
 mod bridge;
+mod erlang;
 mod harness;
 mod ours;
 mod tunnel;
@@ -64,7 +65,7 @@ fn main() -> ExitCode {
         },
         Some("run") => harness::run(&args[1..]),
         Some("-h") | Some("--help") | None => {
-            println!("usage: tunctl-bench run [forward|tunnel|bridge|all] [--quick] [--json] [--reps N] [--seconds S] [--only a,b]");
+            println!("usage: tunctl-bench run [forward|tunnel|bridge|erlang|all] [--quick] [--json] [--reps N] [--seconds S] [--only a,b]");
             for g in &harness::GROUPS {
                 println!("{} contenders: {}", g.name, g.contenders.join(", "));
             }
