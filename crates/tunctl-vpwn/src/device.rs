@@ -494,6 +494,18 @@ impl Tunnel {
                 Box::new(move || crate::uapi::thread(s, sock)),
             )?);
         }
+        if shared
+            .table()
+            .conf
+            .peers
+            .iter()
+            .any(|p| p.endpoint_name.is_some())
+        {
+            let s = Arc::clone(&shared);
+            tunnel
+                .threads
+                .push(spawn("resolve", Box::new(move || reresolve(&s)))?);
+        }
         Ok(tunnel)
     }
 
@@ -692,6 +704,49 @@ impl std::ops::Drop for Tunnel {
     }
 }
 
+/// How long a peer given by name may go without a handshake before its name is looked up
+/// again (as wireguard-tools' reresolve-dns: its address may have changed).
+const RERESOLVE_AFTER: Duration = Duration::from_secs(120);
+
+/// Whether a peer's name is due for another lookup: no handshake for
+/// [`RERESOLVE_AFTER`] (or none at all, with the tunnel up that long).
+fn reresolve_due(since_handshake: Option<Duration>, up_for: Duration) -> bool {
+    since_handshake.unwrap_or(up_for) >= RERESOLVE_AFTER
+}
+
+/// Looks the names of peers given by name up again when they are due (on a thread of its
+/// own: a lookup may take seconds), in the socket's namespace, and moves them to the new
+/// address.
+fn reresolve(shared: &Shared) {
+    let started = std::time::Instant::now();
+    let mut last = std::time::Instant::now();
+    while !shared.stop.load(Ordering::Acquire) {
+        std::thread::sleep(TICK);
+        if last.elapsed() < Duration::from_secs(10) {
+            continue;
+        }
+        last = std::time::Instant::now();
+        let table = shared.table();
+        for (p, state) in table.conf.peers.iter().zip(&table.peers) {
+            let Some(name) = &p.endpoint_name else {
+                continue;
+            };
+            if !reresolve_due(state.since_handshake(), started.elapsed()) {
+                continue;
+            }
+            let name = name.clone();
+            let found = shared
+                .namespace
+                .run(move || crate::config::resolve_endpoint(&name))
+                .ok()
+                .and_then(Result::ok);
+            if let Some(addr) = found.filter(|a| state.endpoint() != Some(*a)) {
+                state.set_endpoint(addr);
+            }
+        }
+    }
+}
+
 /// The current MTU of `device`, for the threads (cheap: one netlink round trip, once a
 /// second), and `gso_max_segs` along with it.
 pub(crate) fn follow_mtu(device: &Device, shared: &Shared) {
@@ -700,5 +755,22 @@ pub(crate) fn follow_mtu(device: &Device, shared: &Shared) {
         if shared.mtu.swap(mtu, Ordering::Relaxed) != mtu {
             size_gso(device, mtu as u32);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_is_looked_up_again_after_two_minutes_without_a_handshake() {
+        let m = |s| Duration::from_secs(s);
+        assert!(!reresolve_due(Some(m(30)), m(600)));
+        assert!(reresolve_due(Some(m(121)), m(600)));
+        assert!(
+            !reresolve_due(None, m(60)),
+            "a fresh tunnel waits for its first try"
+        );
+        assert!(reresolve_due(None, m(130)));
     }
 }

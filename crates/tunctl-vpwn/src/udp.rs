@@ -678,6 +678,9 @@ impl Sock {
                 }
             })?;
         udp.set_read_timeout(Some(TICK))?;
+        // A send waits for room in the socket at most this long (a path that does not drain
+        // never holds a thread for good: it would hold `down` too).
+        udp.set_write_timeout(Some(std::time::Duration::from_secs(1)))?;
         let warning = size_buffers(&udp);
         let io = Io::new(&udp, fast.udp_gso, fast.udp_gro);
         Ok(Sock { udp, io, warning })

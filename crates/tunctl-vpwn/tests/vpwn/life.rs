@@ -167,3 +167,82 @@ fn a_failed_up_leaves_a_persistent_device_as_it_was() {
     let _ = tunctl::Netlink::open_in(&Namespace::Named(ns.name.clone()))
         .and_then(|n| n.delete_link_by_name(&name));
 }
+
+/// A's path to B stops draining (a token bucket of 8 kbit/s on A's side of the veth, with
+/// room for 128 MB), and A sends B more than its socket's buffer holds (7 MiB, which the
+/// kernel doubles): A's sending thread waits for room. Meanwhile B's datagrams to A are
+/// still decrypted and delivered at once, each within 300 ms (no send ever holds the peer's
+/// engine), and the tunnel goes down at once (a send waits at most a second).
+#[test]
+fn a_stuck_send_never_holds_up_receiving() {
+    let Some(u) = underlay_links() else {
+        return;
+    };
+    let (ka, kb) = keys();
+    let tb = start(&u.b, &kb, ka.public(), B);
+    let ta = start(&u.a, &ka, kb.public(), A);
+    assert!(crosses(&u.a, "10.204.0.1", &u.b, "10.204.0.2", 7405));
+    let tc = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &u.a.name, "tc"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tc {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    tc(&[
+        "qdisc", "add", "dev", &u.va, "root", "tbf", "rate", "8kbit", "burst", "2000", "limit",
+        "128mb",
+    ]);
+    // 40 MB into the tunnel towards B, as fast as the device takes it, and on while B
+    // sends (bounded: 3 s).
+    let flood = udp_in(&u.a, "10.204.0.1", 0);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = std::sync::Arc::clone(&stop);
+    let flooding = std::thread::spawn(move || {
+        let payload = [0x5au8; 1400];
+        let started = Instant::now();
+        let mut n = 0u64;
+        while !s.load(std::sync::atomic::Ordering::Relaxed)
+            && started.elapsed() < Duration::from_secs(3)
+        {
+            if flood.send_to(&payload, ("10.204.0.2", 7406)).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    // B to A: every datagram through within the second.
+    let rx = udp_in(&u.a, "10.204.0.1", 7407);
+    rx.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let tx = udp_in(&u.b, "10.204.0.2", 0);
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    for i in 0..20u8 {
+        tx.send_to(&[i], ("10.204.0.1", 7407)).unwrap();
+        if rx.recv(&mut buf).is_ok() {
+            got += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let flooded = flooding.join().unwrap();
+    assert!(flooded > 20_000, "the flood ran: {flooded}");
+    assert_eq!(
+        got, 20,
+        "B's traffic reaches A while A's sends to B are stuck"
+    );
+    let stopping = Instant::now();
+    ta.down();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "down took {:?}",
+        stopping.elapsed()
+    );
+    drop(tb);
+}
