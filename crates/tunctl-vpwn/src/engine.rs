@@ -103,19 +103,14 @@ impl Gate {
     }
 
     /// An engine for one peer. `index` (below 2^24) tells its sessions apart from other
-    /// peers' (a message's receiver index carries it in its top 24 bits).
-    pub fn engine(
-        &self,
-        peer: &PublicKey,
-        psk: Option<&SecretKey>,
-        keepalive: Option<u16>,
-        index: u32,
-    ) -> Box<dyn Engine> {
+    /// peers' (a message's receiver index carries it in its top 24 bits). Persistent
+    /// keepalives are the timers thread's, not the engine's (so a change keeps the session).
+    pub fn engine(&self, peer: &PublicKey, psk: Option<&SecretKey>, index: u32) -> Box<dyn Engine> {
         Box::new(Boringtun(Tunn::new(
             self.secret.clone(),
             boringtun::x25519::PublicKey::from(peer.0),
             psk.map(|k| *k.bytes()),
-            keepalive,
+            None,
             index & 0x00ff_ffff,
             Some(Arc::clone(&self.limiter)),
         )))
@@ -180,7 +175,7 @@ mod tests {
         let ours = SecretKey::from_bytes([0x11; 32]);
         let theirs = SecretKey::from_bytes([0x21; 32]);
         let gate = Gate::new(&ours);
-        let mut engine = gate.engine(&theirs.public(), None, None, 1);
+        let mut engine = gate.engine(&theirs.public(), None, 1);
         let mut remote = Tunn::new(
             boringtun::x25519::StaticSecret::from(*theirs.bytes()),
             boringtun::x25519::PublicKey::from(ours.public().0),

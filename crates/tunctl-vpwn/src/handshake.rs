@@ -210,7 +210,18 @@ pub(crate) fn handle(
         return;
     };
     let state = &table.peers[p];
-    let mut engine = state.engine();
+    // An answer to a handshake of the engine the peer is retiring goes to that engine.
+    let mut guard = match (
+        datagram[0],
+        receiver(if datagram[0] == RESPONSE { 8 } else { 4 }),
+    ) {
+        (RESPONSE | COOKIE_REPLY, Some(index)) => state.engine_for(index),
+        _ => crate::peer::EngineGuard::Own(state.engine()),
+    };
+    let Some(engine) = guard.get() else {
+        Stats::add(&stats.drop_auth, 1);
+        return;
+    };
     let result = engine.decapsulate(Some(msg.from.addr.ip()), datagram, out);
     let accepted = match &result {
         Out::Network(_) => true,
@@ -285,6 +296,7 @@ pub(crate) fn thread(shared: &Shared) {
             outbox.push(datagram, to);
             if let Some(p) = peer.and_then(|p| table.peers.get(p)) {
                 Stats::add(&p.tx_bytes, datagram.len());
+                p.sent();
             }
         };
         for msg in batch.drain(..) {

@@ -2,8 +2,8 @@
 //! the session last proven to work.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::engine::Engine;
@@ -34,9 +34,71 @@ pub(crate) struct PeerState {
     /// The lengths of the packets waiting in the engine for a handshake (as many as it
     /// keeps): counted as sent when they leave.
     pub(crate) queued: Mutex<std::collections::VecDeque<u16>>,
+    /// Persistent keepalive, in seconds (0: off): kept here, not in the engine, so that a
+    /// change takes effect at once and keeps the session.
+    pub(crate) keepalive: AtomicU16,
+    /// When we last sent the peer anything (ms since [`epoch`]).
+    pub(crate) last_sent: AtomicU64,
+    /// The engine this peer had before its preshared key changed: it still decrypts what the
+    /// peer sends under the old session, until the new engine's first session is proven or
+    /// [`RETIRE_AFTER`] passes (no burst of authentication failures).
+    pub(crate) retiring: Mutex<Option<Retiring>>,
+}
+
+/// An engine kept only to decrypt its sessions' last datagrams.
+pub(crate) struct Retiring {
+    pub(crate) engine: Box<dyn Engine>,
+    /// The index its sessions carry.
+    pub(crate) index: u32,
+    pub(crate) since: Instant,
+}
+
+/// How long a retiring engine is kept at most (the protocol's REJECT_AFTER_TIME: no session
+/// of it is valid longer).
+pub(crate) const RETIRE_AFTER: Duration = Duration::from_secs(180);
+
+/// The clock `last_sent` counts from.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// The engine a session index names, locked: the peer's own, or the one it is retiring.
+pub(crate) enum EngineGuard<'a> {
+    /// The peer's engine.
+    Own(MutexGuard<'a, Box<dyn Engine>>),
+    /// Its retiring engine (gone if it retired meanwhile).
+    Retiring(MutexGuard<'a, Option<Retiring>>),
+}
+
+impl EngineGuard<'_> {
+    /// The engine, if it is still there.
+    pub(crate) fn get(&mut self) -> Option<&mut Box<dyn Engine>> {
+        match self {
+            EngineGuard::Own(e) => Some(&mut **e),
+            EngineGuard::Retiring(r) => r.as_mut().map(|r| &mut r.engine),
+        }
+    }
+
+    /// Whether it is the retiring engine.
+    pub(crate) fn retiring(&self) -> bool {
+        matches!(self, EngineGuard::Retiring(_))
+    }
 }
 
 impl PeerState {
+    /// The engine whose sessions carry `index` (a receiver index's top 24 bits): the
+    /// retiring one for its own index, else the peer's.
+    pub(crate) fn engine_for(&self, index: u32) -> EngineGuard<'_> {
+        if index >> 8 != self.index {
+            let r = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+            if r.as_ref().is_some_and(|r| r.index == index >> 8) {
+                return EngineGuard::Retiring(r);
+            }
+        }
+        EngineGuard::Own(self.engine())
+    }
+
     pub(crate) fn engine(&self) -> MutexGuard<'_, Box<dyn Engine>> {
         self.engine.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -64,12 +126,39 @@ impl PeerState {
         self.set_path(Endpoint::new(to));
     }
 
-    /// Records that the session with local index `index` works (see `session`).
+    /// Records that the session with local index `index` works (see `session`). A session
+    /// of the current engine retires the one before it.
     pub(crate) fn confirm(&self, index: u32) {
         if self.session.load(Ordering::Relaxed) != index {
             self.session.store(index, Ordering::Relaxed);
             *self.confirmed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             *self.pending_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            if index >> 8 == self.index {
+                *self.retiring.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            }
+        }
+    }
+
+    /// Something was just sent to the peer.
+    pub(crate) fn sent(&self) {
+        let ms = u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_sent.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether a persistent keepalive is due: one is set, and nothing was sent for that long.
+    pub(crate) fn keepalive_due(&self) -> bool {
+        let every = u64::from(self.keepalive.load(Ordering::Relaxed)) * 1000;
+        let now = u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX);
+        every > 0 && now.saturating_sub(self.last_sent.load(Ordering::Relaxed)) >= every
+    }
+
+    /// Drops a retiring engine kept longer than [`RETIRE_AFTER`].
+    pub(crate) fn expire_retiring(&self) {
+        let mut r = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+        if r.as_ref()
+            .is_some_and(|r| r.since.elapsed() >= RETIRE_AFTER)
+        {
+            *r = None;
         }
     }
 

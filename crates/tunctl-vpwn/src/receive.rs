@@ -15,8 +15,9 @@ use tunctl::{Batch, Device};
 use crate::device::{Shared, MAX_DATAGRAM};
 
 use crate::cookie::{COOKIE_REPLY, DATA, INITIATION, RESPONSE};
-use crate::engine::{Engine, Out, Refusal};
+use crate::engine::{Out, Refusal};
 use crate::handshake::Msg;
+use crate::peer::EngineGuard;
 use crate::stats::Stats;
 use crate::table::Table;
 use crate::udp::Endpoint;
@@ -66,9 +67,9 @@ pub(crate) fn buffer<'b>(
         Stats::add(&stats.drop_auth, datagrams.count());
         return delivered;
     }
-    // The peer whose datagrams these are, its engine held across a run of them, and the
-    // bytes it authenticated.
-    let mut held: Option<(usize, std::sync::MutexGuard<'_, Box<dyn Engine>>)> = None;
+    // The peer whose datagrams these are, the engine of theirs held across a run of them
+    // (its own, or the one it is retiring), and the bytes it authenticated.
+    let mut held: Option<(usize, EngineGuard<'_>)> = None;
     let mut heard = 0usize;
     for datagram in datagrams {
         match kind(datagram) {
@@ -91,14 +92,20 @@ pub(crate) fn buffer<'b>(
             Stats::add(&stats.drop_auth, 1);
             continue;
         };
-        if held.as_ref().is_none_or(|(q, _)| *q != p) {
+        let state = &table.peers[p];
+        let retiring = receiver >> 8 != state.index;
+        if held
+            .as_ref()
+            .is_none_or(|(q, g)| *q != p || g.retiring() != retiring)
+        {
             if let Some((q, _)) = held.take() {
                 settle(table, q, from, heard);
                 heard = 0;
             }
-            held = Some((p, table.peers[p].engine()));
+            held = Some((p, state.engine_for(receiver)));
         }
-        let Some((_, engine)) = held.as_mut() else {
+        let Some(engine) = held.as_mut().and_then(|(_, g)| g.get()) else {
+            Stats::add(&stats.drop_auth, 1);
             continue;
         };
         if batch.spare().is_none() {

@@ -108,7 +108,11 @@ pub(crate) fn to_network(device: &Device, shared: &Shared) {
             });
             if full {
                 drop(engine_of.take());
-                flush(&sock, &out, &mut run, &table);
+                // A path that does not drain (the send waited its second for room): the rest
+                // of this batch is lost rather than waited for, packet by packet.
+                if !flush(&sock, &out, &mut run, &table) || shared.stop.load(Ordering::Acquire) {
+                    break;
+                }
             }
             if engine_of.as_ref().is_none_or(|(q, _)| *q != p) {
                 drop(engine_of.take());
@@ -155,6 +159,7 @@ pub(crate) fn to_network(device: &Device, shared: &Shared) {
                             let at = run.as_ref().map_or(0, |r| r.used);
                             let datagram = &out[at..at + len];
                             let _ = sock.io.send(&sock.udp, datagram, 0, to.addr, to.src);
+                            peer.sent();
                             Stats::add(&peer.tx_bytes, len);
                         }
                         None => Stats::add(&stats.drop_no_session, 1),
@@ -167,20 +172,24 @@ pub(crate) fn to_network(device: &Device, shared: &Shared) {
             }
         }
         drop(engine_of);
-        flush(&sock, &out, &mut run, &table);
+        let _ = flush(&sock, &out, &mut run, &table);
         Stats::add(&stats.tx_packets, packets as usize);
         Stats::add(&stats.tx_bytes, bytes as usize);
     }
 }
 
-/// Sends the waiting run, if any.
-fn flush(sock: &Sock, out: &[u8], run: &mut Option<Run>, table: &Table) {
-    if let Some(r) = run.take() {
-        let _ = sock
-            .io
-            .send(&sock.udp, &out[..r.used], r.segment, r.to.addr, r.to.src);
-        if let Some(peer) = table.peers.get(r.peer) {
-            Stats::add(&peer.tx_bytes, r.used);
-        }
+/// Sends the waiting run, if any. False when the socket had no room for it within its send
+/// timeout.
+fn flush(sock: &Sock, out: &[u8], run: &mut Option<Run>, table: &Table) -> bool {
+    let Some(r) = run.take() else {
+        return true;
+    };
+    let sent = sock
+        .io
+        .send(&sock.udp, &out[..r.used], r.segment, r.to.addr, r.to.src);
+    if let Some(peer) = table.peers.get(r.peer) {
+        Stats::add(&peer.tx_bytes, r.used);
+        peer.sent();
     }
+    !sent.is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock)
 }

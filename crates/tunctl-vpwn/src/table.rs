@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::allowedips::AllowedIps;
@@ -49,15 +49,22 @@ impl Table {
                 let i = *o.by_key.get(&p.public_key)?;
                 Some((&o.peers[i], &o.conf.peers[i]))
             });
-            let kept = prev.filter(|(_, q)| {
-                same_identity && q.preshared_key == p.preshared_key && q.keepalive == p.keepalive
-            });
+            // The same peer, the same keys: the same engine, whatever else changed (a new
+            // keepalive takes effect at once).
+            let kept = prev.filter(|(_, q)| same_identity && q.preshared_key == p.preshared_key);
             let state = match kept {
                 Some((state, _)) => Arc::clone(state),
                 // A new peer, or one whose engine must start again: counters and a roamed
-                // endpoint carry over.
-                None => Arc::new(new_peer(gate.as_deref(), p, prev.map(|(s, _)| s), indexes)),
+                // endpoint carry over, and for a new preshared key, the old engine stays to
+                // decrypt its sessions' last datagrams.
+                None => Arc::new(new_peer(
+                    gate.as_deref(),
+                    p,
+                    prev.map(|(s, _)| s).filter(|_| same_identity),
+                    indexes,
+                )),
             };
+            state.keepalive.store(p.keepalive, Ordering::Relaxed);
             if let Some(e) = p.endpoint.filter(|_| endpoints.contains(&p.public_key)) {
                 state.set_endpoint(e);
             }
@@ -69,11 +76,21 @@ impl Table {
                 .enumerate()
                 .flat_map(|(i, p)| p.allowed_ips.iter().map(move |net| (net, i))),
         );
-        let by_index = peers
+        let mut by_index: HashMap<u32, usize> = peers
             .iter()
             .enumerate()
             .map(|(i, p)| (p.index, i))
             .collect();
+        for (i, p) in peers.iter().enumerate() {
+            if let Some(r) = p
+                .retiring
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+            {
+                by_index.entry(r.index).or_insert(i);
+            }
+        }
         let by_key = conf
             .peers
             .iter()
@@ -140,14 +157,19 @@ fn new_peer(
 ) -> PeerState {
     let index = indexes.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
     let engine: Box<dyn Engine> = match gate {
-        Some(g) => g.engine(
-            &p.public_key,
-            p.preshared_key.as_ref(),
-            (p.keepalive > 0).then_some(p.keepalive),
-            index,
-        ),
+        Some(g) => g.engine(&p.public_key, p.preshared_key.as_ref(), index),
         None => Box::new(Inert),
     };
+    // The engine it replaces (a new preshared key): kept to decrypt what is still in flight.
+    let retiring = prev.map(|s| {
+        let mut old = s.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let engine = std::mem::replace(&mut *old, Box::new(Inert));
+        crate::peer::Retiring {
+            engine,
+            index: s.index,
+            since: std::time::Instant::now(),
+        }
+    });
     let load = |f: fn(&PeerState) -> &AtomicU64| prev.map_or(0, |s| f(s).load(Ordering::Relaxed));
     PeerState {
         engine: Mutex::new(engine),
@@ -165,6 +187,9 @@ fn new_peer(
         pending_since: Mutex::new(None),
         auth_failures: AtomicU64::new(load(|s| &s.auth_failures)),
         queued: Mutex::new(std::collections::VecDeque::new()),
+        keepalive: AtomicU16::new(p.keepalive),
+        last_sent: AtomicU64::new(0),
+        retiring: Mutex::new(retiring),
     }
 }
 

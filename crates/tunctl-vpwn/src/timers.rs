@@ -25,11 +25,22 @@ pub(crate) fn thread(device: &Device, shared: &Shared) {
             gate.tick();
         }
         for peer in &table.peers {
+            peer.expire_retiring();
             // The engine's lock is let go before anything is sent, and nothing waits for
-            // room in the socket: one peer's full path never holds up another's timers.
-            let len = match peer.engine().tick(&mut out) {
-                Out::Network(datagram) => datagram.len(),
-                _ => continue,
+            // room in the socket: one peer's full path never holds up another's timers. A
+            // persistent keepalive is an empty packet (or, with no session, the handshake
+            // it starts).
+            let len = {
+                let mut engine = peer.engine();
+                let result = if peer.keepalive_due() {
+                    engine.encapsulate(&[], &mut out)
+                } else {
+                    engine.tick(&mut out)
+                };
+                match result {
+                    Out::Network(datagram) => datagram.len(),
+                    _ => continue,
+                }
             };
             let Some(datagram) = out.get(..len) else {
                 continue;

@@ -246,3 +246,90 @@ fn a_stuck_send_never_holds_up_receiving() {
     );
     drop(tb);
 }
+
+/// A new persistent keepalive takes effect at once and keeps the session: the idle peer
+/// starts hearing from A every second, and no new handshake is made.
+#[test]
+fn a_new_keepalive_keeps_the_session() {
+    let Some(u) = underlay_links() else {
+        return;
+    };
+    let (ka, kb) = keys();
+    let tb = start(&u.b, &kb, ka.public(), B);
+    let ta = start(&u.a, &ka, kb.public(), A);
+    assert!(crosses(&u.a, "10.204.0.1", &u.b, "10.204.0.2", 7410));
+    let handshake = ta.since_handshake().unwrap();
+    let heard = tb.info().peers[0].rx_bytes;
+    let peer = format!("public_key={}", kb.public().to_hex());
+    tunctl_vpwn::uapi::set(ta.name(), &[&peer, "persistent_keepalive_interval=1"]).unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    let keepalives = (tb.info().peers[0].rx_bytes - heard) / 32;
+    assert!(keepalives >= 2, "{keepalives} keepalives in 3.5 s");
+    assert!(
+        ta.since_handshake().unwrap() > handshake,
+        "the same session (no new handshake)"
+    );
+    assert_eq!(ta.counters().drop_auth + tb.counters().drop_auth, 0);
+}
+
+/// Both ends change their preshared key (B, then A, while A sends to B): what was in flight
+/// under the old session is still decrypted (the old engine retires, it is not thrown away),
+/// the new key applies from the next handshake, traffic goes on, and authentication fails at
+/// most for the one handshake tried while only one end had the new key.
+#[test]
+fn a_new_preshared_key_applies_from_the_next_handshake_without_a_burst() {
+    let Some(u) = underlay_links() else {
+        return;
+    };
+    let (ka, kb) = keys();
+    let tb = start(&u.b, &kb, ka.public(), B);
+    let ta = start(&u.a, &ka, kb.public(), A);
+    assert!(crosses(&u.a, "10.204.0.1", &u.b, "10.204.0.2", 7411));
+    let psk = tunctl_vpwn::SecretKey::generate_preshared().unwrap();
+    let line = format!("preshared_key={}", psk.to_hex().as_str());
+    // A sends to B all along (bounded: 4 s).
+    let rx = udp_in(&u.b, "10.204.0.2", 7412);
+    rx.set_nonblocking(true).unwrap();
+    let tx = udp_in(&u.a, "10.204.0.1", 0);
+    let (mut sent, mut got, mut last_got) = (0u32, 0u32, 0u32);
+    let started = Instant::now();
+    let mut changed = 0;
+    let mut buf = [0u8; 64];
+    while started.elapsed() < Duration::from_secs(4) {
+        let _ = tx.send_to(&sent.to_le_bytes(), ("10.204.0.2", 7412));
+        sent += 1;
+        while let Ok(n) = rx.recv(&mut buf) {
+            if n == 4 {
+                got += 1;
+                last_got = u32::from_le_bytes(buf[..4].try_into().unwrap());
+            }
+        }
+        let t = started.elapsed();
+        if changed == 0 && t > Duration::from_millis(500) {
+            let peer = format!("public_key={}", ka.public().to_hex());
+            tunctl_vpwn::uapi::set(tb.name(), &[&peer, &line]).unwrap();
+            changed = 1;
+        } else if changed == 1 && t > Duration::from_millis(700) {
+            let peer = format!("public_key={}", kb.public().to_hex());
+            tunctl_vpwn::uapi::set(ta.name(), &[&peer, &line]).unwrap();
+            changed = 2;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    while let Ok(n) = rx.recv(&mut buf) {
+        if n == 4 {
+            got += 1;
+            last_got = u32::from_le_bytes(buf[..4].try_into().unwrap());
+        }
+    }
+    let failures = ta.counters().drop_auth + tb.counters().drop_auth;
+    assert!(failures <= 2, "{failures} authentication failures");
+    assert!(got * 10 >= sent * 7, "{got} of {sent} arrived");
+    assert!(
+        last_got + 50 >= sent,
+        "traffic went on: the last to arrive was {last_got} of {sent}"
+    );
+    let shown = tunctl_vpwn::uapi::get(ta.name()).unwrap();
+    assert!(shown.peers[0].preshared_key);
+}
