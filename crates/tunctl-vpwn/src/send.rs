@@ -44,6 +44,151 @@ struct Run {
     closed: bool,
 }
 
+impl Run {
+    /// Whether a datagram of `size` bytes for `peer` can join this run.
+    fn takes(&self, peer: usize, size: usize) -> bool {
+        self.peer == peer
+            && !self.closed
+            && size <= self.segment
+            && self.count < crate::udp::MAX_GSO_SEGMENTS
+            && self.used + size <= crate::udp::MAX_GSO_BYTES
+    }
+}
+
+/// What a batch became: the packets sent (or waiting for a handshake) and their bytes.
+#[derive(Default)]
+struct Sent {
+    packets: usize,
+    bytes: usize,
+}
+
+/// One batch on its way out: the send buffer, the run waiting in it, and the engine of the
+/// peer being encrypted for (held across that peer's packets, let go before any send).
+struct Sender<'a> {
+    table: &'a Table,
+    sock: &'a Sock,
+    stats: &'a Stats,
+    out: &'a mut [u8],
+    run: Option<Run>,
+    engine: Option<(
+        usize,
+        std::sync::MutexGuard<'a, Box<dyn crate::engine::Engine>>,
+    )>,
+    sent: Sent,
+}
+
+/// What to do next with a batch.
+enum Next {
+    Go,
+    /// The path does not drain (a send waited its second for room), or the tunnel stops:
+    /// the rest of the batch is lost rather than waited for, packet by packet.
+    Stop,
+}
+
+impl<'a> Sender<'a> {
+    /// Sends the waiting run, if any. False when the socket had no room for it within its
+    /// send timeout.
+    fn flush(&mut self) -> bool {
+        let Some(r) = self.run.take() else {
+            return true;
+        };
+        let sent = self.sock.io.send(
+            &self.sock.udp,
+            &self.out[..r.used],
+            r.segment,
+            r.to.addr,
+            r.to.src,
+        );
+        if let Some(peer) = self.table.peers.get(r.peer) {
+            Stats::add(&peer.tx_bytes, r.used);
+            peer.sent();
+        }
+        !sent.is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// One packet of `n` bytes (padded to `padded` in place) for peer `p`: encrypted into
+    /// the run, or sent as the handshake it starts, or queued behind one.
+    fn packet(&mut self, p: usize, packet: &[u8], n: usize) -> Next {
+        let peer = &self.table.peers[p];
+        let size = packet.len() + OVERHEAD;
+        // A new peer, or a full or closed run: send what is waiting, the engine's lock let
+        // go first (a send may wait for room in the socket; nothing may wait behind it for
+        // this peer's engine).
+        if self.run.as_ref().is_some_and(|r| !r.takes(p, size)) {
+            self.engine = None;
+            if !self.flush() {
+                return Next::Stop;
+            }
+        }
+        if self.engine.as_ref().is_none_or(|(q, _)| *q != p) {
+            self.engine = Some((p, peer.engine()));
+        }
+        let Some((_, engine)) = self.engine.as_mut() else {
+            return Next::Go;
+        };
+        let at = self.run.as_ref().map_or(0, |r| r.used);
+        match engine.encapsulate(packet, &mut self.out[at..]) {
+            Out::Network(datagram) if datagram.len() == size => {
+                let Some(to) = self.run.as_ref().map(|r| r.to).or_else(|| peer.path()) else {
+                    Stats::add(&self.stats.drop_no_session, 1);
+                    return Next::Go;
+                };
+                let r = self.run.get_or_insert(Run {
+                    peer: p,
+                    to,
+                    used: 0,
+                    segment: size,
+                    count: 0,
+                    closed: false,
+                });
+                r.used += size;
+                r.count += 1;
+                r.closed = size < r.segment;
+                self.sent.packets += 1;
+                self.sent.bytes += n;
+            }
+            // A handshake initiation: the packet waits in the engine's queue, and leaves (and
+            // counts as sent) when the handshake completes.
+            Out::Network(datagram) => {
+                let len = datagram.len();
+                self.engine = None;
+                peer.queue(n);
+                peer.initiated();
+                match peer.path() {
+                    Some(to) => {
+                        let datagram = &self.out[at..at + len];
+                        let _ = self
+                            .sock
+                            .io
+                            .send(&self.sock.udp, datagram, 0, to.addr, to.src);
+                        Stats::add(&peer.tx_bytes, len);
+                        peer.sent();
+                    }
+                    None => Stats::add(&self.stats.drop_no_session, 1),
+                }
+            }
+            // Queued behind a handshake under way: counted when it leaves.
+            Out::Done => peer.queue(n),
+            Out::Dropped(why) => self.stats.dropped(why),
+            Out::Tunnel(..) => {}
+        }
+        Next::Go
+    }
+}
+
+/// The peer a packet goes to (cryptokey routing by its destination), or why none.
+fn route(table: &Table, stats: &Stats, packet: &[u8]) -> Option<usize> {
+    let dst = destination(packet);
+    let p = dst.and_then(|d| table.route(d));
+    // Multicast with no peer for it (the kernel's own router solicitations and MLD reports
+    // on a fresh device): WireGuard carries it only where an allowed IP says so, and its
+    // absence is no fault.
+    if p.is_none() && !dst.is_some_and(|d| d.is_multicast()) {
+        Stats::add(&stats.drop_no_route, 1);
+    }
+    p
+}
+
 /// Device → network. A batch of packets from the device (a TSO super-packet arrives split
 /// into MTU-sized packets), each routed to its peer by destination (cryptokey routing),
 /// padded to 16 bytes within the MTU, and encrypted into one contiguous buffer; each run of
@@ -75,121 +220,29 @@ pub(crate) fn to_network(device: &Device, shared: &Shared) {
         let table = shared.table();
         let sock = shared.socket();
         let mtu = shared.mtu.load(Ordering::Relaxed);
-        let mut run: Option<Run> = None;
-        let (mut packets, mut bytes) = (0u64, 0u64);
-        let mut engine_of: Option<(
-            usize,
-            std::sync::MutexGuard<'_, Box<dyn crate::engine::Engine>>,
-        )> = None;
+        let mut sender = Sender {
+            table: &table,
+            sock: &sock,
+            stats,
+            out: &mut out,
+            run: None,
+            engine: None,
+            sent: Sent::default(),
+        };
         for i in 0..batch.len() {
             let n = batch.packet(i).len();
-            let dst = destination(batch.packet(i));
-            let Some(p) = dst.and_then(|d| table.route(d)) else {
-                // Multicast with no peer for it (the kernel's own router solicitations and
-                // MLD reports on a fresh device): WireGuard carries it only where an
-                // allowed IP says so, and its absence is no fault.
-                if !dst.is_some_and(|d| d.is_multicast()) {
-                    Stats::add(&stats.drop_no_route, 1);
-                }
+            let Some(p) = route(&table, stats, batch.packet(i)) else {
                 continue;
             };
-            let peer = &table.peers[p];
-            // A new peer, or a full or closed run: send what is waiting, the engine's lock
-            // let go first (a send may wait for room in the socket; nothing else may wait
-            // behind it for this peer's engine).
             let padded = (n.div_ceil(16) * 16).min(mtu.max(n));
-            let size = padded + OVERHEAD;
-            let full = run.as_ref().is_some_and(|r| {
-                r.peer != p
-                    || r.closed
-                    || size > r.segment
-                    || r.count == crate::udp::MAX_GSO_SEGMENTS
-                    || r.used + size > crate::udp::MAX_GSO_BYTES
-            });
-            if full {
-                drop(engine_of.take());
-                // A path that does not drain (the send waited its second for room): the rest
-                // of this batch is lost rather than waited for, packet by packet.
-                if !flush(&sock, &out, &mut run, &table) || shared.stop.load(Ordering::Acquire) {
-                    break;
-                }
-            }
-            if engine_of.as_ref().is_none_or(|(q, _)| *q != p) {
-                drop(engine_of.take());
-                engine_of = Some((p, peer.engine()));
-            }
-            let Some((_, engine)) = engine_of.as_mut() else {
-                continue;
-            };
-            let packet = batch.pad_to(i, padded);
-            let at = run.as_ref().map_or(0, |r| r.used);
-            match engine.encapsulate(packet, &mut out[at..]) {
-                Out::Network(datagram) if datagram.len() == size => {
-                    let to = match &run {
-                        Some(r) => Some(r.to),
-                        None => peer.path(),
-                    };
-                    let Some(to) = to else {
-                        Stats::add(&stats.drop_no_session, 1);
-                        continue;
-                    };
-                    let r = run.get_or_insert(Run {
-                        peer: p,
-                        to,
-                        used: 0,
-                        segment: size,
-                        count: 0,
-                        closed: false,
-                    });
-                    r.used += size;
-                    r.count += 1;
-                    r.closed = size < r.segment;
-                    packets += 1;
-                    bytes += n as u64;
-                }
-                // A handshake initiation: the packet waits in the engine's queue, and leaves
-                // (and counts as sent) when the handshake completes.
-                Out::Network(datagram) => {
-                    let len = datagram.len();
-                    drop(engine_of.take());
-                    peer.queue(n);
-                    peer.initiated();
-                    match peer.path() {
-                        Some(to) => {
-                            let at = run.as_ref().map_or(0, |r| r.used);
-                            let datagram = &out[at..at + len];
-                            let _ = sock.io.send(&sock.udp, datagram, 0, to.addr, to.src);
-                            peer.sent();
-                            Stats::add(&peer.tx_bytes, len);
-                        }
-                        None => Stats::add(&stats.drop_no_session, 1),
-                    }
-                }
-                // Queued behind a handshake under way: counted when it leaves.
-                Out::Done => peer.queue(n),
-                Out::Dropped(why) => stats.dropped(why),
-                Out::Tunnel(..) => {}
+            let next = sender.packet(p, batch.pad_to(i, padded), n);
+            if matches!(next, Next::Stop) || shared.stop.load(Ordering::Acquire) {
+                break;
             }
         }
-        drop(engine_of);
-        let _ = flush(&sock, &out, &mut run, &table);
-        Stats::add(&stats.tx_packets, packets as usize);
-        Stats::add(&stats.tx_bytes, bytes as usize);
+        sender.engine = None;
+        let _ = sender.flush();
+        Stats::add(&stats.tx_packets, sender.sent.packets);
+        Stats::add(&stats.tx_bytes, sender.sent.bytes);
     }
-}
-
-/// Sends the waiting run, if any. False when the socket had no room for it within its send
-/// timeout.
-fn flush(sock: &Sock, out: &[u8], run: &mut Option<Run>, table: &Table) -> bool {
-    let Some(r) = run.take() else {
-        return true;
-    };
-    let sent = sock
-        .io
-        .send(&sock.udp, &out[..r.used], r.segment, r.to.addr, r.to.src);
-    if let Some(peer) = table.peers.get(r.peer) {
-        Stats::add(&peer.tx_bytes, r.used);
-        peer.sent();
-    }
-    !sent.is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock)
 }

@@ -694,3 +694,48 @@ fn a_server_answers_from_the_address_it_was_reached_on() {
         stop(p);
     }
 }
+
+/// A handshake that never completes is said, not only counted: `up` names the peer and its
+/// endpoint after three tries (15 s), and `show` marks the peer.
+#[test]
+fn a_handshake_that_never_completes_is_said() {
+    let Some((_g, _)) = common::privileged_ns() else {
+        return;
+    };
+    let h = hosts(Some(100));
+    let (private, nobody) = (ok(&["vpwn", "genkey"]), ok(&["vpwn", "genkey"]));
+    let name = common::unique("wgn");
+    // Nothing listens at the endpoint.
+    let body = client_conf(
+        &private,
+        &public_of(&nobody),
+        &format!("{S4}:51899"),
+        "10.232.0.0/24",
+        "",
+    );
+    let mut p = client_up(&h, &name, &body).unwrap();
+    // A packet for the peer starts the handshake.
+    let tx =
+        h.c.ns
+            .run(|| std::net::UdpSocket::bind("10.232.0.1:0"))
+            .unwrap()
+            .unwrap();
+    let _ = tx.send_to(b"anyone?", "10.232.0.2:7330");
+    std::thread::sleep(Duration::from_secs(17));
+    let shown = ok(&["vpwn", "show", &name]);
+    assert!(shown.contains("! no handshake after"), "{shown}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["vpwn", "show", &name, "--json"])).unwrap();
+    assert!(
+        json[0]["peers"][0]["handshake_pending"]
+            .as_u64()
+            .is_some_and(|s| s >= 15),
+        "{json}"
+    );
+    let said = stop(Proc(p.0.take()));
+    assert!(
+        said.contains(&format!("no handshake with {} after", public_of(&nobody)))
+            && said.contains(&format!("nothing answers at {S4}:51899")),
+        "{said}"
+    );
+}
