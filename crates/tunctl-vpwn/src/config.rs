@@ -116,155 +116,15 @@ impl Config {
     /// A message naming the line and what is wrong: unknown section or key, a bad value,
     /// a missing `PrivateKey` or `PublicKey`, the same peer twice, a hook.
     pub fn parse(text: &str) -> Result<Config, String> {
-        enum Section {
-            None,
-            Interface,
-            Peer,
-        }
-        let mut section = Section::None;
-        let mut c = Config::default();
-        let mut interfaces = 0;
-        let mut peer: Option<Peer> = None;
-        let finish = |peer: Option<Peer>, c: &mut Config, line: usize| -> Result<(), String> {
-            if let Some(p) = peer {
-                if c.peers.iter().any(|q| q.public_key == p.public_key) {
-                    return Err(format!(
-                        "line {line}: the peer {} is given twice",
-                        p.public_key
-                    ));
-                }
-                c.peers.push(p);
-            }
-            Ok(())
-        };
-        let mut peer_line = 0;
+        let mut p = Parser::default();
         for (n, raw) in text.lines().enumerate() {
-            let at = |why: String| format!("line {}: {why}", n + 1);
             let line = raw.split('#').next().unwrap_or("").trim();
             if line.is_empty() {
                 continue;
             }
-            if line.starts_with('[') {
-                let p = peer.take().map(|p| {
-                    if p.public_key.0 == [0; 32] {
-                        Err(format!("line {peer_line}: [Peer] has no PublicKey"))
-                    } else {
-                        Ok(p)
-                    }
-                });
-                finish(p.transpose()?, &mut c, peer_line)?;
-                section = match line.to_ascii_lowercase().as_str() {
-                    "[interface]" => {
-                        interfaces += 1;
-                        if interfaces > 1 {
-                            return Err(at("a second [Interface]".into()));
-                        }
-                        Section::Interface
-                    }
-                    "[peer]" => {
-                        peer = Some(Peer::new(PublicKey([0; 32])));
-                        peer_line = n + 1;
-                        Section::Peer
-                    }
-                    other => return Err(at(format!("unknown section {other}"))),
-                };
-                continue;
-            }
-            let (key, value) = line
-                .split_once('=')
-                .map(|(k, v)| (k.trim(), v.trim()))
-                .ok_or_else(|| at(format!("{line:?} is not \"Key = value\"")))?;
-            let lower = key.to_ascii_lowercase();
-            let bad = |what: &str, e: String| at(format!("{key}: {what}: {e}"));
-            match (&section, peer.as_mut(), lower.as_str()) {
-                (Section::None, _, _) => return Err(at(format!("{key} outside a section"))),
-                (_, _, "preup" | "postup" | "predown" | "postdown") => {
-                    return Err(at(format!(
-                        "{key}: vpwn runs no commands; configure the host yourself"
-                    )))
-                }
-                (Section::Interface, _, "dns" | "saveconfig") => c.ignored.push(key.to_string()),
-                (Section::Interface, _, "privatekey") => {
-                    c.private_key = Some(value.parse().map_err(|e| bad("key", e))?)
-                }
-                (Section::Interface, _, "listenport") => {
-                    c.listen_port = parse_decimal::<u16>(value)
-                        .ok_or_else(|| bad("port", format!("{value:?} is not 0 to 65535")))?
-                }
-                (Section::Interface, _, "fwmark") => {
-                    c.fwmark = parse_fwmark(value).map_err(|e| bad("mark", e))?
-                }
-                (Section::Interface, _, "table") => {
-                    c.table = parse_table(value).map_err(|e| bad("table", e))?
-                }
-                (Section::Interface, _, "address") => {
-                    for a in value.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-                        c.addresses
-                            .push(a.parse::<Cidr>().map_err(|e| bad("address", e.detail()))?);
-                    }
-                }
-                (Section::Interface, _, "mtu") => {
-                    c.mtu = Some(
-                        parse_decimal::<u32>(value)
-                            .ok_or_else(|| bad("MTU", format!("{value:?} is not a number")))?,
-                    )
-                }
-                (Section::Peer, Some(p), "publickey") => {
-                    p.public_key = value.parse().map_err(|e| bad("key", e))?
-                }
-                (Section::Peer, Some(p), "presharedkey") => {
-                    p.preshared_key = Some(value.parse().map_err(|e| bad("key", e))?)
-                }
-                (Section::Peer, Some(p), "endpoint") => {
-                    check_endpoint(value).map_err(|e| bad("endpoint", e))?;
-                    match value.parse::<SocketAddr>() {
-                        Ok(addr) => p.endpoint = Some(addr),
-                        Err(_) => p.endpoint_name = Some(value.to_string()),
-                    }
-                }
-                (Section::Peer, Some(p), "allowedips") => {
-                    for a in value.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-                        let net = a.parse::<Cidr>().map_err(|e| bad("network", e.detail()))?;
-                        p.allowed_ips
-                            .push(Cidr::new(net.network(), net.prefix()).unwrap_or(net));
-                    }
-                }
-                (Section::Peer, Some(p), "persistentkeepalive") => {
-                    p.keepalive = match value {
-                        "off" => 0,
-                        v => parse_decimal::<u16>(v).ok_or_else(|| {
-                            bad("seconds", format!("{v:?} is not 0 to 65535 or off"))
-                        })?,
-                    }
-                }
-                (_, _, _) => return Err(at(format!("unknown key {key}"))),
-            }
+            p.line(n + 1, line)?;
         }
-        let p = peer.map(|p| {
-            if p.public_key.0 == [0; 32] {
-                Err(format!("line {peer_line}: [Peer] has no PublicKey"))
-            } else {
-                Ok(p)
-            }
-        });
-        finish(p.transpose()?, &mut c, peer_line)?;
-        if c.private_key.is_none() {
-            return Err("[Interface] has no PrivateKey".into());
-        }
-        // One network, one peer (cryptokey routing): a later peer's takes it, as `wg
-        // setconf` would apply the file; each once.
-        let mut owner = std::collections::HashMap::new();
-        for (i, p) in c.peers.iter().enumerate() {
-            for net in &p.allowed_ips {
-                owner.insert(*net, i);
-            }
-        }
-        for (i, p) in c.peers.iter_mut().enumerate() {
-            let mut seen = std::collections::HashSet::new();
-            p.allowed_ips
-                .retain(|n| owner.get(n) == Some(&i) && seen.insert(*n));
-        }
-        Ok(c)
+        p.finish()
     }
 
     /// Resolves the endpoints given by name (host names, scoped link-local addresses), in
@@ -294,6 +154,185 @@ impl Config {
             .flat_map(|p| &p.allowed_ips)
             .any(|c| c.prefix() == 0 && c.addr().is_ipv6() == v6)
     }
+}
+
+/// Where [`Config::parse`] is in the file.
+#[derive(Default)]
+enum Section {
+    #[default]
+    None,
+    Interface,
+    /// A `[Peer]` being read, and the line it began on.
+    Peer(Box<Peer>, usize),
+}
+
+/// The state of [`Config::parse`]: the configuration so far and the open section.
+#[derive(Default)]
+struct Parser {
+    config: Config,
+    section: Section,
+    interfaces: usize,
+}
+
+impl Parser {
+    /// Line `n`, neither empty nor a comment. Errors name the line they are about.
+    fn line(&mut self, n: usize, line: &str) -> Result<(), String> {
+        let at = |why: String| format!("line {n}: {why}");
+        if line.starts_with('[') {
+            self.end_peer()?;
+            return self.begin(n, line).map_err(at);
+        }
+        self.entry(line).map_err(at)
+    }
+
+    /// A `Key = value` line of the open section.
+    fn entry(&mut self, line: &str) -> Result<(), String> {
+        let (key, value) = line
+            .split_once('=')
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .ok_or_else(|| format!("{line:?} is not \"Key = value\""))?;
+        let lower = key.to_ascii_lowercase();
+        if matches!(lower.as_str(), "preup" | "postup" | "predown" | "postdown") {
+            return Err(format!(
+                "{key}: vpwn runs no commands; configure the host yourself"
+            ));
+        }
+        let known = match &mut self.section {
+            Section::None => return Err(format!("{key} outside a section")),
+            Section::Interface => interface_key(&mut self.config, key, &lower, value)?,
+            Section::Peer(p, _) => peer_key(p, key, &lower, value)?,
+        };
+        if known {
+            Ok(())
+        } else {
+            Err(format!("unknown key {key}"))
+        }
+    }
+
+    /// A section header on line `n`.
+    fn begin(&mut self, n: usize, header: &str) -> Result<(), String> {
+        self.section = match header.to_ascii_lowercase().as_str() {
+            "[interface]" => {
+                self.interfaces += 1;
+                if self.interfaces > 1 {
+                    return Err("a second [Interface]".into());
+                }
+                Section::Interface
+            }
+            "[peer]" => Section::Peer(Box::new(Peer::new(PublicKey([0; 32]))), n),
+            other => return Err(format!("unknown section {other}")),
+        };
+        Ok(())
+    }
+
+    /// Adds the open peer, if any, to the configuration: it is whole at the next section
+    /// or the end. Its errors name the line of its `[Peer]`.
+    fn end_peer(&mut self) -> Result<(), String> {
+        let Section::Peer(p, line) = std::mem::take(&mut self.section) else {
+            return Ok(());
+        };
+        let c = &mut self.config;
+        if p.public_key.0 == [0; 32] {
+            return Err(format!("line {line}: [Peer] has no PublicKey"));
+        }
+        if c.peers.iter().any(|q| q.public_key == p.public_key) {
+            return Err(format!(
+                "line {line}: the peer {} is given twice",
+                p.public_key
+            ));
+        }
+        c.peers.push(*p);
+        Ok(())
+    }
+
+    /// The end of the file: the last peer, the required keys, one owner per network.
+    fn finish(mut self) -> Result<Config, String> {
+        self.end_peer()?;
+        let mut c = self.config;
+        if c.private_key.is_none() {
+            return Err("[Interface] has no PrivateKey".into());
+        }
+        // One network, one peer (cryptokey routing): a later peer's takes it, as `wg
+        // setconf` would apply the file; each once.
+        let mut owner = std::collections::HashMap::new();
+        for (i, p) in c.peers.iter().enumerate() {
+            for net in &p.allowed_ips {
+                owner.insert(*net, i);
+            }
+        }
+        for (i, p) in c.peers.iter_mut().enumerate() {
+            let mut seen = std::collections::HashSet::new();
+            p.allowed_ips
+                .retain(|n| owner.get(n) == Some(&i) && seen.insert(*n));
+        }
+        Ok(c)
+    }
+}
+
+/// One `[Interface]` key: `Ok(false)` when it is not one.
+fn interface_key(c: &mut Config, key: &str, lower: &str, value: &str) -> Result<bool, String> {
+    let bad = |what: &str, e: String| format!("{key}: {what}: {e}");
+    match lower {
+        "dns" | "saveconfig" => c.ignored.push(key.to_string()),
+        "privatekey" => c.private_key = Some(value.parse().map_err(|e| bad("key", e))?),
+        "listenport" => {
+            c.listen_port = parse_decimal::<u16>(value)
+                .ok_or_else(|| bad("port", format!("{value:?} is not 0 to 65535")))?
+        }
+        "fwmark" => c.fwmark = parse_fwmark(value).map_err(|e| bad("mark", e))?,
+        "table" => c.table = parse_table(value).map_err(|e| bad("table", e))?,
+        "address" => {
+            for a in list(value) {
+                c.addresses
+                    .push(a.parse::<Cidr>().map_err(|e| bad("address", e.detail()))?);
+            }
+        }
+        "mtu" => {
+            c.mtu = Some(
+                parse_decimal::<u32>(value)
+                    .ok_or_else(|| bad("MTU", format!("{value:?} is not a number")))?,
+            )
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// One `[Peer]` key: `Ok(false)` when it is not one.
+fn peer_key(p: &mut Peer, key: &str, lower: &str, value: &str) -> Result<bool, String> {
+    let bad = |what: &str, e: String| format!("{key}: {what}: {e}");
+    match lower {
+        "publickey" => p.public_key = value.parse().map_err(|e| bad("key", e))?,
+        "presharedkey" => p.preshared_key = Some(value.parse().map_err(|e| bad("key", e))?),
+        "endpoint" => {
+            check_endpoint(value).map_err(|e| bad("endpoint", e))?;
+            match value.parse::<SocketAddr>() {
+                Ok(addr) => p.endpoint = Some(addr),
+                Err(_) => p.endpoint_name = Some(value.to_string()),
+            }
+        }
+        "allowedips" => {
+            for a in list(value) {
+                let net = a.parse::<Cidr>().map_err(|e| bad("network", e.detail()))?;
+                p.allowed_ips
+                    .push(Cidr::new(net.network(), net.prefix()).unwrap_or(net));
+            }
+        }
+        "persistentkeepalive" => {
+            p.keepalive = match value {
+                "off" => 0,
+                v => parse_decimal::<u16>(v)
+                    .ok_or_else(|| bad("seconds", format!("{v:?} is not 0 to 65535 or off")))?,
+            }
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// The items of a comma-separated list, trimmed, empty ones skipped.
+fn list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|a| !a.is_empty())
 }
 
 /// `off`, or a mark in decimal or `0x` hexadecimal (as `wg` takes it).
