@@ -1,11 +1,11 @@
 //! The `tunnel` group: two namespaces A and B joined by a veth (the underlay), one WireGuard
-//! end in each (ours, wireguard-go old and new, boringtun), iperf3 and ping from A to B
+//! end in each (ours, wireguard-go old and new, boringtun, gotatun), iperf3 and ping from A to B
 //! through the tunnel; the veth alone (`kernel`) and the C pass-through forwarder
 //! (`c-offload`) as ceilings. Everything a run starts (namespaces, processes, UAPI sockets,
 //! key files) is removed at its end, also when it fails or the harness is interrupted.
 //!
 //! Each contender starts one end through a small function (`start_end`). The userspace
-//! WireGuards configured over their UAPI socket (wireguard-go, boringtun) share `wg_style`:
+//! WireGuards configured over their UAPI socket (wireguard-go, boringtun, gotatun) share `wg_style`:
 //! start the daemon in the namespace, `wg set`, `ip address`, `ip link set up`. vpwn is started
 //! by its own CLI (`tunctl vpwn up`), or, with `TUNCTL_VPWN_DROPIN=PATH`, as a wireguard-go
 //! drop-in (`PATH -f NAME`, then the same `wg set`).
@@ -27,7 +27,7 @@ use crate::harness::{
 };
 
 /// The tunnel contenders, in report order and in the order each round takes them.
-pub const CONTENDERS: [&str; 11] = [
+pub const CONTENDERS: [&str; 15] = [
     "vpwn",
     // vpwn without one part of its fast path each (`vpwn up --without`), and without all
     // three: what each part buys.
@@ -35,10 +35,18 @@ pub const CONTENDERS: [&str; 11] = [
     "vpwn-no-gso",
     "vpwn-no-gro",
     "vpwn-plain",
+    // vpwn with 999 more peers and 99,900 more allowed networks on each end (`wg addconf`):
+    // whether the allowed-IPs lookup grows with the table.
+    "vpwn-many",
+    // Both ends pinned to one core (`taskset -c 0`), against the unpinned runs: how each
+    // scales with cores.
+    "vpwn-1cpu",
     "wireguard-go-new",
+    "wireguard-go-new-1cpu",
     "wireguard-go",
     "boringtun",
     "boringtun-t1",
+    "gotatun",
     "kernel",
     "c-offload",
 ];
@@ -72,6 +80,10 @@ const PORT: u16 = 51820;
 const MTU: &str = "1420";
 /// The tun devices of `c-offload`.
 const C_DEV: &str = "ctun0";
+
+/// `vpwn-many`'s extra peers on each end, and the allowed networks of each: 99,900 networks.
+const MANY_PEERS: usize = 999;
+const NETWORKS_PER_PEER: usize = 100;
 
 /// How long an end may take to come up, and a first ping to come back.
 const START_LIMIT: Duration = Duration::from_secs(10);
@@ -177,6 +189,7 @@ fn keypair(dir: &Path, name: &str) -> Result<(PathBuf, String), String> {
 }
 
 /// What one end of a tunnel needs to know.
+#[derive(Clone)]
 struct EndConfig<'a> {
     ns: &'a str,
     /// The device name, unique on the host (its UAPI socket is `UAPI_DIR/<dev>.sock`).
@@ -189,6 +202,8 @@ struct EndConfig<'a> {
     peer: String,
     /// The other end's tunnel address (`10.204.0.2/32`).
     allowed: String,
+    /// Whether the end runs on the first core only (`-1cpu` contenders).
+    pin: bool,
 }
 
 /// A running process of a run (a tunnel end, the C forwarder, a bridge of the `bridge` group):
@@ -324,8 +339,14 @@ fn peers_dir() -> PathBuf {
     bench_dir().join("target/peers")
 }
 
-/// Starts one end of `contender`'s tunnel and returns once it is configured and up.
+/// Starts one end of `contender`'s tunnel and returns once it is configured and up. A
+/// `-1cpu` contender is its base one with the end pinned to the first core.
 fn start_end(contender: &str, end: &EndConfig) -> Result<End, String> {
+    let (base, pin) = match contender.strip_suffix("-1cpu") {
+        Some(base) => (base, true),
+        None => (contender, false),
+    };
+    let end = &EndConfig { pin, ..end.clone() };
     let boringtun = || {
         program(
             "BORINGTUN",
@@ -333,12 +354,17 @@ fn start_end(contender: &str, end: &EndConfig) -> Result<End, String> {
             "bench/run installs boringtun-cli 0.7.1 into bench/target/peers",
         )
     };
-    match contender {
-        "vpwn" => vpwn(end, None),
-        "vpwn-no-tso" => vpwn(end, Some("tun-offload")),
-        "vpwn-no-gso" => vpwn(end, Some("udp-gso")),
-        "vpwn-no-gro" => vpwn(end, Some("udp-gro")),
-        "vpwn-plain" => vpwn(end, Some("tun-offload,udp-gso,udp-gro")),
+    match base {
+        "vpwn" => vpwn(contender, end, None),
+        "vpwn-no-tso" => vpwn(contender, end, Some("tun-offload")),
+        "vpwn-no-gso" => vpwn(contender, end, Some("udp-gso")),
+        "vpwn-no-gro" => vpwn(contender, end, Some("udp-gro")),
+        "vpwn-plain" => vpwn(contender, end, Some("tun-offload,udp-gso,udp-gro")),
+        "vpwn-many" => {
+            let e = vpwn(contender, end, None)?;
+            add_many_peers(end)?;
+            Ok(e)
+        }
         "wireguard-go-new" => wg_style(
             contender,
             &program(
@@ -371,6 +397,17 @@ fn start_end(contender: &str, end: &EndConfig) -> Result<End, String> {
             &["-f", "--disable-drop-privileges", "--threads", "1"],
             end,
         ),
+        // gotatun-cli takes boringtun-cli's options.
+        "gotatun" => wg_style(
+            contender,
+            &program(
+                "GOTATUN",
+                peers_dir().join("bin/gotatun"),
+                "bench/run installs gotatun-cli into bench/target/peers",
+            )?,
+            &["-f", "--disable-drop-privileges"],
+            end,
+        ),
         other => Err(format!("no tunnel end for {other:?}")),
     }
 }
@@ -378,7 +415,7 @@ fn start_end(contender: &str, end: &EndConfig) -> Result<End, String> {
 /// vpwn: `tunctl vpwn up` with every setting on its command line; it creates, addresses and
 /// raises the device itself. With `TUNCTL_VPWN_DROPIN=PATH`, a wireguard-go drop-in started and
 /// configured as wireguard-go is.
-fn vpwn(end: &EndConfig, without: Option<&str>) -> Result<End, String> {
+fn vpwn(label: &str, end: &EndConfig, without: Option<&str>) -> Result<End, String> {
     if let Some(dropin) = std::env::var_os("TUNCTL_VPWN_DROPIN") {
         let path = program(
             "TUNCTL_VPWN_DROPIN",
@@ -394,7 +431,7 @@ fn vpwn(end: &EndConfig, without: Option<&str>) -> Result<End, String> {
     )?;
     let _ = std::fs::remove_file(socket(&end.dev));
     let port = PORT.to_string();
-    let mut cmd = Command::new(tunctl);
+    let mut cmd = launcher(end.pin, &tunctl);
     cmd.args(["vpwn", "up", &end.dev, "--netns", end.ns, "--key-file"])
         .arg(end.key)
         .args([
@@ -416,9 +453,61 @@ fn vpwn(end: &EndConfig, without: Option<&str>) -> Result<End, String> {
     if let Some(w) = without {
         cmd.args(["--without", w]);
     }
-    let mut e = End::spawn("vpwn", cmd, Some(end.dev.clone()))?;
+    let mut e = End::spawn(label, cmd, Some(end.dev.clone()))?;
     wait_ready(&mut e, end)?;
     Ok(e)
+}
+
+/// `program`, or `taskset -c 0 program` when `pin`: the process and all it starts run on the
+/// first core only (Go's runtime then uses one processor, as it reads the affinity).
+fn launcher(pin: bool, program: &Path) -> Command {
+    if pin {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", "0"]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Extra peers for `end`'s running tunnel, through `wg addconf` (so through the UAPI):
+/// `MANY_PEERS` peers without endpoints, each with `NETWORKS_PER_PEER` /30 networks from
+/// 100.64.0.0/10, none of which overlaps the tunnel's addresses. Their keys are arbitrary
+/// 32-byte values (any is a valid X25519 public key); no handshake is ever made with them.
+fn add_many_peers(end: &EndConfig) -> Result<(), String> {
+    use base64::Engine as _;
+    let mut conf = String::with_capacity(MANY_PEERS * (60 + NETWORKS_PER_PEER * 20));
+    for p in 0..MANY_PEERS {
+        let mut key = [0x5a_u8; 32];
+        key[..8].copy_from_slice(&(p as u64 + 1).to_be_bytes());
+        let key = base64::engine::general_purpose::STANDARD.encode(key);
+        conf.push_str(&format!("[Peer]\nPublicKey = {key}\nAllowedIPs = "));
+        for n in 0..NETWORKS_PER_PEER {
+            let net = 0x6440_0000_u32 + ((p * NETWORKS_PER_PEER + n) as u32) * 4;
+            if n > 0 {
+                conf.push_str(", ");
+            }
+            conf.push_str(&format!("{}/30", std::net::Ipv4Addr::from(net)));
+        }
+        conf.push('\n');
+    }
+    let path = end.key.with_file_name(format!("{}-many.conf", end.dev));
+    std::fs::write(&path, conf).map_err(|e| format!("{}: {e}", path.display()))?;
+    let out = run_bounded(
+        Command::new("ip")
+            .args(["netns", "exec", end.ns, "wg", "addconf", &end.dev])
+            .arg(&path),
+        Duration::from_secs(30),
+    )?;
+    let _ = std::fs::remove_file(&path);
+    if !out.status.success() {
+        return Err(format!(
+            "wg addconf {}: {}",
+            end.dev,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
 }
 
 /// A userspace WireGuard that serves the UAPI: `PROGRAM ARGS DEV` started in the namespace
@@ -427,7 +516,7 @@ fn wg_style(label: &str, program: &Path, args: &[&str], end: &EndConfig) -> Resu
     let sock = socket(&end.dev);
     // A socket of that name can only be a stale one (names are unique per harness run).
     let _ = std::fs::remove_file(&sock);
-    let mut cmd = Command::new("ip");
+    let mut cmd = launcher(end.pin, Path::new("ip"));
     cmd.args(["netns", "exec", end.ns])
         .arg(program)
         .args(args)
@@ -660,6 +749,7 @@ pub fn measure_once(contender: &str, opts: &Options, figures: &mut [Figure]) -> 
                 peer_key: &pub_b,
                 peer: format!("{UNDER_B}:{PORT}"),
                 allowed: format!("{TUN_B}/32"),
+                pin: false,
             };
             let config_b = EndConfig {
                 ns: &topo.b,
@@ -669,6 +759,7 @@ pub fn measure_once(contender: &str, opts: &Options, figures: &mut [Figure]) -> 
                 peer_key: &pub_a,
                 peer: format!("{UNDER_A}:{PORT}"),
                 allowed: format!("{TUN_A}/32"),
+                pin: false,
             };
             // B first, so that A's first handshake finds B listening; timed from B's start.
             since = Instant::now();
@@ -786,6 +877,7 @@ pub fn report(figures: &[Figure], failures: &[String], opts: &Options) -> String
         higher_is_better,
         &ratio,
     ));
+    out.push_str(&scaling(&median));
     out.push_str(&format!(
         "\n{} run{} of {} s per contender, interleaved round-robin (every contender's first run, \
          then every contender's second, ...). `runs` counts the runs that produced the figure; \
@@ -814,6 +906,33 @@ pub fn report(figures: &[Figure], failures: &[String], opts: &Options) -> String
     out
 }
 
+/// For each contender that also ran pinned to one core (`X-1cpu`): its medians on two cores
+/// over those on one, per throughput metric. Empty when none did.
+fn scaling(median: &dyn Fn(&str, &str, bool) -> Option<f64>) -> String {
+    let mut rows = String::new();
+    for c in CONTENDERS.iter().filter_map(|c| c.strip_suffix("-1cpu")) {
+        let cells: Vec<String> = ["tcp1", "tcp4", "udp64"]
+            .iter()
+            .map(
+                |m| match (median(c, m, false), median(&format!("{c}-1cpu"), m, false)) {
+                    (Some(two), Some(one)) if one > 0.0 => format!("{:.2}×", two / one),
+                    _ => "–".into(),
+                },
+            )
+            .collect();
+        if cells.iter().any(|x| x != "–") {
+            rows.push_str(&format!("| {c} | {} |\n", cells.join(" | ")));
+        }
+    }
+    if rows.is_empty() {
+        return rows;
+    }
+    format!(
+        "\nScaling: each end on two cores (unpinned) over each end on one (`-1cpu`), medians:\n\n\
+         | contender | tcp1 | tcp4 | udp64 |\n|---|---|---|---|\n{rows}"
+    )
+}
+
 /// The `tunnel` section of BENCHMARKS.md around its `table`, measured `on` (machine, date).
 pub fn section(on: &str, table: &str) -> String {
     format!(
@@ -823,7 +942,12 @@ pub fn section(on: &str, table: &str) -> String {
          in each (tunnel 10.204.0.1 ⇄ 10.204.0.2, MTU 1420): `vpwn` (ours, `tunctl vpwn up`), \
          `wireguard-go-new` (0.0.20250522, built with Go 1.19), `wireguard-go` (Debian's \
          0.0.20220316), `boringtun` and `boringtun-t1` (boringtun-cli 0.7.1, default threads \
-         and `--threads 1`); `kernel` is the veth alone, `c-offload` the C pass-through \
+         and `--threads 1`), `gotatun` (Mullvad's fork of boringtun, gotatun-cli 0.10.2, run as \
+         boringtun is); `vpwn-no-tso`, `-no-gso`, `-no-gro` and `-plain` are vpwn without one \
+         part of its fast path and without all three; `vpwn-many` has 999 more peers and 99,900 \
+         more allowed networks on each end (added with `wg addconf` before the first ping, so \
+         its `up` includes them); `-1cpu` runs both ends on the first core only (`taskset -c \
+         0`; iperf3 and the kernel's softirqs still use both). `kernel` is the veth alone, `c-offload` the C pass-through \
          forwarder between a tun device in each namespace (no crypto, no UDP: the ceiling of \
          a userspace hop). iperf3 from A to B: `tcp1`, `tcp4` (Gbit/s received), `udp64` \
          (64-byte datagrams, thousands received per second); `rtt` the median of 20 pings, \
@@ -839,7 +963,7 @@ mod tests {
     #[test]
     fn report_has_vpwn_ratios() {
         let mut figures = Vec::new();
-        for (c, v) in [("vpwn", 2.0), ("wireguard-go", 1.0)] {
+        for (c, v) in [("vpwn", 2.0), ("wireguard-go", 1.0), ("vpwn-1cpu", 1.6)] {
             for (m, u) in METRICS {
                 let mut f = Figure::new(c, m, u);
                 f.push(Sample {
@@ -863,6 +987,8 @@ mod tests {
         assert!(r.contains("| tcp1 (higher is better) | 2.00× |"));
         assert!(r.contains("| rtt (lower is better) | 2.00× |"));
         assert!(r.contains("| tcp1 CPU (lower is better) | 2.00× |"));
+        assert!(r.contains("| vpwn | 1.25× | 1.25× | 1.25× |"), "{r}");
+        assert!(!r.contains("| wireguard-go-new |"));
         assert!(!r.contains("SMOKE"));
     }
 

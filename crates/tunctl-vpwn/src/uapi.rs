@@ -29,8 +29,9 @@ pub const SOCKET_DIR: &str = "/var/run/wireguard";
 
 /// The longest request line taken; a longer one ends the connection.
 const MAX_LINE: usize = 256;
-/// The most lines in one request (a peer with thousands of allowed IPs fits).
-const MAX_LINES: usize = 100_000;
+/// The most lines in one request: a `wg setconf` of 1,000 peers with 1,000 networks each
+/// fits (a request is held whole, to be applied whole or not at all: about 60 bytes a line).
+const MAX_LINES: usize = 1_000_000;
 
 /// What a running tunnel knows of a peer beyond its configuration.
 #[derive(Debug, Clone, Copy, Default)]

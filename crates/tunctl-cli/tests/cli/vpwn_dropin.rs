@@ -390,6 +390,63 @@ fn setconf_showconf_addconf_syncconf_with_three_peers() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A thousand peers with a hundred networks each, through the socket as `wg addconf` sends
+/// them (one request of 101,000 lines): all taken, then `wg syncconf` takes them away again.
+#[test]
+fn a_thousand_peers_with_a_hundred_thousand_networks() {
+    let Some((a, _)) = common::privileged_ns() else {
+        return;
+    };
+    let name = common::unique("wk");
+    let _fg = Foreground::start(&a, &name);
+    let dir = std::env::temp_dir().join(format!("tunctl-dropin-many-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = dir.join("base.conf");
+    std::fs::write(
+        &base,
+        format!(
+            "[Interface]\nPrivateKey = {}\nListenPort = 51951\n",
+            ok(&["vpwn", "genkey"]).trim()
+        ),
+    )
+    .unwrap();
+    exec_ok(&a.name, &["wg", "setconf", &name, base.to_str().unwrap()]);
+    let mut many = String::new();
+    for p in 0..1000u32 {
+        let mut k = [7u8; 32];
+        k[..4].copy_from_slice(&p.to_be_bytes());
+        many.push_str(&format!(
+            "[Peer]\nPublicKey = {}\nAllowedIPs = ",
+            tunctl_vpwn::PublicKey(k)
+        ));
+        let nets: Vec<String> = (0..100u32)
+            .map(|n| {
+                let at = 0x6440_0000u32 + (p * 100 + n) * 4;
+                format!("{}/30", std::net::Ipv4Addr::from(at))
+            })
+            .collect();
+        many.push_str(&nets.join(", "));
+        many.push('\n');
+    }
+    let file = dir.join("many.conf");
+    std::fs::write(&file, many).unwrap();
+    let start = Instant::now();
+    exec_ok(&a.name, &["wg", "addconf", &name, file.to_str().unwrap()]);
+    eprintln!(
+        "wg addconf of 1,000 peers and 100,000 networks took {:?}",
+        start.elapsed()
+    );
+    let shown = exec_ok(&a.name, &["wg", "show", &name, "allowed-ips"]);
+    let networks: usize = shown
+        .lines()
+        .map(|l| l.split_whitespace().skip(1).count())
+        .sum();
+    assert_eq!((shown.lines().count(), networks), (1000, 100_000));
+    exec_ok(&a.name, &["wg", "syncconf", &name, base.to_str().unwrap()]);
+    assert_eq!(exec_ok(&a.name, &["wg", "show", &name, "peers"]).trim(), "");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// IPv4 fragments the namespace's stack made (`Ip: FragCreates` in /proc/net/snmp).
 fn fragments_created(ns: &TestNs) -> u64 {
     let snmp = ns
