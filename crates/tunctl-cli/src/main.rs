@@ -469,7 +469,7 @@ fn run(command: Command, ns: &NsArg) -> Result<(), Error> {
         },
         Command::Demo(args) => demo::run(args),
         Command::Vpwn { action } => vpwn::run(action, ns.netns.clone()),
-        Command::Br { action } => br::run(action),
+        Command::Br { action } => br::run(action, ns.netns.clone()),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "tunctl", &mut std::io::stdout());
