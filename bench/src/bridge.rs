@@ -23,7 +23,7 @@ use crate::harness::{
 use crate::tunnel::{first_reply, program, End, SCRATCH_PREFIX};
 
 /// The bridge contenders, in report order and in the order each round takes them.
-pub const CONTENDERS: [&str; 8] = [
+pub const CONTENDERS: [&str; 9] = [
     "kernel",
     "c-learn",
     "c-learn-offload",
@@ -31,6 +31,7 @@ pub const CONTENDERS: [&str; 8] = [
     "ovs-tso",
     "br",
     "br-1t",
+    "br-mq2",
     "br-flood",
 ];
 
@@ -282,7 +283,7 @@ fn start_bridge(contender: &str, topo: &Topology) -> Result<End, String> {
             }
             c
         }
-        "br" | "br-1t" | "br-flood" => {
+        "br" | "br-1t" | "br-mq2" | "br-flood" => {
             let mut c = Command::new(program(
                 "TUNCTL_BIN",
                 bench_dir().join("../target/release/tunctl"),
@@ -295,6 +296,10 @@ fn start_bridge(contender: &str, topo: &Topology) -> Result<End, String> {
             // One thread polling every port instead of one per port.
             if contender == "br-1t" {
                 c.arg("--one-thread");
+            }
+            // Two queues per port, a thread per queue.
+            if contender == "br-mq2" {
+                c.args(["--queues", "2"]);
             }
             c
         }
@@ -651,8 +656,8 @@ and `ovs-vswitchd` in a namespace of their own, a bridge with `datapath_type=net
 `other_config:userspace-tso-enable=true`, vnet headers on those sockets, GSO frames whole; \
 without it the ends send no partial checksums, `ethtool -K bp0 tx off`, as OVS asks); `br` \
 ours (`tunctl br up`, vnet_hdr taps with TSO, learning, a thread per port), `br-1t` \
-(`--one-thread`: one thread polls every port) and `br-flood` (`--flood`: every frame to every \
-other port). iperf3 from A to B: `tcp1`, `tcp4` (Gbit/s received), `udp64` (64-byte \
+(`--one-thread`: one thread polls every port), `br-mq2` (`--queues 2`: multi-queue taps, a \
+thread per queue) and `br-flood` (`--flood`: every frame to every other port). iperf3 from A to B: `tcp1`, `tcp4` (Gbit/s received), `udp64` (64-byte \
 datagrams, thousands received per second); C only sees what the bridge floods. MTU 1500. \
 Then a 2-second probe of tcp1 and of udp64 each: `-sys`, the bridge's system calls (every \
 thread of its process, both OVS daemons; `perf stat -e raw_syscalls:sys_enter`) and `-wake`, \

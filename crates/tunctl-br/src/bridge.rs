@@ -52,7 +52,13 @@ pub struct Options {
     pub trace: bool,
     /// One thread polling every port, instead of one thread per port.
     pub one_thread: bool,
+    /// Queues per port (1 to [`MAX_QUEUES`]): more make multi-queue taps, over which the
+    /// kernel spreads flows by their hash, each queue read by a thread of its own.
+    pub queues: usize,
 }
+
+/// The most queues a port takes.
+pub const MAX_QUEUES: usize = 16;
 
 impl Options {
     /// Defaults: ageing 300 s, 8192 addresses, no trace, no uplink, no static entry.
@@ -68,6 +74,7 @@ impl Options {
             max_macs: 8192,
             trace: false,
             one_thread: false,
+            queues: 1,
         }
     }
 }
@@ -208,6 +215,8 @@ pub(crate) struct Shared {
     stop_house: AtomicBool,
     pub(crate) trace: bool,
     one_thread: bool,
+    /// Queues per port.
+    queues: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -317,6 +326,7 @@ impl Shared {
                 name: p.name.clone(),
                 namespace: p.namespace.clone(),
                 vnet_hdr: p.vnet,
+                queues: p.device.queues().len(),
                 alive: p.alive.load(Ordering::Relaxed),
                 uplink: p.master.is_some(),
                 created: p.created,
@@ -420,7 +430,7 @@ impl Shared {
             }
         };
         admin.added += 1;
-        let port = Arc::new(open_port(spec, slot, admin.added)?);
+        let port = Arc::new(open_port(spec, slot, admin.added, self.queues)?);
         let label = port.label();
         let mut table = (*ports).clone();
         if table.len() <= slot {
@@ -434,12 +444,9 @@ impl Shared {
             self.reweigh(&mut fdb);
         }
         if !self.one_thread {
-            match spawn_port(self, &port) {
-                Ok(t) => admin.threads.push((Some(slot), t)),
-                Err(e) => {
-                    self.retire(&mut admin, slot);
-                    return Err(e);
-                }
+            if let Err(e) = spawn_port(self, &port, &mut admin) {
+                self.retire(&mut admin, slot);
+                return Err(e);
             }
         }
         Ok(format!("port {label} added to bridge {}", self.name))
@@ -463,7 +470,7 @@ impl Shared {
         };
         // Frames read from it from now on teach the table nothing (checked under its lock).
         port.alive.store(false, Ordering::Release);
-        if let Some(k) = admin.threads.iter().position(|(s, _)| *s == Some(slot)) {
+        while let Some(k) = admin.threads.iter().position(|(s, _)| *s == Some(slot)) {
             let (_, t) = admin.threads.swap_remove(k);
             let _ = t.join();
         }
@@ -603,19 +610,36 @@ const PORT_OFFLOAD: Offload = Offload::TSO4
     .union(Offload::USO4)
     .union(Offload::USO6);
 
-fn open_port(spec: &PortSpec, slot: usize, seq: u64) -> Result<Port, Error> {
+fn open_port(spec: &PortSpec, slot: usize, seq: u64, queues: usize) -> Result<Port, Error> {
     let existed = Link::by_name(&spec.namespace, &spec.name).is_ok();
-    let plain = || {
-        Device::builder()
+    let builder = |offload: bool, queues: usize| {
+        let b = Device::builder()
             .tap()
             .name(&spec.name)
-            .namespace(spec.namespace.clone())
+            .namespace(spec.namespace.clone());
+        let b = if offload { b.offload(PORT_OFFLOAD) } else { b };
+        if queues > 1 {
+            b.multi_queue(queues)
+        } else {
+            b
+        }
     };
-    let device = match plain().offload(PORT_OFFLOAD).create() {
-        // A persistent tap made without vnet_hdr: used as it is (its frames get split).
-        Err(e) if e.kind() == ErrorKind::FlagMismatch => plain().create()?,
-        other => other?,
-    };
+    // A persistent tap made by someone else is used with its own flags: without vnet_hdr
+    // (its frames get split), with one queue.
+    let mut fallbacks = vec![(false, queues)];
+    if queues > 1 {
+        fallbacks.extend([(true, 1), (false, 1)]);
+    }
+    let mut made = builder(true, queues).create();
+    for (offload, queues) in fallbacks {
+        match &made {
+            Err(e) if e.kind() == ErrorKind::FlagMismatch => {
+                made = builder(offload, queues).create()
+            }
+            _ => break,
+        }
+    }
+    let device = made?;
     if existed && !device.is_persistent().unwrap_or(false) {
         return Err(Error::from_kind(
             ErrorKind::Busy,
@@ -701,12 +725,17 @@ fn find_spec(specs: &[PortSpec], r: &PortRef, what: &str) -> Result<usize, Error
     }
 }
 
-fn spawn_port(s: &Arc<Shared>, port: &Arc<Port>) -> Result<JoinHandle<()>, Error> {
-    let (s, port) = (Arc::clone(s), Arc::clone(port));
-    std::thread::Builder::new()
-        .name(format!("br-{}", port.name))
-        .spawn(move || crate::datapath::port_loop(&s, &port))
-        .map_err(Error::from)
+/// Starts a thread per queue of `port`, kept in `admin`.
+fn spawn_port(s: &Arc<Shared>, port: &Arc<Port>, admin: &mut Admin) -> Result<(), Error> {
+    for q in 0..port.device.queues().len() {
+        let (shared, me) = (Arc::clone(s), Arc::clone(port));
+        let t = std::thread::Builder::new()
+            .name(format!("br-{}", port.name))
+            .spawn(move || crate::datapath::port_loop(&shared, &me, q))
+            .map_err(Error::from)?;
+        admin.threads.push((Some(port.slot), t));
+    }
+    Ok(())
 }
 
 impl Bridge {
@@ -738,6 +767,9 @@ impl Bridge {
         if opts.ports.is_empty() {
             return Err(bad("a bridge needs a port".into()));
         }
+        if !(1..=MAX_QUEUES).contains(&opts.queues) {
+            return Err(bad(format!("queues: 1 to {MAX_QUEUES}")));
+        }
         if opts.ports.len() > MAX_PORTS {
             return Err(bad(format!("a bridge takes at most {MAX_PORTS} ports")));
         }
@@ -763,7 +795,7 @@ impl Bridge {
         let mut ports = Vec::with_capacity(opts.ports.len());
         for (i, spec) in opts.ports.iter().enumerate() {
             // A port that fails takes the ports made before it along (their Drop).
-            ports.push(open_port(spec, i, i as u64 + 1)?);
+            ports.push(open_port(spec, i, i as u64 + 1, opts.queues)?);
         }
         if let (Some(u), Some(master)) = (uplink, &opts.master) {
             if let Err(e) = enslave(&mut ports[u], &opts.ports[u], master) {
@@ -799,6 +831,7 @@ impl Bridge {
             stop_house: AtomicBool::new(false),
             trace: opts.trace,
             one_thread: opts.one_thread,
+            queues: opts.queues,
         });
         shared.reweigh(&mut shared.fdb());
         let mut bridge = Bridge {
@@ -817,8 +850,7 @@ impl Bridge {
                 admin.threads.push((None, t));
             } else {
                 for port in shared.ports().iter().flatten() {
-                    let t = spawn_port(&shared, port)?;
-                    admin.threads.push((Some(port.slot), t));
+                    spawn_port(&shared, port, &mut admin)?;
                 }
             }
         }

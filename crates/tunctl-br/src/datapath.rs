@@ -45,9 +45,10 @@ enum Out {
     Flood,
 }
 
-/// One port's reader: read a frame, learn its source, forward or flood it. Ends when the
-/// bridge stops or the port goes.
-pub(crate) fn port_loop(s: &Shared, me: &Port) {
+/// One queue's reader (queue `q` of port `me`): read a frame, learn its source, forward or
+/// flood it. Ends when the bridge stops or the port goes.
+pub(crate) fn port_loop(s: &Shared, me: &Port, q: usize) {
+    let queue = &me.device.queues()[q];
     // [virtio-net header][frame]; a port without vnet_hdr reads after an empty header, so
     // every frame is handled the same way.
     let mut buf = vec![0u8; VirtioNetHdr::LEN + FRAME_ROOM];
@@ -57,7 +58,7 @@ pub(crate) fn port_loop(s: &Shared, me: &Port) {
         let start = if me.vnet { 0 } else { VirtioNetHdr::LEN };
         // A read first; the wait (a poll, with a timeout to see the stop flag) only when
         // nothing is queued: one system call per frame under load.
-        let n = match me.device.recv_timeout(&mut buf[start..], TICK) {
+        let n = match queue.recv_timeout(&mut buf[start..], TICK) {
             Ok(Some(n)) => n,
             Ok(None) => continue,
             Err(e) if e.kind() == ErrorKind::Truncated => {
@@ -70,7 +71,7 @@ pub(crate) fn port_loop(s: &Shared, me: &Port) {
             }
         };
         view.refresh(s);
-        handle(s, me, &view.ports, &mut buf, start + n, &mut split);
+        handle(s, me, q, &view.ports, &mut buf, start + n, &mut split);
     }
 }
 
@@ -80,22 +81,21 @@ pub(crate) fn event_loop(s: &Shared) {
     let mut buf = vec![0u8; VirtioNetHdr::LEN + FRAME_ROOM];
     let mut split = Split::new();
     let mut view = View::new(s);
-    let mut live: Vec<Arc<Port>> = Vec::new();
+    // Every queue of every live port: (port, queue).
+    let mut live: Vec<(Arc<Port>, usize)> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();
     let mut stale = true;
     while !s.stop.load(Ordering::Acquire) {
         if view.refresh(s) || stale {
             live.clear();
-            live.extend(
-                view.ports
-                    .iter()
-                    .flatten()
-                    .filter(|p| p.alive.load(Ordering::Acquire))
-                    .cloned(),
-            );
+            for p in view.ports.iter().flatten() {
+                if p.alive.load(Ordering::Acquire) {
+                    live.extend((0..p.device.queues().len()).map(|q| (Arc::clone(p), q)));
+                }
+            }
             fds.clear();
-            fds.extend(live.iter().map(|p| libc::pollfd {
-                fd: p.device.queues()[0].as_raw_fd(),
+            fds.extend(live.iter().map(|(p, q)| libc::pollfd {
+                fd: p.device.queues()[*q].as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             }));
@@ -119,7 +119,7 @@ pub(crate) fn event_loop(s: &Shared) {
         if ready == 0 {
             continue;
         }
-        for (me, fd) in live.iter().zip(&fds) {
+        for ((me, q), fd) in live.iter().zip(&fds) {
             if fd.revents == 0 {
                 continue;
             }
@@ -129,8 +129,8 @@ pub(crate) fn event_loop(s: &Shared) {
             }
             for _ in 0..64 {
                 let start = if me.vnet { 0 } else { VirtioNetHdr::LEN };
-                match me.device.try_recv(&mut buf[start..]) {
-                    Ok(Some(n)) => handle(s, me, &view.ports, &mut buf, start + n, &mut split),
+                match me.device.queues()[*q].try_recv(&mut buf[start..]) {
+                    Ok(Some(n)) => handle(s, me, *q, &view.ports, &mut buf, start + n, &mut split),
                     Ok(None) => break,
                     Err(e) if e.kind() == ErrorKind::Truncated => {
                         add(&me.stats.drop_oversize, 1);
@@ -146,9 +146,18 @@ pub(crate) fn event_loop(s: &Shared) {
     }
 }
 
-/// Handles the frame read from port `me` into `buf[..end]` (a virtio-net header first,
-/// zeroed for a port without vnet_hdr): learn, then forward or flood.
-fn handle(s: &Shared, me: &Port, ports: &Ports, buf: &mut [u8], end: usize, split: &mut Split) {
+/// Handles the frame read from queue `q` of port `me` into `buf[..end]` (a virtio-net
+/// header first, zeroed for a port without vnet_hdr): learn, then forward or flood (written
+/// to the same queue number of each destination, modulo its queues).
+fn handle(
+    s: &Shared,
+    me: &Port,
+    q: usize,
+    ports: &Ports,
+    buf: &mut [u8],
+    end: usize,
+    split: &mut Split,
+) {
     let hdr_len = VirtioNetHdr::LEN;
     if !me.vnet {
         buf[..hdr_len].fill(0);
@@ -244,7 +253,7 @@ fn handle(s: &Shared, me: &Port, ports: &Ports, buf: &mut [u8], end: usize, spli
         Out::One(d) => match ports.get(d).and_then(Option::as_ref) {
             Some(to) if to.alive.load(Ordering::Acquire) => {
                 add(&me.stats.forwarded, 1);
-                if !deliver(s, to, whole, vh, &h, split) {
+                if !deliver(s, to, q, whole, vh, &h, split) {
                     add(&me.stats.drop_malformed_gso, 1);
                 }
             }
@@ -255,7 +264,7 @@ fn handle(s: &Shared, me: &Port, ports: &Ports, buf: &mut [u8], end: usize, spli
             let mut malformed = false;
             for to in ports.iter().flatten() {
                 if to.slot != me.slot && to.alive.load(Ordering::Acquire) {
-                    malformed |= !deliver(s, to, whole, vh, &h, split);
+                    malformed |= !deliver(s, to, q, whole, vh, &h, split);
                 }
             }
             if malformed {
@@ -288,6 +297,7 @@ fn transport_end(frame: &[u8], vh: &VirtioNetHdr) -> Option<(usize, bool)> {
 fn deliver(
     s: &Shared,
     to: &Port,
+    q: usize,
     whole: &mut [u8],
     vh: VirtioNetHdr,
     h: &Header,
@@ -295,6 +305,8 @@ fn deliver(
 ) -> bool {
     let hdr_len = VirtioNetHdr::LEN;
     let frame_len = whole.len() - hdr_len;
+    let queues = to.device.queues();
+    let queue = &queues[q % queues.len()];
     let mtu = to.mtu.load(Ordering::Relaxed) as usize;
     let too_big = || add(&to.stats.drop_egress_mtu, 1);
     let mut out = vh;
@@ -322,7 +334,7 @@ fn deliver(
     let needs_work = out.gso_type != 0 || out.flags & VirtioNetHdr::NEEDS_CSUM != 0;
     let result = if to.vnet {
         if out.gso_size == vh.gso_size {
-            to.device.send(whole).map(|_| (1, frame_len))
+            queue.send(whole).map(|_| (1, frame_len))
         } else {
             // The same frame, cut smaller by the kernel: only the header's segment size
             // changes (put back after, for the other ports of a flood).
@@ -331,14 +343,14 @@ fn deliver(
             if out.write(&mut whole[..hdr_len]).is_err() {
                 return false;
             }
-            let sent = to.device.send(whole).map(|_| (1, frame_len));
+            let sent = queue.send(whole).map(|_| (1, frame_len));
             whole[..hdr_len].copy_from_slice(&saved);
             sent
         }
     } else if !needs_work {
-        to.device.send(&whole[hdr_len..]).map(|_| (1, frame_len))
+        queue.send(&whole[hdr_len..]).map(|_| (1, frame_len))
     } else {
-        match split_and_send(to, &whole[hdr_len..], h.len, out, headers, split) {
+        match split_and_send(queue, &whole[hdr_len..], h.len, out, headers, split) {
             Ok(sent) => sent,
             Err(_) => return false,
         }
@@ -359,7 +371,7 @@ fn deliver(
 /// the write's error, or the split's.
 #[allow(clippy::type_complexity)]
 fn split_and_send(
-    to: &Port,
+    to: &tunctl::Queue,
     frame: &[u8],
     eth_len: usize,
     vh: VirtioNetHdr,
@@ -402,7 +414,7 @@ fn split_and_send(
     for (seg, &size) in outs.iter_mut().zip(&split.sizes).take(k) {
         seg[..eth_len].copy_from_slice(&frame[..eth_len]);
         let seg = &seg[..eth_len + size];
-        if let Err(e) = to.device.send(seg) {
+        if let Err(e) = to.send(seg) {
             return Ok(Err(e));
         }
         frames += 1;

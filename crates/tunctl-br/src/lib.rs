@@ -49,7 +49,7 @@ pub mod frame;
 pub mod spec;
 pub mod status;
 
-pub use bridge::{Bridge, Options, MAX_PORTS};
+pub use bridge::{Bridge, Options, MAX_PORTS, MAX_QUEUES};
 pub use frame::Mac;
 pub use spec::{Master, PortRef, PortSpec, StaticEntry};
 pub use status::Status;

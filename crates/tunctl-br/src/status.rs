@@ -38,6 +38,8 @@ pub struct PortStatus {
     pub namespace: String,
     /// Opened with a virtio-net header: GSO frames arrive and leave whole.
     pub vnet_hdr: bool,
+    /// Its queues (fds; each read by a thread of its own unless the bridge runs one thread).
+    pub queues: usize,
     /// Not deleted from outside.
     pub alive: bool,
     /// Enslaved to a Linux bridge (`--uplink`).

@@ -560,7 +560,7 @@ fn connect(a: &Host, addr: SocketAddr) -> TcpStream {
 }
 
 /// `bytes` of the pattern from offset `at` over `conn`, in 64 KiB writes.
-fn send_pattern(conn: &mut TcpStream, mut at: usize, bytes: usize) {
+fn send_pattern(mut conn: &TcpStream, mut at: usize, bytes: usize) {
     let end = at + bytes;
     let mut chunk = vec![0u8; 1 << 16];
     while at < end {
@@ -578,8 +578,8 @@ fn send_pattern(conn: &mut TcpStream, mut at: usize, bytes: usize) {
 #[track_caller]
 fn tcp_stream(a: &Host, b: &Host, bytes: usize) {
     let (addr, server) = pattern_sink(b);
-    let mut c = connect(a, addr);
-    send_pattern(&mut c, 0, bytes);
+    let c = connect(a, addr);
+    send_pattern(&c, 0, bytes);
     c.shutdown(Shutdown::Write).unwrap();
     let got = server.join().expect("the receiver does not panic");
     assert_eq!(got, Ok(bytes), "TCP {} to {}", a.v4(), b.v4());
@@ -1893,9 +1893,9 @@ fn ports_come_and_go(one_thread: bool) {
     udp_reaches(a, b, false);
     // A session between a and b, open across every change below.
     let (addr, server) = pattern_sink(b);
-    let mut conn = connect(a, addr);
+    let conn = connect(a, addr);
     let mut sent = 0;
-    send_pattern(&mut conn, sent, 1 << 20);
+    send_pattern(&conn, sent, 1 << 20);
     sent += 1 << 20;
 
     // c comes: a tap born in its namespace.
@@ -1918,7 +1918,7 @@ fn ports_come_and_go(one_thread: bool) {
     assert!(port(&st, &c.dev).created);
     let e = bridge.add_port(&c.spec()).unwrap_err();
     assert_eq!(e.kind(), tunctl::ErrorKind::AlreadyExists, "{e}");
-    send_pattern(&mut conn, sent, 1 << 20);
+    send_pattern(&conn, sent, 1 << 20);
     sent += 1 << 20;
 
     // d: a persistent tap made beforehand, attached; removed, it stays.
@@ -1955,7 +1955,7 @@ fn ports_come_and_go(one_thread: bool) {
     let e = bridge.remove_port(&c.dev.parse().unwrap()).unwrap_err();
     assert_eq!(e.kind(), tunctl::ErrorKind::NotFound, "{e}");
     udp_reaches(a, b, false);
-    send_pattern(&mut conn, sent, 1 << 20);
+    send_pattern(&conn, sent, 1 << 20);
     sent += 1 << 20;
 
     // c comes back (the same name), and a twin of it in another namespace.
@@ -1990,7 +1990,7 @@ fn ports_come_and_go(one_thread: bool) {
     assert!(ip_link(Some(c.name()), &c.dev).is_some(), "c stays");
     udp_reaches(&c, b, false);
 
-    send_pattern(&mut conn, sent, 1 << 20);
+    send_pattern(&conn, sent, 1 << 20);
     sent += 1 << 20;
     conn.shutdown(Shutdown::Write).unwrap();
     assert_eq!(server.join().unwrap(), Ok(sent), "the session went on");
@@ -2037,4 +2037,51 @@ fn silent_control_clients_delay_neither_show_nor_ageing() {
     };
     assert!(aged < secs(3), "aged after {aged:?}");
     drop(silent);
+}
+
+/// `--queues 2`: each port a multi-queue tap with two queues (as `ip -d` sees it), each read
+/// by a thread of its own; four TCP streams at once cross intact, in both thread modes.
+#[test]
+fn multi_queue_ports_carry_parallel_streams() {
+    for one_thread in [false, true] {
+        let Some(lab) = Lab::simple(2, |o| {
+            o.queues = 2;
+            o.one_thread = one_thread;
+        }) else {
+            return;
+        };
+        let [a, b] = &lab.hosts[..] else {
+            unreachable!()
+        };
+        for h in [a, b] {
+            let info = &ip_json(Some(h.name()), &["-d", "link", "show", "dev", &h.dev])[0]
+                ["linkinfo"]["info_data"];
+            assert_eq!(info["multi_queue"], true, "{info}");
+            assert_eq!(info["numqueues"], 2, "{info}");
+        }
+        assert_eq!(port(&lab.status(), &a.dev).queues, 2);
+        udp_reaches(a, b, false);
+        udp_reaches(b, a, false);
+        let streams: Vec<_> = (0..4)
+            .map(|_| {
+                let (addr, server) = pattern_sink(b);
+                (connect(a, addr), server)
+            })
+            .collect();
+        std::thread::scope(|s| {
+            for (conn, _) in &streams {
+                s.spawn(move || {
+                    send_pattern(conn, 0, 4 << 20);
+                    conn.shutdown(Shutdown::Write).unwrap();
+                });
+            }
+        });
+        for (_, server) in streams {
+            assert_eq!(
+                server.join().unwrap(),
+                Ok(4 << 20),
+                "one_thread {one_thread}"
+            );
+        }
+    }
 }

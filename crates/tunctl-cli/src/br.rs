@@ -32,7 +32,7 @@ pub enum BrCommand {
         name: Option<String>,
         /// Print JSON: an array of {name, pid, ageing_s, flood, max_macs, entries, statics,
         /// ports[{name, namespace (as given after @, empty for the bridge's own), vnet_hdr,
-        /// alive, uplink, created, mtu, weight, share, rx_frames, rx_bytes, tx_frames,
+        /// queues, alive, uplink, created, mtu, weight, share, rx_frames, rx_bytes, tx_frames,
         /// tx_bytes, forwarded, flooded, entries, statics, learned, moved, aged, evicted,
         /// dropped{runt, invalid_source, link_local, oversize, same_port, malformed_gso,
         /// write, static_source, egress_mtu}}], fdb[{mac, vlan, port, namespace, idle_ms,
@@ -174,6 +174,12 @@ pub struct UpArgs {
     /// port.
     #[arg(long)]
     one_thread: bool,
+    /// Queues per port: multi-queue taps over whose queues the kernel spreads flows by
+    /// their hash, each queue read by a thread of its own (several TCP streams on several
+    /// cores). An attached tap keeps its own.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=tunctl_br::MAX_QUEUES as i64))]
+    queues: u16,
 }
 
 fn parse_ref(s: &str) -> Result<PortRef, String> {
@@ -303,6 +309,7 @@ fn up(args: UpArgs, default: &Namespace) -> Result<(), Error> {
     opts.max_macs = args.max_macs as usize;
     opts.trace = args.trace;
     opts.one_thread = args.one_thread;
+    opts.queues = usize::from(args.queues);
     let bridge = Bridge::up(opts)?;
     let st = bridge.status();
     let ports: Vec<String> = st
@@ -399,11 +406,12 @@ fn show(name: Option<String>, json: bool) -> Result<(), Error> {
                 .map(|(cause, n)| format!("{n} {}", cause.replace('_', " ")))
                 .collect();
             out(format_args!(
-                "  port {}{}{}: mtu {}, share {} (weight {}); in {} frames ({} B), out {} ({} B); forwarded {}, flooded {}; entries {} ({} static), learned {}, moved {}, aged {}, evicted {}; dropped: {}",
+                "  port {}{}{}: mtu {}{}, share {} (weight {}); in {} frames ({} B), out {} ({} B); forwarded {}, flooded {}; entries {} ({} static), learned {}, moved {}, aged {}, evicted {}; dropped: {}",
                 port_label(&p.name, &p.namespace),
                 if p.uplink { " (uplink)" } else { "" },
                 if p.alive { "" } else { " (gone)" },
                 p.mtu,
+                if p.queues > 1 { format!(", {} queues", p.queues) } else { String::new() },
                 p.share,
                 p.weight,
                 p.rx_frames,
