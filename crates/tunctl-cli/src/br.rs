@@ -406,12 +406,14 @@ fn show(name: Option<String>, json: bool) -> Result<(), Error> {
                 .map(|(cause, n)| format!("{n} {}", cause.replace('_', " ")))
                 .collect();
             out(format_args!(
-                "  port {}{}{}: mtu {}{}, share {} (weight {}); in {} frames ({} B), out {} ({} B); forwarded {}, flooded {}; entries {} ({} static), learned {}, moved {}, aged {}, evicted {}; dropped: {}",
+                "  port {}{}{}: mtu {}{}, holds {} (+{} static) of a share of {} (weight {}); in {} frames ({} B), out {} ({} B); forwarded {}, flooded {}; learned {}, moved {}, aged {}, evicted {}; dropped: {}",
                 port_label(&p.name, &p.namespace),
                 if p.uplink { " (uplink)" } else { "" },
                 if p.alive { "" } else { " (gone)" },
                 p.mtu,
                 if p.queues > 1 { format!(", {} queues", p.queues) } else { String::new() },
+                p.entries,
+                p.statics,
                 p.share,
                 p.weight,
                 p.rx_frames,
@@ -420,8 +422,6 @@ fn show(name: Option<String>, json: bool) -> Result<(), Error> {
                 p.tx_bytes,
                 p.forwarded,
                 p.flooded,
-                p.entries,
-                p.statics,
                 p.learned,
                 p.moved,
                 p.aged,
