@@ -11,7 +11,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tunctl::service::ServiceSocket;
@@ -139,72 +139,41 @@ impl Socket {
 }
 
 /// Serves one connection: reads its request, answers it with `answer`, each within the
-/// client's deadline.
+/// client's deadline (one for the whole request, however slowly it comes, one for the
+/// whole answer).
 pub fn serve_connection(conn: UnixStream, answer: &dyn Fn(Request, Peer) -> Reply) {
+    use tunctl::service::Client;
     let peer = Peer {
         pid: rustix::net::sockopt::socket_peercred(&conn)
             .ok()
             .map(|c| c.pid.as_raw_nonzero().get() as u32),
     };
-    let _ = conn.set_nonblocking(false);
-    let Some(request) = read_request(&conn) else {
+    let Ok(writer) = conn.try_clone() else {
+        return;
+    };
+    let Some(request) = Client::new(conn, READ_DEADLINE).ok().and_then(read_request) else {
         return;
     };
     let line = match answer(request, peer) {
         Reply::Status(st) => serde_json::to_string(&st),
         Reply::Answer(a) => serde_json::to_string(&a),
     };
-    if let Ok(mut line) = line {
+    if let (Ok(mut line), Ok(mut writer)) = (line, Client::new(writer, WRITE_DEADLINE)) {
         line.push('\n');
-        let _ = write_within(&conn, line.as_bytes(), Instant::now() + WRITE_DEADLINE);
+        let _ = writer.write_all(line.as_bytes());
     }
 }
 
-/// Reads one request line within [`READ_DEADLINE`] (the whole of it, however slowly it
-/// comes): `show`, or a [`Request`] as JSON. `None`: no request in time, or not one.
-fn read_request(conn: &UnixStream) -> Option<Request> {
-    let deadline = Instant::now() + READ_DEADLINE;
-    let mut reader = BufReader::new(Deadline { conn, deadline }.take(MAX_REQUEST));
+/// Reads one request line (at most [`MAX_REQUEST`] bytes): `show`, or a [`Request`] as
+/// JSON. `None`: no request in time, or not one.
+fn read_request(client: tunctl::service::Client) -> Option<Request> {
+    let mut reader = BufReader::new(client.take(MAX_REQUEST));
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
     match line.trim() {
         "show" => Some(Request::Show),
         text => serde_json::from_str(text).ok(),
     }
-}
-
-/// A connection read with one deadline for all its reads.
-struct Deadline<'a> {
-    conn: &'a UnixStream,
-    deadline: Instant,
-}
-
-impl Read for Deadline<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::ErrorKind::TimedOut.into());
-        }
-        self.conn.set_read_timeout(Some(left))?;
-        (&mut &*self.conn).read(buf)
-    }
-}
-
-/// Writes all of `bytes` before `deadline`.
-fn write_within(conn: &UnixStream, mut bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::ErrorKind::TimedOut.into());
-        }
-        conn.set_write_timeout(Some(left))?;
-        let n = (&mut &*conn).write(bytes)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        bytes = &bytes[n..];
-    }
-    Ok(())
 }
 
 /// Sends `request` to bridge `name` and reads the answer's line.
