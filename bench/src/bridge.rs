@@ -552,7 +552,12 @@ pub fn report(figures: &[Figure], failures: &[String], opts: &Options) -> String
     );
     for f in figures.iter().filter(|f| applies(f.contender, f.metric)) {
         let (v, cpu, retr) = (spread(&f.values), spread(&f.cpus), spread(&f.retransmits));
-        let d = if f.metric == "rss" { 1 } else { 2 };
+        let d = match f.metric {
+            "rss" => 1,
+            m if higher_is_better(m) => 2,
+            // Per frame: wake-ups are often well under one in a hundred.
+            _ => 3,
+        };
         out.push_str(&format!(
             "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             f.contender,
@@ -641,9 +646,31 @@ pub fn section(on: &str, table: &str) -> String {
     format!(
         "## bridge: namespaces A, B, C ⇄ one port each of a bridge\n\n\
          Produced by `bench/run bridge` (see bench/README.md) on {on}.\n\n\
-         {INTRO}\n\n{table}"
+         {INTRO}\n\n{table}\n{NOTES}\n"
     )
 }
+
+/// What the figures say, for BENCHMARKS.md (after the table): what a frame costs each
+/// bridge, from the probes and from profiles taken beside them.
+pub const NOTES: &str = "What a frame costs. Every tap bridge (`c-learn*`, `br*`) pays two \
+system calls per frame (a read and a write; `-sys` is 2.0 for small frames) and two copies of \
+it, which a tap cannot avoid: in a `perf record -a` of `br` on tcp1, `_copy_to_iter` (the \
+read) and `_copy_from_iter` (the write) are a third of br's CPU; the rest is the receiving \
+end's stack, which runs inside br's write as it runs inside the kernel bridge's softirq. The \
+kernel bridge makes neither copy: that is the gap to `kernel` on tcp1 and tcp4. What \
+separates the tap bridges on TCP is wake-ups (`tcp1-wake`): a thread per port sleeps as soon \
+as its own port is empty, so data and acknowledgements each wake a thread (about 0.3 \
+wake-ups per frame); one thread for all ports (`br-1t`, the C bridge) is woken only when \
+every port is empty (about 0.05), at less CPU. `--flood` writes each frame to two ports: \
+three system calls per frame. Open vSwitch batches (`recvmmsg`, 0.2 system calls per small \
+frame) yet does more per packet than br: a `malloc` and a `free` of a packet buffer (a sixth \
+of its CPU in a profile of `ovs-vswitchd`), a flow key extracted from every header and \
+looked up in its caches and classifier (the `NORMAL` action, its MAC learning, runs in the \
+slow path, and revalidator threads re-check the flows), and, without userspace TSO, frames \
+no bigger than the MTU: the sending stack segments and checksums 64 KB into 45 frames in \
+software, which is most of the difference between `ovs` and `ovs-tso` on TCP. With TSO it \
+copies each frame in and out through AF_PACKET as a tap bridge does, at about 3.3 system \
+calls per frame.";
 
 /// What the group measures, for BENCHMARKS.md.
 pub const INTRO: &str = "Three namespaces A, B, C (10.205.0.1–3/24), each with one port of \
