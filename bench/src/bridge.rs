@@ -653,8 +653,10 @@ pub fn section(on: &str, table: &str) -> String {
 /// What the figures say, for BENCHMARKS.md (after the table): what a frame costs each
 /// bridge, from the probes and from profiles taken beside them.
 pub const NOTES: &str = "What a frame costs. Every tap bridge (`c-learn*`, `br*`) pays two \
-system calls per frame (a read and a write; `-sys` is 2.0 for small frames) and two copies of \
-it, which a tap cannot avoid: in a `perf record -a` of `br` on tcp1, `_copy_to_iter` (the \
+system calls per frame (a read and a write; `-sys` is 2.0 for small frames; `strace -c` of \
+`br` on tcp1 counts per frame one `pwritev2`, 1.2 `preadv2` of which 0.2 find the port empty, \
+and 0.2 `ppoll`, on udp64 one of each and hardly a `ppoll`) and two copies of it, which a tap \
+cannot avoid: in a `perf record -a` of `br` on tcp1, `_copy_to_iter` (the \
 read) and `_copy_from_iter` (the write) are a third of br's CPU; the rest is the receiving \
 end's stack, which runs inside br's write as it runs inside the kernel bridge's softirq. The \
 kernel bridge makes neither copy: that is the gap to `kernel` on tcp1 and tcp4. What \
@@ -662,8 +664,10 @@ separates the tap bridges on TCP is wake-ups (`tcp1-wake`): a thread per port sl
 as its own port is empty, so data and acknowledgements each wake a thread (about 0.3 \
 wake-ups per frame); one thread for all ports (`br-1t`, the C bridge) is woken only when \
 every port is empty (about 0.05), at less CPU. `--flood` writes each frame to two ports: \
-three system calls per frame. Open vSwitch batches (`recvmmsg`, 0.2 system calls per small \
-frame) yet does more per packet than br: a `malloc` and a `free` of a packet buffer (a sixth \
+three system calls per frame. Open vSwitch batches (a pass of its main loop, per `strace -c`: one \
+`poll`, a `recvmmsg` of up to 32 packets per port, a `sendmmsg` per output batch, and a dozen \
+calls that find nothing: netlink, its control sockets, `getrusage`; 0.2 system calls per \
+small frame) yet does more per packet than br: a `malloc` and a `free` of a packet buffer (a sixth \
 of its CPU in a profile of `ovs-vswitchd`), a flow key extracted from every header and \
 looked up in its caches and classifier (the `NORMAL` action, its MAC learning, runs in the \
 slow path, and revalidator threads re-check the flows), and, without userspace TSO, frames \

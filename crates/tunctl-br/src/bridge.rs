@@ -972,7 +972,7 @@ fn housekeeping(s: &Shared) {
     let every = (s.ageing / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let (mut swept, mut measured) = (Instant::now(), Instant::now());
     while !s.stop_house.load(Ordering::Acquire) {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(100));
         if swept.elapsed() >= every {
             swept = Instant::now();
             let now = s.now();
@@ -1003,7 +1003,7 @@ fn serve(s: &Arc<Shared>, control: crate::control::Socket) {
             continue;
         }
         let Some(conn) = control.accept() else {
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(50));
             continue;
         };
         busy.fetch_add(1, Ordering::AcqRel);
