@@ -84,8 +84,9 @@ enum Command {
         #[command(subcommand)]
         action: vpwn::VpwnCommand,
     },
-    /// A userspace learning bridge of tap devices (`up`, `show`, `down`): ports in any
-    /// namespace, an uplink into a Linux bridge, bounded learning, GSO frames whole.
+    /// A userspace learning bridge of tap devices (`up`, `show`, `port`, `fdb`, `down`):
+    /// ports in any namespace, added and removed while it runs, an uplink into a Linux
+    /// bridge, a bounded table shared fairly, static entries, GSO frames whole.
     Br {
         #[command(subcommand)]
         action: br::BrCommand,
