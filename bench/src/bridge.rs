@@ -661,9 +661,14 @@ read) and `_copy_from_iter` (the write) are a third of br's CPU; the rest is the
 end's stack, which runs inside br's write as it runs inside the kernel bridge's softirq. The \
 kernel bridge makes neither copy: that is the gap to `kernel` on tcp1 and tcp4. What \
 separates the tap bridges on TCP is wake-ups (`tcp1-wake`): a thread per port sleeps as soon \
-as its own port is empty, so data and acknowledgements each wake a thread (about 0.3 \
+as its own port is empty, so data and acknowledgements each wake a thread (about 0.25 \
 wake-ups per frame); one thread for all ports (`br-1t`, the C bridge) is woken only when \
-every port is empty (about 0.05), at less CPU. `--flood` writes each frame to two ports: \
+every port is empty (under 0.1), at less CPU. On udp64 the sender is never held back (a tap, \
+like a veth, drops what does not fit rather than stopping its queue) and takes a core of its \
+own; every userspace bridge shares the other with the receiver, whose stack runs inside the \
+bridge's write, so they all land near one another (Open vSwitch's udp64 swings widely from \
+run to run), while the kernel bridge does that work in the sender's own time and leaves the \
+receiver a core. `--flood` writes each frame to two ports: \
 three system calls per frame. Open vSwitch batches (a pass of its main loop, per `strace -c`: one \
 `poll`, a `recvmmsg` of up to 32 packets per port, a `sendmmsg` per output batch, and a dozen \
 calls that find nothing: netlink, its control sockets, `getrusage`; 0.2 system calls per \
@@ -673,8 +678,8 @@ looked up in its caches and classifier (the `NORMAL` action, its MAC learning, r
 slow path, and revalidator threads re-check the flows), and, without userspace TSO, frames \
 no bigger than the MTU: the sending stack segments and checksums 64 KB into 45 frames in \
 software, which is most of the difference between `ovs` and `ovs-tso` on TCP. With TSO it \
-copies each frame in and out through AF_PACKET as a tap bridge does, at about 3.3 system \
-calls per frame.";
+copies each frame in and out through AF_PACKET as a tap bridge does, at 3 to 4 system calls \
+per frame.";
 
 /// What the group measures, for BENCHMARKS.md.
 pub const INTRO: &str = "Three namespaces A, B, C (10.205.0.1–3/24), each with one port of \
