@@ -1001,7 +1001,9 @@ fn sweep_stale() {
             let name = entry.file_name().to_string_lossy().to_string();
             if name
                 .strip_prefix(crate::tunnel::SCRATCH_PREFIX)
-                .is_some_and(|n| n.starts_with("tw") && stale(n))
+                .is_some_and(|n| {
+                    (n.starts_with("tw") || n.starts_with(crate::bridge::PREFIX)) && stale(n)
+                })
             {
                 let _ = std::fs::remove_dir_all(entry.path());
             }

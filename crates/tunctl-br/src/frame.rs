@@ -1,6 +1,6 @@
-//! What br reads of an Ethernet frame: the two addresses, the VLAN tags it skips to find the
-//! length of the header, and what makes a frame one a bridge must not forward. Pure
-//! functions over bytes: nothing here trusts a length it has not checked.
+//! What br reads of an Ethernet frame: the two addresses, the VLAN it belongs to, the tags it
+//! skips to find the length of the header, and what makes a frame one a bridge must not
+//! forward. Pure functions over bytes: nothing here trusts a length it has not checked.
 
 use std::fmt;
 
@@ -31,10 +31,16 @@ impl Mac {
         !self.is_multicast() && !self.is_zero()
     }
 
-    /// IEEE 802.1D link-local, 01:80:C2:00:00:00 to 0F (STP, pause, LACP, 802.1X, LLDP):
-    /// never forwarded by a bridge.
+    /// IEEE 802.1D link-local, 01:80:C2:00:00:00 to 0F (STP, pause, LACP, 802.1X, LLDP).
     pub fn is_link_local(&self) -> bool {
         self.0[..5] == [0x01, 0x80, 0xc2, 0x00, 0x00] && self.0[5] & 0xf0 == 0
+    }
+
+    /// The Bridge Group Address, 01:80:C2:00:00:00, where spanning-tree BPDUs go. A bridge
+    /// that runs no STP forwards them (as the Linux bridge with STP off does), so that the
+    /// bridges around it still see a loop through it.
+    pub fn is_stp(&self) -> bool {
+        self.0 == [0x01, 0x80, 0xc2, 0x00, 0x00, 0x00]
     }
 }
 
@@ -62,7 +68,9 @@ pub enum Refusal {
     Runt,
     /// Its source is multicast, broadcast or zero.
     InvalidSource,
-    /// Its destination is IEEE link-local (01:80:C2:00:00:0X).
+    /// Its destination is IEEE link-local (01:80:C2:00:00:01 to 0F: pause, LACP, 802.1X,
+    /// LLDP, ...): kept local, as by the Linux bridge's default `group_fwd_mask`; br has no
+    /// local stack, so it is dropped.
     LinkLocal,
 }
 
@@ -78,6 +86,9 @@ pub struct Header {
     pub len: usize,
     /// The EtherType after the tags (0 if the frame ends inside them).
     pub ethertype: u16,
+    /// The VLAN ID of the outer tag (802.1Q or 802.1ad), 0 for an untagged or
+    /// priority-tagged frame: the table learns and looks addresses up per VLAN.
+    pub vlan: u16,
 }
 
 const TPID_8021Q: u16 = 0x8100;
@@ -87,7 +98,8 @@ const TPID_8021AD: u16 = 0x88a8;
 ///
 /// # Errors
 ///
-/// [`Refusal`]: a runt, an invalid source, a link-local destination.
+/// [`Refusal`]: a runt, an invalid source, a link-local destination other than the Bridge
+/// Group Address (STP BPDUs are forwarded: br runs no STP).
 pub fn parse(frame: &[u8]) -> Result<Header, Refusal> {
     if frame.len() < MIN_FRAME {
         return Err(Refusal::Runt);
@@ -101,18 +113,22 @@ pub fn parse(frame: &[u8]) -> Result<Header, Refusal> {
     if !src.is_valid_source() {
         return Err(Refusal::InvalidSource);
     }
-    if dst.is_link_local() {
+    if dst.is_link_local() && !dst.is_stp() {
         return Err(Refusal::LinkLocal);
     }
     let mut len = 14;
     let mut ethertype = u16::from_be_bytes([frame[12], frame[13]]);
-    for _ in 0..2 {
+    let mut vlan = 0;
+    for tag in 0..2 {
         if ethertype != TPID_8021Q && ethertype != TPID_8021AD {
             break;
         }
-        match frame.get(len + 2..len + 4) {
+        match frame.get(len..len + 4) {
             Some(t) => {
-                ethertype = u16::from_be_bytes([t[0], t[1]]);
+                if tag == 0 {
+                    vlan = u16::from_be_bytes([t[0], t[1]]) & 0x0fff;
+                }
+                ethertype = u16::from_be_bytes([t[2], t[3]]);
                 len += 4;
             }
             None => {
@@ -126,7 +142,22 @@ pub fn parse(frame: &[u8]) -> Result<Header, Refusal> {
         src,
         len,
         ethertype,
+        vlan,
     })
+}
+
+/// As its text, `aa:bb:cc:dd:ee:ff`.
+impl serde::Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Mac {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
@@ -171,14 +202,18 @@ mod tests {
             (h.dst, h.src, h.len, h.ethertype),
             (Mac::BROADCAST, Mac(a), 14, 0x0806)
         );
-        let tagged = frame([2; 6], a, &[0x81, 0x00, 0x00, 0x05, 0x08, 0x00, 0x45]);
-        assert_eq!(parse(&tagged).unwrap().len, 18);
-        assert_eq!(parse(&tagged).unwrap().ethertype, 0x0800);
+        assert_eq!(h.vlan, 0);
+        // Priority 7, VLAN 5.
+        let tagged = frame([2; 6], a, &[0x81, 0x00, 0xe0, 0x05, 0x08, 0x00, 0x45]);
+        let t = parse(&tagged).unwrap();
+        assert_eq!((t.len, t.ethertype, t.vlan), (18, 0x0800, 5));
+        // Priority-tagged (VLAN 0): untagged for the table.
+        let prio = frame([2; 6], a, &[0x81, 0x00, 0xa0, 0x00, 0x08, 0x00]);
+        assert_eq!(parse(&prio).unwrap().vlan, 0);
+        // QinQ: the outer (service) tag's VLAN.
         let qinq = frame([2; 6], a, &[0x88, 0xa8, 0, 1, 0x81, 0x00, 0, 2, 0x86, 0xdd]);
-        assert_eq!(
-            (parse(&qinq).unwrap().len, parse(&qinq).unwrap().ethertype),
-            (22, 0x86dd)
-        );
+        let q = parse(&qinq).unwrap();
+        assert_eq!((q.len, q.ethertype, q.vlan), (22, 0x86dd, 1));
         let cut = frame([2; 6], a, &[0x81, 0x00, 0x00]);
         assert_eq!(parse(&cut).unwrap().ethertype, 0);
         assert_eq!(parse(&[0u8; 13]), Err(Refusal::Runt));
@@ -194,6 +229,9 @@ mod tests {
             parse(&frame([0x01, 0x80, 0xc2, 0, 0, 0x0e], a, &[0, 0])),
             Err(Refusal::LinkLocal)
         );
+        // STP BPDUs (the Bridge Group Address) are forwarded: br runs no STP.
+        let bpdu = parse(&frame([0x01, 0x80, 0xc2, 0, 0, 0], a, &[0, 0x26])).unwrap();
+        assert!(bpdu.dst.is_stp() && bpdu.dst.is_multicast());
         // 01:80:C2:00:00:10 is not link-local.
         assert!(parse(&frame([0x01, 0x80, 0xc2, 0, 0, 0x10], a, &[0, 0])).is_ok());
         assert_eq!("02:00:00:00:00:01".parse::<Mac>().unwrap(), Mac(a));

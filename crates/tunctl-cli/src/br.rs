@@ -1,5 +1,7 @@
 //! `tunctl br`: a userspace learning bridge of tap devices, in the foreground until
-//! SIGINT/SIGTERM; `show` and `down` reach a running one through its control socket.
+//! SIGINT/SIGTERM; `show`, `port`, `fdb` and `down` reach a running one through its control
+//! socket. `-n NS` is the namespace of every port (and of the uplink's master) that names
+//! none.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -7,7 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use tunctl::{Error, ErrorKind, Namespace};
-use tunctl_br::{Bridge, Options, PortSpec};
+use tunctl_br::control::{Answer, Request};
+use tunctl_br::{Bridge, Mac, Master, Options, PortRef, PortSpec, StaticEntry, Status};
 
 use crate::out;
 
@@ -18,20 +21,35 @@ pub enum BrCommand {
     /// port it created is removed (in every namespace) and the uplink released.
     ///
     /// Ports are taps: created (with vnet_hdr, so GSO frames cross whole), in the namespace
-    /// after `@` if given, or attached if a persistent tap of that name exists.
+    /// after `@` if given, else in -n's (else in this one), or attached if a persistent tap
+    /// of that name exists there.
     Up(Box<UpArgs>),
     /// Show running bridges: ports with their namespaces and counters (forwarded, flooded,
-    /// learned, moved, aged, evicted, dropped by cause), and the learned addresses.
+    /// learned, moved, aged, evicted, dropped by cause), then the table as `bridge fdb
+    /// show` prints a Linux bridge's: `MAC dev PORT [vlan VID] master BRIDGE [static]`.
     Show {
         /// Only this bridge.
         name: Option<String>,
-        /// Print JSON: an array of {name, pid, ageing_s, flood, max_macs, entries,
-        /// ports[{name, namespace (as given after @, empty for the current one), vnet_hdr,
-        /// alive, uplink, created, rx_frames, rx_bytes, tx_frames, tx_bytes, forwarded, flooded, entries, learned, moved, aged, evicted,
+        /// Print JSON: an array of {name, pid, ageing_s, flood, max_macs, entries, statics,
+        /// ports[{name, namespace (as given after @, empty for the bridge's own), vnet_hdr,
+        /// queues, alive, uplink, created, mtu, weight, share, rx_frames, rx_bytes, tx_frames,
+        /// tx_bytes, forwarded, flooded, entries, statics, learned, moved, aged, evicted,
         /// dropped{runt, invalid_source, link_local, oversize, same_port, malformed_gso,
-        /// write}}], fdb[{mac, port, idle_ms}]}.
+        /// write, static_source, egress_mtu}}], fdb[{mac, vlan, port, namespace, idle_ms,
+        /// static}]}.
         #[arg(long)]
         json: bool,
+    },
+    /// Add or remove ports of a running bridge: a container starts or stops, the others'
+    /// sessions go on.
+    Port {
+        #[command(subcommand)]
+        action: PortCommand,
+    },
+    /// Static entries of a running bridge (and its table).
+    Fdb {
+        #[command(subcommand)]
+        action: FdbCommand,
     },
     /// Stop the bridge NAME (SIGTERM to the process serving its control socket), and wait
     /// up to 5 s for it to have removed its ports.
@@ -41,21 +59,90 @@ pub enum BrCommand {
     },
 }
 
+/// `tunctl br port`.
+#[derive(Subcommand, Debug)]
+pub enum PortCommand {
+    /// Make (or attach) a tap and forward through it from now on.
+    Add {
+        /// The bridge's name.
+        bridge: String,
+        /// The tap, NAME or NAME@NETNS (born in that namespace, or -n's).
+        #[arg(value_name = "PORT[@NS]")]
+        port: String,
+    },
+    /// Remove a port: its addresses forgotten (static ones too), a tap the bridge made
+    /// deleted, an attached one left in place, an uplink released.
+    Del {
+        /// The bridge's name.
+        bridge: String,
+        /// The port, NAME, or NAME@NETNS when two ports have that name.
+        #[arg(value_name = "PORT[@NS]", value_parser = parse_ref)]
+        port: PortRef,
+    },
+}
+
+/// `tunctl br fdb`.
+#[derive(Subcommand, Debug)]
+pub enum FdbCommand {
+    /// A static entry: MAC is on PORT and nowhere else. It never ages and never moves; a
+    /// frame from MAC on another port is dropped (counted as static_source), so no
+    /// container can take, say, the gateway's address. Replaces what the table had.
+    Add {
+        /// The bridge's name.
+        bridge: String,
+        /// The address.
+        #[arg(value_parser = parse_mac)]
+        mac: Mac,
+        /// The port, NAME or NAME@NETNS.
+        #[arg(value_name = "PORT[@NS]", value_parser = parse_ref)]
+        port: PortRef,
+        /// The VLAN the entry is for (0: untagged frames).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=4094))]
+        vlan: u16,
+    },
+    /// Remove the entry for MAC, static or learned.
+    Del {
+        /// The bridge's name.
+        bridge: String,
+        /// The address.
+        #[arg(value_parser = parse_mac)]
+        mac: Mac,
+        /// The VLAN of the entry (0: untagged).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=4094))]
+        vlan: u16,
+    },
+    /// Print the table as `bridge fdb show` prints a Linux bridge's.
+    Show {
+        /// Only this bridge.
+        bridge: Option<String>,
+    },
+}
+
 /// `tunctl br up`.
 #[derive(Args, Debug)]
 pub struct UpArgs {
-    /// The bridge's name (for `show` and `down`).
+    /// The bridge's name (for `show`, `port`, `fdb` and `down`).
     name: String,
-    /// Ports: tap names, each NAME or NAME@NETNS (born in that namespace); two or more.
-    #[arg(required = true, num_args = 2.., value_name = "PORT[@NS]", value_parser = parse_port)]
-    ports: Vec<PortSpec>,
-    /// The port to enslave to a Linux bridge (with --master).
-    #[arg(long, value_name = "PORT", requires = "master")]
-    uplink: Option<String>,
-    /// The Linux bridge the uplink joins, BRIDGE or BRIDGE@NETNS (the uplink must be in the
-    /// same namespace); released when the bridge stops.
+    /// Ports: tap names, each NAME or NAME@NETNS (born in that namespace; without @, in
+    /// -n's); more can be added later with `br port add`.
+    #[arg(required = true, num_args = 1.., value_name = "PORT[@NS]")]
+    ports: Vec<String>,
+    /// The port to enslave to a Linux bridge (with --master): NAME, or NAME@NETNS when two
+    /// ports have that name.
+    #[arg(long, value_name = "PORT[@NS]", requires = "master", value_parser = parse_ref)]
+    uplink: Option<PortRef>,
+    /// The Linux bridge the uplink joins, in the uplink's namespace (BRIDGE@NETNS must name
+    /// that one); released when the bridge stops.
     #[arg(long, value_name = "BRIDGE[@NS]", requires = "uplink", value_parser = parse_master)]
-    master: Option<(String, Namespace)>,
+    master: Option<Master>,
+    /// The uplink's weight in sharing the table (every other port weighs 1; by default it
+    /// weighs as much as all the others together: half the table is its share).
+    #[arg(long, value_name = "N", requires = "uplink",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    uplink_weight: Option<u32>,
+    /// A static entry, MAC@PORT or MAC@PORT@NETNS (untagged); repeat for more.
+    #[arg(long = "static", value_name = "MAC@PORT", value_parser = parse_static)]
+    statics: Vec<StaticEntry>,
     /// Seconds an idle address stays learned (0: flood everything, as --flood).
     #[arg(
         long,
@@ -64,8 +151,10 @@ pub struct UpArgs {
         value_parser = clap::value_parser!(u64).range(0..=1_000_000)
     )]
     ageing: u64,
-    /// The most addresses learned; when full, the port holding the most gives up its least
-    /// recently used one.
+    /// The most addresses learned. Each port's share is this × its weight ÷ the ports'
+    /// total weight; when the table is full, a port at or over its share recycles its own
+    /// least recently used address, and a port under its share takes one from the port
+    /// furthest over its share.
     #[arg(
         long,
         value_name = "N",
@@ -73,7 +162,8 @@ pub struct UpArgs {
         value_parser = clap::value_parser!(u64).range(16..=1_048_576)
     )]
     max_macs: u64,
-    /// Flood every frame to every other port (no learning): the Erlang original's hub.
+    /// Flood every frame to every other port (no learning; static entries still hold): the
+    /// Erlang original's hub.
     #[arg(long)]
     flood: bool,
     /// Print every frame to standard error (off by default: the Erlang original logged
@@ -84,26 +174,82 @@ pub struct UpArgs {
     /// port.
     #[arg(long)]
     one_thread: bool,
+    /// Queues per port: multi-queue taps over whose queues the kernel spreads flows by
+    /// their hash, each queue read by a thread of its own (several TCP streams on several
+    /// cores). An attached tap keeps its own.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=tunctl_br::MAX_QUEUES as i64))]
+    queues: u16,
 }
 
-fn parse_port(s: &str) -> Result<PortSpec, String> {
-    s.parse::<PortSpec>().map_err(|e| e.to_string())
+fn parse_ref(s: &str) -> Result<PortRef, String> {
+    s.parse::<PortRef>().map_err(|e| e.to_string())
 }
 
-fn parse_master(s: &str) -> Result<(String, Namespace), String> {
-    let (name, ns) = match s.split_once('@') {
-        Some((n, ns)) => (n, Namespace::from_arg(ns).map_err(|e| e.to_string())?),
-        None => (s, Namespace::current()),
-    };
-    tunctl::name::validate(name, false).map_err(|e| e.to_string())?;
-    Ok((name.to_string(), ns))
+fn parse_master(s: &str) -> Result<Master, String> {
+    s.parse::<Master>().map_err(|e| e.to_string())
 }
 
-/// Runs a `br` subcommand.
-pub fn run(command: BrCommand) -> Result<(), Error> {
+fn parse_static(s: &str) -> Result<StaticEntry, String> {
+    s.parse::<StaticEntry>().map_err(|e| e.to_string())
+}
+
+fn parse_mac(s: &str) -> Result<Mac, String> {
+    s.parse::<Mac>()
+}
+
+/// Runs a `br` subcommand; `ns` is `-n`'s namespace, if given.
+pub fn run(command: BrCommand, ns: Option<Namespace>) -> Result<(), Error> {
+    let default = ns.unwrap_or_default();
     match command {
-        BrCommand::Up(args) => up(*args),
+        BrCommand::Up(args) => up(*args, &default),
         BrCommand::Show { name, json } => show(name, json),
+        BrCommand::Port { action } => match action {
+            PortCommand::Add { bridge, port } => {
+                let spec = PortSpec::parse_in(&port, &default)?;
+                ask(
+                    "br port add",
+                    &bridge,
+                    &Request::PortAdd {
+                        port: spec.to_string(),
+                    },
+                )
+            }
+            PortCommand::Del { bridge, port } => ask(
+                "br port del",
+                &bridge,
+                &Request::PortDel {
+                    port: port.to_string(),
+                },
+            ),
+        },
+        BrCommand::Fdb { action } => match action {
+            FdbCommand::Add {
+                bridge,
+                mac,
+                port,
+                vlan,
+            } => ask(
+                "br fdb add",
+                &bridge,
+                &Request::FdbAdd {
+                    mac,
+                    vlan,
+                    port: port.to_string(),
+                },
+            ),
+            FdbCommand::Del { bridge, mac, vlan } => {
+                ask("br fdb del", &bridge, &Request::FdbDel { mac, vlan })
+            }
+            FdbCommand::Show { bridge } => {
+                for b in statuses(bridge)? {
+                    for line in b.fdb_lines() {
+                        out(format_args!("{line}"));
+                    }
+                }
+                Ok(())
+            }
+        },
         BrCommand::Down { name } => crate::stop_server(
             "br down",
             &name,
@@ -113,13 +259,48 @@ pub fn run(command: BrCommand) -> Result<(), Error> {
     }
 }
 
-fn up(args: UpArgs) -> Result<(), Error> {
+/// A bridge that does not answer, as an error.
+fn unreachable_bridge(op: &str, name: &str, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::from_kind(
+            ErrorKind::NotFound,
+            op,
+            "no such bridge (no control socket)",
+        )
+        .with_subject(name)
+    } else {
+        Error::from(e).add_detail(&format!("bridge {name}"))
+    }
+}
+
+/// Sends `request` to bridge `name` and prints what it did, or fails with why it refused.
+fn ask(op: &str, name: &str, request: &Request) -> Result<(), Error> {
+    match tunctl_br::control::request(name, request) {
+        Ok(Answer::Ok(done)) => {
+            eprintln!("tunctl: br {name}: {done}");
+            Ok(())
+        }
+        Ok(Answer::Error(why)) => {
+            Err(Error::from_kind(ErrorKind::InvalidInput, op, why).with_subject(name))
+        }
+        Err(e) => Err(unreachable_bridge(op, name, e)),
+    }
+}
+
+fn up(args: UpArgs, default: &Namespace) -> Result<(), Error> {
+    let ports = args
+        .ports
+        .iter()
+        .map(|p| PortSpec::parse_in(p, default))
+        .collect::<Result<Vec<_>, _>>()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
-    let mut opts = Options::new(&args.name, args.ports);
+    let mut opts = Options::new(&args.name, ports);
     opts.uplink = args.uplink;
     opts.master = args.master;
+    opts.uplink_weight = args.uplink_weight;
+    opts.statics = args.statics;
     opts.ageing = if args.flood {
         Duration::ZERO
     } else {
@@ -128,32 +309,26 @@ fn up(args: UpArgs) -> Result<(), Error> {
     opts.max_macs = args.max_macs as usize;
     opts.trace = args.trace;
     opts.one_thread = args.one_thread;
+    opts.queues = usize::from(args.queues);
     let bridge = Bridge::up(opts)?;
     let st = bridge.status();
-    let ports: Vec<String> = st["ports"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    format!(
-                        "{}@{}{}",
-                        p["name"].as_str().unwrap_or("?"),
-                        p["namespace"].as_str().unwrap_or("?"),
-                        if p["vnet_hdr"] == true {
-                            ""
-                        } else {
-                            " (no vnet_hdr)"
-                        }
-                    )
-                })
-                .collect()
+    let ports: Vec<String> = st
+        .ports
+        .iter()
+        .map(|p| {
+            format!(
+                "{}{}{}",
+                port_label(&p.name, &p.namespace),
+                if p.uplink { " (uplink)" } else { "" },
+                if p.vnet_hdr { "" } else { " (no vnet_hdr)" }
+            )
         })
-        .unwrap_or_default();
+        .collect();
     eprintln!(
         "tunctl: br {}: up, ports {}; {}",
         bridge.name(),
         ports.join(", "),
-        if args.flood || args.ageing == 0 {
+        if st.flood {
             "flooding every frame".to_string()
         } else {
             format!("learning, ageing {} s", args.ageing)
@@ -164,32 +339,25 @@ fn up(args: UpArgs) -> Result<(), Error> {
     }
     let st = bridge.status();
     bridge.down();
-    let total = |k: &str| -> u64 {
-        st["ports"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|p| p[k].as_u64()).sum())
-            .unwrap_or(0)
-    };
+    let (frames, forwarded, flooded) = st.totals();
     eprintln!(
-        "tunctl: br {}: down; {} frames in, {} forwarded, {} flooded; ports it created removed",
-        st["name"].as_str().unwrap_or("?"),
-        total("rx_frames"),
-        total("forwarded"),
-        total("flooded")
+        "tunctl: br {}: down; {frames} frames in, {forwarded} forwarded, {flooded} flooded; ports it created removed",
+        st.name
     );
     Ok(())
 }
 
 /// A port as `up` takes it: NAME, or NAME@NS.
-fn port_label(p: &serde_json::Value) -> String {
-    let name = p["name"].as_str().unwrap_or("?");
-    match p["namespace"].as_str() {
-        Some("") | None => name.to_string(),
-        Some(ns) => format!("{name}@{ns}"),
+fn port_label(name: &str, namespace: &str) -> String {
+    if namespace.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}@{namespace}")
     }
 }
 
-fn show(name: Option<String>, json: bool) -> Result<(), Error> {
+/// The state of bridge `name`, or of every running bridge.
+fn statuses(name: Option<String>) -> Result<Vec<Status>, Error> {
     let (names, only) = match name {
         Some(n) => (vec![n], true),
         None => (tunctl_br::control::names(), false),
@@ -197,76 +365,72 @@ fn show(name: Option<String>, json: bool) -> Result<(), Error> {
     let mut all = Vec::new();
     for n in names {
         match tunctl_br::control::show(&n) {
-            Ok(v) => all.push(v),
+            Ok(st) => all.push(st),
             // Listing all: a bridge that stopped meanwhile (socket gone, refused, or closed
             // without an answer) is not one.
             Err(_) if !only => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::from_kind(
-                    ErrorKind::NotFound,
-                    "br show",
-                    "no such bridge (no control socket)",
-                )
-                .with_subject(n))
-            }
-            Err(e) => return Err(Error::from(e).add_detail(&format!("bridge {n}"))),
+            Err(e) => return Err(unreachable_bridge("br show", &n, e)),
         }
     }
+    Ok(all)
+}
+
+fn show(name: Option<String>, json: bool) -> Result<(), Error> {
+    let all = statuses(name)?;
     if json {
-        out(format_args!("{}", serde_json::Value::Array(all)));
+        let text = serde_json::to_string(&all)
+            .map_err(|e| Error::from_kind(ErrorKind::Os, "br show", format!("JSON: {e}")))?;
+        out(format_args!("{text}"));
         return Ok(());
     }
     for b in all {
-        let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
         out(format_args!(
-            "bridge {}: pid {}, {}, {} of {} addresses",
-            s(&b["name"]),
-            b["pid"],
-            if b["flood"] == true {
+            "bridge {}: pid {}, {}, {} of {} addresses learned, {} static",
+            b.name,
+            b.pid,
+            if b.flood {
                 "flooding".to_string()
             } else {
-                format!("ageing {} s", b["ageing_s"])
+                format!("ageing {} s", b.ageing_s)
             },
-            b["entries"],
-            b["max_macs"]
+            b.entries,
+            b.max_macs,
+            b.statics
         ));
-        for p in b["ports"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
-            let dropped: Vec<String> = p["dropped"]
-                .as_object()
-                .map(|d| {
-                    d.iter()
-                        .filter(|(_, v)| v.as_u64() != Some(0))
-                        .map(|(k, v)| format!("{v} {}", k.replace('_', " ")))
-                        .collect()
-                })
-                .unwrap_or_default();
+        for p in &b.ports {
+            let dropped: Vec<String> = p
+                .dropped
+                .causes()
+                .iter()
+                .filter(|(_, n)| *n != 0)
+                .map(|(cause, n)| format!("{n} {}", cause.replace('_', " ")))
+                .collect();
             out(format_args!(
-                "  port {}{}{}: in {} frames ({} B), out {} ({} B); forwarded {}, flooded {}; learned {}, moved {}, aged {}, evicted {}; dropped: {}",
-                port_label(p),
-                if p["uplink"] == true { " (uplink)" } else { "" },
-                if p["alive"] == true { "" } else { " (gone)" },
-                p["rx_frames"],
-                p["rx_bytes"],
-                p["tx_frames"],
-                p["tx_bytes"],
-                p["forwarded"],
-                p["flooded"],
-                p["learned"],
-                p["moved"],
-                p["aged"],
-                p["evicted"],
+                "  port {}{}{}: mtu {}{}, holds {} (+{} static) of a share of {} (weight {}); in {} frames ({} B), out {} ({} B); forwarded {}, flooded {}; learned {}, moved {}, aged {}, evicted {}; dropped: {}",
+                port_label(&p.name, &p.namespace),
+                if p.uplink { " (uplink)" } else { "" },
+                if p.alive { "" } else { " (gone)" },
+                p.mtu,
+                if p.queues > 1 { format!(", {} queues", p.queues) } else { String::new() },
+                p.entries,
+                p.statics,
+                p.share,
+                p.weight,
+                p.rx_frames,
+                p.rx_bytes,
+                p.tx_frames,
+                p.tx_bytes,
+                p.forwarded,
+                p.flooded,
+                p.learned,
+                p.moved,
+                p.aged,
+                p.evicted,
                 if dropped.is_empty() { "nothing".to_string() } else { dropped.join(", ") }
             ));
         }
-        // As `bridge fdb show`.
-        for e in b["fdb"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
-            out(format_args!(
-                "{} dev {} master {} idle {:.1} s",
-                s(&e["mac"]),
-                s(&e["port"]),
-                s(&b["name"]),
-                e["idle_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
-            ));
+        for line in b.fdb_lines() {
+            out(format_args!("{line}"));
         }
     }
     Ok(())

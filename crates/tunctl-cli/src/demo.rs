@@ -642,40 +642,34 @@ fn bridge_stage(args: &DemoArgs) -> Result<(), Error> {
 /// Prints the bridge's learned table (as `bridge fdb show` does) and each port's figures
 /// from its `status()`; returns whether each tap's MAC (`macs`, in port order) was learned
 /// on its own port.
-fn report_bridge(status: &serde_json::Value, macs: &[Option<String>]) -> bool {
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
-    let name = text(&status["name"]);
-    let fdb = status["fdb"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    let ports = status["ports"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+fn report_bridge(status: &tunctl_br::Status, macs: &[Option<String>]) -> bool {
     println!(
         "  learned table (bridge fdb show): {} of {} addresses",
-        status["entries"], status["max_macs"]
+        status.entries, status.max_macs
     );
-    for e in fdb {
-        println!(
-            "    {} dev {} master {name}",
-            text(&e["mac"]),
-            text(&e["port"])
-        );
+    for line in status.fdb_lines() {
+        println!("    {line}");
     }
-    for p in ports {
+    for p in &status.ports {
         println!(
             "  port {}: in {} frames ({:.1} MB), out {} frames ({:.1} MB); forwarded {}, flooded {}; learned {}",
-            text(&p["name"]),
-            p["rx_frames"],
-            p["rx_bytes"].as_u64().unwrap_or(0) as f64 / 1e6,
-            p["tx_frames"],
-            p["tx_bytes"].as_u64().unwrap_or(0) as f64 / 1e6,
-            p["forwarded"],
-            p["flooded"],
-            p["learned"]
+            p.name,
+            p.rx_frames,
+            p.rx_bytes as f64 / 1e6,
+            p.tx_frames,
+            p.tx_bytes as f64 / 1e6,
+            p.forwarded,
+            p.flooded,
+            p.learned
         );
     }
-    ports.len() == macs.len()
-        && ports.iter().zip(macs).all(|(p, mac)| {
+    status.ports.len() == macs.len()
+        && status.ports.iter().zip(macs).all(|(p, mac)| {
             mac.as_ref().is_some_and(|mac| {
-                fdb.iter()
-                    .any(|e| e["mac"].as_str() == Some(mac) && e["port"] == p["name"])
+                status
+                    .fdb
+                    .iter()
+                    .any(|e| e.mac.to_string() == *mac && e.port == p.name)
             })
         })
 }

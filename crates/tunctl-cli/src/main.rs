@@ -84,8 +84,9 @@ enum Command {
         #[command(subcommand)]
         action: vpwn::VpwnCommand,
     },
-    /// A userspace learning bridge of tap devices (`up`, `show`, `down`): ports in any
-    /// namespace, an uplink into a Linux bridge, bounded learning, GSO frames whole.
+    /// A userspace learning bridge of tap devices (`up`, `show`, `port`, `fdb`, `down`):
+    /// ports in any namespace, added and removed while it runs, an uplink into a Linux
+    /// bridge, a bounded table shared fairly, static entries, GSO frames whole.
     Br {
         #[command(subcommand)]
         action: br::BrCommand,
@@ -469,7 +470,7 @@ fn run(command: Command, ns: &NsArg) -> Result<(), Error> {
         },
         Command::Demo(args) => demo::run(args),
         Command::Vpwn { action } => vpwn::run(action, ns.netns.clone()),
-        Command::Br { action } => br::run(action),
+        Command::Br { action } => br::run(action, ns.netns.clone()),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "tunctl", &mut std::io::stdout());
