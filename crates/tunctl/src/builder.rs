@@ -53,6 +53,7 @@ pub struct Builder {
     persist: bool,
     alias: Option<String>,
     harden: Option<bool>,
+    io_uring: bool,
 }
 
 impl Default for Builder {
@@ -74,6 +75,7 @@ impl Default for Builder {
             persist: false,
             alias: None,
             harden: None,
+            io_uring: false,
         }
     }
 }
@@ -227,6 +229,17 @@ impl Builder {
     /// namespace and before `create`/`open` returns, so before anyone can bring it up.
     pub fn harden(mut self, on: bool) -> Builder {
         self.harden = Some(on);
+        self
+    }
+
+    /// Puts every queue on io_uring ([`Queue::use_io_uring`](crate::Queue::use_io_uring):
+    /// packets read ahead by a multishot read, batches written with one system call), where
+    /// the kernel allows it; a queue where it does not stays on `readv`/`pwritev2`, fully
+    /// working. [`Queue::io_path`](crate::Queue::io_path) tells which path each queue took.
+    /// Off by default; needs the `io-uring` feature (without it, every queue stays on
+    /// system calls).
+    pub fn io_uring(mut self, on: bool) -> Builder {
+        self.io_uring = on;
         self
     }
 
@@ -432,6 +445,13 @@ impl Builder {
             }
             Ok(())
         };
+        if self.io_uring {
+            for q in dev.queues() {
+                // Refused (blocked, old kernel, built without the feature): the queue keeps
+                // the system-call path, which `io_path` reports.
+                let _ = q.use_io_uring();
+            }
+        }
         if let Err(e) = finish() {
             // A device this call made goes again, persistent or not: a failed create leaves
             // nothing behind.

@@ -794,7 +794,8 @@ impl Device {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Busy`] if already active, [`ErrorKind::InvalidInput`] for a `capacity`
+    /// [`ErrorKind::Busy`] if already active or a queue is on io_uring
+    /// ([`Queue::use_io_uring`]), [`ErrorKind::InvalidInput`] for a `capacity`
     /// outside 1 to 65536, [`ErrorKind::Closed`] after destroy; [`ErrorKind::Os`] if a queue
     /// fd cannot be duplicated or a reader thread cannot be started.
     pub fn activate(&self, capacity: usize) -> Result<Packets> {
@@ -809,6 +810,18 @@ impl Device {
     /// As [`activate`](Device::activate).
     pub fn activate_with(&self, capacity: usize, mode: Active) -> Result<Packets> {
         self.check_open("activate")?;
+        if let Some(i) = self
+            .queues
+            .iter()
+            .position(|q| q.io_path() == crate::queue::IoPath::IoUring)
+        {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                "activate",
+                format!("queue {i} reads through io_uring (use_io_uring): active mode reads the queues itself"),
+            )
+            .on(self.name()));
+        }
         let fds = self
             .queues
             .iter()

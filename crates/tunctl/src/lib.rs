@@ -72,7 +72,7 @@ pub use netlink::{
 };
 pub use netns::{CreatedNamespace, Namespace, NETNS_RUN_DIR};
 pub use pi::PacketInfo;
-pub use queue::{Queue, MAX_QUEUES};
+pub use queue::{IoPath, Queue, IO_URING_ENV, MAX_QUEUES};
 
 /// The README's Rust examples, compiled as doctests so they cannot rot (with the `tokio`
 /// feature, which its async example needs).

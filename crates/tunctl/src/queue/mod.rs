@@ -13,6 +13,10 @@ use crate::gate::Control;
 use crate::netlink::Link;
 use crate::sys::{self, Interest, Ready};
 
+mod uring;
+pub(crate) use uring::Take;
+pub use uring::{IoPath, IO_URING_ENV};
+
 /// A packet read: blocking or `RWF_NOWAIT`.
 type ReadFn = fn(BorrowedFd<'_>, &mut [u8]) -> std::io::Result<(usize, bool)>;
 
@@ -206,8 +210,39 @@ impl Shared {
 /// packet longer than the buffer is an error, never silently cut).
 #[derive(Debug)]
 pub struct Queue {
+    /// The io_uring rings, once [`use_io_uring`](Queue::use_io_uring) made them. Declared
+    /// before `fd`: dropped (the multishot read ended) while the fd is still open.
+    #[cfg(feature = "io-uring")]
+    uring: std::sync::OnceLock<uring::Rings>,
     fd: OwnedFd,
     pub(crate) shared: Arc<Shared>,
+}
+
+/// One caller's buffer as the taker of one packet from the reading ring.
+struct One<'a> {
+    buf: &'a mut [u8],
+    /// The packet's length, or the truncation of one longer than `buf`.
+    got: Option<Result<usize>>,
+}
+
+impl Take for One<'_> {
+    fn room(&self) -> bool {
+        self.got.is_none()
+    }
+
+    fn take(&mut self, packet: &[u8]) -> Result<()> {
+        let n = packet.len().min(self.buf.len());
+        self.buf[..n].copy_from_slice(&packet[..n]);
+        self.got = Some(Ok(n));
+        if packet.len() > self.buf.len() {
+            return Err(Error::new(
+                ErrorKind::Truncated,
+                "recv",
+                format!("packet longer than the {n}-byte buffer: its first {n} bytes are in the buffer, the rest is dropped"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Milliseconds left until `deadline` for `poll(2)`: -1 for none, rounded up, capped.
@@ -229,7 +264,12 @@ fn poll_timeout(deadline: Option<Instant>) -> Option<i32> {
 impl Queue {
     /// A queue of the device whose state is `shared`.
     pub(crate) fn new(fd: OwnedFd, shared: Arc<Shared>) -> Queue {
-        Queue { fd, shared }
+        Queue {
+            #[cfg(feature = "io-uring")]
+            uring: std::sync::OnceLock::new(),
+            fd,
+            shared,
+        }
     }
 
     fn wait(&self, interest: Interest, deadline: Option<Instant>, op: &str) -> Result<bool> {
@@ -256,26 +296,8 @@ impl Queue {
     /// One read with `read`: `Ok(None)` when it would block.
     fn read_with(&self, buf: &mut [u8], read: ReadFn) -> Result<Option<usize>> {
         self.shared.check_open("recv")?;
-        if buf.len() < self.shared.min_read {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "recv",
-                format!(
-                    "a {}-byte buffer cannot hold the device's packet headers ({} bytes)",
-                    buf.len(),
-                    self.shared.min_read
-                ),
-            )
-            .on(&self.shared.name));
-        }
-        if self.shared.control.delivering() {
-            return Err(Error::new(
-                ErrorKind::Active,
-                "recv",
-                "the device is in active mode: its packets go to the owner (pause with Active::Off to read passively)",
-            )
-            .on(&self.shared.name));
-        }
+        self.check_buffer(buf)?;
+        self.check_passive("recv")?;
         loop {
             return match read(self.fd.as_fd(), buf) {
                 Ok((n, false)) => Ok(Some(n)),
@@ -290,6 +312,36 @@ impl Queue {
                 Err(e) => Err(self.shared.io_error("recv", e)),
             };
         }
+    }
+
+    /// Refuses a buffer too small for the device's packet headers.
+    fn check_buffer(&self, buf: &[u8]) -> Result<()> {
+        if buf.len() < self.shared.min_read {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "recv",
+                format!(
+                    "a {}-byte buffer cannot hold the device's packet headers ({} bytes)",
+                    buf.len(),
+                    self.shared.min_read
+                ),
+            )
+            .on(&self.shared.name));
+        }
+        Ok(())
+    }
+
+    /// Refuses a passive read while active mode delivers.
+    fn check_passive(&self, op: &str) -> Result<()> {
+        if self.shared.control.delivering() {
+            return Err(Error::new(
+                ErrorKind::Active,
+                op,
+                "the device is in active mode: its packets go to the owner (pause with Active::Off to read passively)",
+            )
+            .on(&self.shared.name));
+        }
+        Ok(())
     }
 
     /// One non-blocking write: `Ok(None)` when the device cannot take it now.
@@ -316,6 +368,17 @@ impl Queue {
     }
 
     fn recv_until(&self, buf: &mut [u8], deadline: Option<Instant>) -> Result<Option<usize>> {
+        self.check_buffer(buf)?;
+        let mut one = One { buf, got: None };
+        if let Some(taken) = self.ring_recv(&mut one, deadline) {
+            return match (taken?, one.got) {
+                (0, _) => Ok(None),
+                (_, Some(Ok(n))) => Ok(Some(n)),
+                (_, Some(Err(e))) => Err(e),
+                (_, None) => Ok(None),
+            };
+        }
+        let buf = one.buf;
         // No deadline: one blocking `readv`, woken by the kernel if the device is destroyed
         // (an adopted non-blocking fd falls back to poll below).
         let read = if deadline.is_none() {
@@ -361,10 +424,7 @@ impl Queue {
             .fd
             .try_clone()
             .map_err(|e| Error::os("dup", e).on(&self.shared.name))?;
-        Ok(Queue {
-            fd,
-            shared: Arc::clone(&self.shared),
-        })
+        Ok(Queue::new(fd, Arc::clone(&self.shared)))
     }
 
     /// Receives one packet, waiting as long as it takes. Returns its length.
