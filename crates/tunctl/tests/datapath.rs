@@ -647,6 +647,17 @@ mod async_tokio {
         let name = dev.name().to_string();
         runtime().block_on(async {
             let adev = Arc::new(AsyncDevice::new(dev).unwrap());
+            // The packet stream ends with one Gone item, then None.
+            let mut stream = adev.packets().unwrap();
+            let ended = tokio::spawn(async move {
+                let mut items = Vec::new();
+                while let Some(item) =
+                    std::future::poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_next(cx)).await
+                {
+                    items.push(item);
+                }
+                items
+            });
             let blocked = spawn_until_error(&adev);
             tokio::time::sleep(Duration::from_millis(100)).await;
             common::ip_ok(&t.name, &["link", "del", &name]);
@@ -655,6 +666,62 @@ mod async_tokio {
                 .expect("woken")
                 .unwrap();
             assert_eq!(err.kind(), ErrorKind::Gone, "{err}");
+            let items = tokio::time::timeout(Duration::from_secs(2), ended)
+                .await
+                .expect("the stream ended")
+                .unwrap();
+            let last = items.last().expect("an item before the end");
+            let err = last.as_ref().expect_err("the last item is the error");
+            assert_eq!(err.kind(), ErrorKind::Gone, "{err}");
+            assert!(items[..items.len() - 1].iter().all(|i| i.is_ok()));
+        });
+    }
+
+    #[test]
+    fn link_events_as_a_stream() {
+        use tunctl::tokio::AsyncWatch;
+        use tunctl::LinkEvent;
+        let Some((t, _g)) = common::privileged_ns() else {
+            return;
+        };
+        runtime().block_on(async {
+            let mut events = AsyncWatch::new(tunctl::Watch::open(&t.ns).unwrap()).unwrap();
+            async fn next(events: &mut AsyncWatch) -> Option<tunctl::Result<LinkEvent>> {
+                std::future::poll_fn(|cx| std::pin::Pin::new(&mut *events).poll_next(cx)).await
+            }
+            let dev = Device::builder()
+                .tun()
+                .name("tev0")
+                .namespace(t.ns.clone())
+                .create()
+                .unwrap();
+            let index = dev.index();
+            let created = tokio::time::timeout(Duration::from_secs(3), async {
+                loop {
+                    match next(&mut events).await.unwrap().unwrap() {
+                        LinkEvent::Created(l) if l.index == index => return l,
+                        _ => {}
+                    }
+                }
+            })
+            .await
+            .expect("created");
+            assert_eq!(created.name, "tev0");
+            common::ip_ok(&t.name, &["link", "del", "tev0"]);
+            tokio::time::timeout(Duration::from_secs(3), async {
+                loop {
+                    if let LinkEvent::Deleted { index: i, .. } =
+                        next(&mut events).await.unwrap().unwrap()
+                    {
+                        if i == index {
+                            return;
+                        }
+                    }
+                }
+            })
+            .await
+            .expect("deleted");
+            drop(dev);
         });
     }
 

@@ -496,13 +496,32 @@ impl Queue {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Closed`] after destroy; the kernel's refusal otherwise, EINVAL
-    /// ([`ErrorKind::Os`]) on a single-queue device, for a queue already in that state, or
-    /// once the device is deleted from outside.
+    /// [`ErrorKind::Closed`] after destroy, [`ErrorKind::Gone`] once the device is deleted
+    /// from outside; the kernel's refusal otherwise, EINVAL ([`ErrorKind::Os`]) on a
+    /// single-queue device or for a queue already in that state.
     pub fn set_enabled(&self, enabled: bool) -> Result<()> {
         self.shared.check_open("TUNSETQUEUE")?;
-        sys::tun_set_queue(self.fd.as_fd(), enabled)
-            .map_err(|e| self.shared.io_error("TUNSETQUEUE", e))
+        sys::tun_set_queue(self.fd.as_fd(), enabled).map_err(|e| {
+            // The driver answers EINVAL for a deleted device as for a queue already in that
+            // state: the device's index tells them apart.
+            let gone = e.raw_os_error() == Some(libc::EINVAL)
+                && self
+                    .shared
+                    .link
+                    .info()
+                    .is_err_and(|e| e.kind() == ErrorKind::NotFound);
+            let err = self.shared.io_error("TUNSETQUEUE", e);
+            if gone && err.kind() != ErrorKind::Closed {
+                Error::new(
+                    ErrorKind::Gone,
+                    "TUNSETQUEUE",
+                    "the device no longer exists (deleted from outside?)",
+                )
+                .on(&self.shared.name)
+            } else {
+                err
+            }
+        })
     }
 }
 
