@@ -38,8 +38,12 @@ pub struct AsyncQueue {
 }
 
 impl AsyncQueue {
-    /// Registers a queue with the current tokio runtime (must be called inside one).
-    /// Fails with [`ErrorKind::Unsupported`] outside a runtime.
+    /// Registers a queue with the current tokio runtime (must be called inside one), and
+    /// sets `O_NONBLOCK` on its open file: each packet is then one `readv(2)` or `write(2)`.
+    /// A blocking [`Queue`] that shares the open file (a duplicate made with
+    /// [`Queue::try_clone`], as [`AsyncDevice`] makes) keeps blocking: it waits in
+    /// `poll(2)` instead of `read(2)`. Fails with [`ErrorKind::Unsupported`] outside a
+    /// runtime.
     pub fn new(queue: Queue) -> Result<AsyncQueue> {
         if ::tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::new(
@@ -50,6 +54,12 @@ impl AsyncQueue {
             .on(queue.device()));
         }
         let name = queue.device().to_string();
+        // Non-blocking, so that each packet is one plain readv(2) or write(2): preadv2 and
+        // pwritev2 with RWF_NOWAIT on a blocking fd cost about 110 ns more per call. The
+        // flag is the open file's: a blocking `Queue` sharing it (the `Device`'s own queue,
+        // of which `AsyncDevice` registers a duplicate) still blocks, in poll(2) instead of
+        // read(2).
+        queue.set_nonblocking()?;
         let io = sys::register_async(queue, Interest::READABLE | Interest::WRITABLE)
             .map_err(|e| Error::os("register with tokio", e).on(name))?;
         Ok(AsyncQueue { io })
@@ -58,7 +68,7 @@ impl AsyncQueue {
     /// Receives one packet, waiting (asynchronously) as long as it takes. Errors as
     /// [`Queue::recv`]: [`ErrorKind::Truncated`], [`ErrorKind::Closed`], [`ErrorKind::Gone`].
     ///
-    /// While packets are queued, each costs one `preadv2` and one unit of the task's
+    /// While packets are queued, each costs one `readv` and one unit of the task's
     /// cooperative budget: no readiness future, no lock, no `poll`, because the readiness
     /// tokio last reported stands until a read finds the queue empty. A task that receives
     /// in a loop still yields to the runtime now and then when the queue never runs dry, so
@@ -79,7 +89,7 @@ impl AsyncQueue {
                 .ready(READ_INTEREST)
                 .await
                 .map_err(|e| Error::os("poll", e))?;
-            if let Some(done) = self.io.get_ref().read_now(buf).transpose() {
+            if let Some(done) = self.io.get_ref().read_nonblocking(buf).transpose() {
                 return done;
             }
             guard.clear_ready();
@@ -95,7 +105,7 @@ impl AsyncQueue {
         self.io
             .try_io(Interest::READABLE, |queue| {
                 queue
-                    .read_now(buf)
+                    .read_nonblocking(buf)
                     .transpose()
                     .ok_or_else(|| std::io::ErrorKind::WouldBlock.into())
             })
@@ -108,7 +118,7 @@ impl AsyncQueue {
         loop {
             {
                 let coop = poll_fn(coop::poll_proceed).await;
-                if let Some(done) = self.io.get_ref().write_now(packet).transpose() {
+                if let Some(done) = self.io.get_ref().write_nonblocking(packet).transpose() {
                     coop.made_progress();
                     return done;
                 }
@@ -153,7 +163,7 @@ impl AsyncQueue {
         loop {
             let mut guard =
                 ready!(self.io.poll_read_ready(cx)).map_err(|e| Error::os("poll", e))?;
-            match self.io.get_ref().read_now(buf) {
+            match self.io.get_ref().read_nonblocking(buf) {
                 Ok(Some(n)) => return Poll::Ready(Ok(n)),
                 Ok(None) => guard.clear_ready(),
                 Err(e) => return Poll::Ready(Err(e)),
@@ -167,7 +177,7 @@ impl AsyncQueue {
     pub fn poll_send(&self, cx: &mut Context<'_>, packet: &[u8]) -> Poll<Result<usize>> {
         let coop = ready!(coop::poll_proceed(cx));
         loop {
-            if let Some(done) = self.io.get_ref().write_now(packet).transpose() {
+            if let Some(done) = self.io.get_ref().write_nonblocking(packet).transpose() {
                 coop.made_progress();
                 return Poll::Ready(done);
             }

@@ -677,6 +677,34 @@ mod async_tokio {
         });
     }
 
+    /// AsyncQueue sets O_NONBLOCK on the open file it shares with the Device's queue: the
+    /// blocking calls there still block until a packet comes.
+    #[test]
+    fn the_blocking_queue_beside_an_async_one_still_blocks() {
+        let Some((t, _g)) = common::privileged_ns() else {
+            return;
+        };
+        let (dev, sock) = p2p(&t, Device::builder().name("tnb%d"));
+        runtime().block_on(async {
+            let adev = AsyncDevice::new(dev).unwrap();
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    std::thread::sleep(Duration::from_millis(150));
+                    send_seq(&sock, 7300, 0..1);
+                });
+                let mut buf = [0u8; 2048];
+                let t0 = Instant::now();
+                loop {
+                    let n = adev.device().recv(&mut buf).unwrap();
+                    if udp_seq(&buf[..n], 7300) == Some(0) {
+                        break;
+                    }
+                }
+                assert!(t0.elapsed() >= Duration::from_millis(100), "it waited");
+            });
+        });
+    }
+
     #[test]
     fn link_events_as_a_stream() {
         use tunctl::tokio::AsyncWatch;

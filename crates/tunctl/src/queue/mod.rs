@@ -198,13 +198,16 @@ impl Shared {
 /// `readv(2)`, woken by the kernel when the device is destroyed. The non-blocking and timed
 /// forms never change the fd's mode: they read and write with `preadv2`/`pwritev2` and
 /// `RWF_NOWAIT`, or wait in `poll(2)` together with the device's wake-up eventfd, so
-/// [`Device::destroy`](crate::Device::destroy) wakes them with [`ErrorKind::Closed`].
+/// [`Device::destroy`](crate::Device::destroy) wakes them with [`ErrorKind::Closed`]. Every
+/// call copes with an fd made non-blocking elsewhere (the `tokio` module's, or an adopted
+/// one): a blocking receive then waits in `poll(2)`. [`use_io_uring`](Queue::use_io_uring)
+/// moves a queue's receives and batches onto io_uring.
 ///
 /// A program that puts the raw fd ([`AsFd`]) in its own epoll, mio or `AsyncFd` loop must
 /// not read it with a plain blocking `read(2)` after a readiness report that another reader
 /// may have consumed: either set `O_NONBLOCK` on it (each queue fd is its own open file, so
 /// no other queue is affected) or read with `RWF_NOWAIT`, as [`try_recv`](Queue::try_recv)
-/// does. The `tokio` module does the latter.
+/// does. The `tokio` module does the former, for the open file it registers.
 ///
 /// `&Queue` implements [`std::io::Read`] and [`std::io::Write`], one packet per call (a
 /// packet longer than the buffer is an error, never silently cut).
@@ -344,8 +347,39 @@ impl Queue {
         Ok(())
     }
 
+    /// One read on an fd set `O_NONBLOCK` ([`set_nonblocking`](Queue::set_nonblocking)):
+    /// a plain `readv(2)`, cheaper than `preadv2(RWF_NOWAIT)`. `Ok(None)` when no packet
+    /// is queued.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn read_nonblocking(&self, buf: &mut [u8]) -> Result<Option<usize>> {
+        self.read_with(buf, sys::read_packet)
+    }
+
+    /// One write on an fd set `O_NONBLOCK`: a plain `write(2)`. `Ok(None)` when the device
+    /// cannot take it now.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn write_nonblocking(&self, packet: &[u8]) -> Result<Option<usize>> {
+        self.write_with(packet, sys::write_packet)
+    }
+
+    /// Sets `O_NONBLOCK` on the queue's open file (shared with its duplicates).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn set_nonblocking(&self) -> Result<()> {
+        sys::set_nonblocking(self.fd.as_fd())
+            .map_err(|e| Error::os("fcntl O_NONBLOCK", e).on(&self.shared.name))
+    }
+
     /// One non-blocking write: `Ok(None)` when the device cannot take it now.
     pub(crate) fn write_now(&self, packet: &[u8]) -> Result<Option<usize>> {
+        self.write_with(packet, sys::write_nowait)
+    }
+
+    /// One write with `write`: `Ok(None)` when it would block.
+    fn write_with(
+        &self,
+        packet: &[u8],
+        write: fn(BorrowedFd<'_>, &[u8]) -> std::io::Result<usize>,
+    ) -> Result<Option<usize>> {
         if packet.is_empty() {
             return Err(
                 Error::new(ErrorKind::InvalidInput, "send", "empty packet").on(&self.shared.name)
@@ -353,7 +387,7 @@ impl Queue {
         }
         self.shared.check_open("send")?;
         loop {
-            return match sys::write_nowait(self.fd.as_fd(), packet) {
+            return match write(self.fd.as_fd(), packet) {
                 Ok(n) => Ok(Some(n)),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,

@@ -48,7 +48,22 @@ pub fn write_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     )?)
 }
 
-/// Readiness a [`poll2`] call waits for on the first fd.
+/// `write(2)`: one packet, waiting for room only if the fd is blocking.
+pub fn write_packet(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    Ok(rustix::io::write(fd, buf)?)
+}
+
+/// Sets `O_NONBLOCK` on the open file `fd` refers to (`fcntl(F_SETFL)`): every fd sharing
+/// that open file (its duplicates) is affected.
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(fd)?;
+    Ok(rustix::fs::fcntl_setfl(
+        fd,
+        flags | rustix::fs::OFlags::NONBLOCK,
+    )?)
+}
+
+/// Readiness a [`poll`] call waits for on the first fd.
 #[derive(Clone, Copy)]
 pub enum Interest {
     Read,
