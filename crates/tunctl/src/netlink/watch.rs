@@ -114,7 +114,7 @@ struct Known {
 
 /// A subscription to the link, address and route events of one namespace: a blocking
 /// [`Iterator`] of [`LinkEvent`]s ([`next_timeout`](Watch::next_timeout) bounds the wait),
-/// and with the `tokio` feature a `Stream` ([`AsyncWatch`](crate::tokio::AsyncWatch)).
+/// and with the `tokio` feature a `Stream` (`tunctl::tokio::AsyncWatch`).
 ///
 /// Made by [`Netlink::watch`] or [`Watch::open`]: an rtnetlink socket of its own, bound to
 /// the multicast groups in the namespace (opening it in another namespace needs
