@@ -54,6 +54,8 @@ pub struct Builder {
     alias: Option<String>,
     harden: Option<bool>,
     io_uring: bool,
+    addresses: Vec<crate::addr::Cidr>,
+    up: bool,
 }
 
 impl Default for Builder {
@@ -76,6 +78,8 @@ impl Default for Builder {
             alias: None,
             harden: None,
             io_uring: false,
+            addresses: Vec::new(),
+            up: false,
         }
     }
 }
@@ -167,10 +171,15 @@ impl Builder {
     }
 
     /// Whether [`create`](Builder::create) may fall back to the privileged helper
-    /// ([`crate::helper`]) when the kernel refuses TUNSETIFF for lack of privilege. Off by
-    /// default: library code never starts a privileged program unless asked. Even when on,
-    /// a process running as root never falls back (the kernel's refusal is reported), and
-    /// only a helper installed in a trusted place is run ([`crate::helper::find`]).
+    /// ([`crate::helper`]) when the kernel refuses for lack of privilege: TUNSETIFF, or
+    /// entering a named [`namespace`](Builder::namespace). The helper then also adds the
+    /// builder's [`address`](Builder::address)es and brings the device [`up`](Builder::up)
+    /// (a helper-made device cannot be configured directly without CAP_NET_ADMIN; later
+    /// changes go through [`helper::run`](crate::helper::run) with an `Op::Set` request).
+    /// Off by default: library code never starts a privileged program unless asked. Even
+    /// when on, a process running as root never falls back (the kernel's refusal is
+    /// reported), and only a helper installed in a trusted place is run
+    /// ([`crate::helper::find`]).
     pub fn helper(mut self, on: bool) -> Builder {
         self.helper = on;
         self
@@ -229,6 +238,20 @@ impl Builder {
     /// namespace and before `create`/`open` returns, so before anyone can bring it up.
     pub fn harden(mut self, on: bool) -> Builder {
         self.harden = Some(on);
+        self
+    }
+
+    /// An address to add once the device exists (repeatable); see [`Link::add_address`].
+    /// Through the helper, the helper adds it (if its policy allows).
+    pub fn address(mut self, cidr: crate::addr::Cidr) -> Builder {
+        self.addresses.push(cidr);
+        self
+    }
+
+    /// Brings the device up once it exists and has its addresses (`IFF_UP`). Through the
+    /// helper, the helper does.
+    pub fn up(mut self, on: bool) -> Builder {
+        self.up = on;
         self
     }
 
@@ -300,12 +323,15 @@ impl Builder {
     /// [`helper`](Builder::helper), that refusal may become [`crate::helper::create`]'s errors.
     pub fn create(self) -> Result<Device> {
         match self.clone().build(Mode::Create) {
-            // Only the kernel's refusal to create: a refusal after a device was made (and
-            // removed again) is no reason to make a second one through the helper.
+            // Only the kernel's refusal to create (or to enter the namespace to create in):
+            // a refusal after a device was made (and removed again) is no reason to make a
+            // second one through the helper.
             Err(e)
                 if self.helper
                     && e.kind() == ErrorKind::PermissionDenied
-                    && e.operation() == "TUNSETIFF"
+                    && (e.operation() == "TUNSETIFF"
+                        || (e.operation() == "setns"
+                            && matches!(self.namespace, Namespace::Named(_))))
                     && !sys::is_root()
                     && self.group.is_none()
                     && self.alias.is_none()
@@ -338,6 +364,8 @@ impl Builder {
         req.vnet_hdr = self.vnet_hdr;
         req.multi_queue = self.multi_queue;
         req.persist = self.persist;
+        req.addrs = self.addresses.clone();
+        req.up = self.up;
         req.netns = match &self.namespace {
             Namespace::Current => Netns::Own,
             Namespace::Named(n) => Netns::Named(n.clone()),
@@ -442,6 +470,17 @@ impl Builder {
                         "hardening a device whose fd goes to another user (Builder::harden(false) skips it)",
                     )
                 })?;
+            }
+            let link = dev.link()?;
+            for cidr in &self.addresses {
+                match link.add_address(*cidr) {
+                    // An existing device that has it already: as asked.
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists && !created => {}
+                    other => other?,
+                }
+            }
+            if self.up {
+                link.up()?;
             }
             Ok(())
         };

@@ -9,6 +9,18 @@ use crate::error::Result;
 use crate::netlink::{Address, Link, LinkInfo};
 
 impl Device {
+    /// A refusal for lack of privilege on a device tunctl-helper made, with the calls that
+    /// would work.
+    fn changed_by_helper(&self, err: crate::error::Error) -> crate::error::Error {
+        if self.helper_made && err.kind() == crate::error::ErrorKind::PermissionDenied {
+            err.add_detail(
+                "this device was made through tunctl-helper, which makes changes for you: give Builder::address and Builder::up before create(), or send an Op::Set request with helper::run (`tunctl set` does); or run with CAP_NET_ADMIN",
+            )
+        } else {
+            err
+        }
+    }
+
     /// The rtnetlink handle of the device, for configuration this type does not wrap.
     ///
     /// # Errors
@@ -35,7 +47,7 @@ impl Device {
     ///
     /// [`ErrorKind::Closed`] after destroy; otherwise as [`Link::up`].
     pub fn up(&self) -> Result<()> {
-        self.link()?.up()
+        self.link()?.up().map_err(|e| self.changed_by_helper(e))
     }
 
     /// Brings the device down; its addresses stay (the original's `down/1`).
@@ -44,7 +56,7 @@ impl Device {
     ///
     /// [`ErrorKind::Closed`] after destroy; otherwise as [`Link::down`].
     pub fn down(&self) -> Result<()> {
-        self.link()?.down()
+        self.link()?.down().map_err(|e| self.changed_by_helper(e))
     }
 
     /// Adds an address; see [`Link::add_address`]. The original's `up(Ref, IP)` is
@@ -54,7 +66,9 @@ impl Device {
     ///
     /// [`ErrorKind::Closed`] after destroy; otherwise as [`Link::add_address`].
     pub fn add_address(&self, cidr: Cidr) -> Result<()> {
-        self.link()?.add_address(cidr)
+        self.link()?
+            .add_address(cidr)
+            .map_err(|e| self.changed_by_helper(e))
     }
 
     /// Removes an address.
@@ -63,7 +77,9 @@ impl Device {
     ///
     /// [`ErrorKind::Closed`] after destroy; otherwise as [`Link::del_address`].
     pub fn del_address(&self, cidr: Cidr) -> Result<()> {
-        self.link()?.del_address(cidr)
+        self.link()?
+            .del_address(cidr)
+            .map_err(|e| self.changed_by_helper(e))
     }
 
     /// The device's addresses.
@@ -82,7 +98,9 @@ impl Device {
     ///
     /// [`ErrorKind::Closed`] after destroy; otherwise as [`Link::set_peer`].
     pub fn set_peer(&self, local: std::net::IpAddr, peer: std::net::IpAddr) -> Result<()> {
-        self.link()?.set_peer(local, peer)
+        self.link()?
+            .set_peer(local, peer)
+            .map_err(|e| self.changed_by_helper(e))
     }
 
     /// Sets the broadcast address of the IPv4 address `local` (the Erlang original's
@@ -96,7 +114,9 @@ impl Device {
         local: std::net::Ipv4Addr,
         broadcast: std::net::Ipv4Addr,
     ) -> Result<()> {
-        self.link()?.set_broadcast(local, broadcast)
+        self.link()?
+            .set_broadcast(local, broadcast)
+            .map_err(|e| self.changed_by_helper(e))
     }
 
     /// The MTU.
@@ -114,7 +134,9 @@ impl Device {
     ///
     /// [`ErrorKind::Closed`] after destroy; otherwise as [`Link::set_mtu`].
     pub fn set_mtu(&self, mtu: u32) -> Result<()> {
-        self.link()?.set_mtu(mtu)
+        self.link()?
+            .set_mtu(mtu)
+            .map_err(|e| self.changed_by_helper(e))
     }
 
     /// Sets a tap's MAC address.
@@ -123,7 +145,9 @@ impl Device {
     ///
     /// [`ErrorKind::Closed`] after destroy; otherwise as [`Link::set_mac`].
     pub fn set_mac(&self, mac: MacAddr) -> Result<()> {
-        self.link()?.set_mac(mac)
+        self.link()?
+            .set_mac(mac)
+            .map_err(|e| self.changed_by_helper(e))
     }
 
     /// Sets the transmit queue length.
@@ -132,6 +156,8 @@ impl Device {
     ///
     /// [`ErrorKind::Closed`] after destroy; otherwise as [`Link::set_txqueuelen`].
     pub fn set_txqueuelen(&self, len: u32) -> Result<()> {
-        self.link()?.set_txqueuelen(len)
+        self.link()?
+            .set_txqueuelen(len)
+            .map_err(|e| self.changed_by_helper(e))
     }
 }

@@ -28,6 +28,8 @@ use crate::sys;
 pub struct Device {
     queues: Vec<Queue>,
     shared: Arc<Shared>,
+    /// Made by tunctl-helper: changes need its help (or CAP_NET_ADMIN), and errors say so.
+    helper_made: bool,
 }
 
 impl Device {
@@ -133,7 +135,17 @@ impl Device {
             .into_iter()
             .map(|fd| Queue::new(fd, Arc::clone(&shared)))
             .collect();
-        Ok(Device { queues, shared })
+        Ok(Device {
+            queues,
+            shared,
+            helper_made: false,
+        })
+    }
+
+    /// Marks a device tunctl-helper made (see [`crate::helper::create`]).
+    pub(crate) fn made_by_helper(mut self) -> Device {
+        self.helper_made = true;
+        self
     }
 
     fn check_open(&self, op: &str) -> Result<()> {

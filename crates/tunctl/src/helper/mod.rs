@@ -617,7 +617,9 @@ pub fn create(request: &Request) -> Result<Device> {
         Netns::Named(n) => Namespace::Named(n.clone()),
     };
     match (tun, netlink) {
-        (Some(tun), Some(netlink)) => Device::from_parts(tun, netlink, name, index, ns),
+        (Some(tun), Some(netlink)) => {
+            Device::from_parts(tun, netlink, name, index, ns).map(Device::made_by_helper)
+        }
         _ => Err(Error::new(
             ErrorKind::Other,
             "tunctl-helper",

@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::offload::testpkt::{Flow, ACK};
 
