@@ -220,11 +220,13 @@ impl Watch {
     }
 
     /// Whether the link of `index` exists, as far as the events received so far tell.
+    #[cfg(feature = "tokio")]
     pub(crate) fn knows(&self, index: u32) -> bool {
         self.known.contains_key(&index)
     }
 
     /// An event already received, without reading the socket.
+    #[cfg(feature = "tokio")]
     pub(crate) fn pop(&mut self) -> Option<LinkEvent> {
         self.pending.pop_front()
     }

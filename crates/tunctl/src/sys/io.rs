@@ -49,12 +49,14 @@ pub fn write_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
 }
 
 /// `write(2)`: one packet, waiting for room only if the fd is blocking.
+#[cfg(feature = "tokio")]
 pub fn write_packet(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     Ok(rustix::io::write(fd, buf)?)
 }
 
 /// Sets `O_NONBLOCK` on the open file `fd` refers to (`fcntl(F_SETFL)`): every fd sharing
 /// that open file (its duplicates) is affected.
+#[cfg(feature = "tokio")]
 pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     let flags = rustix::fs::fcntl_getfl(fd)?;
     Ok(rustix::fs::fcntl_setfl(
