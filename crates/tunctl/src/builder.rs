@@ -53,7 +53,8 @@ pub struct Builder {
     persist: bool,
     alias: Option<String>,
     harden: Option<bool>,
-    io_uring: bool,
+    /// `None`: as [`crate::IO_URING_ENV`] says (off unless it turns it on).
+    io_uring: Option<bool>,
     addresses: Vec<crate::addr::Cidr>,
     up: bool,
 }
@@ -77,7 +78,7 @@ impl Default for Builder {
             persist: false,
             alias: None,
             harden: None,
-            io_uring: false,
+            io_uring: None,
             addresses: Vec::new(),
             up: false,
         }
@@ -259,10 +260,10 @@ impl Builder {
     /// packets read ahead by a multishot read, batches written with one system call), where
     /// the kernel allows it; a queue where it does not stays on `readv`/`pwritev2`, fully
     /// working. [`Queue::io_path`](crate::Queue::io_path) tells which path each queue took.
-    /// Off by default; needs the `io-uring` feature (without it, every queue stays on
-    /// system calls).
+    /// Off by default (unless `TUNCTL_IO_URING=1`, see [`crate::IO_URING_ENV`]); needs the
+    /// `io-uring` feature (without it, every queue stays on system calls).
     pub fn io_uring(mut self, on: bool) -> Builder {
-        self.io_uring = on;
+        self.io_uring = Some(on);
         self
     }
 
@@ -484,7 +485,10 @@ impl Builder {
             }
             Ok(())
         };
-        if self.io_uring {
+        if self
+            .io_uring
+            .unwrap_or_else(crate::queue::io_uring_turned_on)
+        {
             for q in dev.queues() {
                 // Refused (blocked, old kernel, built without the feature): the queue keeps
                 // the system-call path, which `io_path` reports.

@@ -70,7 +70,7 @@ pub use netlink::{
     Address, Link, LinkConfig, LinkEvent, LinkInfo, Netlink, Plan, Route, RouteSpec, Rule, Step,
     TunInfo, Watch, RTPROT_STATIC, RT_TABLE_MAIN,
 };
-pub use netns::{CreatedNamespace, Namespace, NETNS_RUN_DIR};
+pub use netns::{CreatedNamespace, Namespace, PrivateNamespace, NETNS_RUN_DIR};
 pub use pi::PacketInfo;
 pub use queue::{IoPath, Queue, IO_URING_ENV, MAX_QUEUES};
 

@@ -211,6 +211,46 @@ impl Namespace {
         })
     }
 
+    /// A new network namespace that only this process holds, by an fd: nothing names it in
+    /// `/run/netns`, and it goes away (with its devices, once their fds close) when the
+    /// returned value is dropped **or the process ends, however it ends** (Ctrl-C, a kill,
+    /// a crash): nothing is left behind to clash with the next run. What examples and tests
+    /// want; [`create`](Namespace::create) for one that others can enter by name.
+    ///
+    /// Derefs to a [`Namespace::Path`] (`/proc/self/fd/N`) valid while the value lives: use it
+    /// as any other ([`Builder::namespace`](crate::Builder::namespace), [`Namespace::run`]).
+    /// Another process enters it through `/proc/PID/fd/N` (`nsenter --net=...`).
+    ///
+    /// `unshare(CLONE_NEWNET)` on a helper thread, which keeps an fd of its namespace.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::PermissionDenied`] without CAP_SYS_ADMIN.
+    pub fn private() -> Result<PrivateNamespace> {
+        let fd = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    sys::unshare_net().map_err(|e| {
+                        Error::os("unshare(CLONE_NEWNET)", e)
+                            .needs("CAP_SYS_ADMIN", "creating a network namespace")
+                    })?;
+                    sys::open_readonly(Path::new("/proc/thread-self/ns/net"))
+                        .map_err(|e| Error::os("open namespace", e))
+                })
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(Error::new(
+                        ErrorKind::Other,
+                        "create namespace",
+                        "helper thread panicked",
+                    ))
+                })
+        })?;
+        use std::os::fd::AsRawFd;
+        let ns = Namespace::Path(PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
+        Ok(PrivateNamespace { ns, _fd: fd })
+    }
+
     /// Deletes the named namespace, as `ip netns del NAME` does: unmounts and removes
     /// `/run/netns/NAME`. The namespace itself goes away once no process, socket or device fd
     /// keeps it alive. The counterpart of [`create`](Namespace::create) for a namespace
@@ -354,6 +394,22 @@ mod tests {
             Namespace::from_arg("blue").unwrap(),
             Namespace::Named("blue".into())
         );
+    }
+}
+
+/// A namespace only this process holds ([`Namespace::private`]): gone when dropped or when
+/// the process ends. Derefs to the [`Namespace`] (a path valid while this value lives).
+#[derive(Debug)]
+pub struct PrivateNamespace {
+    ns: Namespace,
+    _fd: OwnedFd,
+}
+
+impl std::ops::Deref for PrivateNamespace {
+    type Target = Namespace;
+
+    fn deref(&self) -> &Namespace {
+        &self.ns
     }
 }
 

@@ -809,3 +809,44 @@ fn link_address_and_route_events_of_changes_made_from_outside() {
         tunctl::Watch::open(&Namespace::named("tunctl-test-no-such-ns").unwrap()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 }
+
+/// A private namespace: devices live in it, another process sees them through
+/// /proc/PID/fd/N, and nothing of it is left once it is dropped (nor in /run/netns ever).
+#[test]
+fn a_private_namespace_holds_devices_and_leaves_nothing() {
+    if !privileged() {
+        return;
+    }
+    let _g = common::shared();
+    let before = Namespace::list().unwrap();
+    let ns = Namespace::private().unwrap();
+    let path = ns.file().unwrap();
+    let dev = Device::builder()
+        .tun()
+        .name("pv0")
+        .namespace((*ns).clone())
+        .create()
+        .unwrap();
+    dev.add_address("10.59.0.1/24".parse().unwrap()).unwrap();
+    let proc_path = path
+        .to_string_lossy()
+        .replace("/proc/self/", &format!("/proc/{}/", std::process::id()));
+    let out = Command::new("nsenter")
+        .arg(format!("--net={proc_path}"))
+        .args(["ip", "-j", "addr", "show", "dev", "pv0"])
+        .output()
+        .expect("run nsenter");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("10.59.0.1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        Namespace::list().unwrap(),
+        before,
+        "nothing named in /run/netns"
+    );
+    drop(dev);
+    drop(ns);
+    assert!(!path.exists() || Netlink::open_in(&Namespace::path(&path)).is_err());
+}

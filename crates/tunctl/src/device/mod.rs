@@ -369,7 +369,16 @@ impl Device {
             )
             .on(name));
         }
-        Ok(Queue::new(fd, Arc::clone(&self.shared)))
+        let queue = Queue::new(fd, Arc::clone(&self.shared));
+        // On the path its siblings take (io_uring where allowed).
+        if self
+            .queues
+            .iter()
+            .any(|q| q.io_path() == crate::queue::IoPath::IoUring)
+        {
+            let _ = queue.use_io_uring();
+        }
+        Ok(queue)
     }
 
     /// Switches to active mode (the original's `{active, true}`): one reader thread per queue

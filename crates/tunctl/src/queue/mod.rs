@@ -14,7 +14,7 @@ use crate::netlink::Link;
 use crate::sys::{self, Interest, Ready};
 
 mod uring;
-pub(crate) use uring::Take;
+pub(crate) use uring::{turned_on as io_uring_turned_on, Take};
 pub use uring::{IoPath, IO_URING_ENV};
 
 /// A packet read: blocking or `RWF_NOWAIT`.

@@ -32,8 +32,22 @@ impl std::fmt::Display for IoPath {
 }
 
 /// The variable that turns io_uring off for every queue of the process: `0`, `off`, `no` or
-/// `false` (for a system where it misbehaves, and to compare both paths).
+/// `false` (for a system where it misbehaves); or on for every device a [`Builder`] makes
+/// or opens without [`io_uring(false)`](crate::Builder::io_uring): `1`, `on`, `yes` or
+/// `true` (to try a program on io_uring without changing it, as the benchmarks do).
+///
+/// [`Builder`]: crate::Builder
 pub const IO_URING_ENV: &str = "TUNCTL_IO_URING";
+
+/// Whether [`IO_URING_ENV`] turns io_uring on for devices that did not choose.
+pub(crate) fn turned_on() -> bool {
+    std::env::var(IO_URING_ENV).is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "on" | "yes" | "true"
+        )
+    })
+}
 
 /// The rings of a queue on the io_uring path.
 #[cfg(feature = "io-uring")]
