@@ -279,8 +279,6 @@ struct Outcome {
     stopped_at: Option<usize>,
     /// Raw OS errors of the ring, mapped once the writes are done.
     raw: Vec<(usize, std::io::Error)>,
-    /// The ring submitted nothing: the batch goes out with system calls instead.
-    unsubmitted: bool,
 }
 
 impl Outcome {
@@ -506,42 +504,37 @@ impl Queue {
             n
         };
         let mut outcome = Outcome::default();
+        // Frames from here on go out with system calls: all of them without a ring, the
+        // rest of them if the ring failed to submit (it is closed then).
+        #[cfg_attr(not(feature = "io-uring"), allow(unused_mut))]
+        let mut from = 0;
         #[cfg(feature = "io-uring")]
-        let wrote = self.rings().map(|rings| {
+        if let Some(rings) = self.rings() {
             let b: &Batch = batch;
+            let mut reported = 0;
             let written = rings.writer().write(
                 self.as_fd(),
                 frames,
                 |k| b.frame(k, vnet),
                 |k, res| {
+                    reported = reported.max(k + 1);
                     if let Err(e) = res {
                         outcome.failed(k, e);
                     }
                 },
             );
-            if let Err(e) = written {
-                // Nothing of what remained was submitted: the ring is gone, write the rest
-                // (everything not reported) with system calls.
-                let _ = e;
-                outcome.unsubmitted = true;
-            }
-        });
-        #[cfg(not(feature = "io-uring"))]
-        let wrote: Option<()> = None;
-        if wrote.is_none() || outcome.unsubmitted {
-            outcome = Outcome::default();
-            for k in 0..frames {
-                if let Err(e) = self.write_frame(batch.frame(k, vnet)) {
-                    let stop = matches!(e.kind(), ErrorKind::Closed | ErrorKind::Gone);
-                    outcome.refused(k, e);
-                    if stop {
-                        outcome.stopped_at = Some(k);
-                        break;
-                    }
+            from = if written.is_ok() { frames } else { reported };
+            outcome.map_os_errors(self);
+        }
+        for k in from..frames {
+            if let Err(e) = self.write_frame(batch.frame(k, vnet)) {
+                let stop = matches!(e.kind(), ErrorKind::Closed | ErrorKind::Gone);
+                outcome.refused(k, e);
+                if stop {
+                    outcome.stopped_at = Some(k);
+                    break;
                 }
             }
-        } else {
-            outcome.map_os_errors(self);
         }
         self.settle(batch, vnet, frames, outcome)
     }

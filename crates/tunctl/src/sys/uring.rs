@@ -33,6 +33,10 @@ const READ: u64 = 1;
 const CANCEL: u64 = 2;
 /// Submission entries of the write ring: the most writes one `io_uring_enter` submits.
 pub const WRITE_ENTRIES: u32 = 256;
+/// A wait for packets returns once this many are read, or ...
+const GATHER: usize = 32;
+/// ... once this long has passed and at least one is (IORING_FEAT_MIN_TIMEOUT).
+const GATHER_WAIT_USEC: u32 = 20;
 /// How long dropping a ring waits for its multishot read to end before it gives up (and
 /// leaks the buffers rather than free memory the kernel may still write).
 const CANCEL_WAIT: Duration = Duration::from_secs(2);
@@ -275,15 +279,29 @@ impl ReadRing {
         if !self.ring().completion().is_empty() {
             return Ok(true);
         }
-        let done = match deadline {
-            None => self.ring().submitter().submit_and_wait(1),
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                let ts = Timespec::new()
-                    .sec(left.as_secs())
-                    .nsec(left.subsec_nanos());
-                let args = SubmitArgs::new().timespec(&ts);
-                self.ring().submitter().submit_with_args(1, &args)
+        // Where the kernel can (6.12, IORING_FEAT_MIN_TIMEOUT), wait a little for a batch:
+        // up to GATHER packets or GATHER_WAIT, then return at the first completion. A lone
+        // packet waits at most GATHER_WAIT more; a stream wakes the thread once per batch
+        // instead of once per packet.
+        let gather = self.ring().params().is_feature_min_timeout();
+        let want = if gather { GATHER } else { 1 };
+        let ts = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            Timespec::new()
+                .sec(left.as_secs())
+                .nsec(left.subsec_nanos())
+        });
+        let done = match (&ts, gather) {
+            (None, false) => self.ring().submitter().submit_and_wait(1),
+            (None, true) => {
+                let args = SubmitArgs::new().min_wait_usec(GATHER_WAIT_USEC);
+                self.ring().submitter().submit_with_args(want, &args)
+            }
+            (Some(ts), _) => {
+                let args = SubmitArgs::new()
+                    .min_wait_usec(if gather { GATHER_WAIT_USEC } else { 0 })
+                    .timespec(ts);
+                self.ring().submitter().submit_with_args(want, &args)
             }
         };
         match done {
