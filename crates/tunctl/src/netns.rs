@@ -177,28 +177,11 @@ impl Namespace {
                 }
                 .on(ns.describe())
             })?;
-        let bound = std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    sys::unshare_net().map_err(|e| {
-                        Error::os("unshare(CLONE_NEWNET)", e)
-                            .needs("CAP_SYS_ADMIN", "creating a network namespace")
-                    })?;
-                    sys::mount(Path::new("/proc/thread-self/ns/net"), &path, libc::MS_BIND).map_err(
-                        |e| {
-                            Error::os("bind mount", e)
-                                .needs("CAP_SYS_ADMIN", "keeping a namespace by a bind mount")
-                        },
-                    )
-                })
-                .join()
-                .unwrap_or_else(|_| {
-                    Err(Error::new(
-                        ErrorKind::Other,
-                        "create namespace",
-                        "helper thread panicked",
-                    ))
-                })
+        let bound = in_new_namespace(|| {
+            sys::mount(Path::new("/proc/thread-self/ns/net"), &path, libc::MS_BIND).map_err(|e| {
+                Error::os("bind mount", e)
+                    .needs("CAP_SYS_ADMIN", "keeping a namespace by a bind mount")
+            })
         });
         if let Err(err) = bound {
             let _ = fs::remove_file(&path);
@@ -227,24 +210,9 @@ impl Namespace {
     ///
     /// [`ErrorKind::PermissionDenied`] without CAP_SYS_ADMIN.
     pub fn private() -> Result<PrivateNamespace> {
-        let fd = std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    sys::unshare_net().map_err(|e| {
-                        Error::os("unshare(CLONE_NEWNET)", e)
-                            .needs("CAP_SYS_ADMIN", "creating a network namespace")
-                    })?;
-                    sys::open_readonly(Path::new("/proc/thread-self/ns/net"))
-                        .map_err(|e| Error::os("open namespace", e))
-                })
-                .join()
-                .unwrap_or_else(|_| {
-                    Err(Error::new(
-                        ErrorKind::Other,
-                        "create namespace",
-                        "helper thread panicked",
-                    ))
-                })
+        let fd = in_new_namespace(|| {
+            sys::open_readonly(Path::new("/proc/thread-self/ns/net"))
+                .map_err(|e| Error::os("open namespace", e))
         })?;
         use std::os::fd::AsRawFd;
         let ns = Namespace::Path(PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
@@ -395,6 +363,30 @@ mod tests {
             Namespace::Named("blue".into())
         );
     }
+}
+
+/// Runs `then` on a helper thread that has just moved into a new network namespace
+/// (`unshare(CLONE_NEWNET)`): what keeps the namespace alive (a bind mount, an fd) is
+/// `then`'s to make, or it goes with the thread.
+fn in_new_namespace<T: Send>(then: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                sys::unshare_net().map_err(|e| {
+                    Error::os("unshare(CLONE_NEWNET)", e)
+                        .needs("CAP_SYS_ADMIN", "creating a network namespace")
+                })?;
+                then()
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorKind::Other,
+                    "create namespace",
+                    "helper thread panicked",
+                ))
+            })
+    })
 }
 
 /// A namespace only this process holds ([`Namespace::private`]): gone when dropped or when

@@ -862,12 +862,24 @@ mod offload {
 
     /// 32 MiB over TCP from namespace a to b through the forwarder; checks every byte.
     fn transfer(ta: &TestNs, tb: &TestNs, da: &Device, db: &Device) -> (usize, usize) {
+        transfer_with(ta, tb, (da, db), (B, 5300), forward)
+    }
+
+    /// `TOTAL` bytes over TCP from namespace a to `to` in b through two `forward` threads;
+    /// checks every byte. Returns what each forwarder returned (a -> b, b -> a).
+    pub(super) fn transfer_with(
+        ta: &TestNs,
+        tb: &TestNs,
+        (da, db): (&Device, &Device),
+        to: (Ipv4Addr, u16),
+        forward: fn(&Device, &Device, &AtomicBool) -> usize,
+    ) -> (usize, usize) {
         const TOTAL: usize = 32 << 20;
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
             let ab = s.spawn(|| forward(da, db, &stop));
             let ba = s.spawn(|| forward(db, da, &stop));
-            let listener = tb.ns.run(|| TcpListener::bind((B, 5300))).unwrap().unwrap();
+            let listener = tb.ns.run(|| TcpListener::bind(to)).unwrap().unwrap();
             let server = s.spawn(move || {
                 let (mut conn, _) = listener.accept().unwrap();
                 conn.set_read_timeout(Some(Duration::from_secs(10)))
@@ -888,7 +900,7 @@ mod offload {
             });
             let mut conn = ta
                 .ns
-                .run(|| TcpStream::connect_timeout(&(B, 5300).into(), Duration::from_secs(3)))
+                .run(|| TcpStream::connect_timeout(&to.into(), Duration::from_secs(3)))
                 .unwrap()
                 .unwrap();
             conn.set_write_timeout(Some(Duration::from_secs(10)))
@@ -960,7 +972,6 @@ mod offload {
 #[cfg(feature = "io-uring")]
 mod uring {
     use super::*;
-    use std::net::{TcpListener, TcpStream};
     use std::sync::atomic::AtomicBool;
     use tunctl::{Batch, IoPath, Offload};
 
@@ -988,67 +999,24 @@ mod uring {
         dev
     }
 
-    fn forward(from: &Device, to: &Device, stop: &AtomicBool) -> (usize, usize) {
+    /// Forwards batches until `stop`; returns the largest batch one read produced.
+    fn forward(from: &Device, to: &Device, stop: &AtomicBool) -> usize {
         let mut batch = Batch::new(64, 16);
-        let (mut largest, mut total) = (0, 0);
+        let mut largest = 0;
         while !stop.load(Ordering::Relaxed) {
             match from.queues()[0].recv_batch_timeout(&mut batch, Some(Duration::from_millis(50))) {
                 Ok(0) => continue,
-                Ok(n) => {
-                    largest = largest.max(n);
-                    total += n;
-                }
+                Ok(n) => largest = largest.max(n),
                 Err(e) => panic!("recv_batch: {e}"),
             }
             to.queues()[0].send_batch(&mut batch).unwrap();
         }
-        (largest, total)
+        largest
     }
 
-    /// 16 MiB over TCP from a to b through a forwarder of two io_uring queues, byte for byte.
+    /// 32 MiB over TCP from a to b through a forwarder of two io_uring queues, byte for byte.
     fn transfer(ta: &TestNs, tb: &TestNs, da: &Device, db: &Device, port: u16) -> usize {
-        use std::io::{Read, Write};
-        const TOTAL: usize = 16 << 20;
-        let stop = AtomicBool::new(false);
-        std::thread::scope(|s| {
-            let ab = s.spawn(|| forward(da, db, &stop));
-            let ba = s.spawn(|| forward(db, da, &stop));
-            let listener = tb.ns.run(|| TcpListener::bind((B, port))).unwrap().unwrap();
-            let server = s.spawn(move || {
-                let (mut conn, _) = listener.accept().unwrap();
-                conn.set_read_timeout(Some(Duration::from_secs(10)))
-                    .unwrap();
-                let mut buf = vec![0u8; 1 << 16];
-                let mut got = 0usize;
-                loop {
-                    let n = conn.read(&mut buf).unwrap();
-                    if n == 0 {
-                        break;
-                    }
-                    for (k, b) in buf[..n].iter().enumerate() {
-                        assert_eq!(*b, ((got + k) % 251) as u8, "byte {}", got + k);
-                    }
-                    got += n;
-                }
-                got
-            });
-            let mut conn = ta
-                .ns
-                .run(|| TcpStream::connect_timeout(&(B, port).into(), Duration::from_secs(3)))
-                .unwrap()
-                .unwrap();
-            conn.set_write_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            let data: Vec<u8> = (0..TOTAL).map(|i| (i % 251) as u8).collect();
-            conn.write_all(&data).unwrap();
-            drop(conn);
-            let got = server.join().unwrap();
-            stop.store(true, Ordering::Relaxed);
-            assert_eq!(got, TOTAL);
-            let ((largest, total), _) = (ab.join().unwrap(), ba.join().unwrap());
-            assert!(total > 100, "{total} packets a -> b");
-            largest
-        })
+        super::offload::transfer_with(ta, tb, (da, db), (B, port), forward).0
     }
 
     #[test]
