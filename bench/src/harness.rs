@@ -1,8 +1,8 @@
-//! The harness: the groups of contenders (`forward` here, `tunnel` in `tunnel.rs`, `bridge`
-//! in `bridge.rs`, `erlang` in `erlang.rs`), their
-//! runs interleaved round-robin across contenders, min/median/max of each figure, ratios of
-//! medians, BENCHMARKS.md; and the `forward` group itself: namespaces A and B, a forwarder (or
-//! a veth pair) between them, iperf3 from A to B, the forwarder's CPU time.
+//! The harness: groups of contenders (registered by `main.rs`; the harness knows none of
+//! them), their runs interleaved round-robin across contenders, min/median/max of each
+//! figure, ratios of medians, BENCHMARKS.md; and what several groups measure with: the
+//! two-namespace topology (namespaces A and B, a tun device in each, a forwarder or a veth
+//! pair between them), iperf3 from A to B, a process's CPU time and system calls.
 
 use std::io::Read;
 use std::net::Ipv4Addr;
@@ -17,29 +17,15 @@ use tunctl::{Address, Device, Link, Namespace};
 
 const ADDR_A: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
 const ADDR_B: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 2);
-const DEV: &str = "fwd0";
+/// The tun device of each side of the two-namespace topology.
+pub(crate) const DEV: &str = "fwd0";
 
-/// The `forward` group's contenders, in report order and in the order each round of runs
-/// takes them.
-pub const CONTENDERS: [&str; 12] = [
-    "kernel",
-    "c",
-    "c-offload",
-    "tun-rs",
-    "tun-rs-offload",
-    "tun-rs-async",
-    "tunctl",
-    "tunctl-offload",
-    "tunctl-gro",
-    "tunctl-active",
-    "tunctl-tokio",
-    "tunctl-mq2",
-];
-
-const METRICS: [(&str, &str); 3] = [("tcp1", "Gbit/s"), ("tcp4", "Gbit/s"), ("udp64", "kpps")];
+/// Says whether a name belongs to a harness run that is gone ([`Group::sweep`]).
+pub(crate) type Stale<'a> = &'a dyn Fn(&str) -> bool;
 
 /// A group of contenders measured in one topology: its runs are interleaved among its own
-/// contenders; groups run one after the other.
+/// contenders; groups run one after the other. The harness knows no group: `main.rs`
+/// registers them.
 pub(crate) struct Group {
     /// The name on the command line and in BENCHMARKS.md's `## NAME:` heading.
     pub name: &'static str,
@@ -53,43 +39,13 @@ pub(crate) struct Group {
     pub report: fn(&[Figure], &[String], &Options) -> String,
     /// The BENCHMARKS.md section: heading, what was measured, the machine, the table.
     pub section: fn(&str, &str) -> String,
+    /// The harness pid in a name this group's runs give a namespace, socket or scratch
+    /// directory, `None` for a name not of this group's making.
+    pub owner: fn(&str) -> Option<u32>,
+    /// Removes the group's leftover files (sockets, scratch directories) whose names
+    /// `stale` says belong to a harness that is gone; namespaces are swept by the harness.
+    pub sweep: fn(Stale<'_>),
 }
-
-/// Every group, in the order `bench/run` (or `all`) runs them.
-pub(crate) const GROUPS: [Group; 4] = [
-    Group {
-        name: "forward",
-        contenders: &CONTENDERS,
-        metrics: &METRICS,
-        measure: measure_once,
-        report,
-        section: forward_section,
-    },
-    Group {
-        name: "tunnel",
-        contenders: &crate::tunnel::CONTENDERS,
-        metrics: &crate::tunnel::METRICS,
-        measure: crate::tunnel::measure_once,
-        report: crate::tunnel::report,
-        section: crate::tunnel::section,
-    },
-    Group {
-        name: "bridge",
-        contenders: &crate::bridge::CONTENDERS,
-        metrics: &crate::bridge::METRICS,
-        measure: crate::bridge::measure_once,
-        report: crate::bridge::report,
-        section: crate::bridge::section,
-    },
-    Group {
-        name: "erlang",
-        contenders: &crate::erlang::CONTENDERS,
-        metrics: &crate::erlang::METRICS,
-        measure: crate::erlang::measure_once,
-        report: crate::erlang::report,
-        section: crate::erlang::section,
-    },
-];
 
 /// Default runs per contender: at least 3, so that a median and a spread mean something.
 const DEFAULT_REPS: usize = 3;
@@ -111,7 +67,7 @@ pub(crate) struct Options {
     pub reps: usize,
     pub seconds: u32,
     pub only: Vec<String>,
-    /// The groups to run, in `GROUPS` order.
+    /// The groups to run, in registration order.
     pub groups: Vec<&'static str>,
 }
 
@@ -318,9 +274,10 @@ impl Drop for Kill {
     }
 }
 
-/// Offload contenders: `tunctl-offload` passes super-packets through like `c-offload`;
-/// `tunctl-gro` splits and coalesces them like `tun-rs-offload`.
-fn offloaded(contender: &str) -> bool {
+/// Offload contenders, whose devices [`setup`] makes with `vnet_hdr`: every `*-offload`
+/// (`tunctl-offload` passes super-packets through like `c-offload`), and `tunctl-gro`, which
+/// splits and coalesces them like `tun-rs-offload`.
+pub(crate) fn offloaded(contender: &str) -> bool {
     contender.ends_with("offload") || contender == "tunctl-gro"
 }
 
@@ -448,6 +405,65 @@ pub(crate) fn start_forwarder(
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(child.0.pop())
+}
+
+/// The packets the tun device `dev` of namespace `ns` handed to userspace readers so far
+/// (its `tx_packets`, `ip -s -j link`).
+pub(crate) fn tx_packets(ns: &str, dev: &str) -> Result<u64, String> {
+    let out = run_bounded(
+        Command::new("ip").args(["-n", ns, "-s", "-j", "link", "show", "dev", dev]),
+        Duration::from_secs(5),
+    )?;
+    let v: Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("ip -s -j link: {e}"))?;
+    v[0]["stats64"]["tx"]["packets"]
+        .as_u64()
+        .ok_or_else(|| format!("no tx packet count for {dev} in {ns}"))
+}
+
+/// The system calls every thread of process `pid` makes while `during` runs: perf stat's
+/// count of `raw_syscalls:sys_enter` (one per system call entered), with `during`'s result.
+pub(crate) fn count_syscalls<T>(
+    pid: u32,
+    during: impl FnOnce() -> Result<T, String>,
+) -> Result<(u64, T), String> {
+    let out = std::env::temp_dir().join(format!("tunctl-bench-perf-{}-{pid}", std::process::id()));
+    let mut perf = Command::new("perf");
+    perf.args(["stat", "-x", ",", "-e", "raw_syscalls:sys_enter", "-p"])
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = Kill(vec![die_with_harness(&mut perf)
+        .spawn()
+        .map_err(|e| format!("perf stat (linux-perf): {e}"))?]);
+    // Attached once perf has opened its counters; it counts until SIGINT.
+    std::thread::sleep(Duration::from_millis(200));
+    let result = during();
+    let perf_pid = child.0[0].id() as libc::pid_t;
+    // SAFETY: a signal to our own child, which has not been waited for (its pid is ours).
+    unsafe { libc::kill(perf_pid, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while matches!(child.0[0].try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    let result = result?;
+    let calls = text
+        .lines()
+        .find(|l| l.contains("raw_syscalls:sys_enter"))
+        .and_then(|l| l.split(',').next())
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .ok_or_else(|| {
+            format!(
+                "perf stat counted no system calls of {pid}: {}",
+                text.trim()
+            )
+        })?;
+    Ok((calls, result))
 }
 
 /// utime + stime of a process (all its threads), in seconds.
@@ -588,42 +604,6 @@ pub(crate) fn traffic(
     })
 }
 
-/// One run of `contender`: its own topology and forwarder, each metric measured once into
-/// `figures` (one per metric, in `METRICS` order), everything removed again. A metric that
-/// fails ends the run; the metrics measured before it keep their samples.
-fn measure_once(contender: &str, opts: &Options, figures: &mut [Figure]) -> Result<(), String> {
-    let topo = setup(contender)?;
-    let fwd = start_forwarder(contender, &topo.a, &topo.b, DEV)?;
-    let pids: Vec<u32> = fwd.iter().map(Child::id).collect();
-    let children = Kill(fwd.into_iter().collect());
-    let server = iperf_server(&topo.b, "10.201.0.2")?;
-    for ((metric, _), figure) in METRICS.iter().zip(figures.iter_mut()) {
-        figure.push(traffic(&topo.a, "10.201.0.2", metric, opts.seconds, &pids)?);
-    }
-    drop(server);
-    drop(children);
-    drop(topo);
-    Ok(())
-}
-
-/// The contender a figure is compared with: the C forwarder and tun-rs of the same class
-/// (plain, offload or async); the kernel path against both plain ones. C has no async
-/// forwarder, so the async class is compared with plain C.
-fn baseline(contender: &str, peer: &str) -> String {
-    if offloaded(contender) {
-        format!("{peer}-offload")
-    } else if peer == "tun-rs" && asynchronous(contender) {
-        "tun-rs-async".to_string()
-    } else {
-        peer.to_string()
-    }
-}
-
-/// The async class: tokio forwarders, compared with each other.
-fn asynchronous(contender: &str) -> bool {
-    matches!(contender, "tunctl-tokio" | "tun-rs-async")
-}
-
 pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -646,82 +626,14 @@ pub(crate) fn cell(x: Option<f64>, digits: usize, suffix: &str) -> String {
         .unwrap_or_else(|| "–".into())
 }
 
-/// The Markdown report: one row per figure with its min/median/max (value, forwarder CPU,
-/// TCP retransmits) and the ratios of its median to the baselines' medians.
-fn report(figures: &[Figure], failures: &[String], opts: &Options) -> String {
-    let median = |c: &str, m: &str| {
-        figures
-            .iter()
-            .find(|f| f.contender == c && f.metric == m)
-            .and_then(|f| spread(&f.values))
-            .map(|s| s.median)
-    };
-    let mut out = String::new();
-    if opts.smoke() {
-        out.push_str(&format!("> **{SMOKE_WARNING}**\n\n"));
-    }
-    out.push_str(
-        "| contender | metric | runs | min | median | max | vs C | vs tun-rs \
-         | CPU min | CPU median | CPU max | retr. min | retr. median | retr. max |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-    );
-    for f in figures {
-        let (v, cpu, retr) = (spread(&f.values), spread(&f.cpus), spread(&f.retransmits));
-        let ratio = |peer: &str| match (v, median(&baseline(f.contender, peer), f.metric)) {
-            (Some(v), Some(b)) if b > 0.0 => format!("{:.2}×", v.median / b),
-            _ => "–".into(),
-        };
-        out.push_str(&format!(
-            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            f.contender,
-            f.metric,
-            f.unit,
-            f.values.len(),
-            cell(v.map(|s| s.min), 2, ""),
-            cell(v.map(|s| s.median), 2, ""),
-            cell(v.map(|s| s.max), 2, ""),
-            ratio("c"),
-            ratio("tun-rs"),
-            cell(cpu.map(|s| s.min), 0, "%"),
-            cell(cpu.map(|s| s.median), 0, "%"),
-            cell(cpu.map(|s| s.max), 0, "%"),
-            cell(retr.map(|s| s.min), 0, ""),
-            cell(retr.map(|s| s.median), 0, ""),
-            cell(retr.map(|s| s.max), 0, ""),
-        ));
-    }
-    out.push_str(&format!(
-        "\n{} run{} of {} s per contender, interleaved round-robin (every contender's first run, \
-         then every contender's second, ...) so that the machine's drift falls on all of them \
-         alike. `runs` counts the runs that produced the figure; min, median and max are over \
-         those runs (the median of an even count is the mean of the middle two). `vs C` and \
-         `vs tun-rs` are ratios of medians, against the contender of the same class: plain, \
-         offload, or async (`tunctl-tokio` against `tun-rs-async`; C has no async forwarder, \
-         so async contenders are compared with plain `c`).\n",
-        opts.reps,
-        if opts.reps == 1 { "" } else { "s" },
-        opts.seconds
-    ));
-    if !failures.is_empty() {
-        out.push_str("\nFailed runs:\n\n");
-        for f in failures {
-            out.push_str(&format!("- {f}\n"));
-        }
-    }
-    if opts.smoke() {
-        out.push_str(&format!("\n**{SMOKE_WARNING}**\n"));
-    }
-    out
+/// The options of `args`, with every registered group (for tests).
+#[cfg(test)]
+pub(crate) fn parse_for_tests(args: &[&str]) -> Options {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    parse(&args, &crate::GROUPS).expect("valid test arguments")
 }
 
-/// The `forward` section of BENCHMARKS.md around its `table`, measured `on` (machine and date).
-fn forward_section(on: &str, table: &str) -> String {
-    format!(
-        "## forward: namespace A ⇄ forwarder ⇄ namespace B\n\nProduced by `bench/run forward` (see bench/README.md) on {on}.\n\nTwo tun devices, one in each namespace, joined by the contender (`kernel`: a veth pair, no forwarder). iperf3 from A to B: `tcp1` one TCP stream, `tcp4` four, `udp64` 64-byte UDP datagrams (thousands received per second). MTU 1500. On a 2-core machine iperf3's client and server and the forwarder share the cores: runs of the same contender differ by up to about 25%, so the runs are interleaved across contenders, each figure is given as min / median / max, and ratios (of medians) are to be compared within one run.\n\n{table}"
-    )
-}
-
-fn parse(args: &[String]) -> Result<Options, String> {
+fn parse(args: &[String], groups: &[Group]) -> Result<Options, String> {
     let mut opts = Options {
         quick: false,
         json: false,
@@ -737,9 +649,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "all" => all = true,
-            g if GROUPS.iter().any(|x| x.name == g) => opts
+            g if groups.iter().any(|x| x.name == g) => opts
                 .groups
-                .extend(GROUPS.iter().map(|x| x.name).filter(|n| *n == g)),
+                .extend(groups.iter().map(|x| x.name).filter(|n| *n == g)),
             "--quick" => opts.quick = true,
             "--json" => opts.json = true,
             "--reps" => {
@@ -769,11 +681,11 @@ fn parse(args: &[String]) -> Result<Options, String> {
             other => return Err(format!("unknown argument {other:?}; see bench/README.md")),
         }
     }
-    // No group named, or `all`: every group, in GROUPS order (each named group once).
+    // No group named, or `all`: every group, in registration order (each named group once).
     if all || opts.groups.is_empty() {
-        opts.groups = GROUPS.iter().map(|g| g.name).collect();
+        opts.groups = groups.iter().map(|g| g.name).collect();
     } else {
-        opts.groups = GROUPS
+        opts.groups = groups
             .iter()
             .map(|g| g.name)
             .filter(|n| opts.groups.contains(n))
@@ -785,7 +697,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     }
     opts.reps = reps.unwrap_or(opts.reps);
     opts.seconds = seconds.unwrap_or(opts.seconds);
-    let known: Vec<&str> = GROUPS
+    let known: Vec<&str> = groups
         .iter()
         .filter(|g| opts.groups.contains(&g.name))
         .flat_map(|g| g.contenders.iter().copied())
@@ -918,28 +830,29 @@ fn merge_sections(old: &str, sections: &[(&str, String)]) -> String {
     out
 }
 
-/// The harness pid in a name this harness makes: `tb<pid>a|b` (forward namespaces),
-/// `tw<pid>n<run>a|b` (tunnel namespaces, devices, UAPI sockets as `<name>.sock`),
-/// `tw<pid>n<run>` (a tunnel run's scratch directory), `tg<pid>n<run>a|b|c|x` (bridge
-/// namespaces), `tg<pid>n<run>.sock` (a `tunctl br` control socket); `None` for any other name.
-fn owner(name: &str) -> Option<u32> {
-    let rest = name
-        .strip_prefix("tb")
-        .or_else(|| name.strip_prefix("tw"))
-        .or_else(|| name.strip_prefix(crate::bridge::PREFIX))?;
+/// The harness pid in a name of the two-namespace topology ([`setup`]): `tb<pid>a|b`; or in
+/// a name one of `groups` makes (see [`Group::owner`]); `None` for any other name.
+fn owner(name: &str, groups: &[Group]) -> Option<u32> {
+    let topology = name.strip_prefix("tb").and_then(|rest| {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        matches!(&rest[digits.len()..], "a" | "b")
+            .then(|| digits.parse().ok())
+            .flatten()
+    });
+    topology.or_else(|| groups.iter().find_map(|g| (g.owner)(name)))
+}
+
+/// The harness pid in a name of the shape `PREFIX<pid>n<run>[SUFFIX][.sock]`, where the
+/// suffix is one of `suffixes` (the usual shape of a group's names, for [`Group::owner`]).
+pub(crate) fn run_name_owner(name: &str, prefix: &str, suffixes: &[char]) -> Option<u32> {
+    let rest = name.strip_prefix(prefix)?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     let tail = &rest[digits.len()..];
     let tail = tail.strip_suffix(".sock").unwrap_or(tail);
     let run = |k: &str| !k.is_empty() && k.chars().all(|c| c.is_ascii_digit());
-    let ours = if name.starts_with("tb") {
-        matches!(tail, "a" | "b")
-    } else if name.starts_with(crate::bridge::PREFIX) {
-        tail.strip_prefix('n')
-            .is_some_and(|t| run(t) || t.strip_suffix(['a', 'b', 'c', 'x']).is_some_and(run))
-    } else {
-        tail.strip_prefix('n')
-            .is_some_and(|t| run(t) || t.strip_suffix(['a', 'b']).is_some_and(run))
-    };
+    let ours = tail
+        .strip_prefix('n')
+        .is_some_and(|t| run(t) || t.strip_suffix(suffixes).is_some_and(run));
     if ours {
         digits.parse().ok()
     } else {
@@ -964,57 +877,25 @@ fn harness_alive(pid: u32) -> bool {
 }
 
 /// Stale leftovers of harness runs that were killed outright (SIGKILL, a crash): namespaces,
-/// UAPI sockets and scratch directories named after a harness process that is gone. A live
-/// harness's are never touched; processes are never touched.
-fn sweep_stale() {
-    let stale = |name: &str| owner(name).is_some_and(|pid| !harness_alive(pid));
+/// and each group's sockets and scratch directories ([`Group::sweep`]), named after a harness
+/// process that is gone. A live harness's are never touched; processes are never touched.
+fn sweep_stale(groups: &[Group]) {
+    let stale = |name: &str| owner(name, groups).is_some_and(|pid| !harness_alive(pid));
     for ns in Namespace::list().unwrap_or_default() {
         if stale(&ns) {
             eprintln!("tunctl-bench: removing namespace {ns} left by an earlier run");
             let _ = Namespace::delete(&ns);
         }
     }
-    if let Ok(dir) = std::fs::read_dir(crate::tunnel::UAPI_DIR) {
-        for entry in dir.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if name.starts_with("tw") && name.ends_with(".sock") && stale(&name) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
-    // A `tunctl br` control socket nobody serves any more (the bridge gets SIGTERM when its
-    // harness dies and removes its own; this is for one killed outright too).
-    if let Ok(dir) = std::fs::read_dir(crate::bridge::CONTROL_DIR) {
-        for entry in dir.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if name.starts_with(crate::bridge::PREFIX)
-                && name.ends_with(".sock")
-                && stale(&name)
-                && std::os::unix::net::UnixStream::connect(entry.path()).is_err()
-            {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
-    if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
-        for entry in dir.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if name
-                .strip_prefix(crate::tunnel::SCRATCH_PREFIX)
-                .is_some_and(|n| {
-                    (n.starts_with("tw") || n.starts_with(crate::bridge::PREFIX)) && stale(n)
-                })
-            {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
+    for g in groups {
+        (g.sweep)(&stale);
     }
 }
 
 /// `tunctl-bench run [forward|tunnel|bridge|erlang|all] [--quick] [--json] [--reps N] [--seconds S]
 /// [--only a,b]`.
-pub fn run(args: &[String]) -> ExitCode {
-    let opts = match parse(args) {
+pub fn run(args: &[String], groups: &[Group]) -> ExitCode {
+    let opts = match parse(args, groups) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("tunctl-bench: {e}");
@@ -1022,12 +903,12 @@ pub fn run(args: &[String]) -> ExitCode {
         }
     };
     catch_signals();
-    sweep_stale();
+    sweep_stale(groups);
     if opts.smoke() {
         eprintln!("tunctl-bench: {SMOKE_WARNING}");
     }
     let mut sections: Vec<(&str, String)> = Vec::new();
-    for group in GROUPS.iter().filter(|g| opts.groups.contains(&g.name)) {
+    for group in groups.iter().filter(|g| opts.groups.contains(&g.name)) {
         if !group
             .contenders
             .iter()
@@ -1163,13 +1044,13 @@ mod tests {
 
     #[test]
     fn owners_of_leftovers() {
-        assert_eq!(owner("tb123a"), Some(123));
-        assert_eq!(owner("tw123n4b"), Some(123));
-        assert_eq!(owner("tw123n45a.sock"), Some(123));
-        assert_eq!(owner("tw123n45"), Some(123));
-        assert_eq!(owner("tg123n4c"), Some(123));
-        assert_eq!(owner("tg123n4x"), Some(123));
-        assert_eq!(owner("tg123n45.sock"), Some(123));
+        assert_eq!(owner("tb123a", &crate::GROUPS), Some(123));
+        assert_eq!(owner("tw123n4b", &crate::GROUPS), Some(123));
+        assert_eq!(owner("tw123n45a.sock", &crate::GROUPS), Some(123));
+        assert_eq!(owner("tw123n45", &crate::GROUPS), Some(123));
+        assert_eq!(owner("tg123n4c", &crate::GROUPS), Some(123));
+        assert_eq!(owner("tg123n4x", &crate::GROUPS), Some(123));
+        assert_eq!(owner("tg123n45.sock", &crate::GROUPS), Some(123));
         for other in [
             "tb123",
             "tb123n4a",
@@ -1182,7 +1063,7 @@ mod tests {
             "tg123c",
             "tw123n4c",
         ] {
-            assert_eq!(owner(other), None, "{other}");
+            assert_eq!(owner(other, &crate::GROUPS), None, "{other}");
         }
         assert!(harness_alive(std::process::id()));
     }
@@ -1207,64 +1088,64 @@ mod tests {
     #[test]
     fn groups_and_only() {
         assert_eq!(
-            parse(&args(&[])).unwrap().groups,
+            parse(&args(&[]), &crate::GROUPS).unwrap().groups,
             ["forward", "tunnel", "bridge", "erlang"]
         );
-        assert_eq!(parse(&args(&["erlang"])).unwrap().groups, ["erlang"]);
-        assert!(parse(&args(&["erlang", "--only", "erl-original,erl-tunctl"])).is_ok());
-        assert_eq!(parse(&args(&["bridge"])).unwrap().groups, ["bridge"]);
-        assert!(parse(&args(&["bridge", "--only", "br,c-learn-offload,kernel"])).is_ok());
-        assert!(parse(&args(&["tunnel", "--only", "br"])).is_err());
-        assert_eq!(parse(&args(&["tunnel"])).unwrap().groups, ["tunnel"]);
         assert_eq!(
-            parse(&args(&["tunnel", "forward"])).unwrap().groups,
+            parse(&args(&["erlang"]), &crate::GROUPS).unwrap().groups,
+            ["erlang"]
+        );
+        assert!(parse(
+            &args(&["erlang", "--only", "erl-original,erl-tunctl"]),
+            &crate::GROUPS
+        )
+        .is_ok());
+        assert_eq!(
+            parse(&args(&["bridge"]), &crate::GROUPS).unwrap().groups,
+            ["bridge"]
+        );
+        assert!(parse(
+            &args(&["bridge", "--only", "br,c-learn-offload,kernel"]),
+            &crate::GROUPS
+        )
+        .is_ok());
+        assert!(parse(&args(&["tunnel", "--only", "br"]), &crate::GROUPS).is_err());
+        assert_eq!(
+            parse(&args(&["tunnel"]), &crate::GROUPS).unwrap().groups,
+            ["tunnel"]
+        );
+        assert_eq!(
+            parse(&args(&["tunnel", "forward"]), &crate::GROUPS)
+                .unwrap()
+                .groups,
             ["forward", "tunnel"]
         );
-        assert!(parse(&args(&["tunnel", "--only", "vpwn,c-offload"])).is_ok());
-        assert!(parse(&args(&["forward", "--only", "vpwn"])).is_err());
-        assert!(parse(&args(&["--only", "tunctl,vpwn"])).is_ok());
-    }
-
-    #[test]
-    fn baselines_by_class() {
-        assert_eq!(baseline("tunctl", "c"), "c");
-        assert_eq!(baseline("tunctl-gro", "tun-rs"), "tun-rs-offload");
-        assert_eq!(baseline("tunctl-tokio", "tun-rs"), "tun-rs-async");
-        assert_eq!(baseline("tunctl-tokio", "c"), "c");
-        assert_eq!(baseline("tun-rs-async", "tun-rs"), "tun-rs-async");
-        assert!(!offloaded("tun-rs-async"));
+        assert!(parse(
+            &args(&["tunnel", "--only", "vpwn,c-offload"]),
+            &crate::GROUPS
+        )
+        .is_ok());
+        assert!(parse(&args(&["forward", "--only", "vpwn"]), &crate::GROUPS).is_err());
+        assert!(parse(&args(&["--only", "tunctl,vpwn"]), &crate::GROUPS).is_ok());
     }
 
     #[test]
     fn defaults_quick_and_overrides() {
-        let o = parse(&args(&[])).unwrap();
+        let o = parse(&args(&[]), &crate::GROUPS).unwrap();
         assert!(o.reps >= 3 && !o.smoke());
-        let o = parse(&args(&["--quick"])).unwrap();
+        let o = parse(&args(&["--quick"]), &crate::GROUPS).unwrap();
         assert_eq!((o.reps, o.seconds), (QUICK_REPS, QUICK_SECONDS));
         assert!(o.smoke());
-        let o = parse(&args(&["--reps", "2", "--quick", "--seconds", "1"])).unwrap();
+        let o = parse(
+            &args(&["--reps", "2", "--quick", "--seconds", "1"]),
+            &crate::GROUPS,
+        )
+        .unwrap();
         assert_eq!((o.reps, o.seconds), (2, 1));
         assert!(o.smoke());
-        assert!(parse(&args(&["--reps", "1"])).unwrap().smoke());
-        assert!(parse(&args(&["--only", "tun-rs-async"])).is_ok());
-    }
-
-    #[test]
-    fn report_marks_smoke_runs_and_has_spread_columns() {
-        let mut f = Figure::new("c", "tcp1", "Gbit/s");
-        for v in [1.0, 3.0, 2.0] {
-            f.push(Sample {
-                value: v,
-                cpu: Some(v * 10.0),
-                retransmits: Some(5),
-            });
-        }
-        let full = parse(&args(&[])).unwrap();
-        let r = report(std::slice::from_ref(&f), &[], &full);
-        assert!(!r.contains("SMOKE"));
-        assert!(r.contains("| min | median | max |"));
-        assert!(r.contains("| c | tcp1 (Gbit/s) | 3 | 1.00 | 2.00 | 3.00 | 1.00× | – | 10% | 20% | 30% | 5 | 5 | 5 |"));
-        let quick = parse(&args(&["--quick"])).unwrap();
-        assert!(report(&[f], &[], &quick).starts_with("> **SMOKE RUN, NOT A VERDICT"));
+        assert!(parse(&args(&["--reps", "1"]), &crate::GROUPS)
+            .unwrap()
+            .smoke());
+        assert!(parse(&args(&["--only", "tun-rs-async"]), &crate::GROUPS).is_ok());
     }
 }

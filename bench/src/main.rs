@@ -7,6 +7,7 @@
 
 mod bridge;
 mod erlang;
+mod forward;
 mod harness;
 mod ours;
 mod tunnel;
@@ -16,6 +17,109 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
 use tunctl::Namespace;
+
+use harness::{run_name_owner, Group, Stale};
+
+/// Every group, in the order `bench/run` (or `all`) runs them. The harness knows none of
+/// them: each registers here, with the names its runs give what they leave behind.
+pub(crate) const GROUPS: [Group; 4] = [
+    Group {
+        name: "forward",
+        contenders: &forward::CONTENDERS,
+        metrics: &forward::METRICS,
+        measure: forward::measure_once,
+        report: forward::report,
+        section: forward::forward_section,
+        // The two-namespace topology's names are the harness's own.
+        owner: |_| None,
+        sweep: |_| {},
+    },
+    Group {
+        name: "tunnel",
+        contenders: &tunnel::CONTENDERS,
+        metrics: &tunnel::METRICS,
+        measure: tunnel::measure_once,
+        report: tunnel::report,
+        section: tunnel::section,
+        // tw<pid>n<run>a|b: namespaces, devices, UAPI sockets; tw<pid>n<run>: scratch.
+        owner: |name| run_name_owner(name, "tw", &['a', 'b']),
+        sweep: sweep_tunnel,
+    },
+    Group {
+        name: "bridge",
+        contenders: &bridge::CONTENDERS,
+        metrics: &bridge::METRICS,
+        measure: bridge::measure_once,
+        report: bridge::report,
+        section: bridge::section,
+        // tg<pid>n<run>a|b|c|x: namespaces; tg<pid>n<run>.sock: control sockets.
+        owner: |name| run_name_owner(name, bridge::PREFIX, &['a', 'b', 'c', 'x']),
+        sweep: sweep_bridge,
+    },
+    Group {
+        name: "erlang",
+        contenders: &erlang::CONTENDERS,
+        metrics: &erlang::METRICS,
+        measure: erlang::measure_once,
+        report: erlang::report,
+        section: erlang::section,
+        // Runs in the two-namespace topology.
+        owner: |_| None,
+        sweep: |_| {},
+    },
+];
+
+/// A killed tunnel run's UAPI sockets and scratch directory.
+fn sweep_tunnel(stale: Stale<'_>) {
+    if let Ok(dir) = std::fs::read_dir(tunnel::UAPI_DIR) {
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with("tw") && name.ends_with(".sock") && stale(&name) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name
+                .strip_prefix(tunnel::SCRATCH_PREFIX)
+                .is_some_and(|n| n.starts_with("tw") && stale(n))
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+/// A `tunctl br` control socket nobody serves any more (the bridge gets SIGTERM when its
+/// harness dies and removes its own; this is for one killed outright too), and a bridge
+/// run's scratch directory.
+fn sweep_bridge(stale: Stale<'_>) {
+    if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name
+                .strip_prefix(tunnel::SCRATCH_PREFIX)
+                .is_some_and(|n| n.starts_with(bridge::PREFIX) && stale(n))
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(bridge::CONTROL_DIR) {
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with(bridge::PREFIX)
+                && name.ends_with(".sock")
+                && stale(&name)
+                && std::os::unix::net::UnixStream::connect(entry.path()).is_err()
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
 
 /// One side of a forwarder: an existing persistent tun device `dev` in namespace `ns`,
 /// created and configured by the harness; the forwarder only attaches to it.
@@ -49,6 +153,8 @@ fn forward(args: &[String]) -> Result<(), String> {
         "tunctl-tokio" => ours::forward(&a, &b, ours::Mode::Tokio),
         "tunctl-mq2" => ours::forward(&a, &b, ours::Mode::MultiQueue),
         "tunctl-gro" => ours::forward(&a, &b, ours::Mode::Gro),
+        "tunctl-uring" => ours::forward(&a, &b, ours::Mode::Uring),
+        "tunctl-uring-offload" => ours::forward(&a, &b, ours::Mode::UringOffload),
         other => Err(format!("unknown forwarder {other:?}")),
     }
 }
@@ -63,14 +169,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some("run") => harness::run(&args[1..]),
+        Some("run") => harness::run(&args[1..], &GROUPS),
         Some("-h") | Some("--help") | None => {
             println!("usage: tunctl-bench run [forward|tunnel|bridge|erlang|all] [--quick] [--json] [--reps N] [--seconds S] [--only a,b]");
-            for g in &harness::GROUPS {
+            for g in &GROUPS {
                 println!("{} contenders: {}", g.name, g.contenders.join(", "));
             }
             ExitCode::SUCCESS
         }
-        Some(_) => harness::run(&args),
+        Some(_) => harness::run(&args, &GROUPS),
     }
 }

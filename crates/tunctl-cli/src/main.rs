@@ -92,13 +92,24 @@ enum Command {
         action: br::BrCommand,
     },
     /// Print a completion script for a shell, e.g.
-    /// `tunctl completions bash > /etc/bash_completion.d/tunctl`.
+    /// `tunctl completions bash > /etc/bash_completion.d/tunctl`. In bash, -n/--netns
+    /// completes the names under /run/netns.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff), e.g. `tunctl man > /usr/local/share/man/man8/tunctl.8`.
-    Man,
+    /// Print a manual page (roff), or write them all: tunctl(8), one per subcommand
+    /// (tunctl-add(8), tunctl-vpwn-up(8), ...), tunctl-vpwn(8) (which also covers the
+    /// `tunctl-vpwn` command) and tunctl-helper(8). E.g.
+    /// `sudo tunctl man --dir /usr/local/share/man/man8`, then `man tunctl-add`.
+    Man {
+        /// The page to print: `tunctl` (the default), or a subcommand's (`add`,
+        /// `vpwn-up`, ...), or `tunctl-helper`.
+        page: Option<String>,
+        /// Write every page into this directory (as NAME.8) instead of printing one.
+        #[arg(long, value_name = "DIR", conflicts_with = "page")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -444,14 +455,14 @@ fn run(command: Command, ns: &NsArg) -> Result<(), Error> {
             Ok(()) => Ok(()),
         },
         Command::List { json } => {
-            let netlink = tunctl::Netlink::open_in(&ns.ns())?;
+            let netlink = tunctl::Netlink::open_in(&ns.ns()).map_err(|e| cannot_look(e, ns))?;
             let links = netlink.tun_links()?;
             let addrs = netlink.addresses(None)?;
             output::print_links(&links, &addrs, json);
             Ok(())
         }
         Command::Show { name, json } => {
-            let link = tun_link(&ns.ns(), &name)?;
+            let link = tun_link(&ns.ns(), &name).map_err(|e| cannot_look(e, ns))?;
             let info = link.info()?;
             let addrs = link.addresses()?;
             output::print_link(&info, &addrs, json);
@@ -473,19 +484,150 @@ fn run(command: Command, ns: &NsArg) -> Result<(), Error> {
         Command::Br { action } => br::run(action, ns.netns.clone()),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "tunctl", &mut std::io::stdout());
-            Ok(())
-        }
-        Command::Man => {
-            let mut page = Vec::new();
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-                .section("8")
-                .render(&mut page)
-                .map_err(Error::from)?;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "tunctl", &mut script);
+            let mut script = String::from_utf8_lossy(&script).into_owned();
+            if shell == clap_complete::Shell::Bash {
+                script = complete_namespaces(&script);
+            }
             use std::io::Write;
-            let _ = std::io::stdout().write_all(&page);
+            let _ = std::io::stdout().write_all(script.as_bytes());
             Ok(())
         }
+        Command::Man { page, dir } => man(page.as_deref(), dir.as_deref()),
+    }
+}
+
+/// In a bash completion script, `-n`, `--netns` and `--namespace` complete the names of
+/// /run/netns (a path, begun with `/`, completes as a file).
+fn complete_namespaces(script: &str) -> String {
+    let generic = "COMPREPLY=($(compgen -f \"${cur}\"))";
+    let names = "if [[ ${cur} == /* ]]; then COMPREPLY=($(compgen -f \"${cur}\")); else COMPREPLY=($(compgen -W \"$(ls /run/netns 2>/dev/null)\" -- \"${cur}\")); fi";
+    let mut out = String::with_capacity(script.len());
+    let mut lines = script.lines().peekable();
+    while let Some(line) = lines.next() {
+        out.push_str(line);
+        out.push('\n');
+        let option = line.trim();
+        if matches!(option, "-n)" | "--netns)" | "--namespace)") {
+            if let Some(next) = lines.peek() {
+                if next.trim() == generic {
+                    let indent = &next[..next.len() - next.trim_start().len()];
+                    out.push_str(indent);
+                    out.push_str(names);
+                    out.push('\n');
+                    lines.next();
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every manual page: tunctl(8), then one per subcommand, depth first, named as clap_mangen
+/// names them in SEE ALSO (`tunctl-vpwn-up`), and tunctl-helper(8).
+fn man_pages() -> Vec<(String, clap::Command)> {
+    fn walk(cmd: &clap::Command, out: &mut Vec<(String, clap::Command)>) {
+        let name = cmd
+            .get_display_name()
+            .unwrap_or_else(|| cmd.get_name())
+            .to_string();
+        let page = if name == "tunctl-vpwn" {
+            cmd.clone().after_long_help(VPWN_COMMAND)
+        } else {
+            cmd.clone()
+        };
+        out.push((name, page));
+        for sub in cmd.get_subcommands().filter(|c| c.get_name() != "help") {
+            walk(sub, out);
+        }
+    }
+    /// No `help` subcommands in the pages (`--help` is the same): SEE ALSO would cite
+    /// pages of them.
+    fn without_help(cmd: clap::Command) -> clap::Command {
+        let names: Vec<String> = cmd
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        let mut cmd = cmd.disable_help_subcommand(true);
+        for name in names {
+            cmd = cmd.mut_subcommand(name, without_help);
+        }
+        cmd
+    }
+    let mut cmd = without_help(<Cli as clap::CommandFactory>::command());
+    // Gives every subcommand its display name (tunctl-vpwn-up), as SEE ALSO cites it.
+    cmd.build();
+    let mut pages = Vec::new();
+    walk(&cmd, &mut pages);
+    pages.push(("tunctl-helper".to_string(), helper_page()));
+    pages
+}
+
+/// What tunctl-vpwn(8) says of the `tunctl-vpwn` command (a program of its own).
+const VPWN_COMMAND: &str = "THE tunctl-vpwn COMMAND: `tunctl-vpwn [-f|--foreground] INTERFACE-NAME` is vpwn as a drop-in for wireguard-go: it creates the tun device, serves the WireGuard UAPI socket /var/run/wireguard/NAME.sock for `wg setconf`, `wg set` and `wg show`, and runs until the device is deleted or SIGINT/SIGTERM. Without --foreground (or WG_PROCESS_FOREGROUND=1) it goes to the background once the socket answers, as wireguard-go does, which wg-quick relies on: `WG_QUICK_USERSPACE_IMPLEMENTATION=tunctl-vpwn wg-quick up wg0`. Install both commands on PATH with `cargo install --path crates/tunctl-cli`.";
+
+/// tunctl-helper(8): the privileged helper has no options; its page says what it is, where
+/// it is found, its policy and its log.
+fn helper_page() -> clap::Command {
+    clap::Command::new("tunctl-helper")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("the privileged helper that creates and configures TUN/TAP devices for the users a policy names")
+        .long_about(
+            "tunctl-helper creates a TUN/TAP device (born complete in a private namespace, owned by the caller and tagged as the helper's), configures it (addresses, peer, MTU, up), changes or deletes devices it made for the same user, and hands the device's fd back over a Unix socket. It is not run by hand: the tunctl library starts it on a socket pair (its standard input) when a program asks (Builder::helper(true); the tunctl command asks), sends one request and reads one answer.\n\n\
+Install it with file capabilities in a directory only root can write: `install -D -m 0755 target/release/tunctl-helper /usr/local/libexec/tunctl/tunctl-helper` and `setcap cap_net_admin,cap_sys_admin+ep` on it (or setuid root: it then keeps only those two capabilities and becomes the caller). Clients find it through TUNCTL_HELPER (an absolute path), else next to their own executable, else in /usr/local/libexec/tunctl/ or /usr/libexec/tunctl/, and run it only if the file and every directory above it belong to root or the caller and are writable by no one else.\n\n\
+The policy is /etc/tunctl/helper.toml: [[allow]] rules with users or groups, names (globs), kinds, namespaces (\"own\" or /run/netns names), addresses (the networks a device may route), and max_devices. Missing, unreadable, a symbolic link or writable by anyone but root, it allows nothing. Every decision is logged to the system log (or, without one, to /var/log/tunctl-helper.log when the helper can write it; otherwise it does nothing). The helper reads nothing from its environment, refuses requests that carry fds, waits at most 5 s for a request, and runs only in the initial user namespace. See README.md, \"Unprivileged use\".",
+        )
+}
+
+/// `tunctl man`: one page printed, or every page written into `dir`.
+fn man(page: Option<&str>, dir: Option<&std::path::Path>) -> Result<(), Error> {
+    let render = |cmd: clap::Command| -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .section("8")
+            .render(&mut out)
+            .map_err(Error::from)?;
+        Ok(out)
+    };
+    let pages = man_pages();
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::from(e).with_subject(dir.display().to_string()))?;
+        for (name, cmd) in pages {
+            let path = dir.join(format!("{name}.8"));
+            std::fs::write(&path, render(cmd)?)
+                .map_err(|e| Error::from(e).with_subject(path.display().to_string()))?;
+            out(format_args!("{}", path.display()));
+        }
+        return Ok(());
+    }
+    let want = match page {
+        None | Some("tunctl") => "tunctl".to_string(),
+        Some(p) if p.starts_with("tunctl-") => p.to_string(),
+        Some(p) => format!("tunctl-{p}"),
+    };
+    let Some((_, cmd)) = pages.into_iter().find(|(name, _)| *name == want) else {
+        return Err(Error::from_kind(
+            ErrorKind::InvalidInput,
+            "man",
+            format!("no page {want}: `tunctl man --dir DIR` writes them all, tunctl(8) lists them"),
+        ));
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(&render(cmd)?);
+    Ok(())
+}
+
+/// A refusal to look inside another namespace, with what would see it: entering one needs
+/// CAP_SYS_ADMIN (`ip -n` needs it too), also for a device tunctl-helper made there for you.
+fn cannot_look(err: Error, ns: &NsArg) -> Error {
+    match &ns.netns {
+        Some(netns) if err.kind() == ErrorKind::PermissionDenied && !is_root() => err.add_detail(&format!(
+            "reading the links of namespace {} means entering it, which takes CAP_SYS_ADMIN (as `ip -n` does), also for a device tunctl-helper made there for you; run it with sudo, or keep the Device the helper returned (its netlink socket reads it: Device::info, Device::addresses)",
+            netns.describe()
+        )),
+        _ => err,
     }
 }
 

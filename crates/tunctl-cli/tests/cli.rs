@@ -606,6 +606,61 @@ fn netns_verbs_and_help() {
     assert!(ok(&["add", "--help"]).contains("--multi-queue"));
 }
 
+/// `tunctl man --dir` writes every page tunctl(8) and the others cite (none missing), and
+/// one page prints by name; bash completes -n with the namespaces of /run/netns.
+#[test]
+fn manual_pages_and_completion() {
+    let dir = std::env::temp_dir().join(format!("tunctl-test-man-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    ok(&["man", "--dir", dir.to_str().unwrap()]);
+    let mut pages: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    for want in [
+        "tunctl.8",
+        "tunctl-add.8",
+        "tunctl-vpwn.8",
+        "tunctl-vpwn-up.8",
+        "tunctl-br-up.8",
+        "tunctl-helper.8",
+    ] {
+        assert!(pages.iter().any(|p| p == want), "{want} in {pages:?}");
+    }
+    for page in &pages {
+        let text = std::fs::read_to_string(dir.join(page)).unwrap();
+        // Every cited page exists: `name(8)` in roff is `name\-sub(8)`.
+        for cited in text
+            .split(|c: char| c.is_whitespace())
+            .filter(|w| w.starts_with("tunctl\\-") && w.ends_with("(8)"))
+        {
+            let file = format!("{}.8", cited.trim_end_matches("(8)").replace("\\-", "-"));
+            assert!(
+                pages.contains(&file),
+                "{page} cites {cited}, which is not written"
+            );
+        }
+    }
+    let vpwn = std::fs::read_to_string(dir.join("tunctl-vpwn.8")).unwrap();
+    assert!(
+        vpwn.contains("WG_QUICK_USERSPACE_IMPLEMENTATION"),
+        "the drop-in command is covered"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        ok(&["man", "add"]).contains("TUNCTL\\-ADD")
+            || ok(&["man", "add"]).contains("tunctl\\-add")
+    );
+    assert!(ok(&["man", "tunctl-helper"]).contains("helper.toml"));
+    fails(&["man", "no-such-page"], 1);
+    let bash = ok(&["completions", "bash"]);
+    assert!(
+        bash.contains("compgen -W \"$(ls /run/netns 2>/dev/null)\""),
+        "-n completes namespaces"
+    );
+}
+
 /// The MTU of `dev` in `ns`, as `ip -j` lists it.
 #[track_caller]
 fn ip_mtu(ns: &str, dev: &str) -> u64 {

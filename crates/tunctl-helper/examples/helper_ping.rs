@@ -2,6 +2,10 @@
 //! `helper_ping NAMESPACE`. The helper creates `ht%d` in the namespace with 10.88.0.1/24 and
 //! brings it up; this program writes an ICMP echo request from 10.88.0.2 into it and reads
 //! the kernel's echo reply back out. Exit 0 and "reply" on success.
+//!
+//! `helper_ping --builder NAMESPACE` asks the same through `Device::builder()` with
+//! `helper(true)`, as a newcomer would write it, and also prints "hint" once a direct change
+//! of the helper-made device is refused with the calls that would work.
 
 use std::time::{Duration, Instant};
 
@@ -9,14 +13,40 @@ use tunctl::helper::{Netns, Op, Request};
 use tunctl::offload::internet_checksum;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let ns = std::env::args()
-        .nth(1)
-        .ok_or("usage: helper_ping NAMESPACE")?;
-    let mut req = Request::new(Op::Create, "ht%d");
-    req.netns = Netns::Named(ns);
-    req.addrs = vec!["10.88.0.1/24".parse()?];
-    req.up = true;
-    let dev = tunctl::helper::create(&req)?;
+    let mut args = std::env::args().skip(1).peekable();
+    let builder = args.peek().map(String::as_str) == Some("--builder");
+    if builder {
+        args.next();
+    }
+    let ns = args
+        .next()
+        .ok_or("usage: helper_ping [--builder] NAMESPACE")?;
+    let dev = if builder {
+        let dev = tunctl::Device::builder()
+            .tun()
+            .name("ht%d")
+            .namespace(tunctl::Namespace::named(&ns)?)
+            .address("10.88.0.1/24".parse()?)
+            .up(true)
+            .helper(true)
+            .create()?;
+        match dev.add_address("10.88.0.9/24".parse()?) {
+            Err(e)
+                if e.kind() == tunctl::ErrorKind::PermissionDenied
+                    && e.to_string().contains("helper::run") =>
+            {
+                println!("hint");
+            }
+            other => eprintln!("helper_ping: a direct change gave {other:?}"),
+        }
+        dev
+    } else {
+        let mut req = Request::new(Op::Create, "ht%d");
+        req.netns = Netns::Named(ns);
+        req.addrs = vec!["10.88.0.1/24".parse()?];
+        req.up = true;
+        tunctl::helper::create(&req)?
+    };
     eprintln!(
         "helper_ping: {} (index {}), flags {}",
         dev.name(),

@@ -486,6 +486,13 @@ fn a_library_program_moves_packets_through_a_helper_made_device() {
         vec!["lo".to_string()],
         "destroyed by the program"
     );
+    // The same through Device::builder().helper(true) with a named namespace, addresses
+    // and up: the builder falls back to the helper at setns and carries them along; a
+    // direct change afterwards names the calls that work.
+    let out = install.run_as(USER, "helper_ping", &["--builder", &t.name]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hint\nreply");
+    assert_eq!(common::links(Some(&t.name)), vec!["lo".to_string()]);
 }
 
 #[test]

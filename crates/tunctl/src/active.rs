@@ -257,7 +257,12 @@ pub(crate) fn activate(
             }
         }
     }
-    shared.control.set(mode)?;
+    if let Err(e) = shared.control.set(mode) {
+        // Readers without an inbox would deliver into the void: stop them, so the device
+        // is passive again, as before the call.
+        shared.control.stop_and_join();
+        return Err(e.on_default(&shared.name));
+    }
     shared.control.set_inbox(true);
     Ok(Packets {
         rx,

@@ -10,13 +10,15 @@
 //!
 //! [`Builder::offload`]: crate::Builder::offload
 
+#[cfg(feature = "io-uring")]
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::flags::{Flags, Offload};
 use crate::offload::{gso_split, GroTable, OffloadError, VirtioNetHdr};
-use crate::queue::Queue;
+use crate::queue::{Queue, Take};
 
 /// Room for the largest packet a device hands over.
 const PACKET_ROOM: usize = 65536;
@@ -42,6 +44,8 @@ pub struct Batch {
     fallback_lens: Vec<usize>,
     /// An error met after some packets were already read: returned by the next call.
     pending: Option<Error>,
+    /// Packets of the batch the last `send_batch` sent.
+    sent: usize,
 }
 
 impl Batch {
@@ -65,6 +69,7 @@ impl Batch {
             fallback: Vec::new(),
             fallback_lens: Vec::new(),
             pending: None,
+            sent: 0,
         }
     }
 
@@ -88,23 +93,41 @@ impl Batch {
         self.count = 0;
     }
 
-    /// Packet `i`. Panics if `i >= len()`, like slice indexing.
+    /// Packet `i`. Panics if `i >= len()`, like slice indexing: the slots past the last
+    /// packet hold no packet, whatever bytes an earlier use left in them.
     pub fn packet(&self, i: usize) -> &[u8] {
+        self.check(i);
         &self.bufs[i][self.offset..self.offset + self.lens[i]]
     }
 
-    /// Packet `i`, mutable.
+    /// Packet `i`, or `None` if `i >= len()`.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        (i < self.count).then(|| self.packet(i))
+    }
+
+    /// Packet `i`, mutable. Panics if `i >= len()`.
     pub fn packet_mut(&mut self, i: usize) -> &mut [u8] {
+        self.check(i);
         self.verified[i] = false;
         &mut self.bufs[i][self.offset..self.offset + self.lens[i]]
     }
 
     /// Packet `i` with the headroom in front of it: write a tunnel header into the first
-    /// `headroom` bytes and send the whole slice.
+    /// `headroom` bytes and send the whole slice. Panics if `i >= len()`.
     pub fn with_headroom(&mut self, i: usize) -> &mut [u8] {
+        self.check(i);
         let start = self.offset - self.headroom;
         self.verified[i] = false;
         &mut self.bufs[i][start..self.offset + self.lens[i]]
+    }
+
+    /// Panics unless packet `i` exists.
+    fn check(&self, i: usize) {
+        assert!(
+            i < self.count,
+            "batch packet {i} of {}: index out of range",
+            self.count
+        );
     }
 
     /// The packets, in order.
@@ -141,7 +164,7 @@ impl Batch {
     /// `len` at or below the packet's length, or past 64 KiB, changes nothing. Returns the
     /// packet. Panics if `i >= len()`, like slice indexing.
     pub fn pad_to(&mut self, i: usize, len: usize) -> &[u8] {
-        assert!(i < self.count, "batch packet {i} of {}", self.count);
+        self.check(i);
         let off = self.offset;
         if len > self.lens[i] && len <= PACKET_ROOM {
             self.bufs[i][off + self.lens[i]..off + len].fill(0);
@@ -183,6 +206,40 @@ impl Batch {
         Ok(())
     }
 
+    /// How many packets the last [`Queue::send_batch`] of this batch sent: all of them,
+    /// unless the kernel refused some or the device went away.
+    pub fn sent(&self) -> usize {
+        self.sent
+    }
+
+    /// Frame `k` as `send_batch` writes it: packet `k`, or on a `vnet_hdr` device the `k`th
+    /// coalesced frame with its virtio-net header.
+    fn frame(&self, k: usize, vnet: bool) -> &[u8] {
+        let off = self.offset;
+        if vnet {
+            let i = self.order[k];
+            &self.bufs[i][off - VirtioNetHdr::LEN..off + self.lens[i]]
+        } else {
+            &self.bufs[k][off..off + self.lens[k]]
+        }
+    }
+
+    /// How many of the batch's packets frame `k` carries (a coalesced one, several).
+    fn frame_packets(&self, k: usize, vnet: bool) -> usize {
+        if !vnet {
+            return 1;
+        }
+        let frame = self.frame(k, true);
+        match VirtioNetHdr::parse(frame) {
+            Ok(h) if h.gso_type != 0 && h.gso_size > 0 => {
+                let payload =
+                    (frame.len() - VirtioNetHdr::LEN).saturating_sub(usize::from(h.hdr_len));
+                payload.div_ceil(usize::from(h.gso_size)).max(1)
+            }
+            _ => 1,
+        }
+    }
+
     /// Appends packet `i` of `other` (a forwarder moving packets between devices).
     ///
     /// # Errors
@@ -190,6 +247,57 @@ impl Batch {
     /// As [`push`](Batch::push).
     pub fn push_from(&mut self, other: &Batch, i: usize) -> Result<()> {
         self.push(other.packet(i))
+    }
+}
+
+/// A batch as the taker of packets from a queue's reading ring.
+#[cfg_attr(not(feature = "io-uring"), allow(dead_code))]
+struct Filling<'a> {
+    queue: &'a Queue,
+    batch: &'a mut Batch,
+    vnet: bool,
+    /// Free slots a packet may need (a split super-packet: 64).
+    reserve: usize,
+}
+
+impl Take for Filling<'_> {
+    fn room(&self) -> bool {
+        self.batch.count + self.reserve <= self.batch.capacity()
+    }
+
+    fn take(&mut self, packet: &[u8]) -> Result<()> {
+        self.queue.place(self.batch, packet, self.vnet)
+    }
+}
+
+/// What the writes of a batch came to, frame by frame.
+#[derive(Default)]
+struct Outcome {
+    /// The frames refused, with why, in frame order.
+    failures: Vec<(usize, Error)>,
+    /// The frame at which sending stopped (the device went away).
+    stopped_at: Option<usize>,
+    /// Raw OS errors of the ring, mapped once the writes are done.
+    raw: Vec<(usize, std::io::Error)>,
+}
+
+impl Outcome {
+    fn refused(&mut self, k: usize, e: Error) {
+        self.failures.push((k, e));
+    }
+
+    #[cfg_attr(not(feature = "io-uring"), allow(dead_code))]
+    fn failed(&mut self, k: usize, e: std::io::Error) {
+        self.raw.push((k, e));
+    }
+
+    #[cfg_attr(not(feature = "io-uring"), allow(dead_code))]
+    fn map_os_errors(&mut self, queue: &Queue) {
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.sort_by_key(|(k, _)| *k);
+        for (k, e) in raw {
+            self.failures.push((k, queue.shared.io_error("send", e)));
+        }
     }
 }
 
@@ -220,9 +328,9 @@ impl Queue {
 
     /// Reads one packet into the batch without waiting; `Ok(false)` if none is queued.
     fn take_one(&self, batch: &mut Batch, vnet: bool) -> Result<bool> {
-        let i = batch.count;
         if !vnet {
-            let off = batch.offset;
+            // Straight into the slot: no copy.
+            let (i, off) = (batch.count, batch.offset);
             return Ok(match self.read_now(&mut batch.bufs[i][off..])? {
                 Some(n) => {
                     batch.lens[i] = n;
@@ -233,10 +341,29 @@ impl Queue {
                 None => false,
             });
         }
-        let Some(n) = self.read_now(&mut batch.read)? else {
-            return Ok(false);
+        let mut read = std::mem::take(&mut batch.read);
+        let got = self.read_now(&mut read);
+        let placed = match got {
+            Ok(Some(n)) => self.place(batch, &read[..n], true).map(|()| true),
+            Ok(None) => Ok(false),
+            Err(e) => Err(e),
         };
-        let frame = &batch.read[..n];
+        batch.read = read;
+        placed
+    }
+
+    /// Appends one packet as the device handed it over: on a `vnet_hdr` device, split into
+    /// MTU-sized packets (GSO) after its virtio-net header.
+    fn place(&self, batch: &mut Batch, frame: &[u8], vnet: bool) -> Result<()> {
+        let i = batch.count;
+        if !vnet {
+            let off = batch.offset;
+            batch.bufs[i][off..off + frame.len()].copy_from_slice(frame);
+            batch.lens[i] = frame.len();
+            batch.verified[i] = false;
+            batch.count += 1;
+            return Ok(());
+        }
         let hdr = VirtioNetHdr::parse(frame)
             .map_err(|e| offload_error("recv_batch", e).on(self.device()))?;
         let k = gso_split(
@@ -252,7 +379,7 @@ impl Queue {
         let computed = hdr.gso_type != 0 || hdr.flags & VirtioNetHdr::NEEDS_CSUM != 0;
         batch.verified[i..i + k].fill(computed);
         batch.count += k;
-        Ok(true)
+        Ok(())
     }
 
     /// Receives a batch: waits for the first packet (at most `timeout`; `None`: no limit), then
@@ -289,6 +416,15 @@ impl Queue {
             .on(self.device()));
         }
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut into = Filling {
+            queue: self,
+            batch: &mut *batch,
+            vnet,
+            reserve,
+        };
+        if let Some(taken) = self.ring_recv(&mut into, deadline) {
+            return taken.map(|_| batch.count);
+        }
         while !self.take_one(batch, vnet)? {
             if !self.wait_readable(deadline)? {
                 return Ok(0);
@@ -318,51 +454,155 @@ impl Queue {
     }
 
     /// Sends every packet of the batch, in order (one write per packet, or per super-packet:
-    /// on an offload device consecutive segments of a flow are coalesced first). Returns the
-    /// number of packets of the batch sent. The batch is left coalesced: clear it after.
+    /// on an offload device consecutive segments of a flow are coalesced first). A packet
+    /// the kernel refuses does not stop the others: every other packet is still sent. On
+    /// the io_uring path ([`Queue::use_io_uring`]) the writes go out with one
+    /// `io_uring_enter(2)`; otherwise each is one `pwritev2(2)`. Returns the number of
+    /// packets of the batch sent (also [`Batch::sent`]). The batch is left coalesced: clear
+    /// it after.
     ///
     /// # Errors
     ///
-    /// As [`Queue::send`], at the first packet refused (those before it were sent, and the
-    /// error does not say how many); [`ErrorKind::Unsupported`] on a `vnet_hdr` device as
-    /// for [`recv_batch_timeout`](Queue::recv_batch_timeout).
+    /// The first refusal, when the kernel refused some packets (e.g. EINVAL for a malformed
+    /// one): its detail says how many of the batch were sent nonetheless, and
+    /// [`Batch::sent`] tells the number. [`ErrorKind::Closed`] or [`ErrorKind::Gone`] once
+    /// the device is destroyed or deleted (what was sent before counts in [`Batch::sent`]);
+    /// [`ErrorKind::Unsupported`] on a `vnet_hdr` device as for
+    /// [`recv_batch_timeout`](Queue::recv_batch_timeout); [`ErrorKind::InvalidInput`] for
+    /// an empty packet in it.
     pub fn send_batch(&self, batch: &mut Batch) -> Result<usize> {
-        if !self.batch_vnet("send_batch")? {
-            for i in 0..batch.count {
-                self.send(batch.packet(i))?;
-            }
-            return Ok(batch.count);
-        }
-        let offload = self.shared.offload();
-        let tcp = offload.contains(Offload::TSO4 | Offload::TSO6);
-        let udp = offload.contains(Offload::USO4 | Offload::USO6);
-        let refused = self.shared.gso_refused.load(Ordering::Relaxed);
+        batch.sent = 0;
+        let vnet = self.batch_vnet("send_batch")?;
+        self.shared.check_open("send")?;
         let (off, n) = (batch.offset, batch.count);
-        batch.gro.set_protocols(tcp && !refused, udp && !refused);
-        batch
-            .gro
-            .coalesce_trusted(
-                &mut batch.bufs[..n],
-                &mut batch.lens[..n],
-                &batch.verified[..n],
-                off,
-                &mut batch.order,
+        if let Some(i) = (0..n).find(|&i| batch.lens[i] == 0) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "send_batch",
+                format!("packet {i} of the batch is empty; nothing sent"),
             )
-            .map_err(|e| offload_error("send_batch: GRO", e).on(self.device()))?;
-        for k in 0..batch.order.len() {
-            let i = batch.order[k];
-            let frame = &batch.bufs[i][off - VirtioNetHdr::LEN..off + batch.lens[i]];
-            match self.send(frame) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && frame[1] != 0 => {
-                    // The kernel refused a GSO write: split it here and stop coalescing.
-                    self.shared.gso_refused.store(true, Ordering::Relaxed);
-                    self.send_split(batch, i)?;
+            .on(self.device()));
+        }
+        let frames = if vnet {
+            let offload = self.shared.offload();
+            let tcp = offload.contains(Offload::TSO4 | Offload::TSO6);
+            let udp = offload.contains(Offload::USO4 | Offload::USO6);
+            let refused = self.shared.gso_refused.load(Ordering::Relaxed);
+            batch.gro.set_protocols(tcp && !refused, udp && !refused);
+            batch
+                .gro
+                .coalesce_trusted(
+                    &mut batch.bufs[..n],
+                    &mut batch.lens[..n],
+                    &batch.verified[..n],
+                    off,
+                    &mut batch.order,
+                )
+                .map_err(|e| offload_error("send_batch: GRO", e).on(self.device()))?;
+            batch.order.len()
+        } else {
+            n
+        };
+        let mut outcome = Outcome::default();
+        // Frames from here on go out with system calls: all of them without a ring, the
+        // rest of them if the ring failed to submit (it is closed then).
+        #[cfg_attr(not(feature = "io-uring"), allow(unused_mut))]
+        let mut from = 0;
+        #[cfg(feature = "io-uring")]
+        if let Some(rings) = self.rings() {
+            let b: &Batch = batch;
+            let mut reported = 0;
+            let written = rings.writer().write(
+                self.as_fd(),
+                frames,
+                |k| b.frame(k, vnet),
+                |k, res| {
+                    reported = reported.max(k + 1);
+                    if let Err(e) = res {
+                        outcome.failed(k, e);
+                    }
+                },
+            );
+            from = if written.is_ok() { frames } else { reported };
+            outcome.map_os_errors(self);
+        }
+        for k in from..frames {
+            if let Err(e) = self.write_frame(batch.frame(k, vnet)) {
+                let stop = matches!(e.kind(), ErrorKind::Closed | ErrorKind::Gone);
+                outcome.refused(k, e);
+                if stop {
+                    outcome.stopped_at = Some(k);
+                    break;
                 }
-                Err(e) => return Err(e),
             }
         }
-        Ok(n)
+        self.settle(batch, vnet, frames, outcome)
+    }
+
+    /// One frame written with `pwritev2(2)`, waiting for room.
+    fn write_frame(&self, frame: &[u8]) -> Result<usize> {
+        self.send(frame)
+    }
+
+    /// Retries what can be retried (a GSO frame the kernel refused is split and sent as
+    /// plain packets), counts what was sent and reports the first refusal.
+    fn settle(
+        &self,
+        batch: &mut Batch,
+        vnet: bool,
+        frames: usize,
+        outcome: Outcome,
+    ) -> Result<usize> {
+        let mut first: Option<Error> = None;
+        let mut lost = 0;
+        let end = outcome.stopped_at.map_or(frames, |k| k + 1);
+        let mut failures = outcome.failures.into_iter().peekable();
+        let mut sent = 0;
+        for k in 0..frames {
+            let packets = batch.frame_packets(k, vnet);
+            let failure = match failures.peek() {
+                Some((j, _)) if *j == k => failures.next().map(|(_, e)| e),
+                _ => None,
+            };
+            let failure = match failure {
+                None if k < end => {
+                    sent += packets;
+                    continue;
+                }
+                None => Error::new(
+                    ErrorKind::Closed,
+                    "send_batch",
+                    "not sent: the device went away",
+                )
+                .on(self.device()),
+                Some(e) => e,
+            };
+            let gso = vnet && batch.frame(k, true)[1] != 0;
+            let failure = if gso && failure.raw_os_error() == Some(libc::EINVAL) {
+                // The kernel refused a GSO write: split it here and stop coalescing.
+                self.shared.gso_refused.store(true, Ordering::Relaxed);
+                let i = batch.order[k];
+                match self.send_split(batch, i) {
+                    Ok(()) => {
+                        sent += packets;
+                        continue;
+                    }
+                    Err(e) => e,
+                }
+            } else {
+                failure
+            };
+            lost += packets;
+            first.get_or_insert(failure);
+        }
+        batch.sent = sent;
+        match first {
+            None => Ok(sent),
+            Some(e) => Err(e.and_then_detail(&format!(
+                "{sent} of the batch's {} packets were sent, {lost} were not",
+                sent + lost
+            ))),
+        }
     }
 
     /// Splits the super-packet in `batch` slot `i` and sends its segments one by one.

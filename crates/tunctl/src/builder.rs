@@ -53,6 +53,10 @@ pub struct Builder {
     persist: bool,
     alias: Option<String>,
     harden: Option<bool>,
+    /// `None`: as [`crate::IO_URING_ENV`] says (off unless it turns it on).
+    io_uring: Option<bool>,
+    addresses: Vec<crate::addr::Cidr>,
+    up: bool,
 }
 
 impl Default for Builder {
@@ -74,6 +78,9 @@ impl Default for Builder {
             persist: false,
             alias: None,
             harden: None,
+            io_uring: None,
+            addresses: Vec::new(),
+            up: false,
         }
     }
 }
@@ -165,10 +172,15 @@ impl Builder {
     }
 
     /// Whether [`create`](Builder::create) may fall back to the privileged helper
-    /// ([`crate::helper`]) when the kernel refuses TUNSETIFF for lack of privilege. Off by
-    /// default: library code never starts a privileged program unless asked. Even when on,
-    /// a process running as root never falls back (the kernel's refusal is reported), and
-    /// only a helper installed in a trusted place is run ([`crate::helper::find`]).
+    /// ([`crate::helper`]) when the kernel refuses for lack of privilege: TUNSETIFF, or
+    /// entering a named [`namespace`](Builder::namespace). The helper then also adds the
+    /// builder's [`address`](Builder::address)es and brings the device [`up`](Builder::up)
+    /// (a helper-made device cannot be configured directly without CAP_NET_ADMIN; later
+    /// changes go through [`helper::run`](crate::helper::run) with an `Op::Set` request).
+    /// Off by default: library code never starts a privileged program unless asked. Even
+    /// when on, a process running as root never falls back (the kernel's refusal is
+    /// reported), and only a helper installed in a trusted place is run
+    /// ([`crate::helper::find`]).
     pub fn helper(mut self, on: bool) -> Builder {
         self.helper = on;
         self
@@ -230,6 +242,31 @@ impl Builder {
         self
     }
 
+    /// An address to add once the device exists (repeatable); see [`Link::add_address`].
+    /// Through the helper, the helper adds it (if its policy allows).
+    pub fn address(mut self, cidr: crate::addr::Cidr) -> Builder {
+        self.addresses.push(cidr);
+        self
+    }
+
+    /// Brings the device up once it exists and has its addresses (`IFF_UP`). Through the
+    /// helper, the helper does.
+    pub fn up(mut self, on: bool) -> Builder {
+        self.up = on;
+        self
+    }
+
+    /// Puts every queue on io_uring ([`Queue::use_io_uring`](crate::Queue::use_io_uring):
+    /// packets read ahead by a multishot read, batches written with one system call), where
+    /// the kernel allows it; a queue where it does not stays on `readv`/`pwritev2`, fully
+    /// working. [`Queue::io_path`](crate::Queue::io_path) tells which path each queue took.
+    /// Off by default (unless `TUNCTL_IO_URING=1`, see [`crate::IO_URING_ENV`]); needs the
+    /// `io-uring` feature (without it, every queue stays on system calls).
+    pub fn io_uring(mut self, on: bool) -> Builder {
+        self.io_uring = Some(on);
+        self
+    }
+
     /// Whether [`harden`](Builder::harden) applies: as asked, else for a non-root owner or
     /// group.
     fn hardens(&self) -> bool {
@@ -287,12 +324,15 @@ impl Builder {
     /// [`helper`](Builder::helper), that refusal may become [`crate::helper::create`]'s errors.
     pub fn create(self) -> Result<Device> {
         match self.clone().build(Mode::Create) {
-            // Only the kernel's refusal to create: a refusal after a device was made (and
-            // removed again) is no reason to make a second one through the helper.
+            // Only the kernel's refusal to create (or to enter the namespace to create in):
+            // a refusal after a device was made (and removed again) is no reason to make a
+            // second one through the helper.
             Err(e)
                 if self.helper
                     && e.kind() == ErrorKind::PermissionDenied
-                    && e.operation() == "TUNSETIFF"
+                    && (e.operation() == "TUNSETIFF"
+                        || (e.operation() == "setns"
+                            && matches!(self.namespace, Namespace::Named(_))))
                     && !sys::is_root()
                     && self.group.is_none()
                     && self.alias.is_none()
@@ -325,6 +365,8 @@ impl Builder {
         req.vnet_hdr = self.vnet_hdr;
         req.multi_queue = self.multi_queue;
         req.persist = self.persist;
+        req.addrs = self.addresses.clone();
+        req.up = self.up;
         req.netns = match &self.namespace {
             Namespace::Current => Netns::Own,
             Namespace::Named(n) => Netns::Named(n.clone()),
@@ -430,8 +472,29 @@ impl Builder {
                     )
                 })?;
             }
+            let link = dev.link()?;
+            for cidr in &self.addresses {
+                match link.add_address(*cidr) {
+                    // An existing device that has it already: as asked.
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists && !created => {}
+                    other => other?,
+                }
+            }
+            if self.up {
+                link.up()?;
+            }
             Ok(())
         };
+        if self
+            .io_uring
+            .unwrap_or_else(crate::queue::io_uring_turned_on)
+        {
+            for q in dev.queues() {
+                // Refused (blocked, old kernel, built without the feature): the queue keeps
+                // the system-call path, which `io_path` reports.
+                let _ = q.use_io_uring();
+            }
+        }
         if let Err(e) = finish() {
             // A device this call made goes again, persistent or not: a failed create leaves
             // nothing behind.

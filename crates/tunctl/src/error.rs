@@ -202,6 +202,12 @@ fn errno_name(errno: i32) -> Option<&'static str> {
     })
 }
 
+/// The errno a symbolic name of [`errno_name`] stands for (`"EBUSY"` -> `EBUSY`): how an
+/// error that crossed a process boundary as text (the helper's reply) gets its cause back.
+pub(crate) fn errno_from_name(name: &str) -> Option<i32> {
+    (1..=libc::EHWPOISON).find(|&e| errno_name(e) == Some(name))
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(subject) = &self.subject {

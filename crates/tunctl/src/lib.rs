@@ -67,12 +67,12 @@ pub use device::Device;
 pub use error::{Error, ErrorKind, Result};
 pub use flags::{Flags, Kind, Offload};
 pub use netlink::{
-    Address, Link, LinkConfig, LinkInfo, Netlink, Plan, Route, RouteSpec, Rule, Step, TunInfo,
-    RTPROT_STATIC, RT_TABLE_MAIN,
+    Address, Link, LinkConfig, LinkEvent, LinkInfo, Netlink, Plan, Route, RouteSpec, Rule, Step,
+    TunInfo, Watch, RTPROT_STATIC, RT_TABLE_MAIN,
 };
-pub use netns::{CreatedNamespace, Namespace, NETNS_RUN_DIR};
+pub use netns::{CreatedNamespace, Namespace, PrivateNamespace, NETNS_RUN_DIR};
 pub use pi::PacketInfo;
-pub use queue::{Queue, MAX_QUEUES};
+pub use queue::{IoPath, Queue, IO_URING_ENV, MAX_QUEUES};
 
 /// The README's Rust examples, compiled as doctests so they cannot rot (with the `tokio`
 /// feature, which its async example needs).

@@ -177,28 +177,11 @@ impl Namespace {
                 }
                 .on(ns.describe())
             })?;
-        let bound = std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    sys::unshare_net().map_err(|e| {
-                        Error::os("unshare(CLONE_NEWNET)", e)
-                            .needs("CAP_SYS_ADMIN", "creating a network namespace")
-                    })?;
-                    sys::mount(Path::new("/proc/thread-self/ns/net"), &path, libc::MS_BIND).map_err(
-                        |e| {
-                            Error::os("bind mount", e)
-                                .needs("CAP_SYS_ADMIN", "keeping a namespace by a bind mount")
-                        },
-                    )
-                })
-                .join()
-                .unwrap_or_else(|_| {
-                    Err(Error::new(
-                        ErrorKind::Other,
-                        "create namespace",
-                        "helper thread panicked",
-                    ))
-                })
+        let bound = in_new_namespace(|| {
+            sys::mount(Path::new("/proc/thread-self/ns/net"), &path, libc::MS_BIND).map_err(|e| {
+                Error::os("bind mount", e)
+                    .needs("CAP_SYS_ADMIN", "keeping a namespace by a bind mount")
+            })
         });
         if let Err(err) = bound {
             let _ = fs::remove_file(&path);
@@ -209,6 +192,31 @@ impl Namespace {
             name: name.to_string(),
             keep: false,
         })
+    }
+
+    /// A new network namespace that only this process holds, by an fd: nothing names it in
+    /// `/run/netns`, and it goes away (with its devices, once their fds close) when the
+    /// returned value is dropped **or the process ends, however it ends** (Ctrl-C, a kill,
+    /// a crash): nothing is left behind to clash with the next run. What examples and tests
+    /// want; [`create`](Namespace::create) for one that others can enter by name.
+    ///
+    /// Derefs to a [`Namespace::Path`] (`/proc/self/fd/N`) valid while the value lives: use it
+    /// as any other ([`Builder::namespace`](crate::Builder::namespace), [`Namespace::run`]).
+    /// Another process enters it through `/proc/PID/fd/N` (`nsenter --net=...`).
+    ///
+    /// `unshare(CLONE_NEWNET)` on a helper thread, which keeps an fd of its namespace.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::PermissionDenied`] without CAP_SYS_ADMIN.
+    pub fn private() -> Result<PrivateNamespace> {
+        let fd = in_new_namespace(|| {
+            sys::open_readonly(Path::new("/proc/thread-self/ns/net"))
+                .map_err(|e| Error::os("open namespace", e))
+        })?;
+        use std::os::fd::AsRawFd;
+        let ns = Namespace::Path(PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())));
+        Ok(PrivateNamespace { ns, _fd: fd })
     }
 
     /// Deletes the named namespace, as `ip netns del NAME` does: unmounts and removes
@@ -354,6 +362,46 @@ mod tests {
             Namespace::from_arg("blue").unwrap(),
             Namespace::Named("blue".into())
         );
+    }
+}
+
+/// Runs `then` on a helper thread that has just moved into a new network namespace
+/// (`unshare(CLONE_NEWNET)`): what keeps the namespace alive (a bind mount, an fd) is
+/// `then`'s to make, or it goes with the thread.
+fn in_new_namespace<T: Send>(then: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                sys::unshare_net().map_err(|e| {
+                    Error::os("unshare(CLONE_NEWNET)", e)
+                        .needs("CAP_SYS_ADMIN", "creating a network namespace")
+                })?;
+                then()
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorKind::Other,
+                    "create namespace",
+                    "helper thread panicked",
+                ))
+            })
+    })
+}
+
+/// A namespace only this process holds ([`Namespace::private`]): gone when dropped or when
+/// the process ends. Derefs to the [`Namespace`] (a path valid while this value lives).
+#[derive(Debug)]
+pub struct PrivateNamespace {
+    ns: Namespace,
+    _fd: OwnedFd,
+}
+
+impl std::ops::Deref for PrivateNamespace {
+    type Target = Namespace;
+
+    fn deref(&self) -> &Namespace {
+        &self.ns
     }
 }
 

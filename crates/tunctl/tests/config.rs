@@ -668,3 +668,185 @@ fn veth_pairs_across_namespaces_are_created_refused_and_deleted() {
     );
     assert_eq!(names(&b), lo_only);
 }
+
+/// Consumes events until one matches `want` (at most 3 s), failing with what came instead.
+fn expect_event(
+    watch: &mut tunctl::Watch,
+    what: &str,
+    want: impl Fn(&tunctl::LinkEvent) -> bool,
+) -> tunctl::LinkEvent {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < deadline {
+        match watch
+            .next_timeout(std::time::Duration::from_millis(200))
+            .unwrap()
+        {
+            Some(e) if want(&e) => return e,
+            Some(e) => seen.push(format!("{e:?}")),
+            None => {}
+        }
+    }
+    panic!("no {what} event; came instead: {seen:#?}");
+}
+
+#[test]
+fn link_address_and_route_events_of_changes_made_from_outside() {
+    use tunctl::LinkEvent as E;
+    let Some((t, _g)) = common::privileged_ns() else {
+        return;
+    };
+    let other = TestNs::new();
+    let mut watch = Netlink::open_in(&t.ns).unwrap().watch().unwrap();
+    let mut there = tunctl::Watch::open(&other.ns).unwrap();
+    common::ip_ok(
+        &t.name,
+        &["link", "add", "wa0", "type", "veth", "peer", "name", "wb0"],
+    );
+    let created = expect_event(
+        &mut watch,
+        "created",
+        |e| matches!(e, E::Created(l) if l.name == "wa0"),
+    );
+    let index = created.index();
+    assert_eq!(ip_link(Some(&t.name), "wa0").unwrap()["ifindex"], index);
+    common::ip_ok(&t.name, &["link", "set", "wa0", "name", "wa1"]);
+    expect_event(
+        &mut watch,
+        "renamed",
+        |e| matches!(e, E::Renamed { from, link } if from == "wa0" && link.name == "wa1" && link.index == index),
+    );
+    common::ip_ok(&t.name, &["link", "set", "wa1", "up"]);
+    expect_event(
+        &mut watch,
+        "admin up",
+        |e| matches!(e, E::Admin { link, up: true } if link.index == index),
+    );
+    common::ip_ok(&t.name, &["link", "set", "wb0", "up"]);
+    expect_event(
+        &mut watch,
+        "carrier",
+        |e| matches!(e, E::Carrier { link, carrier: true } if link.index == index),
+    );
+    common::ip_ok(&t.name, &["addr", "add", "10.58.0.1/24", "dev", "wa1"]);
+    let added = expect_event(
+        &mut watch,
+        "address added",
+        |e| matches!(e, E::AddressAdded(a) if a.addr.to_string() == "10.58.0.1"),
+    );
+    assert_eq!(
+        (added.index(), "10.58.0.1/24"),
+        (
+            index,
+            {
+                let E::AddressAdded(a) = &added else {
+                    unreachable!()
+                };
+                a.cidr().to_string()
+            }
+            .as_str()
+        )
+    );
+    expect_event(
+        &mut watch,
+        "route added",
+        |e| matches!(e, E::RouteAdded(r) if r.dst.to_string() == "10.58.0.0/24" && r.index == index),
+    );
+    common::ip_ok(&t.name, &["addr", "del", "10.58.0.1/24", "dev", "wa1"]);
+    expect_event(
+        &mut watch,
+        "address removed",
+        |e| matches!(e, E::AddressRemoved(a) if a.addr.to_string() == "10.58.0.1"),
+    );
+    // A TUN device: its carrier follows its queue.
+    let dev = Device::builder()
+        .tun()
+        .name("wt0")
+        .namespace(t.ns.clone())
+        .create()
+        .unwrap();
+    dev.set_persist(true).unwrap();
+    dev.up().unwrap();
+    let tun_index = dev.index();
+    expect_event(
+        &mut watch,
+        "tun created",
+        |e| matches!(e, E::Created(l) if l.index == tun_index && l.tun.is_some()),
+    );
+    drop(dev);
+    expect_event(
+        &mut watch,
+        "tun carrier lost",
+        |e| matches!(e, E::Carrier { link, carrier: false } if link.index == tun_index),
+    );
+    common::ip_ok(&t.name, &["link", "del", "wt0"]);
+    expect_event(
+        &mut watch,
+        "tun deleted",
+        |e| matches!(e, E::Deleted { index, name } if *index == tun_index && name == "wt0"),
+    );
+    // Moved to another namespace: gone from here, created there.
+    common::ip_ok(&t.name, &["link", "set", "wa1", "netns", &other.name]);
+    expect_event(
+        &mut watch,
+        "moved away",
+        |e| matches!(e, E::MovedAway { index: i, name, .. } if *i == index && name == "wa1"),
+    );
+    expect_event(
+        &mut there,
+        "moved in",
+        |e| matches!(e, E::Created(l) if l.name == "wa1"),
+    );
+    // Deleting one end of the veth deletes the other, here.
+    common::ip_ok(&other.name, &["link", "del", "wa1"]);
+    expect_event(
+        &mut watch,
+        "peer deleted",
+        |e| matches!(e, E::Deleted { name, .. } if name == "wb0"),
+    );
+    // The namespace of a watch must exist.
+    let err =
+        tunctl::Watch::open(&Namespace::named("tunctl-test-no-such-ns").unwrap()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+}
+
+/// A private namespace: devices live in it, another process sees them through
+/// /proc/PID/fd/N, and nothing of it is left once it is dropped (nor in /run/netns ever).
+#[test]
+fn a_private_namespace_holds_devices_and_leaves_nothing() {
+    if !privileged() {
+        return;
+    }
+    let _g = common::shared();
+    let ns = Namespace::private().unwrap();
+    let path = ns.file().unwrap();
+    let dev = Device::builder()
+        .tun()
+        .name("pv0")
+        .namespace((*ns).clone())
+        .create()
+        .unwrap();
+    dev.add_address("10.59.0.1/24".parse().unwrap()).unwrap();
+    let proc_path = path
+        .to_string_lossy()
+        .replace("/proc/self/", &format!("/proc/{}/", std::process::id()));
+    let out = Command::new("nsenter")
+        .arg(format!("--net={proc_path}"))
+        .args(["ip", "-j", "addr", "show", "dev", "pv0"])
+        .output()
+        .expect("run nsenter");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("10.59.0.1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No name in /run/netns is this namespace (other tests add names meanwhile).
+    let ino = std::fs::metadata(&path).unwrap().st_ino();
+    for name in Namespace::list().unwrap() {
+        let named = std::fs::metadata(format!("/run/netns/{name}")).map(|m| m.st_ino());
+        assert_ne!(named.ok(), Some(ino), "{name} names the private namespace");
+    }
+    drop(dev);
+    drop(ns);
+    assert!(!path.exists() || Netlink::open_in(&Namespace::path(&path)).is_err());
+}

@@ -647,6 +647,17 @@ mod async_tokio {
         let name = dev.name().to_string();
         runtime().block_on(async {
             let adev = Arc::new(AsyncDevice::new(dev).unwrap());
+            // The packet stream ends with one Gone item, then None.
+            let mut stream = adev.packets().unwrap();
+            let ended = tokio::spawn(async move {
+                let mut items = Vec::new();
+                while let Some(item) =
+                    std::future::poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_next(cx)).await
+                {
+                    items.push(item);
+                }
+                items
+            });
             let blocked = spawn_until_error(&adev);
             tokio::time::sleep(Duration::from_millis(100)).await;
             common::ip_ok(&t.name, &["link", "del", &name]);
@@ -655,6 +666,90 @@ mod async_tokio {
                 .expect("woken")
                 .unwrap();
             assert_eq!(err.kind(), ErrorKind::Gone, "{err}");
+            let items = tokio::time::timeout(Duration::from_secs(2), ended)
+                .await
+                .expect("the stream ended")
+                .unwrap();
+            let last = items.last().expect("an item before the end");
+            let err = last.as_ref().expect_err("the last item is the error");
+            assert_eq!(err.kind(), ErrorKind::Gone, "{err}");
+            assert!(items[..items.len() - 1].iter().all(|i| i.is_ok()));
+        });
+    }
+
+    /// AsyncQueue sets O_NONBLOCK on the open file it shares with the Device's queue: the
+    /// blocking calls there still block until a packet comes.
+    #[test]
+    fn the_blocking_queue_beside_an_async_one_still_blocks() {
+        let Some((t, _g)) = common::privileged_ns() else {
+            return;
+        };
+        let (dev, sock) = p2p(&t, Device::builder().name("tnb%d"));
+        runtime().block_on(async {
+            let adev = AsyncDevice::new(dev).unwrap();
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    std::thread::sleep(Duration::from_millis(150));
+                    send_seq(&sock, 7300, 0..1);
+                });
+                let mut buf = [0u8; 2048];
+                let t0 = Instant::now();
+                loop {
+                    let n = adev.device().recv(&mut buf).unwrap();
+                    if udp_seq(&buf[..n], 7300) == Some(0) {
+                        break;
+                    }
+                }
+                assert!(t0.elapsed() >= Duration::from_millis(100), "it waited");
+            });
+        });
+    }
+
+    #[test]
+    fn link_events_as_a_stream() {
+        use tunctl::tokio::AsyncWatch;
+        use tunctl::LinkEvent;
+        let Some((t, _g)) = common::privileged_ns() else {
+            return;
+        };
+        runtime().block_on(async {
+            let mut events = AsyncWatch::new(tunctl::Watch::open(&t.ns).unwrap()).unwrap();
+            async fn next(events: &mut AsyncWatch) -> Option<tunctl::Result<LinkEvent>> {
+                std::future::poll_fn(|cx| std::pin::Pin::new(&mut *events).poll_next(cx)).await
+            }
+            let dev = Device::builder()
+                .tun()
+                .name("tev0")
+                .namespace(t.ns.clone())
+                .create()
+                .unwrap();
+            let index = dev.index();
+            let created = tokio::time::timeout(Duration::from_secs(3), async {
+                loop {
+                    match next(&mut events).await.unwrap().unwrap() {
+                        LinkEvent::Created(l) if l.index == index => return l,
+                        _ => {}
+                    }
+                }
+            })
+            .await
+            .expect("created");
+            assert_eq!(created.name, "tev0");
+            common::ip_ok(&t.name, &["link", "del", "tev0"]);
+            tokio::time::timeout(Duration::from_secs(3), async {
+                loop {
+                    if let LinkEvent::Deleted { index: i, .. } =
+                        next(&mut events).await.unwrap().unwrap()
+                    {
+                        if i == index {
+                            return;
+                        }
+                    }
+                }
+            })
+            .await
+            .expect("deleted");
+            drop(dev);
         });
     }
 
@@ -767,12 +862,24 @@ mod offload {
 
     /// 32 MiB over TCP from namespace a to b through the forwarder; checks every byte.
     fn transfer(ta: &TestNs, tb: &TestNs, da: &Device, db: &Device) -> (usize, usize) {
+        transfer_with(ta, tb, (da, db), (B, 5300), forward)
+    }
+
+    /// `TOTAL` bytes over TCP from namespace a to `to` in b through two `forward` threads;
+    /// checks every byte. Returns what each forwarder returned (a -> b, b -> a).
+    pub(super) fn transfer_with(
+        ta: &TestNs,
+        tb: &TestNs,
+        (da, db): (&Device, &Device),
+        to: (Ipv4Addr, u16),
+        forward: fn(&Device, &Device, &AtomicBool) -> usize,
+    ) -> (usize, usize) {
         const TOTAL: usize = 32 << 20;
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
             let ab = s.spawn(|| forward(da, db, &stop));
             let ba = s.spawn(|| forward(db, da, &stop));
-            let listener = tb.ns.run(|| TcpListener::bind((B, 5300))).unwrap().unwrap();
+            let listener = tb.ns.run(|| TcpListener::bind(to)).unwrap().unwrap();
             let server = s.spawn(move || {
                 let (mut conn, _) = listener.accept().unwrap();
                 conn.set_read_timeout(Some(Duration::from_secs(10)))
@@ -793,7 +900,7 @@ mod offload {
             });
             let mut conn = ta
                 .ns
-                .run(|| TcpStream::connect_timeout(&(B, 5300).into(), Duration::from_secs(3)))
+                .run(|| TcpStream::connect_timeout(&to.into(), Duration::from_secs(3)))
                 .unwrap()
                 .unwrap();
             conn.set_write_timeout(Some(Duration::from_secs(10)))
@@ -857,5 +964,275 @@ mod offload {
         // Without offload a read is one packet; batches fill only from queued packets.
         assert!(largest_ab >= 1 && largest_ba >= 1);
         da.destroy().unwrap();
+    }
+}
+
+/// Batches and single packets on the io_uring path, and the fall-back to system calls where
+/// io_uring is blocked (a seccomp filter, as container runtimes install).
+#[cfg(feature = "io-uring")]
+mod uring {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use tunctl::{Batch, IoPath, Offload};
+
+    const A: Ipv4Addr = Ipv4Addr::new(10, 57, 0, 1);
+    const B: Ipv4Addr = Ipv4Addr::new(10, 57, 0, 2);
+
+    fn side(t: &TestNs, local: Ipv4Addr, peer: Ipv4Addr, offload: bool) -> Device {
+        let mut b = Device::builder()
+            .tun()
+            .name("ur%d")
+            .io_uring(true)
+            .namespace(t.ns.clone());
+        if offload {
+            b = b.offload(Offload::CSUM | Offload::TSO4 | Offload::TSO6 | Offload::USO4);
+        }
+        let dev = b.create().unwrap();
+        assert_eq!(
+            dev.queues()[0].io_path(),
+            IoPath::IoUring,
+            "io_uring works here"
+        );
+        let spec = Address::point_to_point(local.into(), peer.into());
+        dev.link().unwrap().add(&spec).unwrap();
+        dev.up().unwrap();
+        dev
+    }
+
+    /// Forwards batches until `stop`; returns the largest batch one read produced.
+    fn forward(from: &Device, to: &Device, stop: &AtomicBool) -> usize {
+        let mut batch = Batch::new(64, 16);
+        let mut largest = 0;
+        while !stop.load(Ordering::Relaxed) {
+            match from.queues()[0].recv_batch_timeout(&mut batch, Some(Duration::from_millis(50))) {
+                Ok(0) => continue,
+                Ok(n) => largest = largest.max(n),
+                Err(e) => panic!("recv_batch: {e}"),
+            }
+            to.queues()[0].send_batch(&mut batch).unwrap();
+        }
+        largest
+    }
+
+    /// 32 MiB over TCP from a to b through a forwarder of two io_uring queues, byte for byte.
+    fn transfer(ta: &TestNs, tb: &TestNs, da: &Device, db: &Device, port: u16) -> usize {
+        super::offload::transfer_with(ta, tb, (da, db), (B, port), forward).0
+    }
+
+    #[test]
+    fn tcp_crosses_io_uring_forwarders_plain_and_with_offload() {
+        let Some((ta, _g)) = common::privileged_ns() else {
+            return;
+        };
+        let tb = TestNs::new();
+        let (da, db) = (side(&ta, A, B, false), side(&tb, B, A, false));
+        transfer(&ta, &tb, &da, &db, 5401);
+        drop((da, db));
+        let (da, db) = (side(&ta, A, B, true), side(&tb, B, A, true));
+        let largest = transfer(&ta, &tb, &da, &db, 5402);
+        assert!(
+            largest > 1,
+            "super-packets arrived and were split: {largest}"
+        );
+    }
+
+    #[test]
+    fn single_receives_read_the_ring_and_errors_end_a_wait() {
+        let Some((t, _g)) = common::privileged_ns() else {
+            return;
+        };
+        let (dev, sock) = p2p(&t, Device::builder().name("urs%d").io_uring(true));
+        let q = &dev.queues()[0];
+        assert_eq!(q.io_path(), IoPath::IoUring);
+        // Single receives and batches take the same packets, in order, none twice.
+        send_seq(&sock, 7100, 0..40);
+        let mut got = passive_gets(&dev, 7100, Duration::from_millis(300));
+        assert_eq!(got, (0..40).collect::<Vec<_>>());
+        send_seq(&sock, 7100, 40..80);
+        let mut batch = Batch::new(16, 0);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while got.len() < 80 && Instant::now() < deadline {
+            if q.recv_batch_timeout(&mut batch, Some(Duration::from_millis(200)))
+                .unwrap()
+                > 0
+            {
+                assert!(batch.len() <= 16);
+                got.extend(batch.iter().filter_map(|p| udp_seq(p, 7100)));
+            }
+        }
+        assert_eq!(got, (0..80).collect::<Vec<_>>());
+        // A packet longer than the buffer: its head, and Truncated.
+        send_seq(&sock, 7100, 80..81);
+        let mut small = [0u8; 20];
+        let err = loop {
+            match q.recv_timeout(&mut small, Duration::from_secs(2)) {
+                Ok(Some(_)) => continue, // kernel chatter shorter than 20 bytes: none expected
+                Ok(None) => panic!("the packet never came"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), ErrorKind::Truncated, "{err}");
+        assert_eq!(small[0] >> 4, 4);
+        // Nothing queued: try_recv returns at once, a timed receive after its time.
+        let mut buf = [0u8; 2048];
+        while q.try_recv(&mut buf).unwrap().is_some() {}
+        let t0 = Instant::now();
+        assert_eq!(
+            q.recv_timeout(&mut buf, Duration::from_millis(150))
+                .unwrap(),
+            None
+        );
+        assert!(t0.elapsed() >= Duration::from_millis(140));
+        // Active mode reads the fds itself: refused while a queue is on io_uring.
+        assert_eq!(dev.activate(4).unwrap_err().kind(), ErrorKind::Busy);
+        // A batch blocked in the ring wakes when the device is deleted from outside: Gone.
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| q.recv_batch(&mut batch));
+            std::thread::sleep(Duration::from_millis(100));
+            common::ip_ok(&t.name, &["link", "del", dev.name()]);
+            let err = waiter.join().unwrap().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Gone, "{err}");
+        });
+    }
+
+    #[test]
+    fn destroy_wakes_a_receive_blocked_in_the_ring() {
+        let Some((t, _g)) = common::privileged_ns() else {
+            return;
+        };
+        let (dev, _sock) = p2p(&t, Device::builder().name("urd%d").io_uring(true));
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let mut buf = [0u8; 2048];
+                loop {
+                    // Skip kernel chatter (router solicitations) until the device goes.
+                    if let Err(e) = dev.recv(&mut buf) {
+                        return e;
+                    }
+                }
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            dev.destroy().unwrap();
+            let err = waiter.join().unwrap();
+            assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+        });
+    }
+
+    /// A batch whose middle packet the kernel refuses (not IP: EINVAL): the others are sent,
+    /// on both paths, and the error says how many.
+    #[test]
+    fn a_refused_packet_does_not_lose_the_rest_of_its_batch() {
+        let Some((t, _g)) = common::privileged_ns() else {
+            return;
+        };
+        for uring in [false, true] {
+            let (dev, sock) = p2p(&t, Device::builder().name("urb%d").io_uring(uring));
+            let port = sock.local_addr().unwrap().port();
+            sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let to_sock = |seq: u32| common::udp_packet(PEER, LOCAL, 9, port, &seq.to_be_bytes());
+            let mut batch = Batch::new(8, 0);
+            batch.push(&to_sock(1)).unwrap();
+            batch.push(&[0u8; 28]).unwrap();
+            batch.push(&to_sock(2)).unwrap();
+            let err = dev.queues()[0].send_batch(&mut batch).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
+            assert!(
+                err.to_string()
+                    .contains("2 of the batch's 3 packets were sent"),
+                "{err}"
+            );
+            assert_eq!(batch.sent(), 2);
+            let mut buf = [0u8; 64];
+            for want in [1u32, 2] {
+                let n = sock
+                    .recv(&mut buf)
+                    .expect("the packet after the refused one arrives");
+                assert_eq!(&buf[..n], &want.to_be_bytes(), "uring {uring}");
+            }
+            // And a batch that goes whole says so.
+            batch.clear();
+            batch.push(&to_sock(3)).unwrap();
+            assert_eq!(dev.queues()[0].send_batch(&mut batch).unwrap(), 1);
+            assert_eq!(batch.sent(), 1);
+            // Past the last packet there is nothing to read.
+            assert!(batch.get(1).is_none());
+            let b = std::panic::AssertUnwindSafe(&batch);
+            assert!(std::panic::catch_unwind(|| b.packet(1).len()).is_err());
+        }
+    }
+
+    /// Blocks `io_uring_setup(2)` for the calling thread only, as a container's seccomp
+    /// profile does (EPERM).
+    fn block_io_uring_on_this_thread() {
+        use libc::{sock_filter, sock_fprog};
+        const RET_ALLOW: u32 = 0x7fff_0000;
+        const RET_ERRNO: u32 = 0x0005_0000;
+        let stmt = |code: u16, k: u32| sock_filter {
+            code,
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        let jeq = |k: u32, jt: u8, jf: u8| sock_filter {
+            code: 0x15,
+            jt,
+            jf,
+            k,
+        };
+        let program = [
+            stmt(0x20, 0), // ld [nr]
+            jeq(libc::SYS_io_uring_setup as u32, 0, 1),
+            stmt(0x06, RET_ERRNO | libc::EPERM as u32),
+            stmt(0x06, RET_ALLOW),
+        ];
+        let prog = sock_fprog {
+            len: program.len() as u16,
+            filter: program.as_ptr() as *mut sock_filter,
+        };
+        // SAFETY: prctl with a valid program, for this thread only (no TSYNC).
+        unsafe {
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+            assert_eq!(
+                libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog),
+                0,
+                "seccomp: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+
+    #[test]
+    fn where_io_uring_is_blocked_queues_fall_back_to_system_calls() {
+        let Some((t, _g)) = common::privileged_ns() else {
+            return;
+        };
+        // The filter dies with this thread.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                block_io_uring_on_this_thread();
+                let (dev, sock) = p2p(&t, Device::builder().name("urf%d").io_uring(true));
+                let q = &dev.queues()[0];
+                assert_eq!(q.io_path(), IoPath::Syscalls);
+                let err = q.use_io_uring().unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+                assert!(err.to_string().contains("EPERM"), "{err}");
+                // Everything works the old way.
+                send_seq(&sock, 7200, 0..20);
+                let mut batch = Batch::new(64, 0);
+                let mut got = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while got.len() < 20 && Instant::now() < deadline {
+                    q.recv_batch_timeout(&mut batch, Some(Duration::from_millis(200)))
+                        .unwrap();
+                    got.extend(batch.iter().filter_map(|p| udp_seq(p, 7200)));
+                }
+                assert_eq!(got, (0..20).collect::<Vec<_>>());
+            })
+            .join()
+            .unwrap();
+        });
+        // Another thread, unfiltered, gets io_uring as before.
+        let (dev, _sock) = p2p(&t, Device::builder().name("urf%d").io_uring(true));
+        assert_eq!(dev.queues()[0].io_path(), IoPath::IoUring);
     }
 }

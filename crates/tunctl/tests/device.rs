@@ -172,6 +172,19 @@ fn multi_queue_has_one_fd_per_queue_and_queues_can_be_disabled() {
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
     }
+    // A queue already in that state is the kernel's EINVAL; a device deleted from outside
+    // is Gone, either way.
+    let err = dev.queues()[1].set_enabled(true).unwrap_err();
+    assert_eq!(
+        (err.kind(), err.raw_os_error()),
+        (ErrorKind::Os, Some(libc::EINVAL)),
+        "{err}"
+    );
+    common::ip_ok(&t.name, &["link", "del", "mq0"]);
+    for enable in [false, true] {
+        let err = dev.queues()[0].set_enabled(enable).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Gone, "{err}");
+    }
 }
 
 #[test]

@@ -323,12 +323,12 @@ impl Reply {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`] for a malformed reply: not UTF-8, an unknown first word,
-    /// or `ok` without a name and a decimal index.
+    /// [`ErrorKind::Other`] for a malformed reply: not UTF-8, an unknown first word, or `ok`
+    /// without a name and a decimal index.
     pub fn parse(bytes: &[u8]) -> Result<Reply> {
         let bad = || {
             Error::new(
-                ErrorKind::InvalidInput,
+                ErrorKind::Other,
                 "helper reply",
                 "malformed reply from tunctl-helper",
             )
@@ -517,8 +517,8 @@ pub fn call(request: &Request) -> Result<(Reply, Vec<OwnedFd>)> {
 /// # Errors
 ///
 /// [`ErrorKind::NotFound`] if no trusted helper is installed ([`find`]); the OS error if it
-/// cannot be started or talked to; [`ErrorKind::Other`] if it exits without answering,
-/// [`ErrorKind::InvalidInput`] for a malformed reply. A refusal is a [`Reply`], not an error.
+/// cannot be started or talked to; [`ErrorKind::Other`] if it exits without answering or
+/// answers something malformed. A refusal is a [`Reply`], not an error.
 pub fn exchange(request: &[u8]) -> Result<(Reply, Vec<OwnedFd>)> {
     let helper = find().map_err(|why| Error::new(ErrorKind::NotFound, "tunctl-helper", why))?;
     let (ours, theirs) = sys::seqpacket_pair().map_err(|e| Error::os("socketpair", e))?;
@@ -556,10 +556,27 @@ fn refused(request: &Request, reply: Reply) -> Error {
             format!("denied by policy: {why}"),
         ),
         Reply::Unconfigured(why) => (ErrorKind::PermissionDenied, privilege_hint(&why)),
-        Reply::Error(why) => (ErrorKind::Other, why),
+        Reply::Error(why) => return kernel_refusal(why).on(&request.name),
         Reply::Ok { .. } => (ErrorKind::Other, "unexpected reply".to_string()),
     };
     Error::new(kind, "tunctl-helper", why).on(&request.name)
+}
+
+/// The helper's error text as an error of the kind its cause calls for: the text ends with
+/// the errno's name when the kernel refused (`... (EBUSY)`, as this crate's errors print),
+/// which gives the kind (`Busy`) and [`Error::raw_os_error`]; [`ErrorKind::Other`] without.
+fn kernel_refusal(why: String) -> Error {
+    let errno = why
+        .trim_end()
+        .strip_suffix(')')
+        .and_then(|t| t.rsplit_once('('))
+        .and_then(|(_, name)| crate::error::errno_from_name(name));
+    match errno {
+        Some(errno) => {
+            Error::os("tunctl-helper", std::io::Error::from_raw_os_error(errno)).with_detail(why)
+        }
+        None => Error::new(ErrorKind::Other, "tunctl-helper", why),
+    }
 }
 
 /// Creates a device through the helper: the [`Device`] behaves like one created directly
@@ -569,7 +586,9 @@ fn refused(request: &Request, reply: Reply) -> Error {
 ///
 /// [`ErrorKind::InvalidInput`] for a request that is not [`Op::Create`]; as [`exchange`];
 /// [`ErrorKind::PermissionDenied`] if the policy denies it or the helper is unconfigured;
-/// [`ErrorKind::Other`] for the helper's error (the kernel's refusal, as text) or a reply
+/// the kernel's refusal as the helper reports it, with its kind and errno
+/// ([`ErrorKind::Busy`] for a name in use, [`ErrorKind::AlreadyExists`], ...;
+/// [`ErrorKind::Other`] for a failure without an errno); [`ErrorKind::Other`] for a reply
 /// without the two fds; as [`Device::from_parts`] for the fds received.
 pub fn create(request: &Request) -> Result<Device> {
     if request.op != Op::Create {
@@ -598,7 +617,9 @@ pub fn create(request: &Request) -> Result<Device> {
         Netns::Named(n) => Namespace::Named(n.clone()),
     };
     match (tun, netlink) {
-        (Some(tun), Some(netlink)) => Device::from_parts(tun, netlink, name, index, ns),
+        (Some(tun), Some(netlink)) => {
+            Device::from_parts(tun, netlink, name, index, ns).map(Device::made_by_helper)
+        }
         _ => Err(Error::new(
             ErrorKind::Other,
             "tunctl-helper",
@@ -612,8 +633,7 @@ pub fn create(request: &Request) -> Result<Device> {
 /// # Errors
 ///
 /// As [`exchange`]; [`ErrorKind::PermissionDenied`] if the policy denies it or the helper
-/// is unconfigured; [`ErrorKind::Other`] for the helper's error (the kernel's refusal, as
-/// text).
+/// is unconfigured; the kernel's refusal with its kind and errno, as for [`create`].
 pub fn run(request: &Request) -> Result<()> {
     match call(request)?.0 {
         Reply::Ok { .. } => Ok(()),
@@ -649,6 +669,35 @@ mod tests {
             Reply::Error("x y".into()),
         ] {
             assert_eq!(Reply::parse(reply.encode().as_bytes()).unwrap(), reply);
+        }
+    }
+
+    #[test]
+    fn kernel_refusals_keep_their_kind_and_malformed_replies_are_other() {
+        let busy = refused(
+            &Request::new(Op::Create, "tun0"),
+            Reply::Error("tun0: TUNSETIFF: device is busy: ... (EBUSY)".into()),
+        );
+        assert_eq!(
+            (busy.kind(), busy.raw_os_error()),
+            (ErrorKind::Busy, Some(libc::EBUSY))
+        );
+        assert!(busy.to_string().contains("device is busy"), "{busy}");
+        let exists = refused(
+            &Request::new(Op::Create, "tun0"),
+            Reply::Error("RTM_NEWADDR: 10.0.0.1/24 is already assigned (EEXIST)".into()),
+        );
+        assert_eq!(exists.kind(), ErrorKind::AlreadyExists);
+        let plain = refused(
+            &Request::new(Op::Create, "tun0"),
+            Reply::Error("the kernel chose tun7, which no allowed pattern matches".into()),
+        );
+        assert_eq!(
+            (plain.kind(), plain.raw_os_error()),
+            (ErrorKind::Other, None)
+        );
+        for bad in [&b"ok"[..], b"ok tun0 x", b"hello", b"\xff"] {
+            assert_eq!(Reply::parse(bad).unwrap_err().kind(), ErrorKind::Other);
         }
     }
 

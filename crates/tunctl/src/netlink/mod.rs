@@ -24,6 +24,7 @@ mod config;
 mod link;
 mod model;
 mod route;
+mod watch;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::name;
@@ -32,6 +33,7 @@ pub use config::{LinkConfig, Plan, Step};
 pub use link::Link;
 pub use model::{Address, LinkInfo, Route, TunInfo};
 pub use route::{RouteSpec, Rule, RTPROT_STATIC, RT_TABLE_MAIN};
+pub use watch::{LinkEvent, Watch};
 
 /// A synchronous rtnetlink socket, bound to the namespace it was opened in.
 ///

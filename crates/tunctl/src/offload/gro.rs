@@ -6,7 +6,7 @@
 //! segments the size of the first but the last; at most 64 KiB.
 
 use super::checksum::checksum;
-use super::hdr::VirtioNetHdr;
+use super::wire::VirtioNetHdr;
 use super::wire::{
     IpPacket, IpVersion, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket, IPV4_HEADER_LEN,
     IPV6_HEADER_LEN, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_CHECKSUM_OFFSET, TCP_PSH,

@@ -3,11 +3,11 @@
 //! complete checksums.
 
 use super::checksum::checksum;
-use super::hdr::{GsoType, VirtioNetHdr};
 use super::wire::{
     field, IpPacket, IpVersion, TcpPacket, UdpPacket, PROTO_TCP, PROTO_UDP, TCP_CWR, TCP_FIN,
     TCP_PSH, UDP_CHECKSUM_OFFSET, UDP_HEADER_LEN,
 };
+use super::wire::{GsoType, VirtioNetHdr};
 use super::{offload_ip, OffloadError};
 
 /// Splits `packet` (what follows the virtio-net header `hdr` in one read from a device) into

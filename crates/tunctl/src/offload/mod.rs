@@ -12,13 +12,12 @@
 mod checksum;
 mod gro;
 mod gso;
-mod hdr;
 pub mod wire;
 
 pub use checksum::{checksum, internet_checksum, pseudo_header_sum};
 pub use gro::{GroTable, MAX_SEGMENTS};
 pub use gso::gso_split;
-pub use hdr::{GsoType, VirtioNetHdr};
+pub use wire::{GsoType, VirtioNetHdr};
 
 use wire::IpPacket;
 

@@ -13,6 +13,10 @@ use crate::gate::Control;
 use crate::netlink::Link;
 use crate::sys::{self, Interest, Ready};
 
+mod uring;
+pub(crate) use uring::{turned_on as io_uring_turned_on, Take};
+pub use uring::{IoPath, IO_URING_ENV};
+
 /// A packet read: blocking or `RWF_NOWAIT`.
 type ReadFn = fn(BorrowedFd<'_>, &mut [u8]) -> std::io::Result<(usize, bool)>;
 
@@ -194,20 +198,54 @@ impl Shared {
 /// `readv(2)`, woken by the kernel when the device is destroyed. The non-blocking and timed
 /// forms never change the fd's mode: they read and write with `preadv2`/`pwritev2` and
 /// `RWF_NOWAIT`, or wait in `poll(2)` together with the device's wake-up eventfd, so
-/// [`Device::destroy`](crate::Device::destroy) wakes them with [`ErrorKind::Closed`].
+/// [`Device::destroy`](crate::Device::destroy) wakes them with [`ErrorKind::Closed`]. Every
+/// call copes with an fd made non-blocking elsewhere (the `tokio` module's, or an adopted
+/// one): a blocking receive then waits in `poll(2)`. [`use_io_uring`](Queue::use_io_uring)
+/// moves a queue's receives and batches onto io_uring.
 ///
 /// A program that puts the raw fd ([`AsFd`]) in its own epoll, mio or `AsyncFd` loop must
 /// not read it with a plain blocking `read(2)` after a readiness report that another reader
 /// may have consumed: either set `O_NONBLOCK` on it (each queue fd is its own open file, so
 /// no other queue is affected) or read with `RWF_NOWAIT`, as [`try_recv`](Queue::try_recv)
-/// does. The `tokio` module does the latter.
+/// does. The `tokio` module does the former, for the open file it registers.
 ///
 /// `&Queue` implements [`std::io::Read`] and [`std::io::Write`], one packet per call (a
 /// packet longer than the buffer is an error, never silently cut).
 #[derive(Debug)]
 pub struct Queue {
+    /// The io_uring rings, once [`use_io_uring`](Queue::use_io_uring) made them. Declared
+    /// before `fd`: dropped (the multishot read ended) while the fd is still open.
+    #[cfg(feature = "io-uring")]
+    uring: std::sync::OnceLock<uring::Rings>,
     fd: OwnedFd,
     pub(crate) shared: Arc<Shared>,
+}
+
+/// One caller's buffer as the taker of one packet from the reading ring.
+struct One<'a> {
+    buf: &'a mut [u8],
+    /// The packet's length, or the truncation of one longer than `buf`.
+    got: Option<Result<usize>>,
+}
+
+impl Take for One<'_> {
+    fn room(&self) -> bool {
+        self.got.is_none()
+    }
+
+    fn take(&mut self, packet: &[u8]) -> Result<()> {
+        let n = packet.len().min(self.buf.len());
+        self.buf[..n].copy_from_slice(&packet[..n]);
+        self.got = Some(Ok(n));
+        if packet.len() > self.buf.len() {
+            return Err(Error::new(
+                ErrorKind::Truncated,
+                "recv",
+                format!("packet longer than the {n}-byte buffer: its first {n} bytes are in the buffer, the rest is dropped"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Milliseconds left until `deadline` for `poll(2)`: -1 for none, rounded up, capped.
@@ -229,7 +267,12 @@ fn poll_timeout(deadline: Option<Instant>) -> Option<i32> {
 impl Queue {
     /// A queue of the device whose state is `shared`.
     pub(crate) fn new(fd: OwnedFd, shared: Arc<Shared>) -> Queue {
-        Queue { fd, shared }
+        Queue {
+            #[cfg(feature = "io-uring")]
+            uring: std::sync::OnceLock::new(),
+            fd,
+            shared,
+        }
     }
 
     fn wait(&self, interest: Interest, deadline: Option<Instant>, op: &str) -> Result<bool> {
@@ -256,26 +299,8 @@ impl Queue {
     /// One read with `read`: `Ok(None)` when it would block.
     fn read_with(&self, buf: &mut [u8], read: ReadFn) -> Result<Option<usize>> {
         self.shared.check_open("recv")?;
-        if buf.len() < self.shared.min_read {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "recv",
-                format!(
-                    "a {}-byte buffer cannot hold the device's packet headers ({} bytes)",
-                    buf.len(),
-                    self.shared.min_read
-                ),
-            )
-            .on(&self.shared.name));
-        }
-        if self.shared.control.delivering() {
-            return Err(Error::new(
-                ErrorKind::Active,
-                "recv",
-                "the device is in active mode: its packets go to the owner (pause with Active::Off to read passively)",
-            )
-            .on(&self.shared.name));
-        }
+        self.check_buffer(buf)?;
+        self.check_passive("recv")?;
         loop {
             return match read(self.fd.as_fd(), buf) {
                 Ok((n, false)) => Ok(Some(n)),
@@ -292,8 +317,69 @@ impl Queue {
         }
     }
 
+    /// Refuses a buffer too small for the device's packet headers.
+    fn check_buffer(&self, buf: &[u8]) -> Result<()> {
+        if buf.len() < self.shared.min_read {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "recv",
+                format!(
+                    "a {}-byte buffer cannot hold the device's packet headers ({} bytes)",
+                    buf.len(),
+                    self.shared.min_read
+                ),
+            )
+            .on(&self.shared.name));
+        }
+        Ok(())
+    }
+
+    /// Refuses a passive read while active mode delivers.
+    fn check_passive(&self, op: &str) -> Result<()> {
+        if self.shared.control.delivering() {
+            return Err(Error::new(
+                ErrorKind::Active,
+                op,
+                "the device is in active mode: its packets go to the owner (pause with Active::Off to read passively)",
+            )
+            .on(&self.shared.name));
+        }
+        Ok(())
+    }
+
+    /// One read on an fd set `O_NONBLOCK` ([`set_nonblocking`](Queue::set_nonblocking)):
+    /// a plain `readv(2)`, cheaper than `preadv2(RWF_NOWAIT)`. `Ok(None)` when no packet
+    /// is queued.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn read_nonblocking(&self, buf: &mut [u8]) -> Result<Option<usize>> {
+        self.read_with(buf, sys::read_packet)
+    }
+
+    /// One write on an fd set `O_NONBLOCK`: a plain `write(2)`. `Ok(None)` when the device
+    /// cannot take it now.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn write_nonblocking(&self, packet: &[u8]) -> Result<Option<usize>> {
+        self.write_with(packet, sys::write_packet)
+    }
+
+    /// Sets `O_NONBLOCK` on the queue's open file (shared with its duplicates).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn set_nonblocking(&self) -> Result<()> {
+        sys::set_nonblocking(self.fd.as_fd())
+            .map_err(|e| Error::os("fcntl O_NONBLOCK", e).on(&self.shared.name))
+    }
+
     /// One non-blocking write: `Ok(None)` when the device cannot take it now.
     pub(crate) fn write_now(&self, packet: &[u8]) -> Result<Option<usize>> {
+        self.write_with(packet, sys::write_nowait)
+    }
+
+    /// One write with `write`: `Ok(None)` when it would block.
+    fn write_with(
+        &self,
+        packet: &[u8],
+        write: fn(BorrowedFd<'_>, &[u8]) -> std::io::Result<usize>,
+    ) -> Result<Option<usize>> {
         if packet.is_empty() {
             return Err(
                 Error::new(ErrorKind::InvalidInput, "send", "empty packet").on(&self.shared.name)
@@ -301,7 +387,7 @@ impl Queue {
         }
         self.shared.check_open("send")?;
         loop {
-            return match sys::write_nowait(self.fd.as_fd(), packet) {
+            return match write(self.fd.as_fd(), packet) {
                 Ok(n) => Ok(Some(n)),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -316,6 +402,17 @@ impl Queue {
     }
 
     fn recv_until(&self, buf: &mut [u8], deadline: Option<Instant>) -> Result<Option<usize>> {
+        self.check_buffer(buf)?;
+        let mut one = One { buf, got: None };
+        if let Some(taken) = self.ring_recv(&mut one, deadline) {
+            return match (taken?, one.got) {
+                (0, _) => Ok(None),
+                (_, Some(Ok(n))) => Ok(Some(n)),
+                (_, Some(Err(e))) => Err(e),
+                (_, None) => Ok(None),
+            };
+        }
+        let buf = one.buf;
         // No deadline: one blocking `readv`, woken by the kernel if the device is destroyed
         // (an adopted non-blocking fd falls back to poll below).
         let read = if deadline.is_none() {
@@ -361,10 +458,7 @@ impl Queue {
             .fd
             .try_clone()
             .map_err(|e| Error::os("dup", e).on(&self.shared.name))?;
-        Ok(Queue {
-            fd,
-            shared: Arc::clone(&self.shared),
-        })
+        Ok(Queue::new(fd, Arc::clone(&self.shared)))
     }
 
     /// Receives one packet, waiting as long as it takes. Returns its length.
@@ -436,13 +530,32 @@ impl Queue {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Closed`] after destroy; the kernel's refusal otherwise, EINVAL
-    /// ([`ErrorKind::Os`]) on a single-queue device, for a queue already in that state, or
-    /// once the device is deleted from outside.
+    /// [`ErrorKind::Closed`] after destroy, [`ErrorKind::Gone`] once the device is deleted
+    /// from outside; the kernel's refusal otherwise, EINVAL ([`ErrorKind::Os`]) on a
+    /// single-queue device or for a queue already in that state.
     pub fn set_enabled(&self, enabled: bool) -> Result<()> {
         self.shared.check_open("TUNSETQUEUE")?;
-        sys::tun_set_queue(self.fd.as_fd(), enabled)
-            .map_err(|e| self.shared.io_error("TUNSETQUEUE", e))
+        sys::tun_set_queue(self.fd.as_fd(), enabled).map_err(|e| {
+            // The driver answers EINVAL for a deleted device as for a queue already in that
+            // state: the device's index tells them apart.
+            let gone = e.raw_os_error() == Some(libc::EINVAL)
+                && self
+                    .shared
+                    .link
+                    .info()
+                    .is_err_and(|e| e.kind() == ErrorKind::NotFound);
+            let err = self.shared.io_error("TUNSETQUEUE", e);
+            if gone && err.kind() != ErrorKind::Closed {
+                Error::new(
+                    ErrorKind::Gone,
+                    "TUNSETQUEUE",
+                    "the device no longer exists (deleted from outside?)",
+                )
+                .on(&self.shared.name)
+            } else {
+                err
+            }
+        })
     }
 }
 
