@@ -50,6 +50,11 @@ pub enum VpwnCommand {
         /// The tunnel's device name.
         name: String,
     },
+    /// Remove what full tunnels killed before they could clean up (SIGKILL, a crash) left
+    /// in this namespace (-n): their routing rules and tables. Until then the namespace's
+    /// traffic is refused rather than sent in clear text (a full tunnel fails closed); the
+    /// next `vpwn up` there removes them too. Running tunnels are left alone.
+    Clean,
     /// Bring a tunnel up and run it in the foreground until SIGINT or SIGTERM (or `vpwn
     /// down`, or its device being deleted); then what `up` set up goes again.
     ///
@@ -58,6 +63,9 @@ pub enum VpwnCommand {
     /// one from 51820), the tunnel's socket gets a firewall mark of that number, and two
     /// rules per family send all other traffic through the tunnel while its own datagrams
     /// still leave by the real default route (as wg-quick does; needs CAP_NET_ADMIN).
+    /// Unlike wg-quick it fails closed: while the device is down, or after vpwn was killed
+    /// (until `vpwn clean` or the next `up`), that traffic is refused, never sent in clear
+    /// text.
     Up(Box<UpArgs>),
 }
 
@@ -138,7 +146,7 @@ fn parse_table(s: &str) -> Result<Table, String> {
 /// file, owned by this user or root, that nobody else may read or write (a key others can
 /// read is no longer a secret). A symbolic link is followed: the file it leads to is the
 /// one checked.
-fn read_secret(path: &PathBuf) -> Result<String, Error> {
+fn read_secret(path: &PathBuf) -> Result<Zeroizing<String>, Error> {
     use std::io::Read;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let named = |e: std::io::Error| Error::from(e).add_detail(&path.display().to_string());
@@ -172,16 +180,18 @@ fn read_secret(path: &PathBuf) -> Result<String, Error> {
             path.display()
         ));
     }
-    let mut text = String::new();
-    // A key or a configuration is small: anything past 1 MiB is not one.
-    file.take(1 << 20)
-        .read_to_string(&mut text)
-        .map_err(named)?;
+    // A key or a configuration is small: anything past 1 MiB is not one. Room for all of
+    // it from the start: a string that grew would leave copies of the secret behind.
+    const MOST: u64 = 1 << 20;
+    let mut text = Zeroizing::new(String::with_capacity(
+        usize::try_from(meta.len().min(MOST)).unwrap_or(0) + 1,
+    ));
+    file.take(MOST).read_to_string(&mut text).map_err(named)?;
     Ok(text)
 }
 
 fn read_key(path: &PathBuf) -> Result<SecretKey, Error> {
-    let text = Zeroizing::new(read_secret(path)?);
+    let text = read_secret(path)?;
     text.parse().map_err(|why: String| {
         Error::from_kind(ErrorKind::InvalidInput, "read key", why)
             .with_subject(path.display().to_string())
@@ -215,6 +225,18 @@ pub fn run(command: VpwnCommand, ns: Option<Namespace>) -> Result<(), Error> {
         VpwnCommand::Up(args) => up(*args, ns.unwrap_or_default()),
         VpwnCommand::Show { name, json } => show(name, json, ns),
         VpwnCommand::Down { name } => down(&name),
+        VpwnCommand::Clean => {
+            let n = tunctl_vpwn::routing::remove_leftovers(&ns.unwrap_or_default())?;
+            eprintln!(
+                "tunctl: vpwn clean: {}",
+                match n {
+                    0 => "nothing left by killed tunnels".to_string(),
+                    1 => "removed the rules and routes of 1 killed full tunnel".to_string(),
+                    n => format!("removed the rules and routes of {n} killed full tunnels"),
+                }
+            );
+            Ok(())
+        }
     }
 }
 
@@ -222,13 +244,13 @@ pub fn run(command: VpwnCommand, ns: Option<Namespace>) -> Result<(), Error> {
 fn config_of(args: &UpArgs) -> Result<Config, Error> {
     let mut config = match &args.config {
         Some(path) => {
-            let text = Zeroizing::new(read_secret(path).map_err(|e| {
+            let text = read_secret(path).map_err(|e| {
                 if e.subject().is_none() {
                     e.with_subject(format!("--config {}", path.display()))
                 } else {
                     e
                 }
-            })?);
+            })?;
             Config::parse(&text)
                 .map_err(|why| bad(format!("--config {}: {why}", path.display())))?
         }
@@ -299,10 +321,13 @@ fn up(args: UpArgs, ns: Namespace) -> Result<(), Error> {
         fast,
     )
     .map_err(|e| {
-        if e.subject().is_none() {
-            e.with_subject(&args.name)
-        } else {
+        if e.subject().is_some() {
             e
+        } else if args.name.contains('%') {
+            // No device yet: a template is no name.
+            e.with_subject("vpwn")
+        } else {
+            e.with_subject(&args.name)
         }
     })?;
     report_up(&tunnel, &addresses);
@@ -316,12 +341,10 @@ fn up(args: UpArgs, ns: Namespace) -> Result<(), Error> {
         }
     }
     let c = tunnel.counters();
-    let why = if tunnel.is_device_gone() {
-        "its device was deleted"
-    } else if stop.load(Ordering::SeqCst) {
-        "signal"
-    } else {
-        "told to stop (vpwn down)"
+    let ended = tunnel.ended();
+    let why = match &ended {
+        Some(e) => e.to_string(),
+        None => "signal".to_string(),
     };
     eprintln!(
         "tunctl: vpwn {}: down ({why}); sent {} packets ({} bytes), received {} ({} bytes); dropped: {}",
@@ -332,8 +355,14 @@ fn up(args: UpArgs, ns: Namespace) -> Result<(), Error> {
         c.rx_bytes,
         c.drops_text()
     );
+    let name = tunnel.name().to_string();
     tunnel.down();
-    Ok(())
+    match ended {
+        Some(e @ tunctl_vpwn::Ended::ThreadFailed(_)) => {
+            Err(Error::from_kind(ErrorKind::Other, "vpwn up", e.to_string()).with_subject(name))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// What `up` says once the tunnel runs.
@@ -618,7 +647,7 @@ fn shown_json(t: &Shown) -> serde_json::Value {
 fn down(name: &str) -> Result<(), Error> {
     let path = tunctl_vpwn::uapi::socket_path(name);
     match tunctl_vpwn::uapi::down(name) {
-        Ok(()) => {
+        Ok(true) => {
             let started = std::time::Instant::now();
             while started.elapsed() < Duration::from_secs(5) {
                 if !path.exists() {
@@ -634,8 +663,8 @@ fn down(name: &str) -> Result<(), Error> {
             )
             .with_subject(name))
         }
-        // Not vpwn (it refused the request): its process stops.
-        Err(e) if e.kind() == std::io::ErrorKind::Other => {
+        // Not vpwn (it refused the request, or hung up): its process stops.
+        Ok(false) => {
             crate::stop_server("vpwn down", name, &path, "no such tunnel (no UAPI socket)")
         }
         Err(e) => {

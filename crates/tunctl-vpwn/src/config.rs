@@ -35,6 +35,9 @@ use crate::keys::{PublicKey, SecretKey};
 /// The default MTU: a 1500-byte underlay minus the largest WireGuard overhead (IPv6 outer
 /// header 40 + UDP 8 + WireGuard 32), as wg-quick chooses.
 pub const DEFAULT_MTU: u32 = 1420;
+/// The MTUs a tunnel takes: IPv4's least, and the most whose packets, sealed (32 bytes more)
+/// in a UDP datagram over IPv4 or IPv6, still fit a datagram's 65,535 bytes.
+pub const MTUS: std::ops::RangeInclusive<u32> = 68..=65455;
 
 /// Which routing table `up` puts the peers' allowed IPs in (wg-quick's `Table`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -290,7 +293,13 @@ fn interface_key(c: &mut Config, key: &str, lower: &str, value: &str) -> Result<
         "mtu" => {
             c.mtu = Some(
                 parse_decimal::<u32>(value)
-                    .ok_or_else(|| bad("MTU", format!("{value:?} is not a number")))?,
+                    .filter(|m| MTUS.contains(m))
+                    .ok_or_else(|| {
+                        bad(
+                            "MTU",
+                            format!("{value:?} is not {} to {}", MTUS.start(), MTUS.end()),
+                        )
+                    })?,
             )
         }
         _ => return Ok(false),
@@ -504,6 +513,10 @@ mod tests {
             (format!("{base}AllowedIPs = 10.0.0.1/33\n"), "line 5"),
             (format!("{base}Color = blue\n"), "unknown key"),
             (format!("{base}PersistentKeepalive = +5\n"), "seconds"),
+            (
+                format!("[Interface]\nPrivateKey = {A}\nMTU = 65456\n"),
+                "68 to 65455",
+            ),
             (format!("{base}[Interface]\n"), "second [Interface]"),
             (base.replace(B, "short"), "key"),
             (

@@ -97,6 +97,9 @@ pub(crate) struct Shared {
     /// The firewall mark the routing needs on the socket (a full tunnel), which a `set`
     /// must not take away.
     routing_mark: Option<u32>,
+    /// The routes and rules `up` made; put back when the kernel removes the routes (the
+    /// device went down and up), removed when the tunnel stops.
+    routing: Mutex<Option<Routing>>,
     pub(crate) stats: Stats,
     pub(crate) stop: AtomicBool,
     /// The device went away (deleted from outside): the tunnel ends.
@@ -126,24 +129,31 @@ impl Shared {
         let rebind = applied.listen_port && (conf.listen_port == 0 || conf.listen_port != port);
         let socket = if rebind {
             Arc::new(
+                // wireguard-go answers EADDRINUSE for any failure to bind.
                 Sock::bind(&self.namespace, conf.listen_port, self.fast).map_err(|e| SetError {
-                    errno: if e.kind() == ErrorKind::AlreadyExists {
-                        -libc::EADDRINUSE
-                    } else {
-                        -libc::EIO
-                    },
+                    errno: -libc::EADDRINUSE,
                     message: e.to_string(),
                 })?,
             )
         } else {
             self.socket()
         };
-        // The full tunnel's mark stays whatever a `set` says, or the tunnel's datagrams
-        // would be routed into it.
-        let mark = self.routing_mark.unwrap_or(conf.fwmark);
-        if rebind || mark != self.routing_mark.unwrap_or(old.conf.fwmark) {
+        // The full tunnel's mark stays, or the tunnel's datagrams would be routed into it: a
+        // `set` of another one is refused (the same one, as `wg showconf` shows it, is fine).
+        if let Some(m) = self.routing_mark.filter(|m| *m != conf.fwmark) {
+            return Err(SetError {
+                errno: -libc::EINVAL,
+                message: format!(
+                    "fwmark={}: the full tunnel's routing rules need the mark {m} on the tunnel's socket",
+                    conf.fwmark
+                ),
+            });
+        }
+        let mark = conf.fwmark;
+        if rebind || mark != old.conf.fwmark {
+            // wireguard-go answers EADDRINUSE for any failure to set the mark.
             set_mark(&socket.udp, mark).map_err(|e| SetError {
-                errno: -e.raw_os_error().unwrap_or(libc::EIO),
+                errno: -libc::EADDRINUSE,
                 message: format!("fwmark {mark}: {e}"),
             })?;
         }
@@ -238,6 +248,28 @@ struct Changed {
     plan: Plan,
 }
 
+/// Why a tunnel stopped passing traffic on its own ([`Tunnel::ended`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// Its device was deleted from outside (`ip link del`, `wg-quick down`).
+    DeviceGone,
+    /// It was told to stop (`tunctl vpwn down`, [`uapi::down`](crate::uapi::down)).
+    Told,
+    /// One of its threads ended, which is a bug (the tunnel cannot go on without it): the
+    /// thread's name.
+    ThreadFailed(String),
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::DeviceGone => f.write_str("its device was deleted"),
+            Ended::Told => f.write_str("told to stop: vpwn down"),
+            Ended::ThreadFailed(t) => write!(f, "its thread {t} failed (a bug: please report it)"),
+        }
+    }
+}
+
 /// A running tunnel. Dropping it (or [`down`](Tunnel::down)) stops the threads, removes
 /// the routes and rules it added, and removes the device (a persistent one stays, as it
 /// was before `up`), and its UAPI socket.
@@ -245,7 +277,6 @@ pub struct Tunnel {
     device: Arc<Device>,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
-    routing: Option<Routing>,
     changed: Option<Changed>,
     uapi_error: Option<String>,
     notes: Vec<String>,
@@ -257,6 +288,21 @@ impl std::fmt::Debug for Tunnel {
             .field("device", &self.device.name())
             .field("port", &self.port())
             .finish()
+    }
+}
+
+/// Whether `a` and `b` are the same network namespace (however each is named); when that
+/// cannot be told, they are taken to be the same (the safer guess: the socket is marked).
+fn same_namespace(a: &Namespace, b: &Namespace) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |ns: &Namespace| {
+        ns.run(|| std::fs::metadata("/proc/thread-self/ns/net").map(|m| (m.dev(), m.ino())))
+            .ok()
+            .and_then(Result::ok)
+    };
+    match (id(a), id(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
     }
 }
 
@@ -300,8 +346,19 @@ impl Tunnel {
                 "a default route among the allowed IPs makes a full tunnel (a routing table, rules and a firewall mark of its own), which needs CAP_NET_ADMIN: run it as root, or with Table = off and route yourself",
             ));
         }
-        let mut notes = opts.namespace.run(|| config.resolve())?;
         let mtu = config.mtu.unwrap_or(DEFAULT_MTU);
+        if !crate::config::MTUS.contains(&mtu) {
+            return Err(Error::from_kind(
+                ErrorKind::InvalidInput,
+                "MTU",
+                format!(
+                    "{mtu} is not {} to {}",
+                    crate::config::MTUS.start(),
+                    crate::config::MTUS.end()
+                ),
+            ));
+        }
+        let mut notes = opts.namespace.run(|| config.resolve())?;
         let device_ns = opts
             .device_namespace
             .clone()
@@ -345,19 +402,35 @@ impl Tunnel {
                     return Err(e);
                 }
             };
-            let routing =
-                match Routing::set_up(&link, &config, &mut |mark| set_mark(&socket.udp, mark)) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        restore(&changed);
-                        return Err(e);
-                    }
-                };
+            // With the socket in another namespace than the device (a container's), the
+            // device's rules cannot capture the tunnel's datagrams: no mark unless asked.
+            let mut mark = |mark| set_mark(&socket.udp, mark);
+            let needs_mark = config.fwmark != 0 || same_namespace(&opts.namespace, &device_ns);
+            let routing = match Routing::set_up(
+                &link,
+                &config,
+                needs_mark.then_some(&mut mark as &mut dyn FnMut(u32) -> std::io::Result<()>),
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    restore(&changed);
+                    return Err(e);
+                }
+            };
             Ok((changed, socket, Some(routing)))
         })();
+        // Errors from here on are the device's, by its real name (not a `vpwn%d` template).
+        let named = |e: Error| {
+            if e.subject().is_none() {
+                e.with_subject(device.name())
+            } else {
+                e
+            }
+        };
         let (changed, socket, routing) = match set_up {
             Ok(v) => v,
             Err(e) => {
+                let e = named(e);
                 if !existed {
                     let _ = device.destroy();
                 }
@@ -367,9 +440,19 @@ impl Tunnel {
         if let Some(m) = routing.as_ref().and_then(|r| r.fwmark) {
             config.fwmark = m;
         }
-        let mark = routing.as_ref().and_then(|r| r.fwmark);
-        let mut tunnel = Tunnel::start(device, opts.namespace, socket, config, mark, false, fast)?;
-        tunnel.routing = routing;
+        let name = device.name().to_string();
+        let mut tunnel =
+            match Tunnel::start(device, opts.namespace, socket, config, routing, false, fast) {
+                Ok(t) => t,
+                Err(e) => {
+                    // The routing went with the failed start; the device's changes are
+                    // undone here (a device of ours went with it too).
+                    if let Some(c) = &changed {
+                        let _ = c.plan.undo(&c.link, None);
+                    }
+                    return Err(e.with_subject(name));
+                }
+            };
         tunnel.changed = changed;
         tunnel.notes.append(&mut notes);
         Ok(tunnel)
@@ -400,15 +483,17 @@ impl Tunnel {
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn start(
         device: Device,
         namespace: Namespace,
         socket: Sock,
         conf: Config,
-        routing_mark: Option<u32>,
+        routing: Option<Routing>,
         need_uapi: bool,
         fast: FastPath,
     ) -> Result<Tunnel, Error> {
+        let routing_mark = routing.as_ref().and_then(|r| r.fwmark);
         let port = socket.udp.local_addr()?.port();
         let mut seed = [0u8; 4];
         let _ = getrandom::getrandom(&mut seed);
@@ -433,6 +518,7 @@ impl Tunnel {
             device_namespace,
             mtu: AtomicUsize::new(mtu),
             routing_mark,
+            routing: Mutex::new(routing),
             stats: Stats::default(),
             stop: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -456,7 +542,6 @@ impl Tunnel {
             device: Arc::clone(&device),
             shared: Arc::clone(&shared),
             threads: Vec::new(),
-            routing: None,
             changed: None,
             uapi_error,
             notes: Vec::new(),
@@ -599,7 +684,11 @@ impl Tunnel {
     /// # Errors
     ///
     /// The new port is in use, or the firewall mark cannot be set; nothing changed.
-    pub fn configure(&self, conf: Config) -> Result<(), SetError> {
+    pub fn configure(&self, mut conf: Config) -> Result<(), SetError> {
+        // A configuration without a mark keeps the full tunnel's.
+        if conf.fwmark == 0 {
+            conf.fwmark = self.shared.routing_mark.unwrap_or(0);
+        }
         let _one = self
             .shared
             .configuring
@@ -621,7 +710,12 @@ impl Tunnel {
 
     /// The routing `up` set up for a full tunnel: its table and firewall mark.
     pub fn full_tunnel(&self) -> Option<(u32, u32)> {
-        let r = self.routing.as_ref()?;
+        let r = self
+            .shared
+            .routing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let r = r.as_ref()?;
         Some((r.table?, r.fwmark?))
     }
 
@@ -660,7 +754,22 @@ impl Tunnel {
     ///
     /// [`is_device_gone`]: Tunnel::is_device_gone
     pub fn is_running(&self) -> bool {
-        !self.shared.closed.load(Ordering::Acquire) && !self.shared.stop.load(Ordering::Acquire)
+        self.ended().is_none()
+    }
+
+    /// Why the tunnel stopped passing traffic, once it has (`None` while it runs).
+    pub fn ended(&self) -> Option<Ended> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Some(Ended::DeviceGone);
+        }
+        if self.shared.stop.load(Ordering::Acquire) {
+            return Some(Ended::Told);
+        }
+        // Every thread runs until the tunnel stops: one that ended is a bug.
+        self.threads
+            .iter()
+            .find(|t| t.is_finished())
+            .map(|t| Ended::ThreadFailed(t.thread().name().unwrap_or("?").to_string()))
     }
 
     /// Whether the device was deleted from outside.
@@ -677,7 +786,13 @@ impl Tunnel {
     fn stop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
         // Rules first: traffic never meets a rule into a table whose routes are gone.
-        drop(self.routing.take());
+        drop(
+            self.shared
+                .routing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         match self.changed.take() {
             // Not ours: as it was before.
             Some(c) => {
@@ -747,15 +862,46 @@ fn reresolve(shared: &Shared) {
     }
 }
 
-/// The current MTU of `device`, for the threads (cheap: one netlink round trip, once a
-/// second), and `gso_max_segs` along with it.
-pub(crate) fn follow_mtu(device: &Device, shared: &Shared) {
-    if let Ok(mtu) = device.mtu() {
-        let mtu = mtu as usize;
-        if shared.mtu.swap(mtu, Ordering::Relaxed) != mtu {
-            size_gso(device, mtu as u32);
-        }
+/// What the timers thread last saw of the device.
+#[derive(Debug, Default)]
+pub(crate) struct Follow {
+    up: bool,
+    mtu: usize,
+    seen: bool,
+}
+
+/// Once a second, the device as it is now (cheap: one netlink round trip). Its MTU, for
+/// the threads (wg-quick sets it after the tunnel starts; padding and segment sizes follow
+/// it), and `gso_max_segs` along with it. When it came up again (seen in its flags, or
+/// announced since the last look, however briefly it was down) or its MTU changed, the
+/// routes and IPv6 addresses the kernel removed meanwhile (all of a link's go when it goes
+/// down; IPv6 ones below an MTU of 1280) are put back.
+pub(crate) fn follow_link(device: &Device, shared: &Shared, follow: &mut Follow) {
+    let mut routing = shared.routing.lock().unwrap_or_else(|p| p.into_inner());
+    // The events first: a change after the flags are read is announced, never missed.
+    let came_up = routing.as_mut().is_some_and(Routing::came_up);
+    let changed = follow_flags(device, shared, follow);
+    if let Some(routing) = routing
+        .as_ref()
+        .filter(|_| changed || (came_up && follow.up))
+    {
+        routing.restore();
     }
+}
+
+/// Reads the device's flags and MTU; true when it came up again or its MTU changed since
+/// the last look.
+fn follow_flags(device: &Device, shared: &Shared, follow: &mut Follow) -> bool {
+    let Ok(info) = device.link().and_then(|l| l.info()) else {
+        return false;
+    };
+    let (up, mtu) = (info.flags & libc::IFF_UP as u32 != 0, info.mtu as usize);
+    if shared.mtu.swap(mtu, Ordering::Relaxed) != mtu {
+        size_gso(device, info.mtu);
+    }
+    let changed = follow.seen && up && (!follow.up || follow.mtu != mtu);
+    (follow.up, follow.mtu, follow.seen) = (up, mtu, true);
+    changed
 }
 
 #[cfg(test)]

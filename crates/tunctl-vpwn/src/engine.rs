@@ -164,6 +164,23 @@ impl Engine for Boringtun {
     }
 }
 
+/// Engines need a private key; a peer configured before one is given gets an engine that
+/// refuses everything until it is (the table is rebuilt then). Also what a retired engine
+/// leaves behind.
+pub(crate) struct Inert;
+
+impl Engine for Inert {
+    fn encapsulate<'a>(&mut self, _: &[u8], _: &'a mut [u8]) -> Out<'a> {
+        Out::Dropped(Refusal::NoSession)
+    }
+    fn decapsulate<'a>(&mut self, _: Option<IpAddr>, _: &[u8], _: &'a mut [u8]) -> Out<'a> {
+        Out::Dropped(Refusal::Auth)
+    }
+    fn tick<'a>(&mut self, _: &'a mut [u8]) -> Out<'a> {
+        Out::Done
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -272,7 +272,9 @@ pub(crate) fn handle(
 pub(crate) fn thread(shared: &Shared) {
     let mut cookies: Option<(PublicKey, Cookies)> = None;
     let mut load = Load::new();
-    let mut out = vec![0u8; 2048];
+    // Room for any datagram: after a handshake, the packets queued behind it (up to the
+    // MTU, which may be 9000 or more) are sealed into this.
+    let mut out = vec![0u8; crate::device::MAX_DATAGRAM];
     let mut batch = Vec::with_capacity(64);
     let mut outbox = Outbox::default();
     while !shared.stop.load(Ordering::Acquire) {

@@ -55,6 +55,6 @@ pub mod uapi;
 mod udp;
 
 pub use config::{Config, Peer, Table};
-pub use device::{FastPath, Options, Tunnel};
+pub use device::{Ended, FastPath, Options, Tunnel};
 pub use keys::{PublicKey, SecretKey};
 pub use stats::Counters;

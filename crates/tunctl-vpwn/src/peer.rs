@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::engine::Engine;
@@ -47,10 +47,39 @@ pub(crate) struct PeerState {
 
 /// An engine kept only to decrypt its sessions' last datagrams.
 pub(crate) struct Retiring {
-    pub(crate) engine: Box<dyn Engine>,
+    /// The engine, once taken from the peer state it served.
+    engine: Option<Box<dyn Engine>>,
+    /// The peer state of the table before, whose engine this is until it is first needed
+    /// here: the table before goes on using it until the new one is in place.
+    from: Option<Arc<PeerState>>,
     /// The index its sessions carry.
     pub(crate) index: u32,
     pub(crate) since: Instant,
+}
+
+impl Retiring {
+    /// The engine of `from` (a peer state of the table before), to retire.
+    pub(crate) fn of(from: &Arc<PeerState>) -> Retiring {
+        Retiring {
+            engine: None,
+            from: Some(Arc::clone(from)),
+            index: from.index,
+            since: Instant::now(),
+        }
+    }
+
+    /// The engine: on first use, taken from the peer state of the table before (which
+    /// nothing reaches any more but a batch still in flight).
+    pub(crate) fn engine(&mut self) -> &mut Box<dyn Engine> {
+        let engine = match self.from.take() {
+            Some(from) => std::mem::replace(&mut *from.engine(), Box::new(crate::engine::Inert)),
+            None => self
+                .engine
+                .take()
+                .unwrap_or_else(|| Box::new(crate::engine::Inert)),
+        };
+        self.engine.insert(engine)
+    }
 }
 
 /// How long a retiring engine is kept at most (the protocol's REJECT_AFTER_TIME: no session
@@ -76,7 +105,7 @@ impl EngineGuard<'_> {
     pub(crate) fn get(&mut self) -> Option<&mut Box<dyn Engine>> {
         match self {
             EngineGuard::Own(e) => Some(&mut **e),
-            EngineGuard::Retiring(r) => r.as_mut().map(|r| &mut r.engine),
+            EngineGuard::Retiring(r) => r.as_mut().map(Retiring::engine),
         }
     }
 

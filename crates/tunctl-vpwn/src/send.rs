@@ -41,6 +41,8 @@ struct Run {
     used: usize,
     segment: usize,
     count: usize,
+    /// The bytes of its packets before encryption (what `tx_bytes` counts).
+    inner: usize,
     closed: bool,
 }
 
@@ -55,7 +57,8 @@ impl Run {
     }
 }
 
-/// What a batch became: the packets sent (or waiting for a handshake) and their bytes.
+/// What a batch became: the packets sent and their bytes (those waiting for a handshake
+/// count when they leave).
 #[derive(Default)]
 struct Sent {
     packets: usize,
@@ -99,11 +102,19 @@ impl<'a> Sender<'a> {
             r.to.addr,
             r.to.src,
         );
-        if let Some(peer) = self.table.peers.get(r.peer) {
-            Stats::add(&peer.tx_bytes, r.used);
-            peer.sent();
+        // Counted as sent only once sent: a run the socket refused is lost, not sent.
+        match sent {
+            Ok(_) => {
+                self.sent.packets += r.count;
+                self.sent.bytes += r.inner;
+                if let Some(peer) = self.table.peers.get(r.peer) {
+                    Stats::add(&peer.tx_bytes, r.used);
+                    peer.sent();
+                }
+                true
+            }
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
         }
-        !sent.is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
     /// One packet of `n` bytes (padded to `padded` in place) for peer `p`: encrypted into
@@ -139,13 +150,13 @@ impl<'a> Sender<'a> {
                     used: 0,
                     segment: size,
                     count: 0,
+                    inner: 0,
                     closed: false,
                 });
                 r.used += size;
                 r.count += 1;
+                r.inner += n;
                 r.closed = size < r.segment;
-                self.sent.packets += 1;
-                self.sent.bytes += n;
             }
             // A handshake initiation: the packet waits in the engine's queue, and leaves (and
             // counts as sent) when the handshake completes.

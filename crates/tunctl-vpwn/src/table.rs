@@ -128,27 +128,6 @@ impl Table {
     }
 }
 
-/// Engines need a private key; a peer configured before one is given gets an engine that
-/// refuses everything until it is (the table is rebuilt then).
-struct Inert;
-
-impl Engine for Inert {
-    fn encapsulate<'a>(&mut self, _: &[u8], _: &'a mut [u8]) -> crate::engine::Out<'a> {
-        crate::engine::Out::Dropped(crate::engine::Refusal::NoSession)
-    }
-    fn decapsulate<'a>(
-        &mut self,
-        _: Option<IpAddr>,
-        _: &[u8],
-        _: &'a mut [u8],
-    ) -> crate::engine::Out<'a> {
-        crate::engine::Out::Dropped(crate::engine::Refusal::Auth)
-    }
-    fn tick<'a>(&mut self, _: &'a mut [u8]) -> crate::engine::Out<'a> {
-        crate::engine::Out::Done
-    }
-}
-
 fn new_peer(
     gate: Option<&Gate>,
     p: &Peer,
@@ -158,18 +137,11 @@ fn new_peer(
     let index = indexes.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
     let engine: Box<dyn Engine> = match gate {
         Some(g) => g.engine(&p.public_key, p.preshared_key.as_ref(), index),
-        None => Box::new(Inert),
+        None => Box::new(crate::engine::Inert),
     };
     // The engine it replaces (a new preshared key): kept to decrypt what is still in flight.
-    let retiring = prev.map(|s| {
-        let mut old = s.engine.lock().unwrap_or_else(|p| p.into_inner());
-        let engine = std::mem::replace(&mut *old, Box::new(Inert));
-        crate::peer::Retiring {
-            engine,
-            index: s.index,
-            since: std::time::Instant::now(),
-        }
-    });
+    // It is taken when first needed, so the table before keeps it until this one is live.
+    let retiring = prev.map(crate::peer::Retiring::of);
     let load = |f: fn(&PeerState) -> &AtomicU64| prev.map_or(0, |s| f(s).load(Ordering::Relaxed));
     PeerState {
         engine: Mutex::new(engine),

@@ -1,24 +1,26 @@
 //! The protocol's timers: every peer's engine is ticked every [`TICK`] (handshake retries,
 //! rekeying, keepalives, session expiry), and what it asks to send goes to the peer; once
-//! a second, the device's MTU is read again (wg-quick sets it after the tunnel starts).
+//! a second, the device is looked at again: its MTU (wg-quick sets it after the tunnel
+//! starts), and whether routes the kernel removed must be put back.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tunctl::Device;
 
-use crate::device::{follow_mtu, Shared, TICK};
+use crate::device::{follow_link, Follow, Shared, TICK};
 use crate::engine::Out;
 use crate::stats::Stats;
 
 pub(crate) fn thread(device: &Device, shared: &Shared) {
     let mut out = vec![0u8; 256];
-    let mut mtu_read = Instant::now();
+    let mut looked = Instant::now();
+    let mut follow = Follow::default();
     while !shared.stop.load(Ordering::Acquire) {
         std::thread::sleep(TICK);
-        if mtu_read.elapsed().as_secs() >= 1 {
-            follow_mtu(device, shared);
-            mtu_read = Instant::now();
+        if looked.elapsed().as_secs() >= 1 {
+            follow_link(device, shared, &mut follow);
+            looked = Instant::now();
         }
         let table = shared.table();
         if let Some(gate) = &table.gate {

@@ -49,8 +49,9 @@ pub struct PeerStatus {
 /// A refused `set=1`: the errno to answer (negative, as wireguard-go writes it) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetError {
-    /// `-EINVAL` for a bad request, `-EADDRINUSE` for a port in use, `-EPROTO` for a
-    /// protocol version other than 1.
+    /// As wireguard-go answers: `-EPROTO` for a line that is not `key=value`, `-EINVAL`
+    /// for a bad key or value (a protocol version other than 1 too), `-EADDRINUSE` for a
+    /// port that cannot be bound or a firewall mark that cannot be set.
     pub errno: i32,
     /// What was wrong, naming the line.
     pub message: String,
@@ -90,14 +91,6 @@ fn only_true(line: &str, v: &str) -> Result<(), SetError> {
     match v {
         "true" => Ok(()),
         _ => Err(invalid(line, "the only value is true")),
-    }
-}
-
-fn parse_bool(line: &str, v: &str) -> Result<bool, SetError> {
-    match v {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(invalid(line, "expected true or false")),
     }
 }
 
@@ -152,9 +145,11 @@ pub fn apply_set<'a>(
     // undoes.
     let mut fresh: Vec<PublicKey> = Vec::new();
     for line in lines {
-        let (key, value) = line
-            .split_once('=')
-            .ok_or_else(|| invalid(line, "not key=value"))?;
+        // A line that is not key=value is a protocol error (EPROTO), as wireguard-go says.
+        let (key, value) = line.split_once('=').ok_or_else(|| SetError {
+            errno: -libc::EPROTO,
+            message: format!("{line:?}: not key=value"),
+        })?;
         let peer_key = matches!(
             key,
             "remove"
@@ -201,9 +196,8 @@ pub fn apply_set<'a>(
                     .ok_or_else(|| invalid(line, "expected 0 to 4294967295"))?
             }
             "replace_peers" => {
-                if parse_bool(line, value)? {
-                    next.peers.clear();
-                }
+                only_true(line, value)?;
+                next.peers.clear();
             }
             "public_key" => {
                 let key = parse_hex_key(value).map_err(|e| invalid(line, e))?;
@@ -300,9 +294,8 @@ fn apply_peer_line(
                 parse_decimal::<u16>(value).ok_or_else(|| invalid(line, "expected 0 to 65535"))?
         }
         "replace_allowed_ips" => {
-            if parse_bool(line, value)? {
-                peer.allowed_ips.clear();
-            }
+            only_true(line, value)?;
+            peer.allowed_ips.clear();
         }
         "allowed_ip" => {
             // A prefix is required (as wireguard-go does): `fd00::1` alone would otherwise
@@ -321,10 +314,7 @@ fn apply_peer_line(
         }
         _ => {
             if value != "1" {
-                return Err(SetError {
-                    errno: -libc::EPROTO,
-                    message: format!("{line:?}: only protocol version 1 is known"),
-                });
+                return Err(invalid(line, "only protocol version 1 is known"));
             }
         }
     }
@@ -334,7 +324,12 @@ fn apply_peer_line(
 /// The answer to `get=1` (without the final `errno=0` and blank line), in a string wiped
 /// when dropped (it holds the private key).
 pub fn get_response(conf: &Config, port: u16, status: &[PeerStatus]) -> Zeroizing<String> {
-    let mut out = Zeroizing::new(String::new());
+    // Room for all of it from the start: a string that grew would leave copies of the
+    // private key in memory it gave back.
+    let networks: usize = conf.peers.iter().map(|p| p.allowed_ips.len()).sum();
+    let mut out = Zeroizing::new(String::with_capacity(
+        256 + 512 * conf.peers.len() + 64 * networks,
+    ));
     if let Some(k) = &conf.private_key {
         out.push_str("private_key=");
         out.push_str(&k.to_hex());
@@ -677,12 +672,18 @@ pub fn get(name: &str) -> std::io::Result<TunnelInfo> {
             ("last_handshake_time_sec", Some(p)) => {
                 handshake.0 = num();
                 p.last_handshake = (handshake.0 > 0)
-                    .then(|| SystemTime::UNIX_EPOCH + Duration::new(handshake.0, handshake.1));
+                    .then(|| {
+                        SystemTime::UNIX_EPOCH.checked_add(Duration::new(handshake.0, handshake.1))
+                    })
+                    .flatten();
             }
             ("last_handshake_time_nsec", Some(p)) => {
                 handshake.1 = u32::try_from(num()).unwrap_or(0).min(999_999_999);
                 p.last_handshake = (handshake.0 > 0)
-                    .then(|| SystemTime::UNIX_EPOCH + Duration::new(handshake.0, handshake.1));
+                    .then(|| {
+                        SystemTime::UNIX_EPOCH.checked_add(Duration::new(handshake.0, handshake.1))
+                    })
+                    .flatten();
             }
             ("rx_bytes", Some(p)) => p.rx_bytes = num(),
             ("tx_bytes", Some(p)) => p.tx_bytes = num(),
@@ -758,13 +759,26 @@ pub fn vpwn_status(name: &str) -> std::io::Result<VpwnStatus> {
 }
 
 /// Asks a vpwn tunnel to stop (`set=vpwn-down`): only that tunnel stops, whatever else
-/// the process serving it runs.
+/// the process serving it runs. `Ok(false)` when the server is another implementation:
+/// it refused the request (an errno), or hung up without an answer (wireguard-go does, on
+/// an operation it does not know).
 ///
 /// # Errors
 ///
-/// As [`get`]; another implementation refuses it (an errno error).
-pub fn down(name: &str) -> std::io::Result<()> {
-    request(name, "set=vpwn-down\n\n", |_, _| {})
+/// As [`get`], for a tunnel that cannot be reached.
+pub fn down(name: &str) -> std::io::Result<bool> {
+    match request(name, "set=vpwn-down\n\n", |_, _| {}) {
+        Ok(()) => Ok(true),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::Other | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Sends `set=1` with these lines to tunnel `name`.
@@ -946,7 +960,8 @@ mod tests {
             ("endpoint=1.2.3.4:5", -libc::EINVAL),
             ("private_key=zz", -libc::EINVAL),
             ("bogus=1", -libc::EINVAL),
-            ("nothing", -libc::EINVAL),
+            ("replace_peers=false", -libc::EINVAL),
+            ("nothing", -libc::EPROTO),
         ] {
             let e = apply_set(&base, [req]).unwrap_err();
             assert_eq!(e.errno, errno, "{req}");
@@ -956,7 +971,9 @@ mod tests {
         assert!(!e.message.contains("abab"), "{}", e.message);
         let pk = format!("public_key={}", "aa".repeat(32));
         let e = apply_set(&base, [pk.as_str(), "protocol_version=2"]).unwrap_err();
-        assert_eq!(e.errno, -libc::EPROTO);
+        assert_eq!(e.errno, -libc::EINVAL);
+        let e = apply_set(&base, [pk.as_str(), "replace_allowed_ips=false"]).unwrap_err();
+        assert_eq!(e.errno, -libc::EINVAL);
         let e = apply_set(&base, [pk.as_str(), "allowed_ip=10.0.0.0/33"]).unwrap_err();
         assert_eq!(e.errno, -libc::EINVAL);
         let e = apply_set(&base, [pk.as_str(), "allowed_ip=fd00::1"]).unwrap_err();

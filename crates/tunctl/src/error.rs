@@ -61,8 +61,9 @@ impl Error {
         }
     }
 
-    /// Wraps an OS error from operation `op`; the kind follows the errno.
-    pub(crate) fn os(op: impl Into<String>, err: io::Error) -> Error {
+    /// Wraps an OS error from operation `op` (what a program built on this crate failed to
+    /// do, e.g. `SO_MARK`); the kind follows the errno.
+    pub fn os(op: impl Into<String>, err: io::Error) -> Error {
         let kind = match err.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => ErrorKind::PermissionDenied,
             Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::ENXIO) => ErrorKind::NotFound,

@@ -67,8 +67,8 @@ pub use device::Device;
 pub use error::{Error, ErrorKind, Result};
 pub use flags::{Flags, Kind, Offload};
 pub use netlink::{
-    Address, Link, LinkConfig, LinkEvent, LinkInfo, Netlink, Plan, Route, RouteSpec, Rule, Step,
-    TunInfo, Watch, RTPROT_STATIC, RT_TABLE_MAIN,
+    Address, Link, LinkConfig, LinkEvent, LinkInfo, Netlink, Plan, Route, RouteKind, RouteSpec,
+    Rule, Step, TunInfo, Watch, RTPROT_STATIC, RT_TABLE_MAIN,
 };
 pub use netns::{CreatedNamespace, Namespace, PrivateNamespace, NETNS_RUN_DIR};
 pub use pi::PacketInfo;

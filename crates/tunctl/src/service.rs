@@ -19,10 +19,59 @@ pub struct ServiceSocket {
     path: PathBuf,
     /// The socket file's inode: only ours is removed on drop.
     inode: u64,
-    /// `DIR/NAME.lock`, locked (`flock`) for as long as this socket lives: the name is
-    /// ours, whoever else starts with it.
-    lock: OwnedFd,
-    lock_path: PathBuf,
+    /// `DIR/NAME.lock`, held for as long as this socket lives: the name is ours, whoever
+    /// else starts with it. Declared last: released after the socket file is removed.
+    _name: NameLock,
+}
+
+/// A name taken for the life of a program: `DIR/NAME.lock`, locked (`flock`) exclusively
+/// while this lives, removed (still locked) when it goes. A program killed before it could
+/// remove it leaves a file nobody holds, which the next taker simply locks: the kernel
+/// releases a lock with its holder, so a name is never held by the dead.
+#[derive(Debug)]
+pub struct NameLock {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl NameLock {
+    /// Takes `NAME` in `dir` without waiting. `dir` is made 0755 if missing and must be
+    /// writable by nobody but this user (or root), as for [`ServiceSocket::bind`].
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::AddrInUse`] when a running program holds the name;
+    /// [`io::ErrorKind::InvalidInput`] for a name that is empty, starts with a dot or holds
+    /// a `/`; [`io::ErrorKind::PermissionDenied`] for a directory others can write; the
+    /// directory or the file cannot be made.
+    pub fn take(dir: &Path, name: &str) -> io::Result<NameLock> {
+        if name.is_empty() || name.starts_with('.') || name.contains('/') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name:?} is not a lock name"),
+            ));
+        }
+        secure_dir(dir)?;
+        let (fd, path) = lock_name(dir, name)?;
+        Ok(NameLock { fd, path })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for NameLock {
+    fn drop(&mut self) {
+        // Ours, while still locked (the fd closes after this): one replaced meanwhile is
+        // another taker's.
+        if let Ok(held) = rustix::fs::fstat(&self.fd) {
+            if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == held.st_ino) {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
 }
 
 /// Makes `dir` (and any missing parent) mode 0755 whatever the umask, as wireguard-go
@@ -177,8 +226,7 @@ impl ServiceSocket {
     pub fn bind(dir: &Path, name: &str) -> io::Result<ServiceSocket> {
         use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
         let path = socket_path(dir, name)?;
-        secure_dir(dir)?;
-        let (lock, lock_path) = lock_name(dir, name)?;
+        let name_lock = NameLock::take(dir, name)?;
         sweep_stale(dir, name);
         match UnixStream::connect(&path) {
             Ok(_) => {
@@ -210,8 +258,7 @@ impl ServiceSocket {
             listener,
             path,
             inode,
-            lock,
-            lock_path,
+            _name: name_lock,
         })
     }
 
@@ -232,12 +279,7 @@ impl Drop for ServiceSocket {
         if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
             let _ = std::fs::remove_file(&self.path);
         }
-        // The lock file, ours, while still locked (the fd closes after this).
-        if let Ok(held) = rustix::fs::fstat(&self.lock) {
-            if std::fs::symlink_metadata(&self.lock_path).is_ok_and(|m| m.ino() == held.st_ino) {
-                let _ = std::fs::remove_file(&self.lock_path);
-            }
-        }
+        // The name's lock file goes with `_name`, after this.
     }
 }
 

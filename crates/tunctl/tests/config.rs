@@ -773,6 +773,20 @@ fn link_address_and_route_events_of_changes_made_from_outside() {
         "tun created",
         |e| matches!(e, E::Created(l) if l.index == tun_index && l.tun.is_some()),
     );
+    // Down and up again with a queue attached: its carrier goes and comes in the same
+    // announcements, which say why.
+    common::ip_ok(&t.name, &["link", "set", "wt0", "down"]);
+    expect_event(
+        &mut watch,
+        "tun down",
+        |e| matches!(e, E::Admin { link, up: false } if link.index == tun_index),
+    );
+    common::ip_ok(&t.name, &["link", "set", "wt0", "up"]);
+    expect_event(
+        &mut watch,
+        "tun up",
+        |e| matches!(e, E::Admin { link, up: true } if link.index == tun_index && link.carrier == Some(true)),
+    );
     drop(dev);
     expect_event(
         &mut watch,

@@ -71,16 +71,18 @@ fn main() -> ExitCode {
     while !stop.load(Ordering::SeqCst) && tunnel.is_running() {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let why = if tunnel.is_device_gone() {
-        "device deleted"
-    } else if stop.load(Ordering::SeqCst) {
-        "signal"
-    } else {
-        "told to stop: vpwn down"
+    let ended = tunnel.ended();
+    let why = match &ended {
+        Some(e) => e.to_string(),
+        None => "signal".to_string(),
     };
     eprintln!("tunctl-vpwn: {}: down ({why})", tunnel.name());
     tunnel.down();
-    ExitCode::SUCCESS
+    if matches!(ended, Some(tunctl_vpwn::Ended::ThreadFailed(_))) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// Starts this program again in the background and returns once its UAPI socket answers

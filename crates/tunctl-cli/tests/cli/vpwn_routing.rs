@@ -125,6 +125,17 @@ struct Server {
     _proc: Proc,
 }
 
+/// The usual set-up: the hosts (the client's default route at metric 100), a client key,
+/// and wireguard-go serving that client; `None` where the test cannot run (said, and a
+/// failure under CI).
+fn client_and_server() -> Option<(TestNs, Hosts, String, Server)> {
+    let (guard, _) = common::privileged_ns()?;
+    let h = hosts(Some(100));
+    let private = ok(&["vpwn", "genkey"]);
+    let srv = server(&h, &public_of(&private))?;
+    Some((guard, h, private, srv))
+}
+
 fn server(h: &Hosts, client_public: &str) -> Option<Server> {
     let Some(program) = which("wireguard-go") else {
         assert!(
@@ -316,6 +327,37 @@ fn full_mark(ns: &str) -> Option<u32> {
     })
 }
 
+/// Whether `ip route get DST` in `ns` is refused as unreachable (no route out at all).
+fn unreachable(ns: &str, dst: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["-n", ns, "route", "get", dst])
+        .output()
+        .unwrap();
+    // An unreachable route answers EHOSTUNREACH ("No route to host"); no route at all,
+    // ENETUNREACH ("Network is unreachable").
+    let said = String::from_utf8_lossy(&out.stderr);
+    !out.status.success() && (said.contains("unreachable") || said.contains("No route to host"))
+}
+
+/// vpwn's routes (`proto 87`) in every table of `ns`.
+fn vpwn_table_routes(ns: &str) -> Vec<serde_json::Value> {
+    [false, true]
+        .into_iter()
+        .flat_map(|v6| {
+            let args: &[&str] = if v6 {
+                &["-6", "route", "show", "table", "all"]
+            } else {
+                &["route", "show", "table", "all"]
+            };
+            common::ip_json(Some(ns), args)
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|r| r["protocol"] == "87" || r["protocol"] == 87)
+        .collect()
+}
+
 /// A UDP datagram from the client's tunnel address reaches the server's through the tunnel
 /// (the first one waits for the handshake).
 fn through(h: &Hosts, from: &str, to: &str) -> bool {
@@ -357,12 +399,7 @@ fn client_conf(private: &str, server: &str, endpoint: &str, allowed: &str, extra
 /// stays local, and SIGTERM removes every rule and route.
 #[test]
 fn a_full_tunnel_keeps_its_own_datagrams_out_and_cleans_up() {
-    let Some((_g, _)) = common::privileged_ns() else {
-        return;
-    };
-    let h = hosts(Some(100));
-    let private = ok(&["vpwn", "genkey"]);
-    let Some(srv) = server(&h, &public_of(&private)) else {
+    let Some((_g, h, private, srv)) = client_and_server() else {
         return;
     };
     for (allowed, endpoint, v4, v6) in [
@@ -501,23 +538,37 @@ fn split_off_and_killed_tunnels_route_as_they_say() {
     assert_eq!(route_dev(&h.c.name, "10.99.0.1", None), h.ua);
     stop(p);
 
-    // SIGKILL: the device goes with the process, its rules stay; the next up removes them
-    // (and adds its own), and its exit leaves none.
-    let name = common::unique("wgk");
+    // SIGKILL: the device goes with the process, its rules stay, and its table refuses
+    // traffic (fails closed); `vpwn clean` removes them, and so does the next up (which
+    // adds its own), whose exit leaves none.
     let body = client_conf(&private, &srv.public, &endpoint, "0.0.0.0/0", "");
-    let mut p = client_up(&h, &name, &body).unwrap();
-    if let Some(mut c) = p.0.take() {
-        let _ = c.kill();
-        let _ = c.wait();
+    for clean in [true, false] {
+        // A name of its own each time: the killed one leaves its UAPI socket behind.
+        let name = common::unique("wgk");
+        let mut p = client_up(&h, &name, &body).unwrap();
+        if let Some(mut c) = p.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        wait("the killed tunnel's device to go", 5, || {
+            common::ip_link(Some(&h.c.name), &name).is_none()
+        });
+        assert_eq!(
+            vpwn_rules(&h.c.name).len(),
+            2,
+            "a killed tunnel leaves its rules"
+        );
+        assert!(
+            unreachable(&h.c.name, "10.99.0.1"),
+            "after a crash, refused: not in clear text"
+        );
+        if clean {
+            ok(&["-n", &h.c.name, "vpwn", "clean"]);
+            assert!(vpwn_rules(&h.c.name).is_empty(), "vpwn clean removes them");
+            assert_eq!(route_dev(&h.c.name, "10.99.0.1", None), h.ua);
+            assert!(vpwn_table_routes(&h.c.name).is_empty());
+        }
     }
-    wait("the killed tunnel's device to go", 5, || {
-        common::ip_link(Some(&h.c.name), &name).is_none()
-    });
-    assert_eq!(
-        vpwn_rules(&h.c.name).len(),
-        2,
-        "a killed tunnel leaves its rules"
-    );
     let again = common::unique("wgk");
     let p = client_up(&h, &again, &body).unwrap();
     assert_eq!(
@@ -738,4 +789,147 @@ fn a_handshake_that_never_completes_is_said() {
             && said.contains(&format!("nothing answers at {S4}:51899")),
         "{said}"
     );
+}
+
+/// The kernel removes a link's routes when it goes down, and wg-quick's full tunnel then
+/// sends everything by the real default route, in clear text. vpwn's refuses it while the
+/// device is down (its table's unreachable route), and puts its route back when the device
+/// comes up again: traffic goes through the tunnel again, with no restart.
+#[test]
+fn a_full_tunnel_fails_closed_while_its_device_is_down() {
+    let Some((_g, h, private, srv)) = client_and_server() else {
+        return;
+    };
+    let name = common::unique("wgd");
+    let body = client_conf(
+        &private,
+        &srv.public,
+        &format!("{S4}:51820"),
+        "0.0.0.0/0, ::/0",
+        "",
+    );
+    let p = client_up(&h, &name, &body).unwrap();
+    assert!(through(&h, "10.232.0.1:0", "10.232.0.2:7321"));
+    ip_ok(&h.c.name, &["link", "set", &name, "down"]);
+    for dst in ["10.99.0.1", S4, "fd00:99::1", S6] {
+        assert!(
+            unreachable(&h.c.name, dst),
+            "{dst}: refused while the device is down, not sent by {}",
+            h.ua
+        );
+    }
+    // Nothing leaves by the underlay either: a datagram is refused at once.
+    let tx =
+        h.c.ns
+            .run(|| std::net::UdpSocket::bind("0.0.0.0:0"))
+            .unwrap()
+            .unwrap();
+    assert!(tx.send_to(b"clear text?", (S4, 9)).is_err());
+    ip_ok(&h.c.name, &["link", "set", &name, "up"]);
+    wait("the tunnel's routes put back", 5, || {
+        !unreachable(&h.c.name, "10.99.0.1")
+            && !unreachable(&h.c.name, "fd00:99::1")
+            && route_dev(&h.c.name, "10.99.0.1", None) == name
+            && route_dev(&h.c.name, "fd00:99::1", None) == name
+    });
+    // The kernel took the IPv6 address with the link; it is back too.
+    let addrs = common::ip_json(Some(&h.c.name), &["-6", "addr", "show", "dev", &name]);
+    assert!(
+        addrs.to_string().contains("fd00:232::1"),
+        "IPv6 address put back: {addrs}"
+    );
+    let mark = full_mark(&h.c.name).unwrap();
+    assert_eq!(route_dev(&h.c.name, S4, Some(mark)), h.ua);
+    assert!(
+        through(&h, "10.232.0.1:0", "10.232.0.2:7322"),
+        "through the tunnel again"
+    );
+    stop(p);
+    assert!(vpwn_rules(&h.c.name).is_empty());
+    assert!(vpwn_table_routes(&h.c.name).is_empty());
+}
+
+/// Two full tunnels in one namespace, started at the same moment: each takes a table of
+/// its own (51820, 51821) with rules at priorities of its own; the one stopped first takes
+/// exactly its own rules with it (the other's identical `suppress_prefixlength 0` rule
+/// stays), and a tunnel killed on a persistent device (which keeps its routes) is cleaned
+/// up by the next `up` all the same.
+#[test]
+fn full_tunnels_side_by_side_remove_only_their_own() {
+    let Some((_g, h, private, srv)) = client_and_server() else {
+        return;
+    };
+    let endpoint = format!("{S4}:51820");
+    let (a, b) = (common::unique("wga"), common::unique("wgb"));
+    let conf = |addr: &str| {
+        format!(
+            "[Interface]\nPrivateKey = {}\nAddress = {addr}\n[Peer]\nPublicKey = {}\nEndpoint = {endpoint}\nAllowedIPs = 0.0.0.0/0\n",
+            private.trim(),
+            srv.public
+        )
+    };
+    // Both at once.
+    let (body_a, body_b) = (conf("10.232.0.1/24"), conf("10.234.0.1/24"));
+    let (pa, pb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| client_up(&h, &a, &body_a));
+        let tb = s.spawn(|| client_up(&h, &b, &body_b));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    let (pa, pb) = (pa.unwrap(), pb.unwrap());
+    let ours = vpwn_rules(&h.c.name);
+    let prefs: std::collections::BTreeSet<u64> =
+        ours.iter().filter_map(|r| r["priority"].as_u64()).collect();
+    assert_eq!(
+        prefs,
+        [31997, 31998, 31999, 32000].into_iter().collect(),
+        "{ours:?}"
+    );
+    let tables: std::collections::BTreeSet<String> = ours
+        .iter()
+        .filter(|r| r["fwmark"].is_string())
+        .map(|r| r["table"].to_string())
+        .collect();
+    assert_eq!(tables.len(), 2, "a table each: {ours:?}");
+    // The first stops: the other's two rules stay, exactly.
+    // Whichever rule set comes first routes; both are full tunnels. Stop that one.
+    let (survivor, p) = if route_dev(&h.c.name, "10.99.0.1", None) == a {
+        stop(pa);
+        (b.clone(), pb)
+    } else {
+        stop(pb);
+        (a.clone(), pa)
+    };
+    let left = vpwn_rules(&h.c.name);
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert_eq!(
+        route_dev(&h.c.name, "10.99.0.1", None),
+        survivor,
+        "the other tunnel still takes the traffic"
+    );
+    assert_eq!(route_dev(&h.c.name, R4C, None), h.ua, "local stays local");
+    stop(p);
+    assert!(vpwn_rules(&h.c.name).is_empty());
+
+    // A persistent device keeps its routes when its tunnel is killed: still stale.
+    let pers = common::unique("wgp");
+    ok(&["-n", &h.c.name, "add", "--tun", &pers]);
+    let mut p = client_up(&h, &pers, &conf("10.232.0.1/24")).unwrap();
+    if let Some(mut c) = p.0.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = std::fs::remove_file(format!("/var/run/wireguard/{pers}.sock"));
+    assert_eq!(vpwn_rules(&h.c.name).len(), 2);
+    assert!(!vpwn_table_routes(&h.c.name).is_empty());
+    let p = client_up(&h, &pers, &conf("10.232.0.1/24")).unwrap();
+    assert_eq!(vpwn_rules(&h.c.name).len(), 2, "the stale ones replaced");
+    assert!(through(&h, "10.232.0.1:0", "10.232.0.2:7331"));
+    stop(p);
+    assert!(vpwn_rules(&h.c.name).is_empty());
+    assert!(
+        vpwn_table_routes(&h.c.name).is_empty(),
+        "{:?}",
+        vpwn_table_routes(&h.c.name)
+    );
+    ok(&["-n", &h.c.name, "del", &pers]);
 }

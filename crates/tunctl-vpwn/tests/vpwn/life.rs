@@ -100,7 +100,7 @@ fn down_stops_only_the_tunnel_asked() {
     let tb = start(&u.b, &kb, ka.public(), B);
     let ta = start(&u.a, &ka, kb.public(), A);
     assert!(crosses(&u.a, "10.204.0.1", &u.b, "10.204.0.2", 7404));
-    tunctl_vpwn::uapi::down(ta.name()).expect("vpwn answers set=vpwn-down");
+    assert!(tunctl_vpwn::uapi::down(ta.name()).expect("vpwn answers set=vpwn-down"));
     let deadline = Instant::now() + Duration::from_secs(2);
     while ta.is_running() {
         assert!(Instant::now() < deadline, "the tunnel asked stops");

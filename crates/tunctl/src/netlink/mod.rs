@@ -31,7 +31,7 @@ use crate::name;
 use crate::netns::Namespace;
 pub use config::{LinkConfig, Plan, Step};
 pub use link::Link;
-pub use model::{Address, LinkInfo, Route, TunInfo};
+pub use model::{Address, LinkInfo, Route, RouteKind, TunInfo};
 pub use route::{RouteSpec, Rule, RTPROT_STATIC, RT_TABLE_MAIN};
 pub use watch::{LinkEvent, Watch};
 

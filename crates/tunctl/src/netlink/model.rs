@@ -271,6 +271,20 @@ pub struct Route {
     pub metric: u32,
     /// Who made it (`rtm_protocol`: 2 the kernel, 3 boot, 4 static, ...).
     pub protocol: u8,
+    /// What it does with what it matches.
+    pub kind: RouteKind,
+}
+
+/// What a route does with the packets it matches (`rtm_type`; the kinds this crate makes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RouteKind {
+    /// Sends them out of its link (`ip route add DST dev LINK`).
+    #[default]
+    Unicast,
+    /// Refuses them with "network unreachable" (`ip route add unreachable DST`).
+    Unreachable,
+    /// Any other type (local, broadcast, blackhole, ...), as listed.
+    Other(u8),
 }
 
 impl Route {
@@ -289,6 +303,11 @@ impl Route {
             table: u32::from(msg.header.table),
             metric: 0,
             protocol: u8::from(msg.header.protocol),
+            kind: match msg.header.kind {
+                netlink_packet_route::route::RouteType::Unicast => RouteKind::Unicast,
+                netlink_packet_route::route::RouteType::Unreachable => RouteKind::Unreachable,
+                other => RouteKind::Other(u8::from(other)),
+            },
         };
         for attr in &msg.attributes {
             match attr {

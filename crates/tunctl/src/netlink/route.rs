@@ -11,7 +11,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use super::{Netlink, Route};
+use super::{Netlink, Route, RouteKind};
 use crate::addr::Cidr;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -38,6 +38,8 @@ pub struct RouteSpec {
     /// Who makes it (`rtm_protocol`; [`RTPROT_STATIC`] unless said): a program can tag its
     /// routes and find them again.
     pub protocol: u8,
+    /// What it does with what it matches: out of its link, or refuse.
+    pub kind: RouteKind,
 }
 
 impl RouteSpec {
@@ -50,6 +52,18 @@ impl RouteSpec {
             table: RT_TABLE_MAIN,
             metric: None,
             protocol: RTPROT_STATIC,
+            kind: RouteKind::Unicast,
+        }
+    }
+
+    /// An unreachable route to `dst` (`ip route add unreachable DST`): packets it matches
+    /// are refused (`ENETUNREACH`), whatever links come and go. Behind a tunnel's own route
+    /// (with a higher metric), it keeps the table failing closed when the kernel removes
+    /// the tunnel's route (its link went down).
+    pub fn unreachable(dst: Cidr) -> RouteSpec {
+        RouteSpec {
+            kind: RouteKind::Unreachable,
+            ..RouteSpec::new(dst, 0)
         }
     }
 
@@ -71,17 +85,23 @@ impl RouteSpec {
             }
         }
         msg.header.protocol = RouteProtocol::from(self.protocol);
-        msg.header.scope = if self.gateway.is_some() {
+        msg.header.scope = if self.gateway.is_some() || self.kind == RouteKind::Unreachable {
             RouteScope::Universe
         } else {
             RouteScope::Link
         };
-        msg.header.kind = RouteType::Unicast;
+        msg.header.kind = match self.kind {
+            RouteKind::Unicast => RouteType::Unicast,
+            RouteKind::Unreachable => RouteType::Unreachable,
+            RouteKind::Other(t) => RouteType::from(t),
+        };
         msg.attributes
             .push(RouteAttribute::Destination(RouteAddress::from(
                 self.dst.network(),
             )));
-        msg.attributes.push(RouteAttribute::Oif(self.index));
+        if self.kind != RouteKind::Unreachable {
+            msg.attributes.push(RouteAttribute::Oif(self.index));
+        }
         if let Some(gw) = self.gateway {
             msg.attributes
                 .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
@@ -236,6 +256,19 @@ impl Netlink {
     ///
     /// As [`links`](Netlink::links).
     pub fn table_routes(&self, table: u32) -> Result<Vec<Route>> {
+        Ok(self
+            .all_routes()?
+            .into_iter()
+            .filter(|r| r.table == table)
+            .collect())
+    }
+
+    /// The routes of every table, IPv4 and IPv6 (`ip route show table all`).
+    ///
+    /// # Errors
+    ///
+    /// As [`links`](Netlink::links).
+    pub fn all_routes(&self) -> Result<Vec<Route>> {
         let mut all = Vec::new();
         for v6 in [false, true] {
             let mut msg = RouteMessage::default();
@@ -250,7 +283,7 @@ impl Netlink {
                 _ => None,
             }));
         }
-        Ok(all.into_iter().filter(|r| r.table == table).collect())
+        Ok(all)
     }
 
     /// Adds a route to `dst` through link `index` in the main table (RTM_NEWROUTE, as

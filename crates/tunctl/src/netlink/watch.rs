@@ -65,7 +65,9 @@ pub enum LinkEvent {
         /// Whether it has carrier now.
         carrier: bool,
     },
-    /// The link was brought up (`true`) or down (`IFF_UP`).
+    /// The link was brought up (`true`) or down (`IFF_UP`). When its carrier changed in
+    /// the same announcement (a TUN/TAP device with a queue loses it when brought down and
+    /// gets it back when brought up), this is the event: `link.carrier` says the rest.
     Admin {
         /// The link as it is now.
         link: LinkInfo,
@@ -293,13 +295,15 @@ impl Watch {
                         from: was.name,
                         link,
                     },
-                    Some(was) if (was.flags ^ now.flags) & IFF_LOWER_UP != 0 => {
-                        let carrier = now.flags & IFF_LOWER_UP != 0;
-                        LinkEvent::Carrier { link, carrier }
-                    }
+                    // Brought down, a link loses its carrier in the same announcement, and
+                    // brought up gets it back in one: the cause is what is reported.
                     Some(was) if (was.flags ^ now.flags) & IFF_UP != 0 => {
                         let up = now.flags & IFF_UP != 0;
                         LinkEvent::Admin { link, up }
+                    }
+                    Some(was) if (was.flags ^ now.flags) & IFF_LOWER_UP != 0 => {
+                        let carrier = now.flags & IFF_LOWER_UP != 0;
+                        LinkEvent::Carrier { link, carrier }
                     }
                     Some(_) => LinkEvent::Changed(link),
                 }
