@@ -846,6 +846,11 @@ fn a_full_tunnel_fails_closed_while_its_device_is_down() {
     );
     stop(p);
     assert!(vpwn_rules(&h.c.name).is_empty());
+    // `vpwn down` on the tunnel wireguard-go serves: it refuses `set=vpwn-down`, so it gets
+    // SIGTERM (as wg-quick sends it) and its socket goes.
+    let said = ok(&["vpwn", "down", &srv.name]);
+    assert!(said.is_empty(), "{said}");
+    assert!(!PathBuf::from(format!("/var/run/wireguard/{}.sock", srv.name)).exists());
     assert!(vpwn_table_routes(&h.c.name).is_empty());
 }
 
