@@ -75,7 +75,8 @@ pub enum PortCommand {
     Del {
         /// The bridge's name.
         bridge: String,
-        /// The port, NAME, or NAME@NETNS when two ports have that name.
+        /// The port: NAME@NETNS, or NAME (in -n's namespace if -n is given, else the one
+        /// port of that name).
         #[arg(value_name = "PORT[@NS]", value_parser = parse_ref)]
         port: PortRef,
     },
@@ -93,7 +94,8 @@ pub enum FdbCommand {
         /// The address.
         #[arg(value_parser = parse_mac)]
         mac: Mac,
-        /// The port, NAME or NAME@NETNS.
+        /// The port: NAME@NETNS, or NAME (in -n's namespace if -n is given, else the one
+        /// port of that name).
         #[arg(value_name = "PORT[@NS]", value_parser = parse_ref)]
         port: PortRef,
         /// The VLAN the entry is for (0: untagged frames).
@@ -127,8 +129,8 @@ pub struct UpArgs {
     /// -n's); more can be added later with `br port add`.
     #[arg(required = true, num_args = 1.., value_name = "PORT[@NS]")]
     ports: Vec<String>,
-    /// The port to enslave to a Linux bridge (with --master): NAME, or NAME@NETNS when two
-    /// ports have that name.
+    /// The port to enslave to a Linux bridge (with --master): NAME@NETNS, or NAME (in -n's
+    /// namespace if -n is given, else the one port of that name).
     #[arg(long, value_name = "PORT[@NS]", requires = "master", value_parser = parse_ref)]
     uplink: Option<PortRef>,
     /// The Linux bridge the uplink joins, in the uplink's namespace (BRIDGE@NETNS must name
@@ -200,9 +202,20 @@ fn parse_mac(s: &str) -> Result<Mac, String> {
 
 /// Runs a `br` subcommand; `ns` is `-n`'s namespace, if given.
 pub fn run(command: BrCommand, ns: Option<Namespace>) -> Result<(), Error> {
-    let default = ns.unwrap_or_default();
+    // `-n` completes every port reference that names no namespace, as it places every
+    // port: without `-n`, a bare name is the one port of that name, wherever it is.
+    let complete = |r: &mut PortRef| {
+        if r.namespace.is_none() {
+            r.namespace.clone_from(&ns);
+        }
+    };
+    let default = ns.clone().unwrap_or_default();
     match command {
-        BrCommand::Up(args) => up(*args, &default),
+        BrCommand::Up(mut args) => {
+            args.uplink.iter_mut().for_each(complete);
+            args.statics.iter_mut().for_each(|s| complete(&mut s.port));
+            up(*args, &default)
+        }
         BrCommand::Show { name, json } => show(name, json),
         BrCommand::Port { action } => match action {
             PortCommand::Add { bridge, port } => {
@@ -215,29 +228,35 @@ pub fn run(command: BrCommand, ns: Option<Namespace>) -> Result<(), Error> {
                     },
                 )
             }
-            PortCommand::Del { bridge, port } => ask(
-                "br port del",
-                &bridge,
-                &Request::PortDel {
-                    port: port.to_string(),
-                },
-            ),
+            PortCommand::Del { bridge, mut port } => {
+                complete(&mut port);
+                ask(
+                    "br port del",
+                    &bridge,
+                    &Request::PortDel {
+                        port: port.to_string(),
+                    },
+                )
+            }
         },
         BrCommand::Fdb { action } => match action {
             FdbCommand::Add {
                 bridge,
                 mac,
-                port,
+                mut port,
                 vlan,
-            } => ask(
-                "br fdb add",
-                &bridge,
-                &Request::FdbAdd {
-                    mac,
-                    vlan,
-                    port: port.to_string(),
-                },
-            ),
+            } => {
+                complete(&mut port);
+                ask(
+                    "br fdb add",
+                    &bridge,
+                    &Request::FdbAdd {
+                        mac,
+                        vlan,
+                        port: port.to_string(),
+                    },
+                )
+            }
             FdbCommand::Del { bridge, mac, vlan } => {
                 ask("br fdb del", &bridge, &Request::FdbDel { mac, vlan })
             }

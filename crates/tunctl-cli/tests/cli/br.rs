@@ -463,6 +463,25 @@ fn br_port_and_fdb_change_a_running_bridge() {
     fails(&["br", "fdb", "del", &name, mac], 1);
     ok(&["br", "fdb", "del", &name, mac, "--vlan", "7"]);
     assert!(!table().contains(mac), "{}", table());
+    // Two containers' ports of one name: a bare name is ambiguous, -n says which (as it
+    // says where a port is born), for fdb add and port del alike.
+    ok(&["br", "port", "add", &name, &format!("{pd}@{}", c.name)]);
+    let err = fails(&["br", "fdb", "add", &name, mac, &pd], 1);
+    assert!(err.contains("several ports"), "{err}");
+    ok(&["-n", &d.name, "br", "fdb", "add", &name, mac, &pd]);
+    assert!(
+        table()
+            .lines()
+            .any(|l| l == format!("{mac} dev {pd}@{} master {name} static", d.name)),
+        "{}",
+        table()
+    );
+    ok(&["br", "fdb", "del", &name, mac]);
+    let err = fails(&["br", "port", "del", &name, &pd], 1);
+    assert!(err.contains("several ports"), "{err}");
+    ok(&["-n", &c.name, "br", "port", "del", &name, &pd]);
+    assert!(ip_link(Some(&c.name), &pd).is_none(), "c's port removed");
+    assert!(ip_link(Some(&d.name), &pd).is_some(), "d's port kept");
     // A port removed: its tap gone, its addresses with it, the others going on.
     ok(&["br", "port", "del", &name, &pc]);
     assert!(ip_link(Some(&c.name), &pc).is_none());

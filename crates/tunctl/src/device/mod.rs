@@ -142,7 +142,8 @@ impl Device {
         })
     }
 
-    /// Marks a device tunctl-helper made (see [`crate::helper::create`]).
+    /// Marks a device the privileged helper made: a change refused for lack of privilege
+    /// then says which calls make it through the helper.
     pub(crate) fn made_by_helper(mut self) -> Device {
         self.helper_made = true;
         self
