@@ -149,9 +149,12 @@ pub(crate) fn execute(
             Err(e) => err(e.to_string()),
         };
     }
-    // Born in a private namespace with its owner and tag, then moved into the target: nobody
-    // can see it untagged or attach to it there (see Builder::owner). Persistent only as the
-    // last step, after every check: a helper killed before then leaves nothing.
+    // Born in a private namespace with its tag, then moved into the target: nobody can see
+    // it untagged (see Builder::alias). Root owns it at first (with no owner at all the
+    // kernel lets anyone attach), so only CAP_NET_ADMIN can attach: the caller becomes its
+    // owner once it is hardened and configured, never before (a caller attaching a queue
+    // and killing this helper in between would keep an unhardened device). Persistent only
+    // as the last step, after every check: a helper killed before then leaves nothing.
     let mut b = Device::builder()
         .name(&req.name)
         .kind(req.kind)
@@ -159,7 +162,7 @@ pub(crate) fn execute(
         .vnet_hdr(req.vnet_hdr)
         .exclusive(true)
         .namespace(ns)
-        .owner(caller.uid)
+        .owner(0)
         .alias(tag(caller.uid))
         // Hardened below, where the rule decides whether IPv6 stays on.
         .harden(false);
@@ -191,6 +194,7 @@ pub(crate) fn execute(
             Reply::Ok { .. } => String::new(),
         })?;
         plan.apply(link, None).map_err(|e| e.to_string())?;
+        dev.set_owner(caller.uid).map_err(|e| e.to_string())?;
         if req.persist {
             dev.set_persist(true).map_err(|e| e.to_string())?;
         }

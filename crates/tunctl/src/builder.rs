@@ -7,7 +7,7 @@ use crate::device::Device;
 use crate::error::{Error, ErrorKind, Result};
 use crate::flags::{Flags, Kind, Offload};
 use crate::name;
-use crate::netlink::{Link, LinkInfo, Netlink};
+use crate::netlink::{hardens, owner_changes, Link, LinkInfo, Netlink};
 use crate::netns::Namespace;
 use crate::queue::{attach, MAX_QUEUES};
 use crate::sys;
@@ -267,14 +267,6 @@ impl Builder {
         self
     }
 
-    /// Whether [`harden`](Builder::harden) applies: as asked, else for a non-root owner or
-    /// group.
-    fn hardens(&self) -> bool {
-        self.harden.unwrap_or(
-            self.owner.is_some_and(|uid| uid != 0) || self.group.is_some_and(|gid| gid != 0),
-        )
-    }
-
     /// Whether the device gets settings that must be in place before it is visible.
     fn seals(&self) -> bool {
         self.owner.is_some() || self.group.is_some() || self.persist || self.alias.is_some()
@@ -456,6 +448,24 @@ impl Builder {
             Sealed::InPlace => plain(mode)?,
         };
         let finish = || -> Result<()> {
+            let link = dev.link()?;
+            // Hardened before its new owner or group can attach (a made device was sealed
+            // in its private namespace, and the move here reset these settings; an attached
+            // one gets its owner only below). An owner or group it has already is no change.
+            let (owner, group) = match (attached, self.owner.or(self.group)) {
+                (true, Some(_)) => match link.info()?.tun {
+                    Some(tun) => owner_changes(&tun, self.owner, self.group),
+                    None => (self.owner, self.group),
+                },
+                _ => (self.owner, self.group),
+            };
+            if hardens(self.harden, owner, group) {
+                link.harden(true).map_err(|e| {
+                    e.add_detail(
+                        "hardening a device whose fd goes to another user (Builder::harden(false) skips it)",
+                    )
+                })?;
+            }
             if attached {
                 // An existing device (or one made in place without CAP_SYS_ADMIN,
                 // single-queue and so held by us alone): the settings in the order that never
@@ -465,14 +475,6 @@ impl Builder {
             if flags.contains(Flags::VNET_HDR) {
                 dev.negotiate_offload(self.offload)?;
             }
-            if self.hardens() {
-                dev.link()?.harden(true).map_err(|e| {
-                    e.add_detail(
-                        "hardening a device whose fd goes to another user (Builder::harden(false) skips it)",
-                    )
-                })?;
-            }
-            let link = dev.link()?;
             for cidr in &self.addresses {
                 match link.add_address(*cidr) {
                     // An existing device that has it already: as asked.

@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::BorrowedFd;
 
-use super::{Address, Link, LinkInfo};
+use super::{Address, Link, LinkInfo, TunInfo};
 use crate::addr::{Cidr, MacAddr};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
@@ -331,11 +331,9 @@ impl LinkConfig {
                     "not a TUN/TAP device".into(),
                 );
             };
-            let owner = self.owner.filter(|u| tun.owner != Some(*u));
-            let group = self.group.filter(|g| tun.group != Some(*g));
+            let (owner, group) = owner_changes(tun, self.owner, self.group);
             // Hardened before anyone else can attach.
-            let to_others = owner.is_some_and(|u| u != 0) || group.is_some_and(|g| g != 0);
-            if self.harden.unwrap_or(to_others) {
+            if hardens(self.harden, owner, group) {
                 // First of all: also before the device goes up.
                 steps.insert(0, Step::Harden);
             }
@@ -636,4 +634,23 @@ fn set_id(
         }
     };
     set(fd, id).map_err(|e| Error::os(op, e))
+}
+
+/// The owner and group among `owner` and `group` that differ from the device's now.
+pub(crate) fn owner_changes(
+    tun: &TunInfo,
+    owner: Option<u32>,
+    group: Option<u32>,
+) -> (Option<u32>, Option<u32>) {
+    (
+        owner.filter(|u| tun.owner != Some(*u)),
+        group.filter(|g| tun.group != Some(*g)),
+    )
+}
+
+/// Whether a device is hardened ([`Link::harden`]) before it changes hands: as asked
+/// (`harden`), else when it goes to a new owner or group other than root. The one rule of
+/// [`LinkConfig`] and the `Builder`.
+pub(crate) fn hardens(harden: Option<bool>, new_owner: Option<u32>, new_group: Option<u32>) -> bool {
+    harden.unwrap_or(new_owner.is_some_and(|u| u != 0) || new_group.is_some_and(|g| g != 0))
 }

@@ -30,6 +30,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::name;
 use crate::netns::Namespace;
 pub use config::{LinkConfig, Plan, Step};
+pub(crate) use config::{hardens, owner_changes};
 pub use link::Link;
 pub use model::{Address, LinkInfo, Route, RouteKind, TunInfo};
 pub use route::{RouteSpec, Rule, RTPROT_STATIC, RT_TABLE_MAIN};
