@@ -29,19 +29,23 @@ pub(crate) fn thread(device: &Device, shared: &Shared) {
         for peer in &table.peers {
             peer.expire_retiring();
             // The engine's lock is let go before anything is sent, and nothing waits for
-            // room in the socket: one peer's full path never holds up another's timers. A
-            // persistent keepalive is an empty packet (or, with no session, the handshake
-            // it starts).
+            // room in the socket: one peer's full path never holds up another's timers. The
+            // engine's own timers first (retries, rekeying, expiry), every tick; then, if
+            // they sent nothing, a persistent keepalive that is due: an empty packet (or,
+            // with no session, the handshake it starts).
             let len = {
                 let mut engine = peer.engine();
-                let result = if peer.keepalive_due() {
-                    engine.encapsulate(&[], &mut out)
-                } else {
-                    engine.tick(&mut out)
+                let ticked = match engine.tick(&mut out) {
+                    Out::Network(datagram) => Some(datagram.len()),
+                    _ => None,
                 };
-                match result {
-                    Out::Network(datagram) => datagram.len(),
-                    _ => continue,
+                match ticked {
+                    Some(len) => len,
+                    None if peer.keepalive_due() => match engine.encapsulate(&[], &mut out) {
+                        Out::Network(datagram) => datagram.len(),
+                        _ => continue,
+                    },
+                    None => continue,
                 }
             };
             let Some(datagram) = out.get(..len) else {
@@ -58,6 +62,7 @@ pub(crate) fn thread(device: &Device, shared: &Shared) {
                     .is_ok()
                 {
                     Stats::add(&peer.tx_bytes, len);
+                    peer.sent();
                 }
             }
         }

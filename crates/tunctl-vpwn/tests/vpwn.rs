@@ -535,7 +535,18 @@ fn keys() -> (SecretKey, SecretKey) {
 
 /// A vpwn tunnel in `ns` (a unique device name: the UAPI socket directory is global).
 fn start(ns: &TestNs, private: &SecretKey, peer: PublicKey, spec: Spec) -> Tunnel {
-    let config = config(
+    start_with(ns, private, peer, spec, |_| {})
+}
+
+/// [`start`] with the configuration changed by `tweak` before the tunnel comes up.
+fn start_with(
+    ns: &TestNs,
+    private: &SecretKey,
+    peer: PublicKey,
+    spec: Spec,
+    tweak: impl FnOnce(&mut Config),
+) -> Tunnel {
+    let mut config = config(
         private,
         spec.address,
         peer,
@@ -544,6 +555,7 @@ fn start(ns: &TestNs, private: &SecretKey, peer: PublicKey, spec: Spec) -> Tunne
         spec.port,
         spec.psk,
     );
+    tweak(&mut config);
     let t = Tunnel::up(Options::new(common::unique("v"), ns.ns.clone(), config))
         .unwrap_or_else(|e| panic!("vpwn up in {} on port {}: {e}", ns.name, spec.port));
     if spec.address.contains(':') {

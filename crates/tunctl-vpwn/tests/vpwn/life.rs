@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::common::{self, TestNs};
-use super::{config, crosses, keys, start, udp_in, underlay_links, A, B};
+use super::{config, crosses, keys, start, start_with, udp_in, underlay_links, A, B};
 use tunctl::{Device, Namespace};
 use tunctl_vpwn::{Config, Options, Tunnel};
 
@@ -264,7 +264,11 @@ fn a_new_keepalive_keeps_the_session() {
     tunctl_vpwn::uapi::set(ta.name(), &[&peer, "persistent_keepalive_interval=1"]).unwrap();
     std::thread::sleep(Duration::from_millis(3500));
     let keepalives = (tb.info().peers[0].rx_bytes - heard) / 32;
-    assert!(keepalives >= 2, "{keepalives} keepalives in 3.5 s");
+    // One a second: not fewer, and not one every tick either.
+    assert!(
+        (2..=5).contains(&keepalives),
+        "{keepalives} keepalives in 3.5 s"
+    );
     assert!(
         ta.since_handshake().unwrap() > handshake,
         "the same session (no new handshake)"
@@ -346,21 +350,8 @@ fn a_jumbo_first_packet_waits_for_the_handshake_and_arrives_whole() {
         common::ip_ok(&ns.name, &["link", "set", dev, "mtu", "9100"]);
     }
     let (ka, kb) = keys();
-    let jumbo = |ns: &TestNs, key, peer, spec: super::Spec| {
-        let mut c = config(
-            key,
-            spec.address,
-            peer,
-            spec.endpoint,
-            spec.allowed,
-            spec.port,
-            None,
-        );
-        c.mtu = Some(9000);
-        Tunnel::up(Options::new(common::unique("v"), ns.ns.clone(), c)).unwrap()
-    };
-    let tb = jumbo(&u.b, &kb, ka.public(), B);
-    let ta = jumbo(&u.a, &ka, kb.public(), A);
+    let tb = start_with(&u.b, &kb, ka.public(), B, |c| c.mtu = Some(9000));
+    let ta = start_with(&u.a, &ka, kb.public(), A, |c| c.mtu = Some(9000));
     assert_eq!(
         common::ip_link(Some(&u.a.name), ta.name()).unwrap()["mtu"],
         9000
