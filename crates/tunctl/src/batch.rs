@@ -358,7 +358,21 @@ impl Queue {
         let i = batch.count;
         if !vnet {
             let off = batch.offset;
-            batch.bufs[i][off..off + frame.len()].copy_from_slice(frame);
+            // The ring's buffers hold a little more than a slot (a packet with packet
+            // information at the largest MTU): refused as the readv path refuses it.
+            let Some(slot) = batch.bufs[i].get_mut(off..off + frame.len()) else {
+                return Err(Error::new(
+                    ErrorKind::Truncated,
+                    "recv_batch",
+                    format!(
+                        "a packet of {} bytes, longer than a slot's {}: dropped",
+                        frame.len(),
+                        batch.bufs[i].len().saturating_sub(off)
+                    ),
+                )
+                .on(self.device()));
+            };
+            slot.copy_from_slice(frame);
             batch.lens[i] = frame.len();
             batch.verified[i] = false;
             batch.count += 1;

@@ -846,7 +846,7 @@ mod offload {
 
     /// Forwards with recv_batch/send_batch until `stop`; returns the largest batch one read
     /// produced (above 1: a super-packet was split).
-    fn forward(from: &Device, to: &Device, stop: &AtomicBool) -> usize {
+    pub(super) fn forward(from: &Device, to: &Device, stop: &AtomicBool) -> usize {
         let mut batch = Batch::new(64, 16);
         let mut largest = 0;
         while !stop.load(Ordering::Relaxed) {
@@ -972,7 +972,6 @@ mod offload {
 #[cfg(feature = "io-uring")]
 mod uring {
     use super::*;
-    use std::sync::atomic::AtomicBool;
     use tunctl::{Batch, IoPath, Offload};
 
     const A: Ipv4Addr = Ipv4Addr::new(10, 57, 0, 1);
@@ -999,24 +998,10 @@ mod uring {
         dev
     }
 
-    /// Forwards batches until `stop`; returns the largest batch one read produced.
-    fn forward(from: &Device, to: &Device, stop: &AtomicBool) -> usize {
-        let mut batch = Batch::new(64, 16);
-        let mut largest = 0;
-        while !stop.load(Ordering::Relaxed) {
-            match from.queues()[0].recv_batch_timeout(&mut batch, Some(Duration::from_millis(50))) {
-                Ok(0) => continue,
-                Ok(n) => largest = largest.max(n),
-                Err(e) => panic!("recv_batch: {e}"),
-            }
-            to.queues()[0].send_batch(&mut batch).unwrap();
-        }
-        largest
-    }
-
-    /// 32 MiB over TCP from a to b through a forwarder of two io_uring queues, byte for byte.
+    /// 32 MiB over TCP from a to b through a forwarder of two io_uring queues, byte for byte;
+    /// returns the largest batch one read a -> b produced.
     fn transfer(ta: &TestNs, tb: &TestNs, da: &Device, db: &Device, port: u16) -> usize {
-        super::offload::transfer_with(ta, tb, (da, db), (B, port), forward).0
+        offload::transfer_with(ta, tb, (da, db), (B, port), offload::forward).0
     }
 
     #[test]
@@ -1034,6 +1019,48 @@ mod uring {
             largest > 1,
             "super-packets arrived and were split: {largest}"
         );
+    }
+
+    /// With packet information and MTU 65535, the kernel hands over 65,539 bytes: more than
+    /// a batch slot holds. `recv_batch` says Truncated (as on the readv path), and goes on.
+    #[test]
+    fn a_packet_longer_than_a_slot_is_truncated_not_a_panic() {
+        let Some((t, _g)) = common::privileged_ns() else {
+            return;
+        };
+        let (dev, sock) = p2p(
+            &t,
+            Device::builder()
+                .name("urp%d")
+                .packet_info(true)
+                .io_uring(true),
+        );
+        let q = &dev.queues()[0];
+        assert_eq!(q.io_path(), IoPath::IoUring);
+        dev.set_mtu(65535).unwrap();
+        // 65,507 bytes of UDP payload: the largest IPv4 datagram, 65,535 bytes.
+        sock.send_to(&vec![7u8; 65507], (PEER, 7101)).unwrap();
+        let mut batch = Batch::new(4, 0);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let err = loop {
+            assert!(Instant::now() < deadline, "the long packet never came");
+            match q.recv_batch_timeout(&mut batch, Some(Duration::from_millis(200))) {
+                Ok(_) => continue, // kernel chatter first
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), ErrorKind::Truncated, "{err}");
+        send_seq(&sock, 7101, 0..1);
+        let mut got = Vec::new();
+        while got.is_empty() && Instant::now() < deadline {
+            if q.recv_batch_timeout(&mut batch, Some(Duration::from_millis(200)))
+                .unwrap()
+                > 0
+            {
+                got.extend(batch.iter().filter_map(|p| udp_seq(&p[4..], 7101)));
+            }
+        }
+        assert_eq!(got, [0], "the queue goes on after it");
     }
 
     #[test]

@@ -368,8 +368,10 @@ impl Drop for ReadRing {
         // Closing the ring unregisters the buffer ring.
         drop(self.ring.take());
         if !ended {
-            // The kernel may still write into the buffers: never hand them back.
+            // The kernel may still read buffer addresses from the entries and write into
+            // the buffers: never hand either back.
             std::mem::forget(std::mem::replace(&mut self.buffers, Region::none()));
+            std::mem::forget(std::mem::replace(&mut self.entries, Region::none()));
         }
     }
 }
