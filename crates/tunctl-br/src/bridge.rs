@@ -440,7 +440,7 @@ impl Shared {
             }
         };
         admin.added += 1;
-        let port = Arc::new(open_port(spec, slot, admin.added, self.queues)?);
+        let port = Arc::new(open_port(spec, slot, admin.added, self.queues, self.one_thread)?);
         let label = port.label();
         let mut table = (*ports).clone();
         if table.len() <= slot {
@@ -620,13 +620,23 @@ const PORT_OFFLOAD: Offload = Offload::TSO4
     .union(Offload::USO4)
     .union(Offload::USO6);
 
-fn open_port(spec: &PortSpec, slot: usize, seq: u64, queues: usize) -> Result<Port, Error> {
+/// `polled`: the one-thread loop waits for its queues with poll(2) on their fds, which a
+/// queue on io_uring (`TUNCTL_IO_URING=1`) leaves unreadable while its ring holds frames:
+/// such ports stay on system calls.
+fn open_port(
+    spec: &PortSpec,
+    slot: usize,
+    seq: u64,
+    queues: usize,
+    polled: bool,
+) -> Result<Port, Error> {
     let existed = Link::by_name(&spec.namespace, &spec.name).is_ok();
     let builder = |offload: bool, queues: usize| {
         let b = Device::builder()
             .tap()
             .name(&spec.name)
             .namespace(spec.namespace.clone());
+        let b = if polled { b.io_uring(false) } else { b };
         let b = if offload { b.offload(PORT_OFFLOAD) } else { b };
         if queues > 1 {
             b.multi_queue(queues)
@@ -805,7 +815,7 @@ impl Bridge {
         let mut ports = Vec::with_capacity(opts.ports.len());
         for (i, spec) in opts.ports.iter().enumerate() {
             // A port that fails takes the ports made before it along (their Drop).
-            ports.push(open_port(spec, i, i as u64 + 1, opts.queues)?);
+            ports.push(open_port(spec, i, i as u64 + 1, opts.queues, opts.one_thread)?);
         }
         if let (Some(u), Some(master)) = (uplink, &opts.master) {
             if let Err(e) = enslave(&mut ports[u], &opts.ports[u], master) {

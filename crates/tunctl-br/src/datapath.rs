@@ -111,9 +111,13 @@ pub(crate) fn event_loop(s: &Shared) {
             )
         };
         if ready < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
+            // Said, and the bridge stops: never up while forwarding nothing.
+            say(format_args!("br: the port loop's poll failed: {e}; stopping"));
+            s.stop.store(true, Ordering::Release);
             break;
         }
         if ready == 0 {

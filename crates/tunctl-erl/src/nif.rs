@@ -14,7 +14,7 @@ use rustler::{
     Atom, Binary, Encoder, Env, Error as NifError, LocalPid, NewBinary, NifResult, ResourceArc,
     Term,
 };
-use tunctl::offload::{gso_split, GroTable, VirtioNetHdr, MAX_SEGMENTS};
+use tunctl::offload::{gso_split, GroTable, GsoType, VirtioNetHdr, MAX_SEGMENTS};
 use tunctl::{Cidr, Device, Flags, Kind, Link, Namespace, Offload};
 
 use crate::atoms;
@@ -106,7 +106,9 @@ fn offload_of(term: Term) -> NifResult<Offload> {
 #[rustler::nif(schedule = "DirtyIo")]
 fn create<'a>(env: Env<'a>, name: Binary<'a>, options: Term<'a>) -> Res<'a> {
     let name = std::str::from_utf8(name.as_slice()).map_err(|_| NifError::BadArg)?;
-    let mut b = Device::builder().name(name).helper(true);
+    // The reader waits for its fd with poll(2), which a queue on io_uring leaves
+    // unreadable while its ring holds packets: system calls, whatever TUNCTL_IO_URING says.
+    let mut b = Device::builder().name(name).helper(true).io_uring(false);
     let (mut tun, mut tap, mut no_pi, mut vnet, mut offload) = (false, false, false, false, None);
     for opt in options.decode::<Vec<Term>>()? {
         if let Ok(flag) = opt.decode::<Atom>() {
@@ -684,15 +686,15 @@ fn gso_split_nif<'a>(env: Env<'a>, packet: Binary<'a>) -> Res<'a> {
         return fail_atom(env, "einval");
     };
     let body = &data[VirtioNetHdr::LEN..];
-    let seg = if hdr.gso_size == 0 {
-        body.len()
+    // A packet that is no super-packet (whatever its gso_size field says) comes back whole.
+    let whole = matches!(hdr.gso(), Ok(GsoType::None)) || hdr.gso_size == 0;
+    let (seg, count) = if whole {
+        (body.len(), 1)
     } else {
-        (usize::from(hdr.gso_size) + 256).min(body.len())
-    };
-    let count = if hdr.gso_size == 0 {
-        1
-    } else {
-        (body.len() / usize::from(hdr.gso_size) + 2).min(MAX_SEGMENTS * 2)
+        (
+            (usize::from(hdr.gso_size) + 256).min(body.len()),
+            (body.len() / usize::from(hdr.gso_size) + 2).min(MAX_SEGMENTS * 2),
+        )
     };
     let mut out = vec![vec![0u8; seg.max(1)]; count];
     let mut sizes = vec![0usize; count];
