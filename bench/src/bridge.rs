@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use tunctl::{Link, Namespace};
 
 use crate::harness::{
-    against_each, bench_dir, cell, die_with_harness, interrupted, iperf_server, run_bounded,
-    run_ok, spread, traffic, Figure, Options, Sample, SMOKE_WARNING,
+    against_each, bench_dir, cell, die_with_harness, figure_row, interrupted, iperf_server,
+    median_of, report_head, report_tail, run_bounded, run_ok, traffic, verdict, Figure, Options,
+    Sample,
 };
 use crate::tunnel::{first_reply, program, End, SCRATCH_PREFIX};
 
@@ -529,52 +530,23 @@ fn higher_is_better(metric: &str) -> bool {
 /// process's CPU, retransmits), br against each contender per metric, and br against its
 /// targets.
 pub fn report(figures: &[Figure], failures: &[String], opts: &Options) -> String {
-    let median = |c: &str, m: &str, cpu: bool| {
-        figures
-            .iter()
-            .find(|f| f.contender == c && f.metric == m)
-            .and_then(|f| spread(if cpu { &f.cpus } else { &f.values }))
-            .map(|s| s.median)
-    };
-    let quotient = |c: &str, m: &str, cpu: bool| match (median("br", m, cpu), median(c, m, cpu)) {
+    let quotient = |c: &str, m: &str, cpu: bool| match (
+        median_of(figures, "br", m, cpu),
+        median_of(figures, c, m, cpu),
+    ) {
         (Some(v), Some(b)) if b > 0.0 => Some(v / b),
         _ => None,
     };
     let ratio = |c: &str, m: &str, cpu: bool| cell(quotient(c, m, cpu), 2, "×");
-    let mut out = String::new();
-    if opts.smoke() {
-        out.push_str(&format!("> **{SMOKE_WARNING}**\n\n"));
-    }
-    out.push_str(
-        "| contender | metric | runs | min | median | max | br ÷ this \
-         | CPU min | CPU median | CPU max | retr. min | retr. median | retr. max |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-    );
+    let mut out = report_head(opts, &["br ÷ this"]);
     for f in figures.iter().filter(|f| applies(f.contender, f.metric)) {
-        let (v, cpu, retr) = (spread(&f.values), spread(&f.cpus), spread(&f.retransmits));
         let d = match f.metric {
             "rss" => 1,
             m if higher_is_better(m) => 2,
             // Per frame: wake-ups are often well under one in a hundred.
             _ => 3,
         };
-        out.push_str(&format!(
-            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            f.contender,
-            f.metric,
-            f.unit,
-            f.values.len(),
-            cell(v.map(|s| s.min), d, ""),
-            cell(v.map(|s| s.median), d, ""),
-            cell(v.map(|s| s.max), d, ""),
-            ratio(f.contender, f.metric, false),
-            cell(cpu.map(|s| s.min), 0, "%"),
-            cell(cpu.map(|s| s.median), 0, "%"),
-            cell(cpu.map(|s| s.max), 0, "%"),
-            cell(retr.map(|s| s.min), 0, ""),
-            cell(retr.map(|s| s.median), 0, ""),
-            cell(retr.map(|s| s.max), 0, ""),
-        ));
+        out.push_str(&figure_row(f, d, &[ratio(f.contender, f.metric, false)]));
     }
     let mut others: Vec<&str> = Vec::new();
     for f in figures {
@@ -601,43 +573,29 @@ pub fn report(figures: &[Figure], failures: &[String], opts: &Options) -> String
         ));
         for (m, c, at_least) in TARGETS {
             let q = quotient(c, m, false);
-            let verdict = match q {
-                None => "–",
-                Some(_) if opts.smoke() => "smoke",
-                Some(q) if q >= at_least => "met",
-                Some(_) => "missed",
-            };
             out.push_str(&format!(
-                "| {m} ≥ {at_least:.1}× {c} | {} | {verdict} |\n",
-                cell(q, 2, "×")
+                "| {m} ≥ {at_least:.1}× {c} | {} | {} |\n",
+                cell(q, 2, "×"),
+                verdict(q, at_least, opts)
             ));
         }
     }
-    out.push_str(&format!(
-        "\n{} run{} of {} s per contender, interleaved round-robin (every contender's first run, \
-         then every contender's second, ...). `runs` counts the runs that produced the figure; \
-         min, median and max are over those runs (the median of an even count is the mean of \
-         the middle two). `br ÷ this` is br's median over this contender's: above 1× br is \
-         ahead in tcp1/tcp4/udp64, below 1× it is ahead in rss, CPU, system calls and \
-         wake-ups. CPU is the bridge process's (all its threads; for OVS both daemons) over the \
-         test's duration, 100% = one core; the kernel bridge runs in softirq, which is nobody's \
-         (`kernel`: no CPU, rss, system calls or wake-ups). `rss`: the bridge process's peak \
-         resident memory (VmHWM; for OVS ovs-vswitchd's), read after the traffic. `-sys` and \
-         `-wake`: per frame handed to the bridge, from a {PROBE_SECONDS}-second probe of that \
-         test after the others.\n",
-        opts.reps,
-        if opts.reps == 1 { "" } else { "s" },
-        opts.seconds
+    out.push_str(&report_tail(
+        opts,
+        failures,
+        &format!(
+            " (every contender's first run, then every contender's second, ...). `runs` counts \
+             the runs that produced the figure; min, median and max are over those runs (the \
+             median of an even count is the mean of the middle two). `br ÷ this` is br's median \
+             over this contender's: above 1× br is ahead in tcp1/tcp4/udp64, below 1× it is \
+             ahead in rss, CPU, system calls and wake-ups. CPU is the bridge process's (all its \
+             threads; for OVS both daemons) over the test's duration, 100% = one core; the \
+             kernel bridge runs in softirq, which is nobody's (`kernel`: no CPU, rss, system \
+             calls or wake-ups). `rss`: the bridge process's peak resident memory (VmHWM; for \
+             OVS ovs-vswitchd's), read after the traffic. `-sys` and `-wake`: per frame handed \
+             to the bridge, from a {PROBE_SECONDS}-second probe of that test after the others."
+        ),
     ));
-    if !failures.is_empty() {
-        out.push_str("\nFailed runs:\n\n");
-        for f in failures {
-            out.push_str(&format!("- {f}\n"));
-        }
-    }
-    if opts.smoke() {
-        out.push_str(&format!("\n**{SMOKE_WARNING}**\n"));
-    }
     out
 }
 

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use tunctl::{Link, Namespace};
 
 use crate::harness::{
-    bench_dir, cell, die_with_harness, interrupted, iperf_server, setup, spread, traffic, Figure,
-    Kill, Options, SMOKE_WARNING,
+    bench_dir, cell, die_with_harness, figure_row, interrupted, iperf_server, median_of,
+    report_head, report_tail, setup, traffic, verdict, Figure, Kill, Options,
 };
 
 /// The contenders, in report order and in the order each round takes them.
@@ -134,45 +134,17 @@ pub fn measure_once(contender: &str, opts: &Options, figures: &mut [Figure]) -> 
 /// The table (min/median/max, ours over the original, the BEAM's CPU, retransmits) and the
 /// targets.
 pub fn report(figures: &[Figure], failures: &[String], opts: &Options) -> String {
-    let median = |c: &str, m: &str| {
-        figures
-            .iter()
-            .find(|f| f.contender == c && f.metric == m)
-            .and_then(|f| spread(&f.values))
-            .map(|s| s.median)
-    };
-    let over_original = |c: &str, m: &str| match (median(c, m), median("erl-original", m)) {
+    let over_original = |c: &str, m: &str| match (
+        median_of(figures, c, m, false),
+        median_of(figures, "erl-original", m, false),
+    ) {
         (Some(v), Some(b)) if b > 0.0 => Some(v / b),
         _ => None,
     };
-    let mut out = String::new();
-    if opts.smoke() {
-        out.push_str(&format!("> **{SMOKE_WARNING}**\n\n"));
-    }
-    out.push_str(
-        "| contender | metric | runs | min | median | max | ÷ erl-original \
-         | CPU min | CPU median | CPU max | retr. min | retr. median | retr. max |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-    );
+    let mut out = report_head(opts, &["÷ erl-original"]);
     for f in figures {
-        let (v, cpu, retr) = (spread(&f.values), spread(&f.cpus), spread(&f.retransmits));
-        out.push_str(&format!(
-            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            f.contender,
-            f.metric,
-            f.unit,
-            f.values.len(),
-            cell(v.map(|s| s.min), 3, ""),
-            cell(v.map(|s| s.median), 3, ""),
-            cell(v.map(|s| s.max), 3, ""),
-            cell(over_original(f.contender, f.metric), 1, "×"),
-            cell(cpu.map(|s| s.min), 0, "%"),
-            cell(cpu.map(|s| s.median), 0, "%"),
-            cell(cpu.map(|s| s.max), 0, "%"),
-            cell(retr.map(|s| s.min), 0, ""),
-            cell(retr.map(|s| s.median), 0, ""),
-            cell(retr.map(|s| s.max), 0, ""),
-        ));
+        let ratio = cell(over_original(f.contender, f.metric), 1, "×");
+        out.push_str(&figure_row(f, 3, &[ratio]));
     }
     if figures.iter().any(|f| f.contender == "erl-original") {
         out.push_str(&format!(
@@ -181,36 +153,20 @@ pub fn report(figures: &[Figure], failures: &[String], opts: &Options) -> String
         ));
         for (m, c, at_least) in TARGETS {
             let q = over_original(c, m);
-            let verdict = match q {
-                None => "–",
-                Some(_) if opts.smoke() => "smoke",
-                Some(q) if q >= at_least => "met",
-                Some(_) => "missed",
-            };
             out.push_str(&format!(
-                "| {c} {m} ≥ {at_least:.0}× erl-original | {} | {verdict} |\n",
-                cell(q, 1, "×")
+                "| {c} {m} ≥ {at_least:.0}× erl-original | {} | {} |\n",
+                cell(q, 1, "×"),
+                verdict(q, at_least, opts)
             ));
         }
     }
-    out.push_str(&format!(
-        "\n{} run{} of {} s per contender, interleaved round-robin. `÷ erl-original` is the \
-         contender's median over the original's. CPU is the forwarder BEAM's (all its threads: \
-         schedulers, and for ours the NIF's reader threads) over the test's duration, 100% = \
-         one core. Retransmits are the iperf3 sender's.\n",
-        opts.reps,
-        if opts.reps == 1 { "" } else { "s" },
-        opts.seconds
+    out.push_str(&report_tail(
+        opts,
+        failures,
+        ". `÷ erl-original` is the contender's median over the original's. CPU is the \
+         forwarder BEAM's (all its threads: schedulers, and for ours the NIF's reader threads) \
+         over the test's duration, 100% = one core. Retransmits are the iperf3 sender's.",
     ));
-    if !failures.is_empty() {
-        out.push_str("\nFailed runs:\n\n");
-        for f in failures {
-            out.push_str(&format!("- {f}\n"));
-        }
-    }
-    if opts.smoke() {
-        out.push_str(&format!("\n**{SMOKE_WARNING}**\n"));
-    }
     out
 }
 

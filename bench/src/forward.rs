@@ -5,8 +5,9 @@
 use std::process::Child;
 
 use crate::harness::{
-    cell, count_syscalls, iperf_server, offloaded, setup, spread, start_forwarder, traffic,
-    tx_packets, Figure, Kill, Options, Sample, Topology, DEV, SMOKE_WARNING,
+    count_syscalls, figure_row, iperf_server, median_of, offloaded, report_head, report_tail,
+    setup, spread, start_forwarder, traffic, tx_packets, Figure, Kill, Options, Sample, Topology,
+    DEV,
 };
 
 /// The `forward` group's contenders, in report order and in the order each round of runs
@@ -115,70 +116,31 @@ fn asynchronous(contender: &str) -> bool {
 /// The Markdown report: one row per figure with its min/median/max (value, forwarder CPU,
 /// TCP retransmits) and the ratios of its median to the baselines' medians.
 pub(crate) fn report(figures: &[Figure], failures: &[String], opts: &Options) -> String {
-    let median = |c: &str, m: &str| {
-        figures
-            .iter()
-            .find(|f| f.contender == c && f.metric == m)
-            .and_then(|f| spread(&f.values))
-            .map(|s| s.median)
-    };
-    let mut out = String::new();
-    if opts.smoke() {
-        out.push_str(&format!("> **{SMOKE_WARNING}**\n\n"));
-    }
-    out.push_str(
-        "| contender | metric | runs | min | median | max | vs C | vs tun-rs \
-         | CPU min | CPU median | CPU max | retr. min | retr. median | retr. max |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-    );
+    let mut out = report_head(opts, &["vs C", "vs tun-rs"]);
     for f in figures {
-        let (v, cpu, retr) = (spread(&f.values), spread(&f.cpus), spread(&f.retransmits));
-        let ratio = |peer: &str| match (v, median(&baseline(f.contender, peer), f.metric)) {
+        let v = spread(&f.values);
+        let ratio = |peer: &str| match (
+            v,
+            median_of(figures, &baseline(f.contender, peer), f.metric, false),
+        ) {
             (Some(v), Some(b)) if b > 0.0 => format!("{:.2}×", v.median / b),
             _ => "–".into(),
         };
         // System calls per packet need more than two decimals (0.03 against 2.00).
         let digits = if f.metric.ends_with("-sys") { 3 } else { 2 };
-        out.push_str(&format!(
-            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            f.contender,
-            f.metric,
-            f.unit,
-            f.values.len(),
-            cell(v.map(|s| s.min), digits, ""),
-            cell(v.map(|s| s.median), digits, ""),
-            cell(v.map(|s| s.max), digits, ""),
-            ratio("c"),
-            ratio("tun-rs"),
-            cell(cpu.map(|s| s.min), 0, "%"),
-            cell(cpu.map(|s| s.median), 0, "%"),
-            cell(cpu.map(|s| s.max), 0, "%"),
-            cell(retr.map(|s| s.min), 0, ""),
-            cell(retr.map(|s| s.median), 0, ""),
-            cell(retr.map(|s| s.max), 0, ""),
-        ));
+        out.push_str(&figure_row(f, digits, &[ratio("c"), ratio("tun-rs")]));
     }
-    out.push_str(&format!(
-        "\n{} run{} of {} s per contender, interleaved round-robin (every contender's first run, \
-         then every contender's second, ...) so that the machine's drift falls on all of them \
-         alike. `runs` counts the runs that produced the figure; min, median and max are over \
-         those runs (the median of an even count is the mean of the middle two). `vs C` and \
-         `vs tun-rs` are ratios of medians, against the contender of the same class: plain, \
-         offload, or async (`tunctl-tokio` against `tun-rs-async`; C has no async forwarder, \
-         so async contenders are compared with plain `c`).\n",
-        opts.reps,
-        if opts.reps == 1 { "" } else { "s" },
-        opts.seconds
+    out.push_str(&report_tail(
+        opts,
+        failures,
+        " (every contender's first run, then every contender's second, ...) so that the \
+         machine's drift falls on all of them alike. `runs` counts the runs that produced the \
+         figure; min, median and max are over those runs (the median of an even count is the \
+         mean of the middle two). `vs C` and `vs tun-rs` are ratios of medians, against the \
+         contender of the same class: plain, offload, or async (`tunctl-tokio` against \
+         `tun-rs-async`; C has no async forwarder, so async contenders are compared with plain \
+         `c`).",
     ));
-    if !failures.is_empty() {
-        out.push_str("\nFailed runs:\n\n");
-        for f in failures {
-            out.push_str(&format!("- {f}\n"));
-        }
-    }
-    if opts.smoke() {
-        out.push_str(&format!("\n**{SMOKE_WARNING}**\n"));
-    }
     out
 }
 

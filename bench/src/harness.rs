@@ -626,6 +626,101 @@ pub(crate) fn cell(x: Option<f64>, digits: usize, suffix: &str) -> String {
         .unwrap_or_else(|| "–".into())
 }
 
+/// The median of `contender`'s `metric` (of its CPU figures with `cpu`), `None` when that
+/// figure has no samples or did not run.
+pub(crate) fn median_of(
+    figures: &[Figure],
+    contender: &str,
+    metric: &str,
+    cpu: bool,
+) -> Option<f64> {
+    figures
+        .iter()
+        .find(|f| f.contender == contender && f.metric == metric)
+        .and_then(|f| spread(if cpu { &f.cpus } else { &f.values }))
+        .map(|s| s.median)
+}
+
+/// A report's head: the smoke warning (on a smoke run), then the header of its table, with
+/// the group's `ratio_cols` between the figure's spread and its CPU.
+pub(crate) fn report_head(opts: &Options, ratio_cols: &[&str]) -> String {
+    let mut out = String::new();
+    if opts.smoke() {
+        out.push_str(&format!("> **{SMOKE_WARNING}**\n\n"));
+    }
+    out.push_str("| contender | metric | runs | min | median | max |");
+    for c in ratio_cols {
+        out.push_str(&format!(" {c} |"));
+    }
+    out.push_str(" CPU min | CPU median | CPU max | retr. min | retr. median | retr. max |\n|");
+    out.push_str(&"---|".repeat(12 + ratio_cols.len()));
+    out.push('\n');
+    out
+}
+
+/// A figure's row of the table [`report_head`] begins: contender, metric (unit), runs, the
+/// figure's min/median/max with `digits` decimals, the `ratios` cells, CPU min/median/max
+/// (%), retransmits min/median/max.
+pub(crate) fn figure_row(f: &Figure, digits: usize, ratios: &[String]) -> String {
+    let (v, cpu, retr) = (spread(&f.values), spread(&f.cpus), spread(&f.retransmits));
+    let mut row = format!(
+        "| {} | {} ({}) | {} | {} | {} | {} |",
+        f.contender,
+        f.metric,
+        f.unit,
+        f.values.len(),
+        cell(v.map(|s| s.min), digits, ""),
+        cell(v.map(|s| s.median), digits, ""),
+        cell(v.map(|s| s.max), digits, ""),
+    );
+    for r in ratios {
+        row.push_str(&format!(" {r} |"));
+    }
+    row.push_str(&format!(
+        " {} | {} | {} | {} | {} | {} |\n",
+        cell(cpu.map(|s| s.min), 0, "%"),
+        cell(cpu.map(|s| s.median), 0, "%"),
+        cell(cpu.map(|s| s.max), 0, "%"),
+        cell(retr.map(|s| s.min), 0, ""),
+        cell(retr.map(|s| s.median), 0, ""),
+        cell(retr.map(|s| s.max), 0, ""),
+    ));
+    row
+}
+
+/// A report's tail: how it was measured ("N runs of S s per contender, interleaved
+/// round-robin" followed by the group's `method`, which ends the paragraph), the failed runs,
+/// and the smoke warning again on a smoke run.
+pub(crate) fn report_tail(opts: &Options, failures: &[String], method: &str) -> String {
+    let mut out = format!(
+        "\n{} run{} of {} s per contender, interleaved round-robin{method}\n",
+        opts.reps,
+        if opts.reps == 1 { "" } else { "s" },
+        opts.seconds
+    );
+    if !failures.is_empty() {
+        out.push_str("\nFailed runs:\n\n");
+        for f in failures {
+            out.push_str(&format!("- {f}\n"));
+        }
+    }
+    if opts.smoke() {
+        out.push_str(&format!("\n**{SMOKE_WARNING}**\n"));
+    }
+    out
+}
+
+/// The verdict on a target of at least `at_least` for the ratio `q`: "–" without one, "smoke"
+/// on a smoke run, else "met" or "missed".
+pub(crate) fn verdict(q: Option<f64>, at_least: f64, opts: &Options) -> &'static str {
+    match q {
+        None => "–",
+        Some(_) if opts.smoke() => "smoke",
+        Some(q) if q >= at_least => "met",
+        Some(_) => "missed",
+    }
+}
+
 /// The options of `args`, with every registered group (for tests).
 #[cfg(test)]
 pub(crate) fn parse_for_tests(args: &[&str]) -> Options {

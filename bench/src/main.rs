@@ -13,6 +13,8 @@ mod ours;
 mod tunnel;
 mod tunrs;
 
+use std::io;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 
@@ -69,56 +71,64 @@ pub(crate) const GROUPS: [Group; 4] = [
     },
 ];
 
+/// Removes, with `remove`, each entry of `dir` (if it can be read) that `stale_entry` says,
+/// from its name and path, is a stale leftover.
+fn sweep_dir(
+    dir: impl AsRef<Path>,
+    stale_entry: impl Fn(&str, &Path) -> bool,
+    remove: fn(PathBuf) -> io::Result<()>,
+) {
+    let Ok(dir) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let path = entry.path();
+        if stale_entry(&name, &path) {
+            let _ = remove(path);
+        }
+    }
+}
+
 /// A killed tunnel run's UAPI sockets and scratch directory.
 fn sweep_tunnel(stale: Stale<'_>) {
-    if let Ok(dir) = std::fs::read_dir(tunnel::UAPI_DIR) {
-        for entry in dir.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if name.starts_with("tw") && name.ends_with(".sock") && stale(&name) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
-    if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
-        for entry in dir.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if name
-                .strip_prefix(tunnel::SCRATCH_PREFIX)
+    sweep_dir(
+        tunnel::UAPI_DIR,
+        |name, _| name.starts_with("tw") && name.ends_with(".sock") && stale(name),
+        std::fs::remove_file,
+    );
+    sweep_dir(
+        std::env::temp_dir(),
+        |name, _| {
+            name.strip_prefix(tunnel::SCRATCH_PREFIX)
                 .is_some_and(|n| n.starts_with("tw") && stale(n))
-            {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
+        },
+        std::fs::remove_dir_all,
+    );
 }
 
 /// A `tunctl br` control socket nobody serves any more (the bridge gets SIGTERM when its
 /// harness dies and removes its own; this is for one killed outright too), and a bridge
 /// run's scratch directory.
 fn sweep_bridge(stale: Stale<'_>) {
-    if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
-        for entry in dir.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if name
-                .strip_prefix(tunnel::SCRATCH_PREFIX)
+    sweep_dir(
+        std::env::temp_dir(),
+        |name, _| {
+            name.strip_prefix(tunnel::SCRATCH_PREFIX)
                 .is_some_and(|n| n.starts_with(bridge::PREFIX) && stale(n))
-            {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
-    if let Ok(dir) = std::fs::read_dir(bridge::CONTROL_DIR) {
-        for entry in dir.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if name.starts_with(bridge::PREFIX)
+        },
+        std::fs::remove_dir_all,
+    );
+    sweep_dir(
+        bridge::CONTROL_DIR,
+        |name, path| {
+            name.starts_with(bridge::PREFIX)
                 && name.ends_with(".sock")
-                && stale(&name)
-                && std::os::unix::net::UnixStream::connect(entry.path()).is_err()
-            {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
+                && stale(name)
+                && std::os::unix::net::UnixStream::connect(path).is_err()
+        },
+        std::fs::remove_file,
+    );
 }
 
 /// One side of a forwarder: an existing persistent tun device `dev` in namespace `ns`,

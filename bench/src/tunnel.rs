@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use tunctl::{Device, Link, Namespace};
 
 use crate::harness::{
-    against_each, bench_dir, cell, interrupted, iperf_server, run_bounded, run_bounded_input,
-    run_ok, spread, start_forwarder, traffic, Figure, Options, Sample, SMOKE_WARNING,
+    against_each, bench_dir, figure_row, interrupted, iperf_server, median_of, report_head,
+    report_tail, run_bounded, run_bounded_input, run_ok, spread, start_forwarder, traffic, Figure,
+    Options, Sample,
 };
 
 /// The tunnel contenders, in report order and in the order each round takes them.
@@ -828,46 +829,17 @@ fn higher_is_better(metric: &str) -> bool {
 /// The table of every figure (min/median/max, vpwn's median over this one's, CPU of both
 /// ends, retransmits), then vpwn against each contender per metric.
 pub fn report(figures: &[Figure], failures: &[String], opts: &Options) -> String {
-    let median = |c: &str, m: &str, cpu: bool| {
-        figures
-            .iter()
-            .find(|f| f.contender == c && f.metric == m)
-            .and_then(|f| spread(if cpu { &f.cpus } else { &f.values }))
-            .map(|s| s.median)
-    };
-    let ratio = |c: &str, m: &str, cpu: bool| match (median("vpwn", m, cpu), median(c, m, cpu)) {
+    let ratio = |c: &str, m: &str, cpu: bool| match (
+        median_of(figures, "vpwn", m, cpu),
+        median_of(figures, c, m, cpu),
+    ) {
         (Some(v), Some(b)) if b > 0.0 => format!("{:.2}×", v / b),
         _ => "–".into(),
     };
-    let mut out = String::new();
-    if opts.smoke() {
-        out.push_str(&format!("> **{SMOKE_WARNING}**\n\n"));
-    }
-    out.push_str(
-        "| contender | metric | runs | min | median | max | vpwn ÷ this \
-         | CPU min | CPU median | CPU max | retr. min | retr. median | retr. max |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-    );
+    let mut out = report_head(opts, &["vpwn ÷ this"]);
     for f in figures.iter().filter(|f| applies(f.contender, f.metric)) {
-        let (v, cpu, retr) = (spread(&f.values), spread(&f.cpus), spread(&f.retransmits));
-        let d = digits(f.metric);
-        out.push_str(&format!(
-            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            f.contender,
-            f.metric,
-            f.unit,
-            f.values.len(),
-            cell(v.map(|s| s.min), d, ""),
-            cell(v.map(|s| s.median), d, ""),
-            cell(v.map(|s| s.max), d, ""),
-            ratio(f.contender, f.metric, false),
-            cell(cpu.map(|s| s.min), 0, "%"),
-            cell(cpu.map(|s| s.median), 0, "%"),
-            cell(cpu.map(|s| s.max), 0, "%"),
-            cell(retr.map(|s| s.min), 0, ""),
-            cell(retr.map(|s| s.median), 0, ""),
-            cell(retr.map(|s| s.max), 0, ""),
-        ));
+        let ratios = [ratio(f.contender, f.metric, false)];
+        out.push_str(&figure_row(f, digits(f.metric), &ratios));
     }
     // vpwn against each other contender that ran.
     out.push_str(&against_each(
@@ -877,48 +849,41 @@ pub fn report(figures: &[Figure], failures: &[String], opts: &Options) -> String
         higher_is_better,
         &ratio,
     ));
-    out.push_str(&scaling(&median));
-    out.push_str(&format!(
-        "\n{} run{} of {} s per contender, interleaved round-robin (every contender's first run, \
-         then every contender's second, ...). `runs` counts the runs that produced the figure; \
-         min, median and max are over those runs (the median of an even count is the mean of \
-         the middle two). `vpwn ÷ this` is vpwn's median over this contender's: above 1× vpwn \
-         is ahead in tcp1/tcp4/udp64, below 1× it is ahead in rtt, up and rss. CPU is both \
-         ends' processes together (`c-offload`: its forwarder; `kernel`: none) over the test's \
-         duration, 100% = one core. `up`: from starting end B until the first ping from A is \
-         answered through the tunnel (ends started one after the other, each configured and \
-         up before the next; for the `wg`-configured ones that includes the harness's `wg set` \
-         and `ip`); for `kernel` it is the floor of the measurement. `rss-a`/`rss-b`: peak \
-         resident memory (VmHWM) of the end in A (the sender) and in B.\n",
-        opts.reps,
-        if opts.reps == 1 { "" } else { "s" },
-        opts.seconds
+    out.push_str(&scaling(figures));
+    out.push_str(&report_tail(
+        opts,
+        failures,
+        " (every contender's first run, then every contender's second, ...). `runs` counts the \
+         runs that produced the figure; min, median and max are over those runs (the median of \
+         an even count is the mean of the middle two). `vpwn ÷ this` is vpwn's median over this \
+         contender's: above 1× vpwn is ahead in tcp1/tcp4/udp64, below 1× it is ahead in rtt, \
+         up and rss. CPU is both ends' processes together (`c-offload`: its forwarder; \
+         `kernel`: none) over the test's duration, 100% = one core. `up`: from starting end B \
+         until the first ping from A is answered through the tunnel (ends started one after the \
+         other, each configured and up before the next; for the `wg`-configured ones that \
+         includes the harness's `wg set` and `ip`); for `kernel` it is the floor of the \
+         measurement. `rss-a`/`rss-b`: peak resident memory (VmHWM) of the end in A (the \
+         sender) and in B.",
     ));
-    if !failures.is_empty() {
-        out.push_str("\nFailed runs:\n\n");
-        for f in failures {
-            out.push_str(&format!("- {f}\n"));
-        }
-    }
-    if opts.smoke() {
-        out.push_str(&format!("\n**{SMOKE_WARNING}**\n"));
-    }
     out
 }
 
 /// For each contender that also ran pinned to one core (`X-1cpu`): its medians on two cores
 /// over those on one, per throughput metric. Empty when none did.
-fn scaling(median: &dyn Fn(&str, &str, bool) -> Option<f64>) -> String {
+fn scaling(figures: &[Figure]) -> String {
     let mut rows = String::new();
     for c in CONTENDERS.iter().filter_map(|c| c.strip_suffix("-1cpu")) {
         let cells: Vec<String> = ["tcp1", "tcp4", "udp64"]
             .iter()
-            .map(
-                |m| match (median(c, m, false), median(&format!("{c}-1cpu"), m, false)) {
+            .map(|m| {
+                match (
+                    median_of(figures, c, m, false),
+                    median_of(figures, &format!("{c}-1cpu"), m, false),
+                ) {
                     (Some(two), Some(one)) if one > 0.0 => format!("{:.2}×", two / one),
                     _ => "–".into(),
-                },
-            )
+                }
+            })
             .collect();
         if cells.iter().any(|x| x != "–") {
             rows.push_str(&format!("| {c} | {} |\n", cells.join(" | ")));

@@ -440,7 +440,13 @@ impl Shared {
             }
         };
         admin.added += 1;
-        let port = Arc::new(open_port(spec, slot, admin.added, self.queues, self.one_thread)?);
+        let port = Arc::new(open_port(
+            spec,
+            slot,
+            admin.added,
+            self.queues,
+            self.one_thread,
+        )?);
         let label = port.label();
         let mut table = (*ports).clone();
         if table.len() <= slot {
@@ -815,7 +821,13 @@ impl Bridge {
         let mut ports = Vec::with_capacity(opts.ports.len());
         for (i, spec) in opts.ports.iter().enumerate() {
             // A port that fails takes the ports made before it along (their Drop).
-            ports.push(open_port(spec, i, i as u64 + 1, opts.queues, opts.one_thread)?);
+            ports.push(open_port(
+                spec,
+                i,
+                i as u64 + 1,
+                opts.queues,
+                opts.one_thread,
+            )?);
         }
         if let (Some(u), Some(master)) = (uplink, &opts.master) {
             if let Err(e) = enslave(&mut ports[u], &opts.ports[u], master) {

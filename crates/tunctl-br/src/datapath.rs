@@ -116,7 +116,9 @@ pub(crate) fn event_loop(s: &Shared) {
                 continue;
             }
             // Said, and the bridge stops: never up while forwarding nothing.
-            say(format_args!("br: the port loop's poll failed: {e}; stopping"));
+            say(format_args!(
+                "br: the port loop's poll failed: {e}; stopping"
+            ));
             s.stop.store(true, Ordering::Release);
             break;
         }

@@ -16,8 +16,9 @@ mod vpwn_user;
 mod br;
 
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use common::{ip_addrs, ip_flags, ip_link, privileged};
+use common::{bind_in, ip_addrs, ip_flags, ip_link, privileged, TestNs};
 use serde_json::Value;
 
 fn tunctl(args: &[&str]) -> Output {
@@ -77,6 +78,37 @@ fn fails(args: &[&str], code: i32) -> String {
         stderr(&out)
     );
     stderr(&out)
+}
+
+/// The public key of the WireGuard private key `private` (base64, as `vpwn genkey` prints
+/// it; surrounding whitespace is ignored).
+fn public_of(private: &str) -> String {
+    private
+        .trim()
+        .parse::<tunctl_vpwn::SecretKey>()
+        .unwrap()
+        .public()
+        .to_string()
+}
+
+/// A UDP datagram sent from `from` in namespace `a` reaches `to` in namespace `b`, through
+/// a tunnel (retried for up to 8 s: the first ones may wait for the handshake).
+fn crosses(a: &TestNs, b: &TestNs, from: &str, to: &str) -> bool {
+    let rx = bind_in(b, to);
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let tx = bind_in(a, from);
+    let mut buf = [0u8; 64];
+    for _ in 0..40 {
+        let _ = tx.send_to(b"through the tunnel", to);
+        if rx
+            .recv_from(&mut buf)
+            .is_ok_and(|(n, _)| &buf[..n] == b"through the tunnel")
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// Namespaces, UAPI sockets (`/var/run/wireguard/vpwn-PID-a.sock`) and the bridge's control
@@ -1200,16 +1232,10 @@ fn vpwn_keys_and_a_tunnel_from_the_command_line() {
     {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let rx =
-        b.ns.run(|| std::net::UdpSocket::bind("10.212.0.2:7021"))
-            .unwrap()
-            .unwrap();
+    let rx = bind_in(&b, "10.212.0.2:7021");
     rx.set_read_timeout(Some(std::time::Duration::from_millis(200)))
         .unwrap();
-    let tx =
-        a.ns.run(|| std::net::UdpSocket::bind("10.212.0.1:0"))
-            .unwrap()
-            .unwrap();
+    let tx = bind_in(&a, "10.212.0.1:0");
     let mut got = false;
     let mut buf = [0u8; 32];
     while !got && std::time::Instant::now() < deadline + std::time::Duration::from_secs(5) {

@@ -235,11 +235,16 @@ fn setup(
     ns_pattern: &str,
     max: usize,
 ) -> Option<(std::sync::MutexGuard<'static, ()>, Install, TestNs)> {
+    setup_with(&policy(ns_pattern, max))
+}
+
+/// [`setup`] with the helper installed with `policy` (which must allow `tunctl-ht-*`).
+fn setup_with(policy: &str) -> Option<(std::sync::MutexGuard<'static, ()>, Install, TestNs)> {
     if !privileged() {
         return None;
     }
     let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let install = Install::new(&policy(ns_pattern, max));
+    let install = Install::new(policy);
     Some((serial, install, allowed_ns()))
 }
 
@@ -403,11 +408,7 @@ fn unprivileged_user_adds_configures_and_deletes_through_the_helper() {
 /// for it (`disable_ipv6`), and everything else works as with IPv6.
 #[test]
 fn an_ipv4_only_rule_creates_configures_and_deletes_with_ipv6_off() {
-    if !privileged() {
-        return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let install = Install::new(&format!(
+    let Some((_s, install, t)) = setup_with(&format!(
         r#"
 [[allow]]
 users = ["{USER}"]
@@ -419,8 +420,9 @@ mtu = [1280, 9000]
 flags = ["persist"]
 max_devices = 2
 "#
-    ));
-    let t = allowed_ns();
+    )) else {
+        return;
+    };
     let out = install.tunctl(&[
         "add",
         "ht%d",
@@ -948,6 +950,98 @@ fn a_helper_killed_anywhere_leaves_nothing_or_a_complete_device() {
         }
     }
     eprintln!("killed helpers: {none} left nothing, {whole} a complete device");
+}
+
+/// The caller races its own helper: it tries to attach a queue to the multi-queue device
+/// the helper is making, and kills the helper the moment it holds one. Before the fix, the
+/// device was its caller's from birth, so the caller could attach as soon as it arrived in
+/// the namespace, kill the helper before it hardened the device, and keep a tagged device
+/// that accepts router advertisements (then `tunctl set --up` through the helper). Now the
+/// caller becomes the owner only after hardening: whatever survives is hardened.
+#[test]
+fn a_caller_racing_its_helper_never_holds_an_unhardened_device() {
+    const ATTACKER: &str = r#"
+import fcntl, os, signal, struct, subprocess, sys, time
+tunctl, helper, ns, name = sys.argv[1:5]
+flags = 0x0001 | 0x1000 | 0x0100  # IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE
+p = subprocess.Popen([tunctl, "add", name, "--tun", "--multi-queue", "--netns", ns],
+                     env=dict(os.environ, TUNCTL_HELPER=helper),
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+held, deadline = None, time.time() + 3
+while held is None and time.time() < deadline and p.poll() is None:
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    try:
+        fcntl.ioctl(fd, 0x400454ca, struct.pack("16sH", name.encode(), flags))
+        held = fd
+    except OSError:
+        os.close(fd)
+if held is not None:
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            comm = open(f"/proc/{pid}/comm").read().strip()
+            ruid = int(open(f"/proc/{pid}/status").read().split("Uid:")[1].split()[0])
+            if comm == "tunctl-helper" and ruid == os.getuid():
+                os.kill(int(pid), signal.SIGKILL)
+        except (OSError, IndexError, ValueError):
+            pass
+p.wait()
+print("attached" if held is not None else "not attached", flush=True)
+sys.stdin.read()
+"#;
+    let Some((_s, install, t)) = setup("tunctl-ht-*", 100) else {
+        return;
+    };
+    let name = "htrace0";
+    let sysctl = |key: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &t.name, "cat"])
+            .arg(format!("/proc/sys/net/ipv6/conf/{name}/{key}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let mut attached = 0;
+    for round in 0..20 {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &t.name, "setpriv"])
+            .args(user_args(USER))
+            .args(["/usr/bin/python3", "-c", ATTACKER])
+            .arg(install.dir.join("tunctl"))
+            .arg(install.dir.join("tunctl-helper"))
+            .args([t.name.as_str(), name])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = KillOnDrop(Some(cmd.spawn().unwrap()));
+        let mut said = String::new();
+        {
+            use std::io::BufRead;
+            let out = child.0.as_mut().unwrap().stdout.take().unwrap();
+            std::io::BufReader::new(out).read_line(&mut said).unwrap();
+        }
+        if said.trim() == "attached" {
+            attached += 1;
+        }
+        if ip_link(Some(&t.name), name).is_some() {
+            assert!(
+                sysctl("accept_ra") == "0" || sysctl("disable_ipv6") == "1",
+                "round {round}: the caller holds an unhardened device (accept_ra {}; {said}; {})",
+                sysctl("accept_ra"),
+                ip_json(Some(&t.name), &["-d", "link", "show", name])
+            );
+        }
+        // The attacker lets go; a persistent device left by a helper that finished goes.
+        drop(child.0.as_mut().unwrap().stdin.take());
+        let _ = child.0.take().unwrap().wait();
+        let _ = Command::new("ip")
+            .args(["-n", &t.name, "link", "del", name])
+            .output();
+    }
+    assert!(
+        attached > 0,
+        "the attacker never attached: the race was not run"
+    );
+    eprintln!("{attached} of 20 rounds attached a queue and killed the helper");
 }
 
 /// Issue: with two allowed ranges of different sizes, a peer checked with one prefix was

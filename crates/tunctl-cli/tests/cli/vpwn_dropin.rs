@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::common::{self, TestNs};
-use super::ok;
+use super::common::{self, bind_in, TestNs};
+use super::{crosses, ok, public_of};
 
 const DROPIN: &str = env!("CARGO_BIN_EXE_tunctl-vpwn");
 
@@ -61,29 +61,6 @@ fn exec_ok(ns: &str, cmd: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A datagram from namespace `a` reaches `to` in namespace `b` (retried: the first one
-/// may wait for the handshake).
-fn crosses(a: &TestNs, b: &TestNs, from: &str, to: &str) -> bool {
-    let rx = b.ns.run(|| std::net::UdpSocket::bind(to)).unwrap().unwrap();
-    rx.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let tx =
-        a.ns.run(|| std::net::UdpSocket::bind(from))
-            .unwrap()
-            .unwrap();
-    let mut buf = [0u8; 64];
-    for _ in 0..25 {
-        let _ = tx.send_to(b"through vpwn", to);
-        if rx
-            .recv_from(&mut buf)
-            .is_ok_and(|(n, _)| &buf[..n] == b"through vpwn")
-        {
-            return true;
-        }
-    }
-    false
-}
-
 /// Sends one raw UAPI request and returns the answer.
 fn uapi(name: &str, request: &str) -> String {
     let mut c = UnixStream::connect(socket(name)).unwrap();
@@ -109,14 +86,7 @@ fn wg_quick_brings_the_drop_in_up_and_down() {
     let dir = std::env::temp_dir().join(format!("tunctl-dropin-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (ka, kb) = (ok(&["vpwn", "genkey"]), ok(&["vpwn", "genkey"]));
-    let public = |k: &str| {
-        k.trim()
-            .parse::<tunctl_vpwn::SecretKey>()
-            .unwrap()
-            .public()
-            .to_string()
-    };
-    let (pa, pb) = (public(&ka), public(&kb));
+    let (pa, pb) = (public_of(&ka), public_of(&kb));
     let (wa, wb) = (common::unique("wa"), common::unique("wb"));
 
     // End a: wg-quick up with a wg-quick file; the drop-in goes to the background.
@@ -210,10 +180,7 @@ fn wg_quick_brings_the_drop_in_up_and_down() {
     };
     assert_eq!(stable(&before), stable(&after));
     // A port in use is refused with EADDRINUSE.
-    let _busy =
-        a.ns.run(|| std::net::UdpSocket::bind("[::]:51998"))
-            .unwrap()
-            .unwrap();
+    let _busy = bind_in(&a, "[::]:51998");
     assert_eq!(
         uapi(&wa, "set=1\nlisten_port=51998\n\n"),
         format!("errno={}\n\n", -libc::EADDRINUSE)
@@ -340,12 +307,6 @@ fn setconf_showconf_addconf_syncconf_with_three_peers() {
     let dir = std::env::temp_dir().join(format!("tunctl-dropin3-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     let key = |_: u8| ok(&["vpwn", "genkey"]).trim().to_string();
-    let public = |k: &str| {
-        k.parse::<tunctl_vpwn::SecretKey>()
-            .unwrap()
-            .public()
-            .to_string()
-    };
     let psk = ok(&["vpwn", "genpsk"]).trim().to_string();
     let peers: Vec<String> = (0..4).map(key).collect();
     let conf3 = format!(
@@ -354,9 +315,9 @@ fn setconf_showconf_addconf_syncconf_with_three_peers() {
          [Peer]\nPublicKey = {}\nAllowedIPs = 10.221.0.0/24\nEndpoint = [fd00:219::3]:51943\n\n\
          [Peer]\nPublicKey = {}\nAllowedIPs = 0.0.0.0/0\n",
         key(0),
-        public(&peers[0]),
-        public(&peers[1]),
-        public(&peers[2])
+        public_of(&peers[0]),
+        public_of(&peers[1]),
+        public_of(&peers[2])
     );
     let file = dir.join("three.conf");
     std::fs::write(&file, &conf3).unwrap();
@@ -369,7 +330,7 @@ fn setconf_showconf_addconf_syncconf_with_three_peers() {
         &extra,
         format!(
             "[Peer]\nPublicKey = {}\nAllowedIPs = 10.222.0.0/16\n",
-            public(&peers[3])
+            public_of(&peers[3])
         ),
     )
     .unwrap();
@@ -478,13 +439,6 @@ fn padding_follows_the_mtu_wg_quick_sets_after_start() {
     let dir = std::env::temp_dir().join(format!("tunctl-dropin-mtu-{}", common::unique("")));
     std::fs::create_dir_all(&dir).unwrap();
     let (ka, kb) = (ok(&["vpwn", "genkey"]), ok(&["vpwn", "genkey"]));
-    let public = |k: &str| {
-        k.trim()
-            .parse::<tunctl_vpwn::SecretKey>()
-            .unwrap()
-            .public()
-            .to_string()
-    };
     let (wa, wb) = (common::unique("ma"), common::unique("mb"));
     let conf = |key: &str, port: u16, addr: &str, peer: &str, endpoint: &str, allowed: &str| {
         format!(
@@ -512,7 +466,7 @@ fn padding_follows_the_mtu_wg_quick_sets_after_start() {
                 &ka,
                 51951,
                 "10.219.0.1/24",
-                &public(&kb),
+                &public_of(&kb),
                 "10.218.0.2:51952",
                 "10.219.0.2/32",
             ),
@@ -524,7 +478,7 @@ fn padding_follows_the_mtu_wg_quick_sets_after_start() {
                 &kb,
                 51952,
                 "10.219.0.2/24",
-                &public(&ka),
+                &public_of(&ka),
                 "10.218.0.1:51951",
                 "10.219.0.1/32",
             ),
@@ -563,15 +517,9 @@ fn padding_follows_the_mtu_wg_quick_sets_after_start() {
     let sent = s.write_all(&vec![7u8; 4 << 20]);
     drop(s);
     assert_eq!(reader.join().unwrap(), 4 << 20, "the stream: {sent:?}");
-    let rx =
-        b.ns.run(|| std::net::UdpSocket::bind("10.219.0.2:7503"))
-            .unwrap()
-            .unwrap();
+    let rx = bind_in(&b, "10.219.0.2:7503");
     rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let tx =
-        a.ns.run(|| std::net::UdpSocket::bind("10.219.0.1:0"))
-            .unwrap()
-            .unwrap();
+    let tx = bind_in(&a, "10.219.0.1:0");
     tx.send_to(&[1u8; 1412 - 28], "10.219.0.2:7503").unwrap();
     let mut buf = [0u8; 2048];
     assert_eq!(

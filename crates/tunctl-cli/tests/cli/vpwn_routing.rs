@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::common::{self, ip_ok, TestNs};
-use super::ok;
+use super::common::{self, bind_in, ip_ok, TestNs};
+use super::{crosses, ok, public_of};
 
 /// The router's addresses on each side, the client's and the server's.
 const C4: &str = "10.231.0.1";
@@ -223,15 +223,6 @@ fn which(program: &str) -> Option<PathBuf> {
     })
 }
 
-fn public_of(private: &str) -> String {
-    private
-        .trim()
-        .parse::<tunctl_vpwn::SecretKey>()
-        .unwrap()
-        .public()
-        .to_string()
-}
-
 fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !f() {
@@ -358,34 +349,6 @@ fn vpwn_table_routes(ns: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// A UDP datagram from the client's tunnel address reaches the server's through the tunnel
-/// (the first one waits for the handshake).
-fn through(h: &Hosts, from: &str, to: &str) -> bool {
-    let rx =
-        h.s.ns
-            .run(|| std::net::UdpSocket::bind(to))
-            .unwrap()
-            .unwrap();
-    rx.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let tx =
-        h.c.ns
-            .run(|| std::net::UdpSocket::bind(from))
-            .unwrap()
-            .unwrap();
-    let mut buf = [0u8; 64];
-    for _ in 0..40 {
-        let _ = tx.send_to(b"full tunnel", to);
-        if rx
-            .recv_from(&mut buf)
-            .is_ok_and(|(n, _)| &buf[..n] == b"full tunnel")
-        {
-            return true;
-        }
-    }
-    false
-}
-
 fn client_conf(private: &str, server: &str, endpoint: &str, allowed: &str, extra: &str) -> String {
     format!(
         "[Interface]\nPrivateKey = {}\nAddress = 10.232.0.1/24, fd00:232::1/64\n{extra}\n[Peer]\nPublicKey = {server}\nEndpoint = {endpoint}\nAllowedIPs = {allowed}\n",
@@ -441,13 +404,13 @@ fn a_full_tunnel_keeps_its_own_datagrams_out_and_cleans_up() {
         }
         if v4 {
             assert!(
-                through(&h, "10.232.0.1:0", "10.232.0.2:7301"),
+                crosses(&h.c, &h.s, "10.232.0.1:0", "10.232.0.2:7301"),
                 "{allowed}: IPv4 through"
             );
         }
         if v6 {
             assert!(
-                through(&h, "[fd00:232::1]:0", "[fd00:232::2]:7302"),
+                crosses(&h.c, &h.s, "[fd00:232::1]:0", "[fd00:232::2]:7302"),
                 "{allowed}: IPv6 through"
             );
         }
@@ -494,7 +457,7 @@ fn split_off_and_killed_tunnels_route_as_they_say() {
         name,
         "never in clear text"
     );
-    assert!(through(&h, "10.232.0.1:0", "10.232.0.2:7311"));
+    assert!(crosses(&h.c, &h.s, "10.232.0.1:0", "10.232.0.2:7311"));
     stop(p);
 
     // Split: only the server's tunnel network, in the main table; no rules.
@@ -518,7 +481,7 @@ fn split_off_and_killed_tunnels_route_as_they_say() {
         h.ua,
         "the rest as before"
     );
-    assert!(through(&h, "10.232.0.1:0", "10.232.0.2:7312"));
+    assert!(crosses(&h.c, &h.s, "10.232.0.1:0", "10.232.0.2:7312"));
     stop(p);
     assert!(
         common::ip_json(Some(&h.c.name), &["route", "show", "10.233.0.0/16"])
@@ -576,7 +539,7 @@ fn split_off_and_killed_tunnels_route_as_they_say() {
         2,
         "the stale ones removed, ours added"
     );
-    assert!(through(&h, "10.232.0.1:0", "10.232.0.2:7313"));
+    assert!(crosses(&h.c, &h.s, "10.232.0.1:0", "10.232.0.2:7313"));
     stop(p);
     assert!(vpwn_rules(&h.c.name).is_empty());
     drop(srv);
@@ -608,16 +571,7 @@ fn a_full_tunnel_without_privilege_is_refused_not_half_made() {
     std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     std::os::unix::fs::chown(&file, Some(uid), None).unwrap();
     let name = common::unique("wgu");
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", &h.c.name, "setpriv", "--reuid", user, "--regid", user,
-        ])
-        .args([
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            "--",
-        ])
+    let out = common::as_user_in(&h.c.name, user)
         .arg(env!("CARGO_BIN_EXE_tunctl"))
         .args(["vpwn", "up", &name, "--config"])
         .arg(&file)
@@ -700,18 +654,10 @@ fn a_server_answers_from_the_address_it_was_reached_on() {
         );
         let p = client_up(&h, &name, &body).unwrap();
         // 20 datagrams each way, each answered through the firewall.
-        let rx =
-            h.s.ns
-                .run(|| std::net::UdpSocket::bind(to))
-                .unwrap()
-                .unwrap();
+        let rx = bind_in(&h.s, to);
         rx.set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
-        let tx =
-            h.c.ns
-                .run(|| std::net::UdpSocket::bind(from))
-                .unwrap()
-                .unwrap();
+        let tx = bind_in(&h.c, from);
         tx.set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
         let mut buf = [0u8; 64];
@@ -766,11 +712,7 @@ fn a_handshake_that_never_completes_is_said() {
     );
     let mut p = client_up(&h, &name, &body).unwrap();
     // A packet for the peer starts the handshake.
-    let tx =
-        h.c.ns
-            .run(|| std::net::UdpSocket::bind("10.232.0.1:0"))
-            .unwrap()
-            .unwrap();
+    let tx = bind_in(&h.c, "10.232.0.1:0");
     let _ = tx.send_to(b"anyone?", "10.232.0.2:7330");
     std::thread::sleep(Duration::from_secs(17));
     let shown = ok(&["vpwn", "show", &name]);
@@ -809,7 +751,7 @@ fn a_full_tunnel_fails_closed_while_its_device_is_down() {
         "",
     );
     let p = client_up(&h, &name, &body).unwrap();
-    assert!(through(&h, "10.232.0.1:0", "10.232.0.2:7321"));
+    assert!(crosses(&h.c, &h.s, "10.232.0.1:0", "10.232.0.2:7321"));
     ip_ok(&h.c.name, &["link", "set", &name, "down"]);
     for dst in ["10.99.0.1", S4, "fd00:99::1", S6] {
         assert!(
@@ -819,11 +761,7 @@ fn a_full_tunnel_fails_closed_while_its_device_is_down() {
         );
     }
     // Nothing leaves by the underlay either: a datagram is refused at once.
-    let tx =
-        h.c.ns
-            .run(|| std::net::UdpSocket::bind("0.0.0.0:0"))
-            .unwrap()
-            .unwrap();
+    let tx = bind_in(&h.c, "0.0.0.0:0");
     assert!(tx.send_to(b"clear text?", (S4, 9)).is_err());
     ip_ok(&h.c.name, &["link", "set", &name, "up"]);
     wait("the tunnel's routes put back", 5, || {
@@ -841,7 +779,7 @@ fn a_full_tunnel_fails_closed_while_its_device_is_down() {
     let mark = full_mark(&h.c.name).unwrap();
     assert_eq!(route_dev(&h.c.name, S4, Some(mark)), h.ua);
     assert!(
-        through(&h, "10.232.0.1:0", "10.232.0.2:7322"),
+        crosses(&h.c, &h.s, "10.232.0.1:0", "10.232.0.2:7322"),
         "through the tunnel again"
     );
     stop(p);
@@ -928,7 +866,7 @@ fn full_tunnels_side_by_side_remove_only_their_own() {
     assert!(!vpwn_table_routes(&h.c.name).is_empty());
     let p = client_up(&h, &pers, &conf("10.232.0.1/24")).unwrap();
     assert_eq!(vpwn_rules(&h.c.name).len(), 2, "the stale ones replaced");
-    assert!(through(&h, "10.232.0.1:0", "10.232.0.2:7331"));
+    assert!(crosses(&h.c, &h.s, "10.232.0.1:0", "10.232.0.2:7331"));
     stop(p);
     assert!(vpwn_rules(&h.c.name).is_empty());
     assert!(

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::common::{self, TestNs};
-use super::ok;
+use super::{ok, public_of};
 
 const USER: &str = "tunctl-test";
 
@@ -57,26 +57,10 @@ fn a_user_runs_vpwn_on_a_device_it_owns() {
     std::os::unix::fs::chown(&key, Some(uid), None).unwrap();
     std::fs::write(dir.join("root.key"), &kb).unwrap();
     std::fs::set_permissions(dir.join("root.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    let public = |k: &str| {
-        k.trim()
-            .parse::<tunctl_vpwn::SecretKey>()
-            .unwrap()
-            .public()
-            .to_string()
-    };
-    let (pa, pb) = (public(&ka), public(&kb));
+    let (pa, pb) = (public_of(&ka), public_of(&kb));
 
     // The user's end: no capability at all, in namespace a.
-    let mut user = Command::new("ip")
-        .args([
-            "netns", "exec", &a.name, "setpriv", "--reuid", USER, "--regid", USER,
-        ])
-        .args([
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            "--",
-        ])
+    let mut user = common::as_user_in(&a.name, USER)
         .arg(env!("CARGO_BIN_EXE_tunctl"))
         .args(["vpwn", "up", &dev, "--key-file"])
         .arg(&key)
@@ -197,12 +181,7 @@ fn another_user_cannot_read_reconfigure_or_stop_root_tunnels_and_bridges() {
     std::fs::write(&key, ok(&["vpwn", "genkey"])).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let peer = ok(&["vpwn", "genkey"]);
-    let peer_pub = peer
-        .trim()
-        .parse::<tunctl_vpwn::SecretKey>()
-        .unwrap()
-        .public()
-        .to_string();
+    let peer_pub = public_of(&peer);
     let (tun, bridge) = (common::unique("vt"), common::unique("bt"));
     let vpwn = Command::new(env!("CARGO_BIN_EXE_tunctl"))
         .args(["-n", &a.name, "vpwn", "up", &tun, "--key-file"])

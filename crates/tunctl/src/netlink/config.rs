@@ -651,6 +651,10 @@ pub(crate) fn owner_changes(
 /// Whether a device is hardened ([`Link::harden`]) before it changes hands: as asked
 /// (`harden`), else when it goes to a new owner or group other than root. The one rule of
 /// [`LinkConfig`] and the `Builder`.
-pub(crate) fn hardens(harden: Option<bool>, new_owner: Option<u32>, new_group: Option<u32>) -> bool {
+pub(crate) fn hardens(
+    harden: Option<bool>,
+    new_owner: Option<u32>,
+    new_group: Option<u32>,
+) -> bool {
     harden.unwrap_or(new_owner.is_some_and(|u| u != 0) || new_group.is_some_and(|g| g != 0))
 }

@@ -253,6 +253,14 @@ pub fn udp_packet(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload:
     p
 }
 
+/// A UDP socket bound to `addr` in namespace `ns`; fails the test if it cannot be.
+pub fn bind_in(ns: &TestNs, addr: &str) -> std::net::UdpSocket {
+    ns.ns
+        .run(|| std::net::UdpSocket::bind(addr))
+        .unwrap()
+        .unwrap()
+}
+
 /// A veth from namespace `a` to namespace `b` (made with `ip`, the tests' independent tool),
 /// with `NET.1/24` on `a`'s end and `NET.2/24` on `b`'s, both up. Returns the two names;
 /// the ends go with their namespaces.
@@ -331,6 +339,23 @@ pub fn router_advertisement(prefix: std::net::Ipv6Addr) -> Vec<u8> {
     p
 }
 
+/// `ip netns exec NS setpriv --reuid USER --regid USER --clear-groups --inh-caps=-all
+/// --bounding-set=-all --`: the program and arguments added to it run in namespace `ns` as
+/// `user`, without any group or capability.
+pub fn as_user_in(ns: &str, user: &str) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns", "exec", ns, "setpriv", "--reuid", user, "--regid", user,
+    ])
+    .args([
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--",
+    ]);
+    cmd
+}
+
 /// `packets` written into the device `dev` of namespace `ns` by `user` (no capability), with
 /// the `inject` example, which holds the device `hold_ms` more (keeping its carrier) while
 /// this returns; wait on the child to see it succeed.
@@ -357,16 +382,7 @@ pub fn inject_as(
         .iter()
         .map(|p| p.iter().map(|b| format!("{b:02x}")).collect())
         .collect();
-    Command::new("ip")
-        .args([
-            "netns", "exec", ns, "setpriv", "--reuid", user, "--regid", user,
-        ])
-        .args([
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            "--",
-        ])
+    as_user_in(ns, user)
         .arg(&bin)
         .args(["--hold", &hold_ms.to_string(), dev])
         .args(&hex)
