@@ -88,9 +88,8 @@ pub(crate) struct Routing {
     watch: Option<Watch>,
 }
 
-/// Events read from the watch per look, at most (a host adding routes by the hundred
-/// thousand announces each; the rest wait for the next look, or overflow into `Lost`,
-/// which counts as a change).
+/// Link events read from the watch per look, at most (the rest wait for the next look, or
+/// overflow into `Lost`, which counts as a change).
 const EVENTS_PER_LOOK: usize = 4096;
 
 impl std::fmt::Debug for Routing {
@@ -121,7 +120,7 @@ impl Routing {
     ) -> Result<Routing, Error> {
         let netlink = Netlink::open_in(link.netlink().namespace())?;
         let mut r = Routing {
-            watch: netlink.watch().ok(),
+            watch: Watch::links(netlink.namespace()).ok(),
             netlink,
             routes: Vec::new(),
             rules: Vec::new(),

@@ -698,6 +698,7 @@ fn link_address_and_route_events_of_changes_made_from_outside() {
     };
     let other = TestNs::new();
     let mut watch = Netlink::open_in(&t.ns).unwrap().watch().unwrap();
+    let mut links_only = tunctl::Watch::links(&t.ns).unwrap();
     let mut there = tunctl::Watch::open(&other.ns).unwrap();
     common::ip_ok(
         &t.name,
@@ -817,6 +818,22 @@ fn link_address_and_route_events_of_changes_made_from_outside() {
         &mut watch,
         "peer deleted",
         |e| matches!(e, E::Deleted { name, .. } if name == "wb0"),
+    );
+    // A watch of links alone saw the same link events, and no address or route.
+    let mut seen = Vec::new();
+    while let Some(e) = links_only.next_timeout(std::time::Duration::ZERO).unwrap() {
+        seen.push(e);
+    }
+    assert!(
+        seen.iter().any(|e| matches!(e, E::Admin { up: true, .. })),
+        "{seen:#?}"
+    );
+    assert!(
+        !seen.iter().any(|e| matches!(
+            e,
+            E::AddressAdded(_) | E::AddressRemoved(_) | E::RouteAdded(_) | E::RouteRemoved(_)
+        )),
+        "{seen:#?}"
     );
     // The namespace of a watch must exist.
     let err =

@@ -23,6 +23,8 @@ use crate::sys::{self, Interest, Ready};
 /// `RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR |
 /// RTMGRP_IPV6_ROUTE`: the groups a [`Watch`] joins.
 const GROUPS: u32 = 0x1 | 0x10 | 0x40 | 0x100 | 0x400;
+/// `RTMGRP_LINK` alone: the group of [`Watch::links`].
+const LINK_GROUP: u32 = 0x1;
 
 /// `IFF_UP` and `IFF_LOWER_UP` (carrier).
 const IFF_UP: u32 = libc::IFF_UP as u32;
@@ -163,12 +165,27 @@ impl Watch {
     /// without CAP_SYS_ADMIN to enter another one; [`ErrorKind::Os`] if the socket cannot
     /// be made.
     pub fn open(ns: &Namespace) -> Result<Watch> {
+        Watch::open_groups(ns, GROUPS)
+    }
+
+    /// As [`open`](Watch::open), for link events only (no address or route events): for a
+    /// program that follows its devices on a host whose routes change by the thousand,
+    /// which would otherwise fill its socket.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Watch::open).
+    pub fn links(ns: &Namespace) -> Result<Watch> {
+        Watch::open_groups(ns, LINK_GROUP)
+    }
+
+    fn open_groups(ns: &Namespace, groups: u32) -> Result<Watch> {
         let (socket, links) = ns.run(|| -> Result<(Socket, Vec<LinkInfo>)> {
             let mut socket =
                 Socket::new(NETLINK_ROUTE).map_err(|e| Error::os("netlink socket", e))?;
             // Subscribed before the dump: a change during it is announced, never missed.
             socket
-                .bind(&SocketAddr::new(0, GROUPS))
+                .bind(&SocketAddr::new(0, groups))
                 .map_err(|e| Error::os("netlink bind", e))?;
             let links = Netlink::open_here(Namespace::Current)?.links()?;
             Ok((socket, links))
