@@ -66,10 +66,8 @@ impl Drop for NameLock {
     fn drop(&mut self) {
         // Ours, while still locked (the fd closes after this): one replaced meanwhile is
         // another taker's.
-        if let Ok(held) = rustix::fs::fstat(&self.fd) {
-            if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == held.st_ino) {
-                let _ = std::fs::remove_file(&self.path);
-            }
+        if still_at(&self.fd, &self.path) {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }
@@ -125,7 +123,10 @@ fn secure_dir(dir: &Path) -> io::Result<()> {
 fn lock_name(dir: &Path, name: &str) -> io::Result<(OwnedFd, PathBuf)> {
     use rustix::fs::{FlockOperation, Mode, OFlags};
     let path = dir.join(format!("{name}.lock"));
-    for _ in 0..8 {
+    // A sweeper (another program's `bind`) holds a stale lock for a moment: a lock held
+    // for longer than these tries is a running program's.
+    let mut busy = 0;
+    for _ in 0..32 {
         let fd = rustix::fs::open(
             &path,
             OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -133,6 +134,11 @@ fn lock_name(dir: &Path, name: &str) -> io::Result<(OwnedFd, PathBuf)> {
         )?;
         match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK && busy < 20 => {
+                busy += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                continue;
+            }
             Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
@@ -144,10 +150,7 @@ fn lock_name(dir: &Path, name: &str) -> io::Result<(OwnedFd, PathBuf)> {
             }
             Err(e) => return Err(e.into()),
         }
-        let held = rustix::fs::fstat(&fd)?;
-        if std::fs::symlink_metadata(&path)
-            .is_ok_and(|m| m.ino() == held.st_ino && m.dev() == held.st_dev)
-        {
+        if still_at(&fd, &path) {
             return Ok((fd, path));
         }
     }
@@ -155,6 +158,14 @@ fn lock_name(dir: &Path, name: &str) -> io::Result<(OwnedFd, PathBuf)> {
         io::ErrorKind::AddrInUse,
         format!("{name}: its lock file keeps changing under us"),
     ))
+}
+
+/// Whether the file open at `fd` is the one at `path` (same device and inode, not a link).
+fn still_at(fd: &OwnedFd, path: &Path) -> bool {
+    rustix::fs::fstat(fd).is_ok_and(|held| {
+        std::fs::symlink_metadata(path)
+            .is_ok_and(|m| m.ino() == held.st_ino && m.dev() == held.st_dev)
+    })
 }
 
 /// Removes what programs killed before they could clean up left in `dir`: for each lock
@@ -186,15 +197,17 @@ fn sweep_stale(dir: &Path, except: &str) {
             // Held: its program runs.
             continue;
         }
+        // A lock won on a file removed meanwhile (its program ended cleanly, and maybe a
+        // new one took the name since, and is binding its socket now) says nothing of the
+        // socket: only the lock file at the path counts.
+        if !still_at(&fd, &lock_path) {
+            continue;
+        }
         let sock = dir.join(format!("{name}.sock"));
         if UnixStream::connect(&sock).is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused) {
             let _ = std::fs::remove_file(&sock);
         }
-        if let Ok(held) = rustix::fs::fstat(&fd) {
-            if std::fs::symlink_metadata(&lock_path).is_ok_and(|m| m.ino() == held.st_ino) {
-                let _ = std::fs::remove_file(&lock_path);
-            }
-        }
+        let _ = std::fs::remove_file(&lock_path);
     }
 }
 
