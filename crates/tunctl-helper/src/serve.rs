@@ -45,7 +45,10 @@ fn open_log_file() -> Option<std::fs::File> {
         .open(LOG_FILE)
         .ok()?;
     let meta = file.metadata().ok()?;
-    (meta.is_file() && meta.uid() == 0 && meta.mode() & 0o077 == 0).then_some(file)
+    // Root's alone, and no second name (a hard link to another root file, where
+    // protected_hardlinks is off, would have us append to that file).
+    (meta.is_file() && meta.uid() == 0 && meta.mode() & 0o077 == 0 && meta.nlink() == 1)
+        .then_some(file)
 }
 
 /// Now, as `YYYY-MM-DDTHH:MM:SSZ`.

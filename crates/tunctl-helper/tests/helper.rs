@@ -1708,4 +1708,48 @@ fn without_a_system_log_nothing_is_done_unrecorded() {
     let out = run(&["del", "ht0", "--netns", &t.name]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(ip_link(Some(&t.name), "ht0").is_none());
+
+    // A hostile record file (the setuid helper writes it as root): a hard link to another
+    // root file (possible where protected_hardlinks is off), a symbolic link, a file of the
+    // user's, one others may read. Each time nothing is done, and the target is untouched.
+    let victim = install.dir.join("victim");
+    std::fs::write(&victim, "root's own\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let uid = tunctl::user_id(USER).unwrap();
+    let plants: [(&str, &dyn Fn()); 4] = [
+        ("a hard link", &|| std::fs::hard_link(&victim, log).unwrap()),
+        ("a symbolic link", &|| {
+            std::os::unix::fs::symlink(&victim, log).unwrap()
+        }),
+        ("the user's file", &|| {
+            std::fs::write(log, "").unwrap();
+            std::os::unix::fs::chown(log, Some(uid), None).unwrap();
+            std::fs::set_permissions(log, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }),
+        ("a file others may read", &|| {
+            std::fs::write(log, "").unwrap();
+            std::fs::set_permissions(log, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }),
+    ];
+    for (what, plant) in plants {
+        let _ = std::fs::remove_file(log);
+        plant();
+        let out = run(&["add", "ht%d", "--tun", "--netns", &t.name]);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", text(&out));
+        assert!(
+            text(&out).contains("nothing done"),
+            "{what}: {}",
+            text(&out)
+        );
+        assert!(
+            ip_link(Some(&t.name), "ht0").is_none(),
+            "{what}: nothing done"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "root's own\n",
+            "{what}"
+        );
+    }
+    let _ = std::fs::remove_file(log);
 }
