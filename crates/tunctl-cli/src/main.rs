@@ -524,6 +524,27 @@ fn complete_namespaces(script: &str) -> String {
     out
 }
 
+/// Writes `path` as a new file (a fresh name made with O_EXCL, then renamed over `path`):
+/// never through a symbolic or hard link planted there, as a plain write would when this
+/// runs as root in a directory others can write.
+fn write_anew(path: &std::path::Path, text: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let fresh = path.with_file_name(format!(".{name}.{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&fresh)
+        .and_then(|mut f| f.write_all(text))
+        .and_then(|()| std::fs::rename(&fresh, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&fresh);
+    }
+    written
+}
 /// Every manual page: tunctl(8), then one per subcommand, depth first, named as clap_mangen
 /// names them in SEE ALSO (`tunctl-vpwn-up`), and tunctl-helper(8).
 fn man_pages() -> Vec<(String, clap::Command)> {
@@ -596,7 +617,8 @@ fn man(page: Option<&str>, dir: Option<&std::path::Path>) -> Result<(), Error> {
             .map_err(|e| Error::from(e).with_subject(dir.display().to_string()))?;
         for (name, cmd) in pages {
             let path = dir.join(format!("{name}.8"));
-            std::fs::write(&path, render(cmd)?)
+            let text = render(cmd)?;
+            write_anew(&path, &text)
                 .map_err(|e| Error::from(e).with_subject(path.display().to_string()))?;
             out(format_args!("{}", path.display()));
         }

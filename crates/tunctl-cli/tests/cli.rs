@@ -679,6 +679,20 @@ fn manual_pages_and_completion() {
         vpwn.contains("WG_QUICK_USERSPACE_IMPLEMENTATION"),
         "the drop-in command is covered"
     );
+    // Written again into a directory where links were planted (as root, in a directory
+    // others could write): the links are replaced, what they point at is left alone.
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    std::fs::remove_file(dir.join("tunctl.8")).unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("tunctl.8")).unwrap();
+    std::fs::remove_file(dir.join("tunctl-add.8")).unwrap();
+    std::fs::hard_link(&victim, dir.join("tunctl-add.8")).unwrap();
+    ok(&["man", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    assert!(!std::fs::symlink_metadata(dir.join("tunctl.8"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
         ok(&["man", "add"]).contains("TUNCTL\\-ADD")

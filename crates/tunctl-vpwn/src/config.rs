@@ -177,6 +177,21 @@ struct Parser {
     interfaces: usize,
 }
 
+/// `text` of the file as an error may show it: a key or section name (short, of letters,
+/// digits and `[]_-`), else not at all. The file may hold secrets, and may be a file the
+/// caller could not read (`sudo tunctl vpwn up --config` a link to a root file).
+fn shown(text: &str) -> String {
+    if text.len() <= 32
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '[' | ']' | '_' | '-'))
+    {
+        text.to_string()
+    } else {
+        "(not shown: not a key name)".to_string()
+    }
+}
+
 impl Parser {
     /// Line `n`, neither empty nor a comment. Errors name the line they are about.
     fn line(&mut self, n: usize, line: &str) -> Result<(), String> {
@@ -193,7 +208,7 @@ impl Parser {
         let (key, value) = line
             .split_once('=')
             .map(|(k, v)| (k.trim(), v.trim()))
-            .ok_or_else(|| format!("{line:?} is not \"Key = value\""))?;
+            .ok_or_else(|| "it is not \"Key = value\"".to_string())?;
         let lower = key.to_ascii_lowercase();
         if matches!(lower.as_str(), "preup" | "postup" | "predown" | "postdown") {
             return Err(format!(
@@ -201,14 +216,14 @@ impl Parser {
             ));
         }
         let known = match &mut self.section {
-            Section::None => return Err(format!("{key} outside a section")),
+            Section::None => return Err(format!("{} outside a section", shown(key))),
             Section::Interface => interface_key(&mut self.config, key, &lower, value)?,
             Section::Peer(p, _) => peer_key(p, key, &lower, value)?,
         };
         if known {
             Ok(())
         } else {
-            Err(format!("unknown key {key}"))
+            Err(format!("unknown key {}", shown(key)))
         }
     }
 
@@ -223,7 +238,7 @@ impl Parser {
                 Section::Interface
             }
             "[peer]" => Section::Peer(Box::new(Peer::new(PublicKey([0; 32]))), n),
-            other => return Err(format!("unknown section {other}")),
+            other => return Err(format!("unknown section {}", shown(other))),
         };
         Ok(())
     }
@@ -533,6 +548,33 @@ mod tests {
         ] {
             let err = Config::parse(&bad).unwrap_err();
             assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
+
+    /// A file that is no configuration (say /etc/shadow behind a link given to `sudo
+    /// tunctl vpwn up --config`) is refused without a word of what it holds.
+    #[test]
+    fn errors_never_show_what_a_file_holds() {
+        for (text, secret) in [
+            (
+                "root:$6$salt$hash:19000:0:99999:7:::
+",
+                "$6$salt$hash",
+            ),
+            (
+                "token=s3cr3t-value-of-some-length-here = x
+",
+                "s3cr3t",
+            ),
+            (
+                "[s3cr3t stuff in a header]
+",
+                "s3cr3t",
+            ),
+        ] {
+            let err = Config::parse(text).unwrap_err();
+            assert!(!err.contains(secret), "{err}");
+            assert!(err.contains("line 1"), "{err}");
         }
     }
 }
