@@ -177,6 +177,14 @@ impl crate::uapi::Handler for Shared {
     fn set(&self, lines: &[Zeroizing<String>]) -> Result<(), SetError> {
         // Read, change and apply under one lock: a concurrent change is never lost.
         let _one = self.configuring.lock().unwrap_or_else(|p| p.into_inner());
+        // A client served while the tunnel stopped changes nothing (it would bind a socket
+        // for a tunnel that is gone).
+        if self.stop.load(Ordering::Acquire) {
+            return Err(SetError {
+                errno: libc::ESHUTDOWN,
+                message: "the tunnel has stopped".into(),
+            });
+        }
         let applied = crate::uapi::apply_set(&self.table().conf, lines.iter().map(|l| l.as_str()))?;
         self.apply(applied)
     }
@@ -381,15 +389,15 @@ impl Tunnel {
                 ..LinkConfig::default()
             }
             .plan(&link)?;
-            plan.apply(&link, None)?;
-            let changed = if existed {
-                Some(Changed {
-                    link: Link::by_name(&device_ns, device.name())?,
-                    plan,
-                })
+            // The handle that undoes the changes of a device not ours is made before them:
+            // nothing can fail between the changes and their record.
+            let record = if existed {
+                Some(Link::by_name(&device_ns, device.name())?)
             } else {
                 None
             };
+            plan.apply(&link, None)?;
+            let changed = record.map(|link| Changed { link, plan });
             let restore = |c: &Option<Changed>| {
                 if let Some(c) = c {
                     let _ = c.plan.undo(&c.link, None);

@@ -139,7 +139,9 @@ impl<'a> Sender<'a> {
         };
         let at = self.run.as_ref().map_or(0, |r| r.used);
         match engine.encapsulate(packet, &mut self.out[at..]) {
-            Out::Network(datagram) if datagram.len() == size => {
+            // Data (by its type, not its length: at an MTU of 116 a data packet is as long
+            // as an initiation).
+            Out::Network(datagram) if datagram.first() == Some(&crate::cookie::DATA) => {
                 let Some(to) = self.run.as_ref().map(|r| r.to).or_else(|| peer.path()) else {
                     Stats::add(&self.stats.drop_no_session, 1);
                     return Next::Go;
@@ -168,10 +170,12 @@ impl<'a> Sender<'a> {
                 match peer.path() {
                     Some(to) => {
                         let datagram = &self.out[at..at + len];
+                        // Never waits for room in the socket (as the timers and handshake
+                        // threads): a full socket drops it, and the handshake is retried.
                         let _ = self
                             .sock
                             .io
-                            .send(&self.sock.udp, datagram, 0, to.addr, to.src);
+                            .try_send(&self.sock.udp, datagram, to.addr, to.src);
                         Stats::add(&peer.tx_bytes, len);
                         peer.sent();
                     }

@@ -141,6 +141,8 @@ pub fn apply_set<'a>(
     // The peer being edited: an index into `next.peers`, or `None` when it is skipped
     // (`update_only` on an unknown peer, or removed).
     let mut current: Option<Option<usize>> = None;
+    // Our own public key, derived once (an X25519 multiplication), not per peer line.
+    let mut own = next.private_key.as_ref().map(SecretKey::public);
     // Peers this request created (or created again after replace_peers): what update_only
     // undoes.
     let mut fresh: Vec<PublicKey> = Vec::new();
@@ -181,8 +183,9 @@ pub fn apply_set<'a>(
         match key {
             "private_key" => {
                 next.private_key = parse_optional_secret(value).map_err(|e| invalid(key, e))?;
+                own = next.private_key.as_ref().map(SecretKey::public);
                 // A tunnel is not its own peer.
-                if let Some(own) = next.private_key.as_ref().map(SecretKey::public) {
+                if let Some(own) = own {
                     next.peers.retain(|p| p.public_key != own);
                 }
             }
@@ -202,7 +205,7 @@ pub fn apply_set<'a>(
             "public_key" => {
                 let key = parse_hex_key(value).map_err(|e| invalid(line, e))?;
                 // Our own key as a peer is ignored, as wireguard-go does.
-                if next.private_key.as_ref().is_some_and(|k| k.public() == key) {
+                if own == Some(key) {
                     current = Some(None);
                     continue;
                 }
