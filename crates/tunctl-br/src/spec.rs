@@ -3,7 +3,6 @@
 //! what they are (two spellings of one namespace are one namespace).
 
 use std::fmt;
-use std::os::unix::fs::MetadataExt;
 use std::str::FromStr;
 
 use tunctl::{Error, ErrorKind, Namespace};
@@ -22,10 +21,7 @@ pub fn ns_label(ns: &Namespace) -> String {
 /// What a namespace is: the device and inode of its file (the caller's own for
 /// [`Namespace::Current`]); `None` if it cannot be read.
 pub fn ns_id(ns: &Namespace) -> Option<(u64, u64)> {
-    let path = ns
-        .file()
-        .unwrap_or_else(|| "/proc/thread-self/ns/net".into());
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    ns.id().ok()
 }
 
 /// Whether `a` and `b` are one namespace (by their files; by how they are written if a file

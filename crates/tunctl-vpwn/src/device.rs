@@ -302,13 +302,7 @@ impl std::fmt::Debug for Tunnel {
 /// Whether `a` and `b` are the same network namespace (however each is named); when that
 /// cannot be told, they are taken to be the same (the safer guess: the socket is marked).
 fn same_namespace(a: &Namespace, b: &Namespace) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let id = |ns: &Namespace| {
-        ns.run(|| std::fs::metadata("/proc/thread-self/ns/net").map(|m| (m.dev(), m.ino())))
-            .ok()
-            .and_then(Result::ok)
-    };
-    match (id(a), id(b)) {
+    match (a.id().ok(), b.id().ok()) {
         (Some(x), Some(y)) => x == y,
         _ => true,
     }

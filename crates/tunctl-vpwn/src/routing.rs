@@ -393,11 +393,7 @@ impl Routing {
 /// The lock-file name of `table` in `netlink`'s namespace: the namespace's inode and the
 /// table (tables are per namespace; the lock directory is the host's).
 fn lock_name(netlink: &Netlink, table: u32) -> Result<String, Error> {
-    use std::os::unix::fs::MetadataExt;
-    let ino = netlink
-        .namespace()
-        .run(|| std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()))?
-        .map_err(|e| Error::os("stat namespace", e))?;
+    let (_, ino) = netlink.namespace().id()?;
     Ok(format!("{ino}-{table}"))
 }
 

@@ -276,17 +276,27 @@ impl Namespace {
     ///
     /// As [`open`](Namespace::open).
     pub fn name_in_run_dir(&self) -> Result<Option<String>> {
+        let here = self.id()?;
+        Ok(Namespace::list()?
+            .into_iter()
+            .find(|n| Namespace::Named(n.clone()).id().is_ok_and(|id| id == here)))
+    }
+
+    /// What this namespace is, however it is named: the device and inode of its file (for
+    /// [`Namespace::Current`], the calling thread's). Two namespaces are one exactly when
+    /// their ids are equal. Read without entering the namespace (no privilege needed).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`] (or another kind) when the file cannot be read.
+    pub fn id(&self) -> Result<(u64, u64)> {
         use std::os::unix::fs::MetadataExt;
-        let here = match self.file() {
-            Some(path) => fs::metadata(&path)
-                .map_err(|e| Error::os("stat namespace", e).on(self.describe()))?,
-            None => fs::metadata("/proc/thread-self/ns/net")
-                .map_err(|e| Error::os("stat namespace", e))?,
-        };
-        Ok(Namespace::list()?.into_iter().find(|n| {
-            fs::metadata(Path::new(NETNS_RUN_DIR).join(n))
-                .is_ok_and(|m| m.ino() == here.ino() && m.dev() == here.dev())
-        }))
+        let path = self
+            .file()
+            .unwrap_or_else(|| PathBuf::from("/proc/thread-self/ns/net"));
+        fs::metadata(&path)
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|e| Error::os("stat namespace", e).on(self.describe()))
     }
 
     /// Whether the namespace file exists (always true for the current namespace).
