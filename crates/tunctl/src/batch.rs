@@ -540,49 +540,66 @@ impl Queue {
             from = if written.is_ok() { frames } else { reported };
             outcome.map_os_errors(self);
         }
+        let ring_end = from;
         for k in from..frames {
-            if let Err(e) = self.write_frame(batch.frame(k, vnet)) {
-                let stop = matches!(e.kind(), ErrorKind::Closed | ErrorKind::Gone);
-                outcome.refused(k, e);
-                if stop {
-                    outcome.stopped_at = Some(k);
-                    break;
+            let Err(e) = self.send(batch.frame(k, vnet)) else {
+                continue;
+            };
+            // A GSO write the kernel refuses is split here and now, in its place (the
+            // batch stays in order), and coalescing stops.
+            let e = if Self::gso_refusal(batch, k, vnet, &e) {
+                self.shared.gso_refused.store(true, Ordering::Relaxed);
+                let i = batch.order[k];
+                match self.send_split(batch, i) {
+                    Ok(()) => continue,
+                    Err(e) => e,
                 }
+            } else {
+                e
+            };
+            let stop = matches!(e.kind(), ErrorKind::Closed | ErrorKind::Gone);
+            outcome.refused(k, e);
+            if stop {
+                outcome.stopped_at = Some(k);
+                break;
             }
         }
-        self.settle(batch, vnet, frames, outcome)
+        self.settle(batch, vnet, frames, ring_end, outcome)
     }
 
-    /// One frame written with `pwritev2(2)`, waiting for room.
-    fn write_frame(&self, frame: &[u8]) -> Result<usize> {
-        self.send(frame)
+    /// Whether `e`, for frame `k`, is the kernel refusing a GSO write (EINVAL).
+    fn gso_refusal(batch: &Batch, k: usize, vnet: bool, e: &Error) -> bool {
+        vnet && batch.frame(k, true)[1] != 0 && e.raw_os_error() == Some(libc::EINVAL)
     }
 
-    /// Retries what can be retried (a GSO frame the kernel refused is split and sent as
-    /// plain packets), counts what was sent and reports the first refusal.
+    /// Counts what was sent and reports the first refusal; a GSO frame the ring's write
+    /// had refused (one of the first `ring_end`) is split and sent as plain packets now,
+    /// after the rest of the batch (a ring's writes are not retried one by one).
     fn settle(
         &self,
         batch: &mut Batch,
         vnet: bool,
         frames: usize,
+        ring_end: usize,
         outcome: Outcome,
     ) -> Result<usize> {
+        let total = batch.count;
+        // All went: nothing to look at per frame.
+        if outcome.failures.is_empty() && outcome.stopped_at.is_none() {
+            batch.sent = total;
+            return Ok(total);
+        }
         let mut first: Option<Error> = None;
         let mut lost = 0;
         let end = outcome.stopped_at.map_or(frames, |k| k + 1);
         let mut failures = outcome.failures.into_iter().peekable();
-        let mut sent = 0;
         for k in 0..frames {
-            let packets = batch.frame_packets(k, vnet);
             let failure = match failures.peek() {
                 Some((j, _)) if *j == k => failures.next().map(|(_, e)| e),
                 _ => None,
             };
             let failure = match failure {
-                None if k < end => {
-                    sent += packets;
-                    continue;
-                }
+                None if k < end => continue,
                 None => Error::new(
                     ErrorKind::Closed,
                     "send_batch",
@@ -591,24 +608,20 @@ impl Queue {
                 .on(self.device()),
                 Some(e) => e,
             };
-            let gso = vnet && batch.frame(k, true)[1] != 0;
-            let failure = if gso && failure.raw_os_error() == Some(libc::EINVAL) {
-                // The kernel refused a GSO write: split it here and stop coalescing.
+            let failure = if k < ring_end && Self::gso_refusal(batch, k, vnet, &failure) {
                 self.shared.gso_refused.store(true, Ordering::Relaxed);
                 let i = batch.order[k];
                 match self.send_split(batch, i) {
-                    Ok(()) => {
-                        sent += packets;
-                        continue;
-                    }
+                    Ok(()) => continue,
                     Err(e) => e,
                 }
             } else {
                 failure
             };
-            lost += packets;
+            lost += batch.frame_packets(k, vnet);
             first.get_or_insert(failure);
         }
+        let sent = total.saturating_sub(lost);
         batch.sent = sent;
         match first {
             None => Ok(sent),
