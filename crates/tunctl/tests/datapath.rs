@@ -1063,6 +1063,57 @@ mod uring {
         assert_eq!(got, [0], "the queue goes on after it");
     }
 
+    /// A thread blocked in `recv` on the ring does not hold up another's `try_recv` (which
+    /// never waits) or `recv_timeout` (which waits its own time, no longer).
+    #[test]
+    fn a_blocked_receive_holds_up_no_timed_one() {
+        let Some((t, _g)) = common::privileged_ns() else {
+            return;
+        };
+        let (dev, sock) = p2p(&t, Device::builder().name("urb%d").io_uring(true));
+        let q = &dev.queues()[0];
+        assert_eq!(q.io_path(), IoPath::IoUring);
+        let mut buf = [0u8; 2048];
+        while q.try_recv(&mut buf).unwrap().is_some() {}
+        std::thread::scope(|s| {
+            let blocked = s.spawn(|| {
+                let mut buf = [0u8; 2048];
+                // Wakes at the datagram sent below.
+                loop {
+                    let n = q.recv(&mut buf).unwrap();
+                    if udp_seq(&buf[..n], 7102).is_some() {
+                        break;
+                    }
+                }
+            });
+            // Bounds the test whatever happens: the blocked receive ends after 1.5 s.
+            let waker = s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(1500));
+                send_seq(&sock, 7102, 0..1);
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            let mut mine = [0u8; 2048];
+            let t0 = Instant::now();
+            let _ = q.try_recv(&mut mine).unwrap();
+            let tried = t0.elapsed();
+            let t0 = Instant::now();
+            let _ = q
+                .recv_timeout(&mut mine, Duration::from_millis(100))
+                .unwrap();
+            let timed = t0.elapsed();
+            waker.join().unwrap();
+            blocked.join().unwrap();
+            assert!(
+                tried < Duration::from_millis(50),
+                "try_recv waited {tried:?}"
+            );
+            assert!(
+                timed < Duration::from_millis(400),
+                "recv_timeout took {timed:?}"
+            );
+        });
+    }
+
     #[test]
     fn single_receives_read_the_ring_and_errors_end_a_wait() {
         let Some((t, _g)) = common::privileged_ns() else {

@@ -227,7 +227,24 @@ impl Queue {
     ) -> Result<usize> {
         self.shared.check_open("recv")?;
         self.check_passive("recv")?;
-        let mut reading = rings.read.lock().unwrap_or_else(|p| p.into_inner());
+        // A thread blocked in the ring holds it: a receive with a deadline does not queue
+        // behind that one (which may wait for ever) but tries until its own time is up.
+        let mut reading = match deadline {
+            None => rings.read.lock().unwrap_or_else(|p| p.into_inner()),
+            Some(deadline) => loop {
+                match rings.read.try_lock() {
+                    Ok(r) => break r,
+                    Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            return Ok(0);
+                        }
+                        std::thread::sleep(left.min(std::time::Duration::from_millis(1)));
+                    }
+                }
+            },
+        };
         if let Some(err) = reading.deferred.take() {
             return Err(err);
         }
