@@ -141,6 +141,15 @@ pub struct FdbEntry {
     pub is_static: bool,
 }
 
+/// A port's name, or `NAME@NS` when `twins` ports (it included) have that name.
+fn label(name: &str, namespace: &str, twins: usize) -> String {
+    if twins > 1 && !namespace.is_empty() {
+        format!("{name}@{namespace}")
+    } else {
+        name.to_string()
+    }
+}
+
 /// As the control socket sends it: one line of JSON.
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,21 +163,25 @@ impl Status {
     /// has the same name.
     pub fn port_label(&self, name: &str, namespace: &str) -> String {
         let twins = self.ports.iter().filter(|p| p.name == name).count();
-        if twins > 1 && !namespace.is_empty() {
-            format!("{name}@{namespace}")
-        } else {
-            name.to_string()
-        }
+        label(name, namespace, twins)
     }
 
     /// The table as `bridge fdb show` prints a Linux bridge's: `MAC dev PORT [vlan VID]
     /// master BRIDGE [static]`, one line per entry (PORT as [`port_label`](Status::port_label)
     /// gives it).
     pub fn fdb_lines(&self) -> Vec<String> {
+        // The names two ports share, counted once (not once per entry: a full table of a
+        // bridge with many ports is millions of comparisons otherwise).
+        let mut seen = std::collections::HashMap::new();
+        for p in &self.ports {
+            *seen.entry(p.name.as_str()).or_insert(0usize) += 1;
+        }
         self.fdb
             .iter()
             .map(|e| {
-                let mut line = format!("{} dev {}", e.mac, self.port_label(&e.port, &e.namespace));
+                let twins = seen.get(e.port.as_str()).copied().unwrap_or(0);
+                let port = label(&e.port, &e.namespace, twins);
+                let mut line = format!("{} dev {port}", e.mac);
                 if e.vlan != 0 {
                     line.push_str(&format!(" vlan {}", e.vlan));
                 }

@@ -404,6 +404,24 @@ fn run(core: &Arc<Core>) {
                 st.busy = false;
                 reader.cv.notify_all();
             }
+            // A packet longer than the buffer: dropped, and said to the owner; the device
+            // goes on delivering (only a device that is gone ends delivery).
+            Err(e) if e.kind() == tunctl::ErrorKind::Truncated => {
+                let why = crate::reason::name(&e);
+                if let Some(owner) = owner {
+                    let _ = env.send_and_clear(&owner, |env| {
+                        (
+                            atoms::tuntap_error(),
+                            tag(env, device),
+                            crate::reason::atom_of(env, why),
+                        )
+                            .encode(env)
+                    });
+                }
+                let mut st = reader.lock();
+                st.busy = false;
+                reader.cv.notify_all();
+            }
             Err(e) => {
                 let closed = e.kind() == tunctl::ErrorKind::Closed;
                 let why = crate::reason::name(&e);
