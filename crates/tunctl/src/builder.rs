@@ -1,7 +1,7 @@
 //! [`Builder`]: creates a device, or attaches to an existing one, after checking the
 //! kernel's view of it; makes a [`Device`].
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use crate::device::Device;
 use crate::error::{Error, ErrorKind, Result};
@@ -389,7 +389,7 @@ impl Builder {
         self.build(Mode::Open)
     }
 
-    fn build(self, mode: Mode) -> Result<Device> {
+    fn build(mut self, mode: Mode) -> Result<Device> {
         let label = self
             .name
             .clone()
@@ -412,6 +412,20 @@ impl Builder {
             .on(label));
         }
         let flags = self.flags();
+        // A namespace given by path (a PrivateNamespace's /proc/self/fd/N, another process's
+        // /proc/PID/ns/net) is held by an fd of the device's own, and reached through it from
+        // now on: the path may name another namespace once its fd is closed or its process
+        // gone, and the device re-enters its namespace later (attach_queue, sysctls).
+        let mut held = match &self.namespace {
+            Namespace::Path(_) => {
+                let fd = self.namespace.open().map_err(|e| e.on_default(&label))?;
+                if let Some(fd) = &fd {
+                    self.namespace = Namespace::path(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                }
+                fd
+            }
+            _ => None,
+        };
         let ns = self.namespace.clone();
         let sealed = if mode == Mode::Create && self.seals() {
             self.create_sealed(flags)
@@ -419,18 +433,27 @@ impl Builder {
         } else {
             Sealed::InPlace
         };
-        let plain = |mode: Mode| -> Result<(Device, bool, bool)> {
+        let mut plain = |mode: Mode| -> Result<(Device, bool, bool)> {
             let (queues, netlink, kname, index, existed) = ns
                 .run(|| self.attach_all(mode, flags))
                 .and_then(|r| r)
                 .map_err(|e| e.on_default(&label))?;
-            let dev =
-                Device::assemble(queues, Link::from_index(netlink, index, kname), flags, None)?;
+            let dev = Device::assemble(
+                queues,
+                Link::from_index(netlink, index, kname),
+                flags,
+                held.take(),
+            )?;
             Ok((dev, true, !existed))
         };
         let (dev, attached, created) = match sealed {
             Sealed::Made(queues, netlink, kname, index) => (
-                Device::assemble(queues, Link::from_index(netlink, index, kname), flags, None)?,
+                Device::assemble(
+                    queues,
+                    Link::from_index(netlink, index, kname),
+                    flags,
+                    held.take(),
+                )?,
                 false,
                 true,
             ),

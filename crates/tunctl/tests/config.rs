@@ -880,4 +880,27 @@ fn a_private_namespace_holds_devices_and_leaves_nothing() {
     drop(dev);
     drop(ns);
     assert!(!path.exists() || Netlink::open_in(&Namespace::path(&path)).is_err());
+
+    // A device outlives the guard of its namespace: it holds the namespace itself, and
+    // goes on configuring it even when the guard's fd number names another namespace now.
+    let ns = Namespace::private().unwrap();
+    let dev = Device::builder()
+        .tun()
+        .name("pv1")
+        .multi_queue(1)
+        .namespace((*ns).clone())
+        .create()
+        .unwrap();
+    drop(ns);
+    let other = Namespace::private().unwrap();
+    let q = dev.attach_queue().unwrap();
+    assert!(
+        Netlink::open_in(&other)
+            .unwrap()
+            .link_by_name("pv1")
+            .is_err(),
+        "a queue attached in the namespace that took the fd's number"
+    );
+    assert_eq!(dev.info().unwrap().tun.unwrap().queues, Some(2));
+    drop(q);
 }
