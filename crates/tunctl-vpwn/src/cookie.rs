@@ -130,11 +130,19 @@ impl Cookies {
                 born: Instant::now(),
             };
         }
-        let ip = match from.ip() {
-            IpAddr::V4(a) => a.octets().to_vec(),
-            IpAddr::V6(a) => a.octets().to_vec(),
+        // No allocation: this runs for every handshake message under a flood.
+        let (v4, v6);
+        let ip: &[u8] = match from.ip() {
+            IpAddr::V4(a) => {
+                v4 = a.octets();
+                &v4
+            }
+            IpAddr::V6(a) => {
+                v6 = a.octets();
+                &v6
+            }
         };
-        mac(&self.secret.key, &[&ip, &from.port().to_le_bytes()])
+        mac(&self.secret.key, &[ip, &from.port().to_le_bytes()])
     }
 
     /// Checks a handshake message (initiation or response) from `from`: mac1 always; under

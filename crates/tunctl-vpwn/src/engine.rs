@@ -97,11 +97,6 @@ impl Gate {
         }
     }
 
-    /// Runs the engines' limiter clock: call every ~100 ms (it only counts).
-    pub fn tick(&self) {
-        self.limiter.reset_count();
-    }
-
     /// An engine for one peer. `index` (below 2^24) tells its sessions apart from other
     /// peers' (a message's receiver index carries it in its top 24 bits). Persistent
     /// keepalives are the timers thread's, not the engine's (so a change keeps the session).

@@ -168,7 +168,7 @@ pub(crate) fn to_device(device: &Device, shared: &Shared) {
     let Some(queue) = device.queues().first() else {
         return;
     };
-    const BUFFERS: usize = 8;
+    const BUFFERS: usize = crate::udp::RECV_AT_ONCE;
     let mut bufs = vec![vec![0u8; MAX_DATAGRAM + 1]; BUFFERS];
     let mut got = [crate::udp::Received {
         len: 0,

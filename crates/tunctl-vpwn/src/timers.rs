@@ -23,9 +23,6 @@ pub(crate) fn thread(device: &Device, shared: &Shared) {
             looked = Instant::now();
         }
         let table = shared.table();
-        if let Some(gate) = &table.gate {
-            gate.tick();
-        }
         for peer in &table.peers {
             peer.expire_retiring();
             // The engine's lock is let go before anything is sent, and nothing waits for

@@ -247,6 +247,8 @@ pub struct Received {
 
 /// The largest control message a receive gets: a UDP_GRO segment size and a packet-info.
 const CMSG_ROOM: usize = 96;
+/// The most datagrams one [`Io::recv`] takes (each may be a GRO train of many).
+pub const RECV_AT_ONCE: usize = 8;
 
 impl Io {
     /// Turns on what is asked and the kernel supports: UDP GRO on the socket (asked with
@@ -399,20 +401,22 @@ impl Io {
         taken
     }
 
-    /// Receives into `bufs` (each 64 KiB or more): waits for the first (the socket's read
-    /// timeout), takes what else is queued. Returns how many of `out` are filled.
+    /// Receives into `bufs` (each 64 KiB or more; at most [`RECV_AT_ONCE`] are used): waits
+    /// for the first (the socket's read timeout), takes what else is queued. Returns how
+    /// many of `out` are filled.
     pub fn recv(
         &self,
         socket: &UdpSocket,
         bufs: &mut [Vec<u8>],
         out: &mut [Received],
     ) -> io::Result<usize> {
-        let n = bufs.len().min(out.len()).min(64);
+        let n = bufs.len().min(out.len()).min(RECV_AT_ONCE);
+        // Sized for what one call takes, not more: these are zeroed on every call.
         // SAFETY: plain data, all zeros is valid for each.
-        let mut names: [libc::sockaddr_storage; 64] = unsafe { zeroed() };
-        let mut iovs: [libc::iovec; 64] = unsafe { zeroed() };
-        let mut cmsgs = [[0u64; CMSG_ROOM / 8]; 64];
-        let mut msgs: [libc::mmsghdr; 64] = unsafe { zeroed() };
+        let mut names: [libc::sockaddr_storage; RECV_AT_ONCE] = unsafe { zeroed() };
+        let mut iovs: [libc::iovec; RECV_AT_ONCE] = unsafe { zeroed() };
+        let mut cmsgs = [[0u64; CMSG_ROOM / 8]; RECV_AT_ONCE];
+        let mut msgs: [libc::mmsghdr; RECV_AT_ONCE] = unsafe { zeroed() };
         for i in 0..n {
             iovs[i] = libc::iovec {
                 iov_base: bufs[i].as_mut_ptr().cast(),
