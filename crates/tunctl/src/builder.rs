@@ -330,9 +330,24 @@ impl Builder {
                     && self.alias.is_none()
                     && self.owner.is_none_or(|uid| uid == sys::real_uid()) =>
             {
-                self.via_helper(e)
+                // The helper's device gets what needs no privilege, as ours does.
+                self.via_helper(e).inspect(|dev| self.rings(dev))
             }
             other => other,
+        }
+    }
+
+    /// Puts the device's queues on io_uring if asked (or `TUNCTL_IO_URING=1`).
+    fn rings(&self, dev: &Device) {
+        if self
+            .io_uring
+            .unwrap_or_else(crate::queue::io_uring_turned_on)
+        {
+            for q in dev.queues() {
+                // Refused (blocked, old kernel, built without the feature): the queue keeps
+                // the system-call path, which `io_path` reports.
+                let _ = q.use_io_uring();
+            }
         }
     }
 
@@ -510,16 +525,7 @@ impl Builder {
             }
             Ok(())
         };
-        if self
-            .io_uring
-            .unwrap_or_else(crate::queue::io_uring_turned_on)
-        {
-            for q in dev.queues() {
-                // Refused (blocked, old kernel, built without the feature): the queue keeps
-                // the system-call path, which `io_path` reports.
-                let _ = q.use_io_uring();
-            }
-        }
+        self.rings(&dev);
         if let Err(e) = finish() {
             // A device this call made goes again, persistent or not: a failed create leaves
             // nothing behind.

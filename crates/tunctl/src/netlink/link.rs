@@ -134,6 +134,14 @@ impl Link {
     /// name; [`ErrorKind::NotFound`] for a key the kernel does not have (or IPv6 off);
     /// [`ErrorKind::PermissionDenied`] without CAP_NET_ADMIN.
     pub fn set_conf(&self, family: &str, key: &str, value: &str) -> Result<()> {
+        self.set_confs(&[(family, key, value)], false)
+    }
+
+    /// Writes per-link sysctls (`(family, key, value)`, as [`set_conf`](Link::set_conf)
+    /// takes them) in order, all from one visit to the link's namespace; `skip_missing_v6`
+    /// passes over IPv6 keys the kernel lacks (IPv6 off in it). Every name is checked
+    /// before anything is written.
+    fn set_confs(&self, writes: &[(&str, &str, &str)], skip_missing_v6: bool) -> Result<()> {
         // Kernel per-link sysctl names are lowercase words with underscores and digits
         // (`disable_ipv6`, `accept_ra_rt_info_max_plen`); nothing that could leave the
         // directory (no `/`, no `.`).
@@ -142,26 +150,40 @@ impl Link {
                 && s.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         };
-        if !matches!(family, "ipv4" | "ipv6") || !plain(key) {
+        if let Some((family, key, _)) = writes
+            .iter()
+            .find(|(family, key, _)| !matches!(*family, "ipv4" | "ipv6") || !plain(key))
+        {
             return Err(self.named(Error::new(
                 ErrorKind::InvalidInput,
                 "set sysctl",
                 format!("net.{family}.conf.*.{key} is not a per-link sysctl name"),
             )));
         }
-        let path = format!("/proc/sys/net/{family}/conf/{}/{key}", self.name);
         // /proc/sys/net is the opener's namespace's: open it from inside the link's.
-        self.netlink
-            .namespace()
-            .run(|| std::fs::write(&path, value.as_bytes()))?
-            .map_err(|e| {
-                self.named(
-                    Error::os(format!("set net.{family}.conf.{}.{key}", self.name), e).needs(
-                        "CAP_NET_ADMIN",
-                        "per-link sysctls take it in the link's namespace",
-                    ),
-                )
-            })
+        let failed = self.netlink.namespace().run(|| {
+            for &(family, key, value) in writes {
+                let path = format!("/proc/sys/net/{family}/conf/{}/{key}", self.name);
+                match std::fs::write(&path, value.as_bytes()) {
+                    Ok(()) => {}
+                    Err(e)
+                        if skip_missing_v6
+                            && family == "ipv6"
+                            && e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Some((family, key, e)),
+                }
+            }
+            None
+        })?;
+        match failed {
+            None => Ok(()),
+            Some((family, key, e)) => Err(self.named(
+                Error::os(format!("set net.{family}.conf.{}.{key}", self.name), e).needs(
+                    "CAP_NET_ADMIN",
+                    "per-link sysctls take it in the link's namespace",
+                ),
+            )),
+        }
     }
 
     /// Makes the link ignore what whoever holds its file descriptor could use to change
@@ -182,31 +204,24 @@ impl Link {
     ///
     /// As [`set_conf`](Link::set_conf); a kernel without IPv6 skips the IPv6 keys.
     pub fn harden(&self, ipv6: bool) -> Result<()> {
-        for (key, value) in [
-            ("rp_filter", "1"),
-            ("accept_redirects", "0"),
-            ("accept_source_route", "0"),
-        ] {
-            self.set_conf("ipv4", key, value)?;
-        }
-        let v6: &[(&str, &str)] = if ipv6 {
+        let v4 = [
+            ("ipv4", "rp_filter", "1"),
+            ("ipv4", "accept_redirects", "0"),
+            ("ipv4", "accept_source_route", "0"),
+        ];
+        let v6: &[(&str, &str, &str)] = if ipv6 {
             &[
-                ("accept_ra", "0"),
-                ("autoconf", "0"),
-                ("accept_redirects", "0"),
-                ("accept_source_route", "0"),
+                ("ipv6", "accept_ra", "0"),
+                ("ipv6", "autoconf", "0"),
+                ("ipv6", "accept_redirects", "0"),
+                ("ipv6", "accept_source_route", "0"),
             ]
         } else {
-            &[("disable_ipv6", "1")]
+            &[("ipv6", "disable_ipv6", "1")]
         };
-        for (key, value) in v6 {
-            match self.set_conf("ipv6", key, value) {
-                // IPv6 off in this kernel: nothing to harden.
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                other => other?,
-            }
-        }
-        Ok(())
+        // One visit to the namespace for all of them; a kernel without IPv6 skips those.
+        let all: Vec<(&str, &str, &str)> = v4.iter().chain(v6).copied().collect();
+        self.set_confs(&all, true)
     }
 
     /// The current MTU.

@@ -362,7 +362,8 @@ impl Netlink {
         })
     }
 
-    /// The rules, IPv4 and IPv6 (`ip rule show`, `ip -6 rule show`), in priority order.
+    /// The rules, IPv4 and IPv6 (`ip rule show`, `ip -6 rule show`), in priority order
+    /// (IPv4 first where two share a priority).
     ///
     /// # Errors
     ///
@@ -379,6 +380,8 @@ impl Netlink {
                 _ => None,
             }));
         }
+        // Stable: each family's dump comes in priority order already.
+        all.sort_by_key(|r| r.priority.unwrap_or(0));
         Ok(all)
     }
 

@@ -127,6 +127,8 @@ struct Known {
 /// gets [`LinkEvent::Lost`].
 pub struct Watch {
     socket: Socket,
+    /// A request socket of the same namespace, to read the links anew after a loss.
+    netlink: Netlink,
     namespace: Namespace,
     known: HashMap<u32, Known>,
     pending: VecDeque<LinkEvent>,
@@ -180,19 +182,24 @@ impl Watch {
     }
 
     fn open_groups(ns: &Namespace, groups: u32) -> Result<Watch> {
-        let (socket, links) = ns.run(|| -> Result<(Socket, Vec<LinkInfo>)> {
-            let mut socket =
-                Socket::new(NETLINK_ROUTE).map_err(|e| Error::os("netlink socket", e))?;
-            // Subscribed before the dump: a change during it is announced, never missed.
-            socket
-                .bind(&SocketAddr::new(0, groups))
-                .map_err(|e| Error::os("netlink bind", e))?;
-            let links = Netlink::open_here(Namespace::Current)?.links()?;
-            Ok((socket, links))
-        })??;
-        let _ = sys::set_cloexec(socket.as_fd());
+        // Both sockets are made inside the namespace (a netlink socket stays with the
+        // namespace it was made in): the watch never enters it again. Close-on-exec both
+        // (netlink-sys makes its sockets with SOCK_CLOEXEC).
+        let (socket, netlink, links) =
+            ns.run(|| -> Result<(Socket, Netlink, Vec<LinkInfo>)> {
+                let mut socket =
+                    Socket::new(NETLINK_ROUTE).map_err(|e| Error::os("netlink socket", e))?;
+                // Subscribed before the dump: a change during it is announced, never missed.
+                socket
+                    .bind(&SocketAddr::new(0, groups))
+                    .map_err(|e| Error::os("netlink bind", e))?;
+                let netlink = Netlink::open_here(Namespace::Current)?;
+                let links = netlink.links()?;
+                Ok((socket, netlink, links))
+            })??;
         Ok(Watch {
             socket,
+            netlink,
             namespace: ns.clone(),
             known: links.into_iter().map(|l| (l.index, known(&l))).collect(),
             pending: VecDeque::new(),
@@ -268,13 +275,10 @@ impl Watch {
                 Err(e) => return Err(Error::os("netlink recv", e)),
             }
         };
-        let n = n.min(self.buf.len());
         let mut offset = 0;
         while let Ok(raw) = NetlinkBuffer::new_checked(&self.buf[offset..n]) {
+            // new_checked refuses a length below the header's: never 0, never past n.
             let len = raw.length() as usize;
-            if len == 0 {
-                break;
-            }
             let chunk = &self.buf[offset..offset + len];
             offset += (len + 3) & !3;
             // An announcement this crate cannot decode (a newer kernel's layout) is skipped.
@@ -293,9 +297,7 @@ impl Watch {
 
     /// Reads every link anew after lost announcements.
     fn resync(&mut self) -> Result<()> {
-        let links = self
-            .namespace
-            .run(|| Netlink::open_here(Namespace::Current)?.links())??;
+        let links = self.netlink.links()?;
         self.known = links.into_iter().map(|l| (l.index, known(&l))).collect();
         Ok(())
     }
