@@ -59,7 +59,7 @@ pub(crate) fn count_tagged(netlink: &Netlink, uid: u32) -> Result<usize, String>
 
 /// For set and delete: the device, if the helper created it for the caller.
 fn tagged_link(caller: &Caller, ns: &Namespace, req: &Request) -> Result<Link, Reply> {
-    let link = Link::by_name(ns, &req.name).map_err(|e| Reply::Error(e.to_string()))?;
+    let link = Link::by_name(ns, &req.name).map_err(|e| Reply::from_error(&e))?;
     match link.info() {
         Ok(info)
             if info.tun.is_some() && info.alias.as_deref() == Some(tag(caller.uid).as_str()) =>
@@ -71,7 +71,7 @@ fn tagged_link(caller: &Caller, ns: &Namespace, req: &Request) -> Result<Link, R
             req.name,
             caller.describe()
         ))),
-        Err(e) => Err(Reply::Error(e.to_string())),
+        Err(e) => Err(Reply::from_error(&e)),
     }
 }
 
@@ -87,10 +87,8 @@ fn plan_checked(
         .info()
         .and_then(|info| Ok((info, link.addresses()?)))
         .and_then(|(info, addrs)| link_config(req).plan_for(&info, &addrs))
-        .map_err(|e| Reply::Error(e.to_string()))?;
-    let routes = plan
-        .routed_networks()
-        .map_err(|e| Reply::Error(e.to_string()))?;
+        .map_err(|e| Reply::from_error(&e))?;
+    let routes = plan.routed_networks().map_err(|e| Reply::from_error(&e))?;
     match policy.rules.get(rule) {
         Some(r) => r.within_ranges(&routes).map_err(Reply::Denied)?,
         None => return Err(Reply::Denied("no such rule".into())),
@@ -116,10 +114,10 @@ pub(crate) fn execute(
     rule: usize,
     req: &Request,
 ) -> (Reply, Vec<OwnedFd>) {
-    let err = |e: String| (Reply::Error(e), Vec::new());
+    let err = |r: Reply| (r, Vec::new());
     let (ns, _keep) = match open_ns(&req.netns) {
         Ok(v) => v,
-        Err(e) => return err(e),
+        Err(e) => return err(Reply::Error(e)),
     };
     if req.op != Op::Create {
         let link = match tagged_link(caller, &ns, req) {
@@ -146,7 +144,7 @@ pub(crate) fn execute(
                 },
                 Vec::new(),
             ),
-            Err(e) => err(e.to_string()),
+            Err(e) => err(Reply::from_error(&e)),
         };
     }
     // Born in a private namespace with its tag, then moved into the target: nobody can see
@@ -171,38 +169,39 @@ pub(crate) fn execute(
     }
     let dev = match b.create() {
         Ok(d) => d,
-        Err(e) => return err(e.to_string()),
+        Err(e) => return err(Reply::from_error(&e)),
     };
-    let setup = (|| -> Result<(OwnedFd, OwnedFd), String> {
+    // The kernel's refusals keep their errno on the wire; the policy's stay denials.
+    let kernel = |e: tunctl::Error| Reply::from_error(&e);
+    let setup = (|| -> Result<(OwnedFd, OwnedFd), Reply> {
         if !policy.name_allowed(rule, dev.name()) {
-            return Err(format!(
+            return Err(Reply::Denied(format!(
                 "the kernel chose {}, which no allowed pattern matches",
                 dev.name()
-            ));
+            )));
         }
-        let link = dev.link().map_err(|e| e.to_string())?;
+        let link = dev.link().map_err(kernel)?;
         // Helpers running side by side may each have seen room for one more: count again.
         if let Some(max) = policy.rules.get(rule).and_then(|r| r.max_devices) {
-            let mine = count_tagged(link.netlink(), caller.uid)?;
+            let mine = count_tagged(link.netlink(), caller.uid).map_err(Reply::Error)?;
             if mine > max {
-                return Err(format!("{mine} devices with this one, the limit is {max}"));
+                return Err(Reply::Denied(format!(
+                    "{mine} devices with this one, the limit is {max}"
+                )));
             }
         }
-        harden(link, policy, rule).map_err(|e| e.to_string())?;
-        let plan = plan_checked(policy, rule, link, req).map_err(|r| match r {
-            Reply::Denied(why) | Reply::Error(why) | Reply::Unconfigured(why) => why,
-            Reply::Ok { .. } => String::new(),
-        })?;
-        plan.apply(link, None).map_err(|e| e.to_string())?;
-        dev.set_owner(caller.uid).map_err(|e| e.to_string())?;
+        harden(link, policy, rule).map_err(kernel)?;
+        let plan = plan_checked(policy, rule, link, req)?;
+        plan.apply(link, None).map_err(kernel)?;
+        dev.set_owner(caller.uid).map_err(kernel)?;
         if req.persist {
-            dev.set_persist(true).map_err(|e| e.to_string())?;
+            dev.set_persist(true).map_err(kernel)?;
         }
         let tun = dev.queues()[0]
             .as_fd()
             .try_clone_to_owned()
-            .map_err(|e| e.to_string())?;
-        let nl = link.netlink().socket_fd().map_err(|e| e.to_string())?;
+            .map_err(|e| kernel(e.into()))?;
+        let nl = link.netlink().socket_fd().map_err(kernel)?;
         Ok((tun, nl))
     })();
     match setup {

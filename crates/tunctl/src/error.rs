@@ -175,7 +175,7 @@ impl Error {
 }
 
 /// The symbolic name of common errnos, for messages an operator can search for.
-fn errno_name(errno: i32) -> Option<&'static str> {
+pub(crate) fn errno_name(errno: i32) -> Option<&'static str> {
     Some(match errno {
         libc::EPERM => "EPERM",
         libc::ENOENT => "ENOENT",

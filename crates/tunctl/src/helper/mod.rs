@@ -309,6 +309,16 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// The reply to a refusal the helper met carrying out a request: the error's text,
+    /// led by its errno's name when it has one (`error errno=EBUSY tun0: TUNSETIFF: ...`),
+    /// which [`create`] and [`run`] turn back into the error's kind and errno.
+    pub fn from_error(e: &Error) -> Reply {
+        match e.raw_os_error().and_then(crate::error::errno_name) {
+            Some(name) => Reply::Error(format!("errno={name} {e}")),
+            None => Reply::Error(e.to_string()),
+        }
+    }
+
     /// The reply on the wire.
     pub fn encode(&self) -> String {
         match self {
@@ -562,18 +572,17 @@ fn refused(request: &Request, reply: Reply) -> Error {
     Error::new(kind, "tunctl-helper", why).on(&request.name)
 }
 
-/// The helper's error text as an error of the kind its cause calls for: the text ends with
-/// the errno's name when the kernel refused (`... (EBUSY)`, as this crate's errors print),
-/// which gives the kind (`Busy`) and [`Error::raw_os_error`]; [`ErrorKind::Other`] without.
+/// The helper's error text as an error of the kind its cause calls for: led by
+/// `errno=NAME` when the kernel refused ([`Reply::from_error`]), which gives the kind
+/// (`Busy` for EBUSY) and [`Error::raw_os_error`]; [`ErrorKind::Other`] without.
 fn kernel_refusal(why: String) -> Error {
-    let errno = why
-        .trim_end()
-        .strip_suffix(')')
-        .and_then(|t| t.rsplit_once('('))
-        .and_then(|(_, name)| crate::error::errno_from_name(name));
-    match errno {
-        Some(errno) => {
-            Error::os("tunctl-helper", std::io::Error::from_raw_os_error(errno)).with_detail(why)
+    let coded = why.strip_prefix("errno=").and_then(|rest| {
+        let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+        Some((crate::error::errno_from_name(name)?, text.to_string()))
+    });
+    match coded {
+        Some((errno, text)) => {
+            Error::os("tunctl-helper", std::io::Error::from_raw_os_error(errno)).with_detail(text)
         }
         None => Error::new(ErrorKind::Other, "tunctl-helper", why),
     }
@@ -674,28 +683,37 @@ mod tests {
 
     #[test]
     fn kernel_refusals_keep_their_kind_and_malformed_replies_are_other() {
+        let os = |op: &str, errno: i32| Error::os(op, std::io::Error::from_raw_os_error(errno));
         let busy = refused(
             &Request::new(Op::Create, "tun0"),
-            Reply::Error("tun0: TUNSETIFF: device is busy: ... (EBUSY)".into()),
+            Reply::from_error(&os("TUNSETIFF", libc::EBUSY).on("tun0")),
         );
         assert_eq!(
             (busy.kind(), busy.raw_os_error()),
             (ErrorKind::Busy, Some(libc::EBUSY))
         );
-        assert!(busy.to_string().contains("device is busy"), "{busy}");
+        assert!(busy.to_string().contains("TUNSETIFF"), "{busy}");
+        // A detail replaces the errno's name in the text: the kind survives all the same.
         let exists = refused(
             &Request::new(Op::Create, "tun0"),
-            Reply::Error("RTM_NEWADDR: 10.0.0.1/24 is already assigned (EEXIST)".into()),
+            Reply::from_error(
+                &os("RTM_NEWADDR", libc::EEXIST).with_detail("10.0.0.1/24 is already assigned"),
+            ),
         );
         assert_eq!(exists.kind(), ErrorKind::AlreadyExists);
-        let plain = refused(
-            &Request::new(Op::Create, "tun0"),
-            Reply::Error("the kernel chose tun7, which no allowed pattern matches".into()),
-        );
-        assert_eq!(
-            (plain.kind(), plain.raw_os_error()),
-            (ErrorKind::Other, None)
-        );
+        assert!(exists.to_string().contains("already assigned"), "{exists}");
+        // Text that merely ends like an errno (a name the caller chose) is no errno.
+        for text in [
+            "the kernel chose tun7, which no allowed pattern matches",
+            "no device x(EPERM)",
+        ] {
+            let plain = refused(&Request::new(Op::Create, "tun0"), Reply::Error(text.into()));
+            assert_eq!(
+                (plain.kind(), plain.raw_os_error()),
+                (ErrorKind::Other, None),
+                "{text}"
+            );
+        }
         for bad in [&b"ok"[..], b"ok tun0 x", b"hello", b"\xff"] {
             assert_eq!(Reply::parse(bad).unwrap_err().kind(), ErrorKind::Other);
         }
