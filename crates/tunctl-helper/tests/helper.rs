@@ -475,6 +475,37 @@ max_devices = 2
     assert!(ip_link(Some(&t.name), "ht0").is_none());
 }
 
+/// A user asking the helper for an unhardened device (`--no-harden`, which is root's
+/// choice for a device root hands over) gets a hardened one: the request has no way to ask.
+#[test]
+fn no_harden_through_the_helper_still_hardens() {
+    let Some((_s, install, t)) = setup("tunctl-ht-*", 4) else {
+        return;
+    };
+    let out = install.tunctl(&["add", "ht%d", "--tun", "--netns", &t.name, "--no-harden"]);
+    if out.status.success() {
+        let sysctl = |key: &str| {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &t.name, "cat"])
+                .arg(format!("/proc/sys/net/ipv6/conf/ht0/{key}"))
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        assert_eq!(
+            (sysctl("accept_ra"), sysctl("autoconf")),
+            ("0".to_string(), "0".to_string()),
+            "{}",
+            text(&out)
+        );
+        let out = install.tunctl(&["del", "ht0", "--netns", &t.name]);
+        assert!(out.status.success(), "{}", text(&out));
+    } else {
+        // Or refused outright: then nothing was made.
+        assert!(ip_link(Some(&t.name), "ht0").is_none(), "{}", text(&out));
+    }
+}
+
 #[test]
 fn a_library_program_moves_packets_through_a_helper_made_device() {
     let Some((_s, install, t)) = setup("tunctl-ht-*", 4) else {

@@ -586,6 +586,36 @@ fn a_full_tunnel_without_privilege_is_refused_not_half_made() {
     );
     assert!(common::ip_link(Some(&h.c.name), &name).is_none());
     assert!(vpwn_rules(&h.c.name).is_empty());
+
+    // The rules a killed tunnel left (which refuse the namespace's traffic) are root's to
+    // clear: the user's `vpwn clean` is refused and removes nothing.
+    let body = client_conf(
+        &private,
+        &public_of(&private),
+        &format!("{S4}:51820"),
+        "0.0.0.0/0",
+        "",
+    );
+    let mut p = client_up(&h, &common::unique("wgk"), &body).unwrap();
+    if let Some(mut c) = p.0.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert_eq!(vpwn_rules(&h.c.name).len(), 2);
+    let out = common::as_user_in(&h.c.name, user)
+        .arg(env!("CARGO_BIN_EXE_tunctl"))
+        .args(["vpwn", "clean"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(vpwn_rules(&h.c.name).len(), 2, "the user removed nothing");
+    ok(&["-n", &h.c.name, "vpwn", "clean"]);
+    assert!(vpwn_rules(&h.c.name).is_empty());
     drop(h.r);
 }
 

@@ -225,6 +225,18 @@ fn another_user_cannot_read_reconfigure_or_stop_root_tunnels_and_bridges() {
         vec!["vpwn", "down", tun.as_str()],
         vec!["br", "show", bridge.as_str(), "--json"],
         vec!["br", "down", bridge.as_str()],
+        // Changing a running bridge: a port of the user's, a static entry stealing one.
+        vec!["br", "port", "add", bridge.as_str(), "evil0"],
+        vec!["br", "port", "del", bridge.as_str(), pa.as_str()],
+        vec![
+            "br",
+            "fdb",
+            "add",
+            bridge.as_str(),
+            "02:00:00:00:00:66",
+            pa.as_str(),
+        ],
+        vec!["br", "fdb", "del", bridge.as_str(), "02:00:00:00:00:66"],
     ] {
         let out = as_user(&args);
         let (stdout, stderr) = (
@@ -247,9 +259,11 @@ fn another_user_cannot_read_reconfigure_or_stop_root_tunnels_and_bridges() {
         tunctl_vpwn::uapi::get(&tun).unwrap().public_key,
         Some(secret.public())
     );
+    let st = tunctl_br::control::show(&bridge).expect("the bridge still answers");
+    assert_eq!(st.ports.len(), 2, "its ports as they were");
     assert!(
-        tunctl_br::control::show(&bridge).is_ok(),
-        "the bridge still answers"
+        st.fdb.iter().all(|e| !e.is_static),
+        "no entry of the user's"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
