@@ -428,18 +428,7 @@ fn is_root() -> bool {
 
 /// The helper's view of a `--netns` argument: own, or a name under /run/netns.
 fn helper_ns(ns: &Option<Namespace>) -> Result<tunctl::helper::Netns, Error> {
-    match ns {
-        None => Ok(tunctl::helper::Netns::Own),
-        Some(Namespace::Named(n)) => Ok(tunctl::helper::Netns::Named(n.clone())),
-        Some(other) => Err(Error::from_kind(
-            ErrorKind::InvalidInput,
-            "tunctl-helper",
-            format!(
-                "without privilege only named namespaces work, not {}",
-                other.describe()
-            ),
-        )),
-    }
+    tunctl::helper::Netns::try_from(ns.as_ref().unwrap_or(&Namespace::Current))
 }
 
 fn run(command: Command, ns: &NsArg) -> Result<(), Error> {

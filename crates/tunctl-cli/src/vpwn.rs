@@ -263,11 +263,7 @@ fn config_of(args: &UpArgs) -> Result<Config, Error> {
                 .map_err(|e| bad(format!("--peer-key: {e}")))?;
             let mut peer = Peer::new(public);
             peer.preshared_key = args.psk_file.as_ref().map(read_key).transpose()?;
-            peer.allowed_ips = args
-                .allowed_ips
-                .iter()
-                .map(|c| Cidr::new(c.network(), c.prefix()).unwrap_or(*c))
-                .collect();
+            peer.allowed_ips = args.allowed_ips.iter().map(Cidr::masked).collect();
             peer.keepalive = args.keepalive.unwrap_or(0);
             if let Some(e) = &args.peer {
                 match e.parse() {

@@ -170,7 +170,6 @@ pub fn register(pid: LocalPid, core: &Arc<Core>) {
 /// `tuncer` process.
 pub struct Handle {
     core: Mutex<Option<Arc<Core>>>,
-    watching: Mutex<Option<Monitor>>,
 }
 
 impl Handle {
@@ -178,7 +177,6 @@ impl Handle {
     pub fn new(core: Arc<Core>) -> ResourceArc<Handle> {
         ResourceArc::new(Handle {
             core: Mutex::new(Some(core)),
-            watching: Mutex::new(None),
         })
     }
 
@@ -201,13 +199,8 @@ impl Handle {
         };
         register(pid, &core);
         core.reader.set_device(pid);
-        match this.monitor(Some(env), &pid) {
-            Some(mon) => {
-                *this.watching.lock().unwrap_or_else(|p| p.into_inner()) = Some(mon);
-                true
-            }
-            None => false,
-        }
+        // The monitor lasts while the resource does; its handle is never needed back.
+        this.monitor(Some(env), &pid).is_some()
     }
 }
 

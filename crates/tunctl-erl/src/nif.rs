@@ -254,7 +254,7 @@ fn read_now<'a>(env: Env<'a>, core: &Core, len: usize) -> Res<'a> {
         let want = len.min(MAX_PACKET);
         match core.queue().try_recv(&mut buf[..want]) {
             Ok(Some(n)) => ok_with(env, buf[..n].to_vec_binary(env)),
-            Ok(None) => fail_atom(env, "eagain"),
+            Ok(None) => Ok((atoms::error(), atoms::eagain()).encode(env)),
             Err(e) if e.kind() == tunctl::ErrorKind::Truncated => {
                 ok_with(env, buf[..want].to_vec_binary(env))
             }
@@ -276,7 +276,7 @@ fn send<'a>(env: Env<'a>, target: Term<'a>, packet: Binary<'a>) -> Res<'a> {
         match core.queue().try_send(packet.as_slice()) {
             Ok(Some(n)) if n == packet.len() => ok(env),
             Ok(Some(n)) => ok_with(env, n),
-            Ok(None) => fail_atom(env, "eagain"),
+            Ok(None) => Ok((atoms::error(), atoms::eagain()).encode(env)),
             Err(e) => fail(env, &e),
         }
     })
@@ -515,10 +515,8 @@ fn via_helper(
     if err.kind() != tunctl::ErrorKind::PermissionDenied || tunctl::helper::find().is_err() {
         return Err(err);
     }
-    let netns = match link.netlink().namespace() {
-        Namespace::Current => Netns::Own,
-        Namespace::Named(n) => Netns::Named(n.clone()),
-        Namespace::Path(_) => return Err(err),
+    let Ok(netns) = Netns::try_from(link.netlink().namespace()) else {
+        return Err(err);
     };
     let mut req = Request::new(Op::Set, link.name());
     req.netns = netns;

@@ -413,7 +413,7 @@ fn run(core: &Arc<Core>) {
                         (
                             atoms::tuntap_error(),
                             tag(env, device),
-                            crate::reason::atom_of(env, why),
+                            crate::reason::atom_of(env, &why),
                         )
                             .encode(env)
                     });
@@ -431,7 +431,7 @@ fn run(core: &Arc<Core>) {
                             (
                                 atoms::tuntap_error(),
                                 tag(env, device),
-                                crate::reason::atom_of(env, why),
+                                crate::reason::atom_of(env, &why),
                             )
                                 .encode(env)
                         });
@@ -441,7 +441,7 @@ fn run(core: &Arc<Core>) {
                             (
                                 atoms::tuncer_internal(),
                                 atoms::gone(),
-                                crate::reason::atom_of(env, why),
+                                crate::reason::atom_of(env, &why),
                             )
                                 .encode(env)
                         });

@@ -338,8 +338,7 @@ fn peer_key(p: &mut Peer, key: &str, lower: &str, value: &str) -> Result<bool, S
         "allowedips" => {
             for a in list(value) {
                 let net = a.parse::<Cidr>().map_err(|e| bad("network", e.detail()))?;
-                p.allowed_ips
-                    .push(Cidr::new(net.network(), net.prefix()).unwrap_or(net));
+                p.allowed_ips.push(net.masked());
             }
         }
         "persistentkeepalive" => {

@@ -68,7 +68,7 @@ fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 16] {
 
 /// Constant-time comparison of two MACs.
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 /// What to do with a handshake message.

@@ -87,11 +87,7 @@ impl Drop for SecretKey {
 impl PartialEq for SecretKey {
     /// In constant time.
     fn eq(&self, other: &SecretKey) -> bool {
-        self.0
-            .iter()
-            .zip(other.0.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        subtle::ConstantTimeEq::ct_eq(&self.0[..], &other.0[..]).into()
     }
 }
 

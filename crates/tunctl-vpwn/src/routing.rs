@@ -139,11 +139,7 @@ impl Routing {
             return Ok(r);
         }
         r.remove_stale(link)?;
-        let own: Vec<Cidr> = config
-            .addresses
-            .iter()
-            .filter_map(|a| Cidr::new(a.network(), a.prefix()).ok())
-            .collect();
+        let own: Vec<Cidr> = config.addresses.iter().map(Cidr::masked).collect();
         let present: Vec<tunctl::Route> = r.netlink.routes(Some(link.index()))?;
         let main_table = match config.table {
             Table::Id(t) => t,
@@ -151,7 +147,7 @@ impl Routing {
         };
         let mut full = Vec::new();
         for net in config.peers.iter().flat_map(|p| &p.allowed_ips) {
-            let net = Cidr::new(net.network(), net.prefix())?;
+            let net = net.masked();
             if net.prefix() == 0 && config.table == Table::Auto {
                 full.push(net);
                 continue;

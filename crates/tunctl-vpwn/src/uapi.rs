@@ -97,7 +97,7 @@ fn only_true(line: &str, v: &str) -> Result<(), SetError> {
 /// The network of an allowed IP: `10.0.0.7/24` is `10.0.0.0/24`, as the kernel and
 /// wireguard-go store it.
 fn network_of(c: Cidr) -> Cidr {
-    Cidr::new(c.network(), c.prefix()).unwrap_or(c)
+    c.masked()
 }
 
 /// What one `set=1` request made of a configuration.

@@ -708,20 +708,15 @@ fn dual_stack(port: u16) -> std::io::Result<UdpSocket> {
 /// no-op.
 pub(crate) fn set_mark(socket: &UdpSocket, mark: u32) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    // SAFETY: a valid socket, and a u32 option value of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_MARK,
-            (&mark as *const u32).cast(),
-            std::mem::size_of::<u32>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 || mark == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+    // The mark's bits as the kernel's int option takes them.
+    match setsockopt_int(
+        socket.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_MARK,
+        mark as i32,
+    ) {
+        Err(_) if mark == 0 => Ok(()),
+        other => other,
     }
 }
 

@@ -78,6 +78,15 @@ impl Cidr {
         }
     }
 
+    /// The network as a CIDR of its own: `10.0.0.0/24` for `10.0.0.1/24` (what a route
+    /// to it, or an allowed IP, holds).
+    pub fn masked(&self) -> Cidr {
+        Cidr {
+            addr: self.network(),
+            prefix: self.prefix,
+        }
+    }
+
     /// Whether the whole network of `other` lies inside this network (same family, a
     /// prefix at least as long, and the same network bits): what a route to `other`
     /// covers stays inside `self`.

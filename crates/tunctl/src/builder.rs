@@ -374,20 +374,7 @@ impl Builder {
         req.persist = self.persist;
         req.addrs = self.addresses.clone();
         req.up = self.up;
-        req.netns = match &self.namespace {
-            Namespace::Current => Netns::Own,
-            Namespace::Named(n) => Netns::Named(n.clone()),
-            Namespace::Path(p) => {
-                return Err(Error::new(
-                    ErrorKind::Unsupported,
-                    "tunctl-helper",
-                    format!(
-                        "the helper takes named namespaces only, not {}",
-                        p.display()
-                    ),
-                ))
-            }
-        };
+        req.netns = Netns::try_from(&self.namespace)?;
         crate::helper::create(&req)
     }
 

@@ -174,13 +174,18 @@ impl Error {
     }
 }
 
-/// The symbolic name of common errnos, for messages an operator can search for.
-pub(crate) fn errno_name(errno: i32) -> Option<&'static str> {
+/// The symbolic name of an errno (`"EBUSY"`), for messages an operator can search for and
+/// for bindings that report errnos by name (the Erlang one's `ebusy`); `None` for one not
+/// listed (the errnos TUN/TAP, netlink, sockets and namespaces give).
+pub fn errno_name(errno: i32) -> Option<&'static str> {
     Some(match errno {
         libc::EPERM => "EPERM",
         libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
         libc::EINTR => "EINTR",
+        libc::EIO => "EIO",
         libc::ENXIO => "ENXIO",
+        libc::E2BIG => "E2BIG",
         libc::EBADF => "EBADF",
         libc::EAGAIN => "EAGAIN",
         libc::ENOMEM => "ENOMEM",
@@ -189,16 +194,30 @@ pub(crate) fn errno_name(errno: i32) -> Option<&'static str> {
         libc::EBUSY => "EBUSY",
         libc::EEXIST => "EEXIST",
         libc::ENODEV => "ENODEV",
+        libc::ENOTDIR => "ENOTDIR",
         libc::EINVAL => "EINVAL",
+        libc::ENFILE => "ENFILE",
+        libc::EMFILE => "EMFILE",
         libc::ENOTTY => "ENOTTY",
+        libc::ENOSPC => "ENOSPC",
         libc::ERANGE => "ERANGE",
+        libc::ENAMETOOLONG => "ENAMETOOLONG",
+        libc::ENOSYS => "ENOSYS",
         libc::EBADFD => "EBADFD",
-        libc::ENOBUFS => "ENOBUFS",
+        libc::EMSGSIZE => "EMSGSIZE",
+        libc::EPROTO => "EPROTO",
+        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
+        libc::EADDRINUSE => "EADDRINUSE",
         libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
         libc::ENETDOWN => "ENETDOWN",
-        libc::EMSGSIZE => "EMSGSIZE",
-        libc::EIO => "EIO",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::ENOBUFS => "ENOBUFS",
+        libc::ESHUTDOWN => "ESHUTDOWN",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
         _ => return None,
     })
 }

@@ -64,7 +64,7 @@ pub use batch::Batch;
 
 pub use builder::Builder;
 pub use device::Device;
-pub use error::{Error, ErrorKind, Result};
+pub use error::{errno_name, Error, ErrorKind, Result};
 pub use flags::{Flags, Kind, Offload};
 pub use netlink::{
     Address, Link, LinkConfig, LinkEvent, LinkInfo, Netlink, Plan, Route, RouteKind, RouteSpec,

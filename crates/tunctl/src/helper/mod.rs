@@ -55,6 +55,31 @@ pub enum Netns {
     Named(String),
 }
 
+impl TryFrom<&Namespace> for Netns {
+    type Error = Error;
+
+    /// The namespace as a request names it: the caller's own, or one under `/run/netns`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Unsupported`] for a namespace given by path: the helper, another
+    /// program, takes named namespaces only.
+    fn try_from(ns: &Namespace) -> Result<Netns> {
+        match ns {
+            Namespace::Current => Ok(Netns::Own),
+            Namespace::Named(n) => Ok(Netns::Named(n.clone())),
+            Namespace::Path(p) => Err(Error::new(
+                ErrorKind::Unsupported,
+                "tunctl-helper",
+                format!(
+                    "the helper takes named namespaces only, not {}",
+                    p.display()
+                ),
+            )),
+        }
+    }
+}
+
 /// One request to the helper.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
